@@ -1,0 +1,39 @@
+// engineInfo() and setThreads(n).
+#include "bindings/addon_data.h"
+#include "bindings/errors.h"
+#include "bindings/marshal.h"
+#include "core/engine.h"
+
+namespace gainrag::node {
+namespace {
+
+Napi::Value EngineInfoJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    EngineInfo e = GetEngineInfo();
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("version", e.version);
+    out.Set("torch", e.torch);
+    Napi::Array backends = Napi::Array::New(env, e.backends.size());
+    for (size_t i = 0; i < e.backends.size(); ++i) backends.Set(uint32_t(i), e.backends[i]);
+    out.Set("backends", backends);
+    out.Set("cudaDevices", e.cuda_devices);
+    out.Set("threads", e.threads);
+    out.Set("blas", e.blas);
+    return out;
+  });
+}
+
+Napi::Value SetThreadsJs(const Napi::CallbackInfo& info) {
+  int64_t n = RequireInt(info[0], "threads", 1, 4096);
+  return Napi::Number::New(info.Env(), ConfigureThreads(static_cast<int>(n)));
+}
+
+}  // namespace
+
+void InitEngine(Napi::Env env, Napi::Object exports) {
+  exports.Set("engineInfo", Napi::Function::New<EngineInfoJs>(env, "engineInfo"));
+  exports.Set("setThreads", Napi::Function::New<SetThreadsJs>(env, "setThreads"));
+}
+
+}  // namespace gainrag::node

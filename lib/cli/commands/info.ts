@@ -1,0 +1,24 @@
+import type { CommandModule } from 'yargs';
+import { engineInfo } from '../../engine.js';
+
+export const infoCommand: CommandModule<{ json: boolean }, { json: boolean }> = {
+  command: 'info',
+  describe: 'print engine information (version, LibTorch, backends, devices, threads)',
+  handler: (argv) => {
+    const info = engineInfo();
+    if (argv.json) {
+      process.stdout.write(`${JSON.stringify(info)}\n`);
+      return;
+    }
+    process.stdout.write(
+      [
+        `gainrag      ${info.version}`,
+        `libtorch     ${info.torch}`,
+        `backends     ${info.backends.join(', ')}`,
+        `cuda devices ${info.cudaDevices}`,
+        `threads      ${info.threads}`,
+        `blas         ${info.blas}`,
+      ].join('\n') + '\n',
+    );
+  },
+};

@@ -1,0 +1,31 @@
+#!/usr/bin/env node
+// gainrag CLI: one command per file in ./commands. Results go to stdout (`--json` for
+// machines), logs and progress bars to stderr.
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { commands } from './commands/index.js';
+
+async function main(): Promise<void> {
+  let cli = yargs(hideBin(process.argv))
+    .scriptName('gainrag')
+    .usage('$0 <command> [options]')
+    .option('json', { type: 'boolean', default: false, describe: 'print results as JSON on stdout' })
+    .strict()
+    .demandCommand(1, 'name a command (see --help)')
+    .recommendCommands()
+    .help()
+    .fail((msg, err, y) => {
+      if (err) throw err;
+      process.stderr.write(`gainrag: ${msg}\n\n`);
+      y.showHelp((s: string) => process.stderr.write(`${s}\n`));
+      process.exit(2);
+    });
+  for (const command of commands) cli = cli.command(command as never);
+  await cli.parseAsync();
+}
+
+main().catch((err: Error & { code?: string }) => {
+  process.stderr.write(`gainrag: ${err.message}${err.code ? ` (${err.code})` : ''}\n`);
+  if (process.env.GAINRAG_DEBUG) process.stderr.write(`${err.stack}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,294 @@
+// Tokenisation with Hugging Face `tokenizers` (tokenizer.json), producing flat token batches
+// for the native engine: one Int32Array of ids plus Arrow-style offsets (row i is
+// ids[offsets[i] .. offsets[i+1])). Pairs are tokenised as two flat batches (each distinct
+// query once) and joined with the model's post-processor template, with the same truncation
+// rules as `tokenizers` (checked against it in test/tokenizer.test.ts).
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { Tokenizer as HfTokenizer } from 'tokenizers';
+import { GainragError } from './errors.js';
+
+/** A batch of token sequences laid out flat (zero-copy friendly). */
+export interface TokenBatch {
+  ids: Int32Array;
+  /** length count + 1; row i spans ids[offsets[i]] .. ids[offsets[i + 1] - 1] */
+  offsets: Int32Array;
+  /** token type ids (segment ids), same layout as ids; present for pair batches */
+  typeIds?: Int32Array;
+  /** rows whose text was cut to fit maxLength */
+  truncated: number;
+}
+
+export type TruncationStrategy = 'only_second' | 'only_first' | 'longest_first';
+
+export interface PairOptions {
+  maxLength: number;
+  truncation?: TruncationStrategy;
+}
+
+interface TemplatePiece {
+  kind: 'special' | 'A' | 'B';
+  ids: number[];
+  typeId: number;
+}
+
+interface PostTemplate {
+  single: TemplatePiece[];
+  pair: TemplatePiece[];
+}
+
+export interface TokenizerConfig {
+  chatTemplate?: string;
+  bosToken?: string;
+  eosToken?: string;
+  padToken?: string;
+  modelMaxLength?: number;
+  [key: string]: unknown;
+}
+
+function tokenString(value: unknown): string | undefined {
+  if (typeof value === 'string') return value;
+  if (value && typeof value === 'object' && typeof (value as { content?: unknown }).content === 'string') {
+    return (value as { content: string }).content;
+  }
+  return undefined;
+}
+
+export class Tokenizer {
+  readonly dir: string;
+  readonly config: TokenizerConfig;
+  private readonly hf: HfTokenizer;
+  private readonly template: PostTemplate;
+
+  private constructor(dir: string, hf: HfTokenizer, template: PostTemplate, config: TokenizerConfig) {
+    this.dir = dir;
+    this.hf = hf;
+    this.template = template;
+    this.config = config;
+  }
+
+  /** Loads `tokenizer.json` (and `tokenizer_config.json` when present) from a model directory. */
+  static load(dir: string): Tokenizer {
+    const file = path.join(dir, 'tokenizer.json');
+    if (!existsSync(file)) throw new GainragError('E_TOKENIZER', `no tokenizer.json in ${dir}`);
+    let raw: { post_processor?: unknown };
+    let hf: HfTokenizer;
+    try {
+      raw = JSON.parse(readFileSync(file, 'utf8'));
+      hf = HfTokenizer.fromFile(file);
+    } catch (err) {
+      throw new GainragError('E_TOKENIZER', `${file}: ${(err as Error).message}`, { cause: err });
+    }
+    hf.disableTruncation();
+    hf.disablePadding();
+    const config: TokenizerConfig = {};
+    const cfgFile = path.join(dir, 'tokenizer_config.json');
+    if (existsSync(cfgFile)) {
+      try {
+        const c = JSON.parse(readFileSync(cfgFile, 'utf8')) as Record<string, unknown>;
+        Object.assign(config, c);
+        if (typeof c.chat_template === 'string') config.chatTemplate = c.chat_template;
+        config.bosToken = tokenString(c.bos_token);
+        config.eosToken = tokenString(c.eos_token);
+        config.padToken = tokenString(c.pad_token);
+        if (typeof c.model_max_length === 'number' && c.model_max_length < 1e9) config.modelMaxLength = c.model_max_length;
+      } catch (err) {
+        throw new GainragError('E_TOKENIZER', `${cfgFile}: ${(err as Error).message}`, { cause: err });
+      }
+    }
+    const template = parsePostProcessor(raw.post_processor, (tok) => hf.tokenToId(tok));
+    return new Tokenizer(dir, hf, template, config);
+  }
+
+  tokenToId(token: string): number | null {
+    return this.hf.tokenToId(token);
+  }
+
+  get vocabSize(): number {
+    return this.hf.getVocabSize(true);
+  }
+
+  /** Number of special tokens the post-processor adds to a single sequence / a pair. */
+  get specialTokens(): { single: number; pair: number } {
+    const count = (t: TemplatePiece[]) => t.filter((p) => p.kind === 'special').reduce((n, p) => n + p.ids.length, 0);
+    return { single: count(this.template.single), pair: count(this.template.pair) };
+  }
+
+  /** Raw token ids per text, no special tokens, no truncation. */
+  async encodeRaw(texts: string[]): Promise<number[][]> {
+    if (texts.length === 0) return [];
+    const encodings = await this.hf.encodeBatch(texts, { addSpecialTokens: false });
+    return encodings.map((e) => e.getIds());
+  }
+
+  /**
+   * Single sequences with the model's special tokens. Longer rows are cut to `maxLength`
+   * tokens (specials included) when `maxLength` is given.
+   */
+  async encodeBatch(texts: string[], options: { maxLength?: number; addSpecialTokens?: boolean } = {}): Promise<TokenBatch> {
+    const add = options.addSpecialTokens ?? true;
+    const raw = await this.encodeRaw(texts);
+    const specials = add ? this.specialTokens.single : 0;
+    const budget = options.maxLength === undefined ? Infinity : options.maxLength - specials;
+    if (budget < 0) throw new RangeError(`maxLength ${options.maxLength} is shorter than the ${specials} special tokens`);
+    const out = new Builder();
+    let truncated = 0;
+    for (const ids of raw) {
+      let a = ids;
+      if (a.length > budget) {
+        a = a.slice(0, budget);
+        truncated++;
+      }
+      out.row(add ? this.template.single : [{ kind: 'A', ids: [], typeId: 0 }], a, []);
+    }
+    return out.finish(truncated, false);
+  }
+
+  /**
+   * Sentence pairs (query, passage) joined by the post-processor's pair template, truncated to
+   * `maxLength` with the given strategy (default `only_second`, as rerankers use). Each
+   * distinct first text is tokenised once.
+   */
+  async encodePairs(first: string[], second: string[], options: PairOptions): Promise<TokenBatch> {
+    if (first.length !== second.length) {
+      throw new RangeError(`pair lists differ in length: ${first.length} first texts, ${second.length} second texts`);
+    }
+    const strategy = options.truncation ?? 'only_second';
+    const budget = options.maxLength - this.specialTokens.pair;
+    if (!Number.isInteger(options.maxLength) || budget < 2) {
+      throw new RangeError(`maxLength ${options.maxLength} leaves no room for a pair after ${this.specialTokens.pair} special tokens`);
+    }
+    const uniqueFirst = [...new Set(first)];
+    const firstIds = new Map<string, number[]>();
+    const encodedFirst = await this.encodeRaw(uniqueFirst);
+    uniqueFirst.forEach((t, i) => firstIds.set(t, encodedFirst[i]));
+    const secondIds = await this.encodeRaw(second);
+    const out = new Builder();
+    let truncated = 0;
+    for (let i = 0; i < first.length; i++) {
+      let a = firstIds.get(first[i])!;
+      let b = secondIds[i];
+      if (a.length + b.length > budget) {
+        truncated++;
+        [a, b] = truncatePair(a, b, budget, strategy);
+      }
+      out.row(this.template.pair, a, b);
+    }
+    return out.finish(truncated, true);
+  }
+
+  async decode(ids: ArrayLike<number>, skipSpecialTokens = true): Promise<string> {
+    return this.hf.decode(Array.from(ids), skipSpecialTokens);
+  }
+
+  async decodeBatch(rows: ArrayLike<number>[], skipSpecialTokens = true): Promise<string[]> {
+    if (rows.length === 0) return [];
+    return this.hf.decodeBatch(rows.map((r) => Array.from(r)), skipSpecialTokens);
+  }
+}
+
+/** Mirrors `tokenizers`' truncation of a pair to `budget` non-special tokens. */
+export function truncatePair(a: number[], b: number[], budget: number, strategy: TruncationStrategy): [number[], number[]] {
+  const excess = a.length + b.length - budget;
+  if (excess <= 0) return [a, b];
+  if (strategy === 'only_second') {
+    if (b.length < excess) {
+      throw new RangeError(`first sequence has ${a.length} tokens: it alone exceeds the pair budget of ${budget} (only_second truncation)`);
+    }
+    return [a, b.slice(0, b.length - excess)];
+  }
+  if (strategy === 'only_first') {
+    if (a.length < excess) {
+      throw new RangeError(`second sequence has ${b.length} tokens: it alone exceeds the pair budget of ${budget} (only_first truncation)`);
+    }
+    return [a.slice(0, a.length - excess), b];
+  }
+  // longest_first, as tokenizers computes it: keep the shorter whole when it fits in half.
+  let n1 = a.length;
+  let n2 = b.length;
+  const swap = n1 > n2;
+  if (swap) [n1, n2] = [n2, n1];
+  n2 = n1 > budget ? n1 : Math.max(n1, budget - n1);
+  if (n1 + n2 > budget) {
+    n1 = Math.floor(budget / 2);
+    n2 = n1 + (budget % 2);
+  }
+  if (swap) [n1, n2] = [n2, n1];
+  return [a.slice(0, n1), b.slice(0, n2)];
+}
+
+class Builder {
+  private ids: number[] = [];
+  private types: number[] = [];
+  private offsets: number[] = [0];
+
+  row(template: TemplatePiece[], a: number[], b: number[]): void {
+    for (const piece of template) {
+      const src = piece.kind === 'special' ? piece.ids : piece.kind === 'A' ? a : b;
+      for (const id of src) {
+        this.ids.push(id);
+        this.types.push(piece.typeId);
+      }
+    }
+    this.offsets.push(this.ids.length);
+  }
+
+  finish(truncated: number, withTypes: boolean): TokenBatch {
+    return {
+      ids: Int32Array.from(this.ids),
+      offsets: Int32Array.from(this.offsets),
+      typeIds: withTypes ? Int32Array.from(this.types) : undefined,
+      truncated,
+    };
+  }
+}
+
+function parsePostProcessor(pp: unknown, idOf: (token: string) => number | null): PostTemplate {
+  const plain: PostTemplate = { single: [{ kind: 'A', ids: [], typeId: 0 }], pair: [{ kind: 'A', ids: [], typeId: 0 }, { kind: 'B', ids: [], typeId: 1 }] };
+  if (!pp || typeof pp !== 'object') return plain;
+  const p = pp as Record<string, unknown>;
+  const special = (tok: unknown, typeId: number): TemplatePiece => {
+    const pair = tok as [string, number];
+    return { kind: 'special', ids: [pair[1]], typeId };
+  };
+  switch (p.type) {
+    case 'Sequence': {
+      for (const inner of (p.processors as unknown[]) ?? []) {
+        const t = inner as Record<string, unknown>;
+        if (t.type === 'TemplateProcessing' || t.type === 'RobertaProcessing' || t.type === 'BertProcessing') {
+          return parsePostProcessor(t, idOf);
+        }
+      }
+      return plain;
+    }
+    case 'ByteLevel':
+      return plain;
+    case 'RobertaProcessing':
+      return {
+        single: [special(p.cls, 0), { kind: 'A', ids: [], typeId: 0 }, special(p.sep, 0)],
+        pair: [special(p.cls, 0), { kind: 'A', ids: [], typeId: 0 }, special(p.sep, 0), special(p.sep, 0), { kind: 'B', ids: [], typeId: 0 }, special(p.sep, 0)],
+      };
+    case 'BertProcessing':
+      return {
+        single: [special(p.cls, 0), { kind: 'A', ids: [], typeId: 0 }, special(p.sep, 0)],
+        pair: [special(p.cls, 0), { kind: 'A', ids: [], typeId: 0 }, special(p.sep, 0), { kind: 'B', ids: [], typeId: 1 }, special(p.sep, 1)],
+      };
+    case 'TemplateProcessing': {
+      const specials = (p.special_tokens ?? {}) as Record<string, { ids: number[] }>;
+      const convert = (items: unknown[]): TemplatePiece[] =>
+        items.map((item) => {
+          const it = item as { SpecialToken?: { id: string; type_id: number }; Sequence?: { id: 'A' | 'B'; type_id: number } };
+          if (it.SpecialToken) {
+            const name = it.SpecialToken.id;
+            const ids = specials[name]?.ids ?? [idOf(name) ?? -1];
+            if (ids.some((x) => x < 0)) throw new GainragError('E_TOKENIZER', `post-processor names unknown special token ${name}`);
+            return { kind: 'special', ids, typeId: it.SpecialToken.type_id };
+          }
+          return { kind: it.Sequence!.id, ids: [], typeId: it.Sequence!.type_id };
+        });
+      return { single: convert((p.single as unknown[]) ?? []), pair: convert((p.pair as unknown[]) ?? []) };
+    }
+    default:
+      throw new GainragError('E_TOKENIZER', `unsupported tokenizer post_processor type ${String(p.type)}`);
+  }
+}
