@@ -9,6 +9,7 @@ namespace gainrag::node {
 struct AddonData {
   Napi::FunctionReference safetensors_file;
   Napi::FunctionReference encoder;
+  Napi::FunctionReference cross_encoder;
   Napi::FunctionReference causal_lm;
   Napi::FunctionReference dense_index;
   Napi::FunctionReference selector_trainer;

@@ -1,0 +1,320 @@
+// Streaming record I/O for QA data and pipeline outputs.
+//
+// readRecords streams JSONL line by line, and also accepts a file holding one JSON array of
+// records (the reference code's `.json` format) without parsing it in one piece: the array is
+// split into its top-level elements while streaming, so a multi-GB array never becomes one string.
+// The format is decided by content (first non-blank character `[`), not by the file extension.
+//
+// AtomicJsonlWriter writes to `<path>.partial` and renames onto `<path>` only in close(), so a
+// reader never sees a half-written output under the final name, and a resumable job can reopen
+// the partial file with {append: true} and continue where it stopped.
+import { createReadStream, closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import { GainragError } from '../errors.js';
+
+export interface RecordAt {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  record: any;
+  /** 1-based line where the record starts. */
+  line: number;
+}
+
+/** Streams the records of a JSONL file or of a JSON array file. Errors: E_IO, E_DATA 'FILE:LINE: ...'. */
+export async function* readRecords(file: string): AsyncGenerator<RecordAt> {
+  const stream = createReadStream(file, { encoding: 'utf8', highWaterMark: 1 << 20 });
+  const name = path.basename(file);
+  let mode: 'unknown' | 'jsonl' | 'array' = 'unknown';
+  const lines = new LineSplitter();
+  const array = new ArraySplitter(name);
+  try {
+    for await (const chunk of stream as AsyncIterable<string>) {
+      let text = chunk;
+      if (mode === 'unknown') {
+        if (lines.line === 1 && lines.pendingEmpty() && text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+        const first = text.search(/\S/);
+        if (first < 0) {
+          lines.push(text, () => undefined); // only whitespace so far: keep line numbers right
+          continue;
+        }
+        mode = text[first] === '[' ? 'array' : 'jsonl';
+        if (mode === 'array') array.startAt(lines.line, text);
+      }
+      if (mode === 'jsonl') {
+        const out: RecordAt[] = [];
+        lines.push(text, (line, no) => out.push(parseLine(line, no, name)));
+        yield* out;
+      } else {
+        yield* array.push(text);
+      }
+    }
+    if (mode === 'jsonl') {
+      const out: RecordAt[] = [];
+      lines.end((line, no) => out.push(parseLine(line, no, name)));
+      yield* out;
+    } else if (mode === 'array') {
+      array.end();
+    }
+  } catch (err) {
+    if (err instanceof GainragError) throw err;
+    const e = err as NodeJS.ErrnoException;
+    throw new GainragError('E_IO', `${file}: ${e.message}`, { cause: err });
+  } finally {
+    stream.destroy();
+  }
+}
+
+function parseLine(text: string, line: number, name: string): RecordAt {
+  try {
+    return { record: JSON.parse(text), line };
+  } catch (err) {
+    throw new GainragError('E_DATA', `${name}:${line}: invalid JSON (${(err as Error).message})`);
+  }
+}
+
+class LineSplitter {
+  line = 1;
+  private rest = '';
+  pendingEmpty(): boolean {
+    return this.rest.length === 0;
+  }
+  push(text: string, emit: (line: string, no: number) => void): void {
+    let start = 0;
+    const data = this.rest + text;
+    for (;;) {
+      const nl = data.indexOf('\n', start);
+      if (nl < 0) break;
+      const line = data.slice(start, nl).trim();
+      if (line.length > 0) emit(line, this.line);
+      this.line++;
+      start = nl + 1;
+    }
+    this.rest = data.slice(start);
+  }
+  end(emit: (line: string, no: number) => void): void {
+    const line = this.rest.trim();
+    if (line.length > 0) emit(line, this.line);
+    this.rest = '';
+  }
+}
+
+// Splits `[ {...}, {...} ]` into element texts by tracking string/escape state and nesting depth.
+class ArraySplitter {
+  private depth = 0; // 1 = inside the top-level array
+  private inString = false;
+  private escape = false;
+  private element: string[] = [];
+  private elementStart = -1; // line of the element's first character
+  private line = 1;
+  private closed = false;
+  private sawElement = false;
+  private expectComma = false;
+  constructor(private readonly name: string) {}
+
+  startAt(line: number, _text: string): void {
+    this.line = line;
+  }
+
+  *push(text: string): Generator<RecordAt> {
+    let segStart = -1; // start of the current element inside `text`
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      if (c === 10) this.line++;
+      if (this.inString) {
+        if (this.escape) this.escape = false;
+        else if (c === 92) this.escape = true;
+        else if (c === 34) this.inString = false;
+        continue;
+      }
+      if (this.closed) {
+        if (!isBlank(c)) this.fail('unexpected content after the closing ]');
+        continue;
+      }
+      if (this.depth === 0) {
+        if (c === 91) this.depth = 1;
+        else if (!isBlank(c)) this.fail('expected [');
+        continue;
+      }
+      if (this.depth === 1) {
+        if (isBlank(c)) continue;
+        if (c === 44) {
+          if (!this.expectComma) this.fail('unexpected ,');
+          this.expectComma = false;
+          continue;
+        }
+        if (c === 93) {
+          if (!this.expectComma && this.sawElement) this.fail('trailing , before ]');
+          this.closed = true;
+          continue;
+        }
+        if (this.expectComma) this.fail('expected , or ] between array elements');
+        // An element starts here. Scalars are not records: insist on objects.
+        if (c !== 123) this.fail('array elements must be JSON objects');
+        this.elementStart = this.line;
+        segStart = i;
+        this.depth = 2;
+        continue;
+      }
+      if (c === 34) this.inString = true;
+      else if (c === 123 || c === 91) this.depth++;
+      else if (c === 125 || c === 93) {
+        this.depth--;
+        if (this.depth === 1) {
+          this.element.push(text.slice(segStart < 0 ? 0 : segStart, i + 1));
+          const body = this.element.join('');
+          this.element = [];
+          segStart = -1;
+          this.sawElement = true;
+          this.expectComma = true;
+          yield parseLine(body, this.elementStart, this.name);
+        }
+      }
+    }
+    if (this.depth >= 2) this.element.push(text.slice(segStart < 0 ? 0 : segStart));
+  }
+
+  end(): void {
+    if (!this.closed) this.fail('unterminated JSON array');
+  }
+
+  private fail(message: string): never {
+    throw new GainragError('E_DATA', `${this.name}:${this.line}: ${message}`);
+  }
+}
+
+function isBlank(c: number): boolean {
+  return c === 32 || c === 10 || c === 13 || c === 9;
+}
+
+export interface AtomicJsonlWriterOptions {
+  /**
+   * Continue an existing `<path>.partial` (a resumed job). A trailing incomplete line left by a
+   * crash is cut off first, so every line in the file is a complete record.
+   */
+  append?: boolean;
+}
+
+/** JSONL writer that only publishes the file under its final name once complete. */
+export class AtomicJsonlWriter {
+  readonly path: string;
+  readonly partialPath: string;
+  /** Records already in the partial file when it was opened with {append: true}. */
+  readonly resumedRecords: number;
+  private fd: number | undefined;
+  private buffer: string[] = [];
+  private buffered = 0;
+  private readonly appendMode: boolean;
+  // Writes use explicit positions: an fd opened 'r+' for resuming starts at offset 0.
+  private position: number;
+
+  private constructor(file: string, fd: number, resumed: number, append: boolean, position: number) {
+    this.path = file;
+    this.partialPath = `${file}.partial`;
+    this.fd = fd;
+    this.position = position;
+    this.resumedRecords = resumed;
+    this.appendMode = append;
+  }
+
+  static open(file: string, options: AtomicJsonlWriterOptions = {}): AtomicJsonlWriter {
+    const partial = `${file}.partial`;
+    try {
+      if (options.append && existsSync(partial)) {
+        const fd = openSync(partial, 'r+');
+        const kept = cutToLastNewline(fd);
+        return new AtomicJsonlWriter(file, fd, kept.lines, true, kept.bytes);
+      }
+      return new AtomicJsonlWriter(file, openSync(partial, 'w'), 0, options.append ?? false, 0);
+    } catch (err) {
+      throw new GainragError('E_IO', `cannot open ${partial} for writing: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** Queues one record (one line). Throws TypeError for values JSON cannot represent. */
+  write(record: unknown): void {
+    if (this.fd === undefined) throw new GainragError('E_IO', `${this.path}: writer is closed`);
+    const line = JSON.stringify(record);
+    if (line === undefined) throw new TypeError('AtomicJsonlWriter.write: record is not JSON-serialisable');
+    this.buffer.push(line, '\n');
+    this.buffered += line.length + 1;
+    if (this.buffered >= 1 << 20) this.flush();
+  }
+
+  /** Writes queued records to the partial file (not fsynced). */
+  flush(): void {
+    if (this.fd === undefined || this.buffer.length === 0) return;
+    const data = Buffer.from(this.buffer.join(''), 'utf8');
+    this.buffer = [];
+    this.buffered = 0;
+    let off = 0;
+    try {
+      while (off < data.length) {
+        const n = writeSync(this.fd, data, off, data.length - off, this.position);
+        off += n;
+        this.position += n;
+      }
+    } catch (err) {
+      throw new GainragError('E_IO', `${this.partialPath}: write failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** Flushes, fsyncs and renames `<path>.partial` onto `<path>`. */
+  close(): void {
+    if (this.fd === undefined) return;
+    this.flush();
+    const fd = this.fd;
+    this.fd = undefined;
+    try {
+      fsyncSync(fd);
+      closeSync(fd);
+      renameSync(this.partialPath, this.path);
+    } catch (err) {
+      throw new GainragError('E_IO', `${this.path}: cannot finish the output: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /**
+   * Stops without publishing. The partial file is kept when the writer was opened with
+   * {append: true} (so the job can resume) unless keepPartial is false; otherwise it is removed.
+   */
+  abort(options: { keepPartial?: boolean } = {}): void {
+    if (this.fd === undefined) return;
+    const keep = options.keepPartial ?? this.appendMode;
+    try {
+      if (keep) this.flush();
+    } finally {
+      const fd = this.fd;
+      this.fd = undefined;
+      if (fd !== undefined) closeSync(fd);
+      if (!keep) rmSync(this.partialPath, { force: true });
+    }
+  }
+}
+
+// Truncates after the last '\n'; returns the complete lines kept and the new size.
+function cutToLastNewline(fd: number): { lines: number; bytes: number } {
+  const size = fstatSync(fd).size;
+  const chunk = Buffer.allocUnsafe(1 << 16);
+  let end = size;
+  let keep = 0;
+  // Find the last newline scanning backwards.
+  outer: while (end > 0) {
+    const start = Math.max(0, end - chunk.length);
+    const n = readSync(fd, chunk, 0, end - start, start);
+    for (let i = n - 1; i >= 0; i--) {
+      if (chunk[i] === 10) {
+        keep = start + i + 1;
+        break outer;
+      }
+    }
+    end = start;
+  }
+  if (keep !== size) ftruncateSync(fd, keep);
+  // Count lines (one pass; partial files are outputs of this writer, so this is cheap next to a job).
+  let lines = 0;
+  for (let pos = 0; pos < keep; ) {
+    const n = readSync(fd, chunk, 0, Math.min(chunk.length, keep - pos), pos);
+    for (let i = 0; i < n; i++) if (chunk[i] === 10) lines++;
+    pos += n;
+  }
+  return { lines, bytes: keep };
+}
