@@ -1,8 +1,194 @@
-// JS class(es): CausalLM. (Placeholder until the class lands.)
+// JS class CausalLM (raw surface; lib/models/causal-lm.ts is the typed API): a loaded Llama
+// decoder. Token batches come in as borrowed Int32Arrays (ids + offsets); results go out as
+// external buffers owned by native tensors.
+#include <ATen/ATen.h>
+
 #include "bindings/addon_data.h"
+#include "bindings/async_task.h"
+#include "bindings/marshal.h"
+#include "core/batching.h"
+#include "core/tensor_util.h"
+#include "models/llama.h"
 
 namespace gainrag::node {
+namespace {
 
-void InitCausalLM(Napi::Env env, Napi::Object exports) {}
+using Model = std::shared_ptr<LlamaModel>;
+
+// Borrows (ids, offsets) typed arrays; `keep` collects the JS values that must outlive the task.
+RaggedTokens BorrowRagged(Napi::Env env, const Napi::Value& ids, const Napi::Value& offsets, const char* what,
+                          std::vector<Napi::Value>* keep) {
+  at::Tensor id_t = BorrowTypedArray1D(ids, at::kInt, what);
+  at::Tensor off_t = BorrowTypedArray1D(offsets, at::kInt, what);
+  if (off_t.numel() < 1) throw Napi::RangeError::New(env, std::string(what) + " offsets are empty");
+  RaggedTokens r;
+  r.ids = id_t.data_ptr<int32_t>();
+  r.offsets = off_t.data_ptr<int32_t>();
+  r.count = off_t.numel() - 1;
+  Guard(env, [&] { ValidateRagged(r, id_t.numel()); });
+  keep->push_back(ids);
+  keep->push_back(offsets);
+  return r;
+}
+
+class CausalLMWrap : public Napi::ObjectWrap<CausalLMWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "CausalLM",
+                       {InstanceAccessor<&CausalLMWrap::Info>("info"),
+                        InstanceMethod<&CausalLMWrap::Stats>("stats"),
+                        InstanceMethod<&CausalLMWrap::ResetStats>("resetStats"),
+                        InstanceMethod<&CausalLMWrap::Contrastive>("contrastive"),
+                        InstanceMethod<&CausalLMWrap::LastLogits>("lastLogits"),
+                        InstanceMethod<&CausalLMWrap::Generate>("generate")});
+  }
+
+  explicit CausalLMWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CausalLMWrap>(info) {
+    if (info.Length() != 1 || !info[0].IsExternal())
+      throw Napi::TypeError::New(info.Env(), "CausalLM is created by loadCausalLM(dir, options)");
+    model_ = *info[0].As<Napi::External<Model>>().Data();
+  }
+
+ private:
+  Napi::Value Info(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const LlamaConfig& c = model_->config();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("modelType", c.model_type);
+    o.Set("vocabSize", double(c.vocab_size));
+    o.Set("hiddenSize", double(c.hidden_size));
+    o.Set("numLayers", double(c.num_layers));
+    o.Set("contextLength", double(c.max_position_embeddings));
+    o.Set("bosTokenId", double(c.bos_token_id));
+    Napi::Array eos = Napi::Array::New(env, model_->eos_ids().size());
+    for (size_t i = 0; i < model_->eos_ids().size(); ++i) eos.Set(uint32_t(i), double(model_->eos_ids()[i]));
+    o.Set("eosTokenIds", eos);
+    at::ScalarType t = model_->dtype();
+    o.Set("dtype", t == at::kFloat ? "float32" : t == at::kBFloat16 ? "bfloat16" : "float16");
+    o.Set("device", model_->device().str());
+    return o;
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    LlamaStats s = model_->stats();
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("promptPrefills", double(s.prompt_prefills));
+    o.Set("prefillTokens", double(s.prefill_tokens));
+    o.Set("answerTokens", double(s.answer_tokens));
+    o.Set("lmHeadRows", double(s.lm_head_rows));
+    o.Set("forwardCalls", double(s.forward_calls));
+    o.Set("generatedTokens", double(s.generated_tokens));
+    return o;
+  }
+
+  Napi::Value ResetStats(const Napi::CallbackInfo& info) {
+    model_->ResetStats();
+    return info.Env().Undefined();
+  }
+
+  // contrastive(promptIds, promptOffsets, answerIds, answerOffsets, promptBegin, answerBegin,
+  //             alpha, referenceMethod, controls) -> Promise<Float64Array>
+  Napi::Value Contrastive(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<Napi::Value> keep;
+    ContrastiveRequest req;
+    req.prompts = BorrowRagged(env, info[0], info[1], "prompts", &keep);
+    req.answers = BorrowRagged(env, info[2], info[3], "answers", &keep);
+    at::Tensor pb = BorrowTypedArray1D(info[4], at::kInt, "promptBegin");
+    at::Tensor ab = BorrowTypedArray1D(info[5], at::kInt, "answerBegin");
+    if (pb.numel() < 1 || pb.numel() != ab.numel())
+      throw Napi::RangeError::New(env, "promptBegin and answerBegin must both have items + 1 entries");
+    req.items = pb.numel() - 1;
+    req.prompt_begin = pb.data_ptr<int32_t>();
+    req.answer_begin = ab.data_ptr<int32_t>();
+    RaggedTokens pcheck{nullptr, req.prompt_begin, nullptr, req.items};
+    RaggedTokens acheck{nullptr, req.answer_begin, nullptr, req.items};
+    Guard(env, [&] {
+      ValidateRagged(pcheck, req.prompts.count);
+      ValidateRagged(acheck, req.answers.count);
+    });
+    keep.push_back(info[4]);
+    keep.push_back(info[5]);
+    if (!info[6].IsNumber()) throw Napi::TypeError::New(env, "alpha must be a number");
+    req.alpha = info[6].As<Napi::Number>().DoubleValue();
+    req.reference_method = info[7].ToBoolean().Value();
+    auto result = std::make_shared<at::Tensor>();
+    Model model = model_;
+    return StartTask(
+        env, "gainrag.CausalLM.contrastive",
+        [model, req, result](const RunContext& ctx) { *result = model->ContrastivePerplexity(req, ctx); },
+        [result](Napi::Env env) { return TensorToTypedArray(env, *result); }, ReadControls(info[8]), keep);
+  }
+
+  // lastLogits(ids, offsets, lastN, controls) -> Promise<Float32Array> [count, lastN, vocab]
+  Napi::Value LastLogits(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<Napi::Value> keep;
+    RaggedTokens prompts = BorrowRagged(env, info[0], info[1], "prompts", &keep);
+    int64_t last_n = RequireInt(info[2], "lastN", 1, 1 << 20);
+    auto result = std::make_shared<at::Tensor>();
+    Model model = model_;
+    return StartTask(
+        env, "gainrag.CausalLM.lastLogits",
+        [model, prompts, last_n, result](const RunContext& ctx) { *result = model->LastLogits(prompts, last_n, ctx); },
+        [result](Napi::Env env) { return TensorToTypedArray(env, *result); }, ReadControls(info[3]), keep);
+  }
+
+  // generate(ids, offsets, maxNewTokens, controls) -> Promise<{ids: Int32Array, offsets: Int32Array}>
+  Napi::Value Generate(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<Napi::Value> keep;
+    RaggedTokens prompts = BorrowRagged(env, info[0], info[1], "prompts", &keep);
+    int64_t max_new = RequireInt(info[2], "maxNewTokens", 1, 1 << 20);
+    auto result = std::make_shared<std::pair<at::Tensor, at::Tensor>>();
+    Model model = model_;
+    return StartTask(
+        env, "gainrag.CausalLM.generate",
+        [model, prompts, max_new, result](const RunContext& ctx) { *result = model->GenerateGreedy(prompts, max_new, ctx); },
+        [result](Napi::Env env) -> Napi::Value {
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("ids", TensorToTypedArray(env, result->first));
+          o.Set("offsets", TensorToTypedArray(env, result->second));
+          return o;
+        },
+        ReadControls(info[3]), keep);
+  }
+
+  Model model_;
+};
+
+// loadCausalLM(dir, {device?, dtype?, tokenBudget?, maxRows?}) -> Promise<CausalLM>
+Napi::Value LoadCausalLM(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string dir = RequireString(info[0], "dir");
+  LlamaOptions opts;
+  Napi::Object o = info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
+  std::string device = OptionalString(o, "device", "cpu");
+  std::string dtype = OptionalString(o, "dtype", "float32");
+  Guard(env, [&] {
+    opts.device = ParseDevice(device);
+    opts.dtype = ParseFloatType(dtype);
+  });
+  double budget = OptionalNumber(o, "tokenBudget", 8192), rows = OptionalNumber(o, "maxRows", 64);
+  if (!(budget >= 1) || !(rows >= 1)) throw Napi::RangeError::New(env, "tokenBudget and maxRows must be at least 1");
+  opts.token_budget = int64_t(budget);
+  opts.max_rows = int64_t(rows);
+  auto result = std::make_shared<Model>();
+  return StartTask(
+      env, "gainrag.loadCausalLM", [dir, opts, result](const RunContext&) { *result = LlamaModel::Load(dir, opts); },
+      [result](Napi::Env env) -> Napi::Value {
+        auto ext = Napi::External<Model>::New(env, new Model(*result), [](Napi::Env, Model* p) { delete p; });
+        return GetAddonData(env).causal_lm.New({ext});
+      });
+}
+
+}  // namespace
+
+void InitCausalLM(Napi::Env env, Napi::Object exports) {
+  Napi::Function ctor = CausalLMWrap::Define(env);
+  GetAddonData(env).causal_lm = Napi::Persistent(ctor);
+  exports.Set("CausalLM", ctor);
+  exports.Set("loadCausalLM", Napi::Function::New<LoadCausalLM>(env, "loadCausalLM"));
+}
 
 }  // namespace gainrag::node

@@ -1,8 +1,233 @@
-// JS class(es): DenseIndex. (Placeholder until the class lands.)
+// JS class DenseIndex (raw; lib/retrieval/dense-index.ts is the typed wrapper).
+// Every data-moving call runs off the JS thread. Searches share the index; add/setDevice take it
+// exclusively, so a search never sees a half-grown storage.
+#include <shared_mutex>
+
 #include "bindings/addon_data.h"
+#include "bindings/async_task.h"
+#include "bindings/marshal.h"
+#include "core/tensor_util.h"
+#include "index/dense_index.h"
 
 namespace gainrag::node {
+namespace {
 
-void InitDenseIndex(Napi::Env env, Napi::Object exports) {}
+struct IndexHolder {
+  std::shared_ptr<DenseIndex> index;
+  std::shared_mutex mutex;
+  std::atomic<int64_t> size{0};  // read by the JS getter without taking the lock
+};
+
+const char* DTypeString(at::ScalarType t) {
+  return t == at::kHalf ? "float16" : t == at::kBFloat16 ? "bfloat16" : "float32";
+}
+
+Napi::Object ControlsArg(const Napi::CallbackInfo& info, size_t i) {
+  return i < info.Length() && info[i].IsObject() ? info[i].As<Napi::Object>() : Napi::Object::New(info.Env());
+}
+
+class DenseIndexWrap : public Napi::ObjectWrap<DenseIndexWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "DenseIndex",
+                       {InstanceAccessor<&DenseIndexWrap::Size>("size"),
+                        InstanceAccessor<&DenseIndexWrap::Dim>("dim"),
+                        InstanceAccessor<&DenseIndexWrap::DType>("dtype"),
+                        InstanceAccessor<&DenseIndexWrap::MetricGetter>("metric"),
+                        InstanceAccessor<&DenseIndexWrap::Device>("device"),
+                        InstanceMethod<&DenseIndexWrap::Add>("add"),
+                        InstanceMethod<&DenseIndexWrap::AddNpy>("addNpy"),
+                        InstanceMethod<&DenseIndexWrap::Search>("search"),
+                        InstanceMethod<&DenseIndexWrap::Save>("save"),
+                        InstanceMethod<&DenseIndexWrap::SaveFiles>("saveFiles"),
+                        InstanceMethod<&DenseIndexWrap::SetDevice>("setDevice"),
+                        InstanceMethod<&DenseIndexWrap::Row>("row")});
+  }
+
+  explicit DenseIndexWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DenseIndexWrap>(info) {
+    if (info.Length() != 1 || !info[0].IsExternal())
+      throw Napi::TypeError::New(info.Env(), "DenseIndex is created by createDenseIndex() or openDenseIndex()");
+    holder_ = std::make_shared<IndexHolder>();
+    holder_->index = *info[0].As<Napi::External<std::shared_ptr<DenseIndex>>>().Data();
+    holder_->size = holder_->index->size();
+  }
+
+  static Napi::Object New(Napi::Env env, std::shared_ptr<DenseIndex> index) {
+    auto ext = Napi::External<std::shared_ptr<DenseIndex>>::New(
+        env, new std::shared_ptr<DenseIndex>(std::move(index)),
+        [](Napi::Env, std::shared_ptr<DenseIndex>* p) { delete p; });
+    return GetAddonData(env).dense_index.New({ext});
+  }
+
+ private:
+  Napi::Value Size(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(holder_->size.load())); }
+  Napi::Value Dim(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(holder_->index->dim())); }
+  Napi::Value DType(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), DTypeString(holder_->index->dtype()));
+  }
+  Napi::Value MetricGetter(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), MetricName(holder_->index->metric()));
+  }
+  Napi::Value Device(const Napi::CallbackInfo& info) {
+    std::shared_lock lock(holder_->mutex);
+    return Napi::String::New(info.Env(), holder_->index->device().str());
+  }
+
+  // add(vectors: Float32Array, ids?: BigInt64Array, controls?)
+  Napi::Value Add(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const int64_t dim = holder_->index->dim();
+    at::Tensor flat = BorrowTypedArray1D(info[0], at::kFloat, "vectors");
+    if (flat.numel() % dim != 0)
+      throw Napi::RangeError::New(env, "vectors length " + std::to_string(flat.numel()) + " is not a multiple of dim " +
+                                           std::to_string(dim));
+    const int64_t n = flat.numel() / dim;
+    at::Tensor vectors = flat.view({n, dim});
+    at::Tensor ids;
+    if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull()) ids = BorrowTypedArray(info[1], at::kLong, {n}, "ids");
+    auto holder = holder_;
+    return StartTask(
+        env, "gainrag.DenseIndex.add",
+        [holder, vectors, ids](const RunContext& ctx) {
+          std::unique_lock lock(holder->mutex);
+          holder->index->Add(vectors, ids, ctx);
+          holder->size = holder->index->size();
+        },
+        nullptr, ReadControls(ControlsArg(info, 2)), {info[0], info.Length() > 1 ? info[1] : env.Undefined()});
+  }
+
+  // addNpy(path, controls?): appends the rows of a float32/float16 .npy file with consecutive ids.
+  Napi::Value AddNpy(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string path = RequireString(info[0], "path");
+    auto holder = holder_;
+    auto added = std::make_shared<int64_t>(0);
+    return StartTask(
+        env, "gainrag.DenseIndex.addNpy",
+        [holder, path, added](const RunContext& ctx) {
+          at::Tensor m = MapNpyMatrix(path);
+          std::unique_lock lock(holder->mutex);
+          holder->index->Add(m, at::Tensor(), ctx);
+          holder->size = holder->index->size();
+          *added = m.size(0);
+        },
+        [added](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, double(*added)); },
+        ReadControls(ControlsArg(info, 1)));
+  }
+
+  // search(queries: Float32Array, k, {corpusBlock?, queryBlock?}, controls?) -> {ids, scores}
+  Napi::Value Search(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const int64_t dim = holder_->index->dim();
+    at::Tensor flat = BorrowTypedArray1D(info[0], at::kFloat, "queries");
+    if (flat.numel() % dim != 0)
+      throw Napi::RangeError::New(env, "queries length " + std::to_string(flat.numel()) + " is not a multiple of dim " +
+                                           std::to_string(dim));
+    const int64_t size = holder_->size.load();
+    if (size == 0) throw MakeError(env, "E_INDEX", "cannot search an empty index");
+    const int64_t k = RequireInt(info[1], "k", 1, size);
+    SearchOptions options;
+    if (info.Length() > 2 && info[2].IsObject()) {
+      Napi::Object o = info[2].As<Napi::Object>();
+      options.corpus_block = static_cast<int64_t>(OptionalNumber(o, "corpusBlock", 0));
+      options.query_block = static_cast<int64_t>(OptionalNumber(o, "queryBlock", 0));
+      if (options.corpus_block < 0 || options.query_block < 0)
+        throw Napi::RangeError::New(env, "corpusBlock and queryBlock must be positive");
+    }
+    at::Tensor queries = flat.view({flat.numel() / dim, dim});
+    auto holder = holder_;
+    auto result = std::make_shared<SearchResult>();
+    return StartTask(
+        env, "gainrag.DenseIndex.search",
+        [holder, queries, k, options, result](const RunContext& ctx) {
+          std::shared_lock lock(holder->mutex);
+          *result = holder->index->Search(queries, k, ctx, options);
+        },
+        [result](Napi::Env env) -> Napi::Value {
+          Napi::Object out = Napi::Object::New(env);
+          out.Set("ids", TensorToTypedArray(env, result->ids));
+          out.Set("scores", TensorToTypedArray(env, result->scores));
+          return out;
+        },
+        ReadControls(ControlsArg(info, 3)), {info[0]});
+  }
+
+  Napi::Value SaveImpl(const Napi::CallbackInfo& info, bool files_only) {
+    std::string dir = RequireString(info[0], "dir");
+    auto holder = holder_;
+    return StartTask(
+        info.Env(), "gainrag.DenseIndex.save",
+        [holder, dir, files_only](const RunContext& ctx) {
+          std::shared_lock lock(holder->mutex);
+          if (files_only) holder->index->SaveFiles(dir, ctx);
+          else holder->index->Save(dir, ctx);
+        },
+        nullptr, ReadControls(ControlsArg(info, 1)));
+  }
+  Napi::Value Save(const Napi::CallbackInfo& info) { return SaveImpl(info, false); }
+  Napi::Value SaveFiles(const Napi::CallbackInfo& info) { return SaveImpl(info, true); }
+
+  Napi::Value SetDevice(const Napi::CallbackInfo& info) {
+    std::string name = RequireString(info[0], "device");
+    return Guard(info.Env(), [&] {
+      at::Device device = ParseDevice(name);
+      std::unique_lock lock(holder_->mutex);
+      holder_->index->SetDevice(device);
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value Row(const Napi::CallbackInfo& info) {
+    const int64_t r = RequireInt(info[0], "row", 0, std::max<int64_t>(0, holder_->size.load() - 1));
+    return Guard(info.Env(), [&] {
+      std::shared_lock lock(holder_->mutex);
+      return TensorToTypedArray(info.Env(), holder_->index->Row(r));
+    });
+  }
+
+  std::shared_ptr<IndexHolder> holder_;
+};
+
+// createDenseIndex(dim, dtype, metric)
+Napi::Value CreateDenseIndex(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int64_t dim = RequireInt(info[0], "dim", 1, 1 << 20);
+  const std::string dtype = RequireString(info[1], "dtype");
+  const std::string metric = RequireString(info[2], "metric");
+  auto index = Guard(env, [&] { return std::make_shared<DenseIndex>(dim, ParseFloatType(dtype), ParseMetric(metric)); });
+  return DenseIndexWrap::New(env, index);
+}
+
+Napi::Value OpenDenseIndex(const Napi::CallbackInfo& info) {
+  std::string dir = RequireString(info[0], "dir");
+  auto result = std::make_shared<std::shared_ptr<DenseIndex>>();
+  return StartTask(
+      info.Env(), "gainrag.openDenseIndex", [dir, result](const RunContext&) { *result = DenseIndex::Open(dir); },
+      [result](Napi::Env env) -> Napi::Value { return DenseIndexWrap::New(env, *result); });
+}
+
+// npyInfo(path) -> {rows, dim, dtype}: header check only (the data stays mapped, unread).
+Napi::Value NpyInfo(const Napi::CallbackInfo& info) {
+  std::string path = RequireString(info[0], "path");
+  return Guard(info.Env(), [&] {
+    at::Tensor m = MapNpyMatrix(path);
+    Napi::Object out = Napi::Object::New(info.Env());
+    out.Set("rows", Napi::Number::New(info.Env(), double(m.size(0))));
+    out.Set("dim", Napi::Number::New(info.Env(), double(m.size(1))));
+    out.Set("dtype", Napi::String::New(info.Env(), DTypeString(m.scalar_type())));
+    return out;
+  });
+}
+
+}  // namespace
+
+void InitDenseIndex(Napi::Env env, Napi::Object exports) {
+  Napi::Function ctor = DenseIndexWrap::Define(env);
+  GetAddonData(env).dense_index = Napi::Persistent(ctor);
+  exports.Set("DenseIndex", ctor);
+  exports.Set("createDenseIndex", Napi::Function::New<CreateDenseIndex>(env, "createDenseIndex"));
+  exports.Set("openDenseIndex", Napi::Function::New<OpenDenseIndex>(env, "openDenseIndex"));
+  exports.Set("npyInfo", Napi::Function::New<NpyInfo>(env, "npyInfo"));
+}
 
 }  // namespace gainrag::node

@@ -192,14 +192,15 @@ export function truncatePair(a: number[], b: number[], budget: number, strategy:
   const excess = a.length + b.length - budget;
   if (excess <= 0) return [a, b];
   if (strategy === 'only_second') {
-    if (b.length < excess) {
-      throw new RangeError(`first sequence has ${a.length} tokens: it alone exceeds the pair budget of ${budget} (only_second truncation)`);
+    // tokenizers refuses unless at least one token of the truncated side survives
+    if (b.length <= excess) {
+      throw new RangeError(`first sequence has ${a.length} tokens: with only_second truncation it leaves no room for the second in the pair budget of ${budget}`);
     }
     return [a, b.slice(0, b.length - excess)];
   }
   if (strategy === 'only_first') {
-    if (a.length < excess) {
-      throw new RangeError(`second sequence has ${b.length} tokens: it alone exceeds the pair budget of ${budget} (only_first truncation)`);
+    if (a.length <= excess) {
+      throw new RangeError(`second sequence has ${b.length} tokens: with only_first truncation it leaves no room for the first in the pair budget of ${budget}`);
     }
     return [a.slice(0, a.length - excess), b];
   }

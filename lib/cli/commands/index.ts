@@ -1,6 +1,13 @@
 // Registry of CLI commands; each lives in its own file.
 import type { CommandModule } from 'yargs';
 import { infoCommand } from './info.js';
+import { trainCommand } from './train.js';
+import { synthesizeCommand } from './synthesize.js';
+import { filterCommand } from './filter.js';
+import { toSelectorCommand } from './to-selector.js';
+import { convertCommand } from './convert.js';
+import { indexCommand } from './index-build.js';
+import { retrieveCommand } from './retrieve.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [infoCommand];
+export const commands: CommandModule<any, any>[] = [infoCommand, trainCommand, synthesizeCommand, filterCommand, toSelectorCommand, convertCommand, indexCommand, retrieveCommand];

@@ -1,0 +1,69 @@
+// `gainrag index build` (embed a passage file) and the `gainrag index` command group.
+import type { CommandModule } from 'yargs';
+import { buildIndex } from '../../retrieval/build.js';
+import { progressReporter, withInterrupt } from '../../retrieval/cli-progress.js';
+import type { IndexDType, IndexMetric } from '../../retrieval/dense-index.js';
+import { indexImportCommand } from './index-import.js';
+
+interface Args {
+  json: boolean;
+  passages: string;
+  encoder: string;
+  out: string;
+  'batch-size': number;
+  'max-length'?: number;
+  device?: string;
+  dtype: IndexDType;
+  metric: IndexMetric;
+  title: boolean;
+}
+
+export const indexBuildCommand: CommandModule<{ json: boolean }, Args> = {
+  command: 'build',
+  describe: 'embed a passage file with a bi-encoder and write an index directory',
+  builder: (y) =>
+    y
+      .option('passages', { type: 'string', demandOption: true, describe: 'DPR TSV (id, text, title with header) or JSONL {id,title,text}' })
+      .option('encoder', { type: 'string', demandOption: true, describe: 'bi-encoder model directory (e.g. Contriever)' })
+      .option('out', { type: 'string', demandOption: true, describe: 'index directory to write' })
+      .option('batch-size', { type: 'number', default: 256, describe: 'passages per encoder call' })
+      .option('max-length', { type: 'number', describe: 'tokens per passage (default: the model maximum)' })
+      .option('device', { type: 'string', describe: 'encoder device: cpu, cuda, cuda:N' })
+      .option('dtype', { choices: ['float32', 'float16', 'bfloat16'] as const, default: 'float32' as IndexDType, describe: 'storage type of the vectors (memory while building: passages x dim x bytes)' })
+      .option('metric', { choices: ['ip', 'cosine'] as const, default: 'ip' as IndexMetric, describe: 'inner product or cosine' })
+      .option('title', { type: 'boolean', default: true, describe: 'embed "title text" (--no-title: the text alone)' }) as never,
+  handler: async (argv) => {
+    const t0 = performance.now();
+    const progress = progressReporter('index build', 'passages');
+    let count: number;
+    try {
+      count = await withInterrupt((signal) =>
+        buildIndex({
+          passages: argv.passages,
+          encoder: argv.encoder,
+          out: argv.out,
+          batchSize: argv['batch-size'],
+          maxLength: argv['max-length'],
+          device: argv.device as never,
+          dtype: argv.dtype,
+          metric: argv.metric,
+          withTitle: argv.title,
+          signal,
+          onProgress: (done, total) => progress.update(done, total),
+        }),
+      );
+    } finally {
+      progress.stop();
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const summary = { out: argv.out, passages: count, seconds, passagesPerSecond: count / seconds };
+    process.stdout.write(argv.json ? `${JSON.stringify(summary)}\n` : `indexed ${count} passages into ${argv.out} (${seconds.toFixed(1)} s)\n`);
+  },
+};
+
+export const indexCommand: CommandModule<{ json: boolean }, { json: boolean }> = {
+  command: 'index <command>',
+  describe: 'build or import a dense passage index',
+  builder: (y) => y.command(indexBuildCommand as never).command(indexImportCommand as never).demandCommand(1) as never,
+  handler: () => undefined,
+};

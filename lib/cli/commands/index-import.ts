@@ -1,0 +1,34 @@
+// `gainrag index import`: an index directory from precomputed embeddings (.npy, row i = passage i).
+import type { CommandModule } from 'yargs';
+import { importIndex } from '../../retrieval/build.js';
+import { withInterrupt } from '../../retrieval/cli-progress.js';
+import type { IndexDType, IndexMetric } from '../../retrieval/dense-index.js';
+
+interface Args {
+  json: boolean;
+  vectors: string;
+  passages: string;
+  out: string;
+  dtype: IndexDType;
+  metric: IndexMetric;
+}
+
+export const indexImportCommand: CommandModule<{ json: boolean }, Args> = {
+  command: 'import',
+  describe: 'build an index directory from a float32/float16 .npy matrix and its passage file',
+  builder: (y) =>
+    y
+      .option('vectors', { type: 'string', demandOption: true, describe: '.npy matrix [passages, dim] (float32 or float16, C order)' })
+      .option('passages', { type: 'string', demandOption: true, describe: 'passages in the same order: DPR TSV (id, text, title) or JSONL {id,title,text}' })
+      .option('out', { type: 'string', demandOption: true, describe: 'index directory to write' })
+      .option('dtype', { choices: ['float32', 'float16', 'bfloat16'] as const, default: 'float32' as IndexDType, describe: 'storage type of the vectors' })
+      .option('metric', { choices: ['ip', 'cosine'] as const, default: 'ip' as IndexMetric, describe: 'inner product or cosine' }) as never,
+  handler: async (argv) => {
+    const t0 = performance.now();
+    const count = await withInterrupt((signal) =>
+      importIndex({ vectors: argv.vectors, passages: argv.passages, out: argv.out, dtype: argv.dtype, metric: argv.metric, signal }),
+    );
+    const summary = { out: argv.out, passages: count, seconds: (performance.now() - t0) / 1000 };
+    process.stdout.write(argv.json ? `${JSON.stringify(summary)}\n` : `indexed ${count} passages into ${argv.out}\n`);
+  },
+};

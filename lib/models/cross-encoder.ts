@@ -1,0 +1,87 @@
+// Cross-encoder (reranker) scores for (query, passage) pairs: XLM-R (bge-reranker style) or
+// BERT sequence-classification checkpoints. Pairs are joined by the tokenizer's own pair
+// template and truncated like `tokenizers` does (only_second by default, as rerankers use).
+import { withControls } from '../controls.js';
+import { native, type NativeControls } from '../native.js';
+import { Tokenizer, type TruncationStrategy } from '../tokenizer.js';
+import {
+  checkBatchOptions,
+  checkLoadOptions,
+  resolveMaxLength,
+  toStrings,
+  type BatchOptions,
+  type ModelLoadOptions,
+  type NativeEncoderModel,
+  type NativeRunOptions,
+  type TextInput,
+} from './encoder.js';
+
+export interface ScoreOptions extends BatchOptions {
+  /** Tokens per pair for this call (special tokens included); default: the model's maxLength. */
+  maxLength?: number;
+  /** How an over-long pair is cut (default 'only_second': the passage gives way). */
+  truncation?: TruncationStrategy;
+}
+
+interface NativeCrossEncoder extends NativeEncoderModel {
+  score(ids: Int32Array, offsets: Int32Array, typeIds: Int32Array | undefined, opts: NativeRunOptions, controls: NativeControls): Promise<Float32Array>;
+}
+
+interface CrossEncoderAddon {
+  loadCrossEncoder(dir: string, opts: { device?: string; dtype?: string }): Promise<NativeCrossEncoder>;
+}
+
+const STRATEGIES: readonly TruncationStrategy[] = ['only_second', 'only_first', 'longest_first'];
+
+export class CrossEncoder {
+  /** Hidden size of the backbone. */
+  readonly dim: number;
+  /** Logits per pair: score() returns n x numLabels values (n when numLabels is 1). */
+  readonly numLabels: number;
+  /** Default tokens per pair (special tokens included). */
+  readonly maxLength: number;
+  readonly tokenizer: Tokenizer;
+  private readonly model: NativeCrossEncoder;
+  private readonly positions: number;
+
+  private constructor(model: NativeCrossEncoder, tokenizer: Tokenizer, maxLength: number) {
+    this.model = model;
+    this.tokenizer = tokenizer;
+    this.maxLength = maxLength;
+    this.dim = model.dim;
+    this.numLabels = model.numLabels;
+    this.positions = model.maxTokens;
+  }
+
+  /** Loads a sequence-classification checkpoint (E_MODEL_CONFIG when it has no classifier head). */
+  static async load(dir: string, options: ModelLoadOptions = {}): Promise<CrossEncoder> {
+    checkLoadOptions(dir, options);
+    const tokenizer = Tokenizer.load(dir);
+    const addon = native() as unknown as CrossEncoderAddon;
+    const model = await addon.loadCrossEncoder(dir, { device: options.device, dtype: options.dtype });
+    return new CrossEncoder(model, tokenizer, resolveMaxLength(options.maxLength, tokenizer, model.maxTokens));
+  }
+
+  get modelType(): string {
+    return this.model.modelType;
+  }
+
+  /** Relevance logits of each (queries[i], passages[i]) pair. */
+  async score(queries: TextInput, passages: TextInput, options: ScoreOptions = {}): Promise<Float32Array> {
+    checkBatchOptions(options);
+    const maxLength = options.maxLength ?? this.maxLength;
+    if (!Number.isInteger(maxLength) || maxLength < 1) throw new RangeError(`maxLength must be a positive integer, got ${String(maxLength)}`);
+    if (maxLength > this.positions) throw new RangeError(`maxLength ${maxLength} exceeds the model's ${this.positions} positions`);
+    const truncation = options.truncation ?? 'only_second';
+    if (!STRATEGIES.includes(truncation)) throw new TypeError(`truncation must be one of ${STRATEGIES.join(', ')}`);
+    const q = toStrings(queries, 'queries');
+    const p = toStrings(passages, 'passages');
+    if (q.length !== p.length) throw new RangeError(`queries and passages differ in length: ${q.length} vs ${p.length}`);
+    if (q.length === 0) return new Float32Array(0);
+    const run: NativeRunOptions = { batchTokens: options.batchTokens, maxRows: options.maxRows };
+    return withControls(options, async (controls) => {
+      const batch = await this.tokenizer.encodePairs(q, p, { maxLength, truncation });
+      return this.model.score(batch.ids, batch.offsets, batch.typeIds, run, controls);
+    });
+  }
+}

@@ -1,0 +1,184 @@
+// Bi-encoder embeddings (Contriever-style BERT with mean pooling, or CLS pooling): texts are
+// tokenised here, the token batch crosses to the native engine as two Int32Arrays, and the
+// embeddings come back as one external Float32Array (n x dim, row-major).
+import { DataType, Field, FixedSizeList, Float32, makeData, makeVector, type Vector } from 'apache-arrow';
+import { withControls, type CallOptions } from '../controls.js';
+import { native, type NativeControls } from '../native.js';
+import { Tokenizer } from '../tokenizer.js';
+
+export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
+export type ModelDType = 'float32' | 'float16' | 'bfloat16';
+export type Pooling = 'mean' | 'cls';
+
+/** Texts as JS strings or an Apache Arrow Utf8 / LargeUtf8 vector. */
+export type TextInput = readonly string[] | Vector;
+
+export interface ModelLoadOptions {
+  device?: Device;
+  dtype?: ModelDType;
+  /** Tokens per input, special tokens included; longer inputs are truncated. Default: min(tokenizer model_max_length, positions). */
+  maxLength?: number;
+}
+
+export interface EncoderLoadOptions extends ModelLoadOptions {
+  pooling?: Pooling;
+}
+
+export interface BatchOptions extends CallOptions {
+  /** Upper bound on rows x longest row per forward pass (default 8192). */
+  batchTokens?: number;
+  /** Upper bound on rows per forward pass (default 256). */
+  maxRows?: number;
+}
+
+export interface EmbedOptions extends BatchOptions {
+  /** L2-normalise each embedding (default false). */
+  normalize?: boolean;
+}
+
+/** What the native classes expose; shared by Encoder and CrossEncoder. */
+export interface NativeEncoderModel {
+  readonly dim: number;
+  readonly maxTokens: number;
+  readonly numLabels: number;
+  readonly modelType: string;
+  readonly dtype: string;
+  readonly device: string;
+}
+
+export interface NativeRunOptions {
+  pooling?: Pooling;
+  normalize?: boolean;
+  batchTokens?: number;
+  maxRows?: number;
+}
+
+interface NativeEncoder extends NativeEncoderModel {
+  embed(ids: Int32Array, offsets: Int32Array, typeIds: Int32Array | undefined, opts: NativeRunOptions, controls: NativeControls): Promise<Float32Array>;
+}
+
+interface EncoderAddon {
+  loadEncoder(dir: string, opts: { device?: string; dtype?: string }): Promise<NativeEncoder>;
+}
+
+export function checkLoadOptions(dir: unknown, options: ModelLoadOptions): void {
+  if (typeof dir !== 'string' || dir.length === 0) throw new TypeError('dir must be a non-empty string');
+  if (typeof options !== 'object' || options === null) throw new TypeError('options must be an object');
+  if (options.device !== undefined && typeof options.device !== 'string') throw new TypeError('device must be a string');
+  if (options.dtype !== undefined && !['float32', 'float16', 'bfloat16'].includes(options.dtype)) {
+    throw new TypeError(`dtype must be 'float32', 'float16' or 'bfloat16', got ${String(options.dtype)}`);
+  }
+  if (options.maxLength !== undefined && (!Number.isInteger(options.maxLength) || options.maxLength < 1)) {
+    throw new RangeError(`maxLength must be a positive integer, got ${String(options.maxLength)}`);
+  }
+}
+
+/** Default and bound of maxLength: the tokenizer's model_max_length and the position table. */
+export function resolveMaxLength(requested: number | undefined, tokenizer: Tokenizer, positions: number): number {
+  if (requested !== undefined) {
+    if (requested > positions) throw new RangeError(`maxLength ${requested} exceeds the model's ${positions} positions`);
+    return requested;
+  }
+  return Math.min(tokenizer.config.modelMaxLength ?? positions, positions);
+}
+
+export function checkBatchOptions(options: BatchOptions): void {
+  if (typeof options !== 'object' || options === null) throw new TypeError('options must be an object');
+  if (options.batchTokens !== undefined && (!Number.isInteger(options.batchTokens) || options.batchTokens < 1)) {
+    throw new RangeError(`batchTokens must be a positive integer, got ${String(options.batchTokens)}`);
+  }
+  if (options.maxRows !== undefined && (!Number.isInteger(options.maxRows) || options.maxRows < 1)) {
+    throw new RangeError(`maxRows must be a positive integer, got ${String(options.maxRows)}`);
+  }
+}
+
+/**
+ * JS strings from either input form. Arrow vectors are materialised with the vector's own
+ * toArray(): tokenisation needs JS strings anyway, so there is nothing to gain by staying in
+ * Arrow memory here. Nulls are rejected rather than guessed at.
+ */
+export function toStrings(texts: TextInput, what: string): string[] {
+  let out: unknown[];
+  if (Array.isArray(texts)) {
+    out = texts;
+  } else if (isArrowVector(texts)) {
+    if (!DataType.isUtf8(texts.type) && !isLargeUtf8(texts.type)) {
+      throw new TypeError(`${what} must be an Arrow Utf8 vector, got ${String(texts.type)}`);
+    }
+    if (texts.nullCount > 0) throw new TypeError(`${what} has ${texts.nullCount} null entries`);
+    out = Array.from(texts.toArray() as Iterable<unknown>);
+  } else {
+    throw new TypeError(`${what} must be an array of strings or an Arrow Utf8 vector`);
+  }
+  // A type check, not a hot loop: the tokenizer walks every string anyway.
+  const bad = out.findIndex((t) => typeof t !== 'string');
+  if (bad >= 0) throw new TypeError(`${what}[${bad}] must be a string, got ${out[bad] === null ? 'null' : typeof out[bad]}`);
+  return out as string[];
+}
+
+function isArrowVector(x: unknown): x is Vector {
+  return typeof x === 'object' && x !== null && 'type' in x && typeof (x as Vector).toArray === 'function' && 'nullCount' in x;
+}
+
+function isLargeUtf8(type: DataType): boolean {
+  const check = (DataType as unknown as { isLargeUtf8?: (t: DataType) => boolean }).isLargeUtf8;
+  return typeof check === 'function' && check(type);
+}
+
+export class Encoder {
+  /** Embedding width (hidden size). */
+  readonly dim: number;
+  /** Tokens per input (special tokens included); longer texts are truncated. */
+  readonly maxLength: number;
+  readonly pooling: Pooling;
+  readonly tokenizer: Tokenizer;
+  private readonly model: NativeEncoder;
+
+  private constructor(model: NativeEncoder, tokenizer: Tokenizer, pooling: Pooling, maxLength: number) {
+    this.model = model;
+    this.tokenizer = tokenizer;
+    this.pooling = pooling;
+    this.maxLength = maxLength;
+    this.dim = model.dim;
+  }
+
+  /** Loads a BERT / XLM-R checkpoint directory (config.json, safetensors, tokenizer.json). */
+  static async load(dir: string, options: EncoderLoadOptions = {}): Promise<Encoder> {
+    checkLoadOptions(dir, options);
+    const pooling = options.pooling ?? 'mean';
+    if (pooling !== 'mean' && pooling !== 'cls') throw new TypeError(`pooling must be 'mean' or 'cls', got ${String(pooling)}`);
+    const tokenizer = Tokenizer.load(dir);
+    const addon = native() as unknown as EncoderAddon;
+    const model = await addon.loadEncoder(dir, { device: options.device, dtype: options.dtype });
+    return new Encoder(model, tokenizer, pooling, resolveMaxLength(options.maxLength, tokenizer, model.maxTokens));
+  }
+
+  get modelType(): string {
+    return this.model.modelType;
+  }
+
+  /** Embeddings of `texts` as one Float32Array, row i at [i * dim, (i + 1) * dim). */
+  async embed(texts: TextInput, options: EmbedOptions = {}): Promise<Float32Array> {
+    checkBatchOptions(options);
+    const strings = toStrings(texts, 'texts');
+    if (strings.length === 0) return new Float32Array(0);
+    const run: NativeRunOptions = { pooling: this.pooling, normalize: options.normalize ?? false, batchTokens: options.batchTokens, maxRows: options.maxRows };
+    // Tokenising inside withControls: an abort during tokenisation stops the native run before its first batch.
+    return withControls(options, async (controls) => {
+      const batch = await this.tokenizer.encodeBatch(strings, { maxLength: this.maxLength });
+      return this.model.embed(batch.ids, batch.offsets, undefined, run, controls);
+    });
+  }
+}
+
+/**
+ * An n x dim row-major matrix (as embed() returns) as an Arrow FixedSizeList<Float32> vector
+ * over the same memory (no copy), e.g. for writing a Parquet/Arrow file of embeddings.
+ */
+export function embeddingsToArrow(values: Float32Array, dim: number): Vector<FixedSizeList<Float32>> {
+  if (!Number.isInteger(dim) || dim < 1) throw new RangeError(`dim must be a positive integer, got ${String(dim)}`);
+  if (values.length % dim !== 0) throw new RangeError(`${values.length} values do not form rows of ${dim}`);
+  const type = new FixedSizeList(dim, new Field('item', new Float32(), false));
+  const child = makeData({ type: new Float32(), data: values });
+  return makeVector(makeData({ type, length: values.length / dim, nullCount: 0, child }));
+}

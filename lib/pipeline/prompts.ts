@@ -1,0 +1,106 @@
+// Prompt templates of the GainRAG reference (rag_workflow/prompts.py, llm_supervision and
+// llm_inference/build_prompts.py). The strings must match byte for byte: the gain signals are
+// perplexities of the answer given these exact prompts (checked against
+// shared/fixtures/llama-tiny.reference.json in test/synthesize.test.ts).
+
+/** Prompt without retrieval ("standard" prompt). */
+export const INSTRUCTION_WITHOUT_RETRIEVAL = '### Instruction:\n{instruction}\n\n### Input:\n{input}\n';
+/** Prompt with one passage block in front. */
+export const INSTRUCTION_WITH_RETRIEVAL = '{passage}\n\n### Instruction:\n{instruction}\n\n### Input:\n{input}\n';
+
+/**
+ * Task instructions by name (the reference's TASK_INST; every open-QA task uses the same text).
+ * `--task NAME` picks one; `--instruction TEXT` supplies any other.
+ */
+export const TASK_INSTRUCTIONS: Readonly<Record<string, string>> = Object.freeze({
+  QA: 'Answer the question below concisely in a few words.',
+  NaturalQA: 'Answer the question below concisely in a few words.',
+  TriviaQA: 'Answer the question below concisely in a few words.',
+  WebQuestions: 'Answer the question below concisely in a few words.',
+  '2WikiMultiHopQA': 'Answer the question below concisely in a few words.',
+  SQuAD: 'Answer the question below concisely in a few words.',
+  HotpotQA: 'Answer the question below concisely in a few words.',
+});
+
+export const DEFAULT_TASK = 'QA';
+
+/** The instruction for a task name (case-insensitive); RangeError naming the known tasks. */
+export function taskInstruction(name: string = DEFAULT_TASK): string {
+  const key = Object.keys(TASK_INSTRUCTIONS).find((k) => k.toLowerCase() === name.toLowerCase());
+  if (key === undefined) {
+    throw new RangeError(`unknown task "${name}" (known: ${Object.keys(TASK_INSTRUCTIONS).join(', ')}; or pass --instruction TEXT)`);
+  }
+  return TASK_INSTRUCTIONS[key];
+}
+
+/**
+ * Instruction of the pseudo-passage ("background") prompt, verbatim from the reference,
+ * including the space before the blank line and the one after it.
+ */
+export const BACKGROUND_INSTRUCTION =
+  'Please provide background for the question below in 100 words. Do not respond with anything other than background. ' +
+  'If you do not know or are unsure, please generate "N/A" directly. \n\n';
+
+/**
+ * System message the reference puts in front of every prompt for chat models (its
+ * llama2_prompt / llama3_prompt); a shortened form of Meta's Llama-2 default system prompt.
+ */
+export const DEFAULT_SYSTEM_PROMPT =
+  'You are a helpful, respectful and honest assistant. Always answer as helpfully as possible, while being factually coherent. ' +
+  "If you don't know the answer to a question, please don't share false information.";
+
+// str.format_map with the three fields the templates use; `{` in the values is left alone.
+function fill(template: string, fields: Record<string, string>): string {
+  return template.replace(/\{(instruction|input|passage)\}/g, (_, key: string) => fields[key]);
+}
+
+export function standardPrompt(instruction: string, question: string): string {
+  return fill(INSTRUCTION_WITHOUT_RETRIEVAL, { instruction, input: question });
+}
+
+/** The reference's one-passage evidence block (always numbered #1, two spaces before title/text). */
+export function passageBlock(title: string, text: string): string {
+  return `Passage #1  title:${title}\nPassage #1  text:${text}\n\n`;
+}
+
+export function retrievedPrompt(instruction: string, question: string, title: string, text: string): string {
+  return fill(INSTRUCTION_WITH_RETRIEVAL, { passage: passageBlock(title, text), instruction, input: question });
+}
+
+export function backgroundPrompt(question: string): string {
+  return `${BACKGROUND_INSTRUCTION} Question: ${question}`;
+}
+
+export type ChatTemplateMode = 'auto' | 'none';
+
+export interface ChatTemplater {
+  /** Renders messages with the model's chat template; throws when the model has none. */
+  applyChatTemplate(messages: { role: string; content: string }[], options?: { addGenerationPrompt?: boolean }): string;
+}
+
+/**
+ * Returns a function that turns a raw prompt into the string the model sees. `auto` wraps it as
+ * [system, user] with a generation prompt when the model has a chat template (as the reference
+ * does for Llama-2/3 chat models) and leaves it raw otherwise; templates that reject a system
+ * role (Mistral's) get the user message alone, as the reference's mistral_prompt does.
+ */
+export function promptWrapper(model: ChatTemplater, mode: ChatTemplateMode, hasTemplate: boolean, systemPrompt = DEFAULT_SYSTEM_PROMPT): (prompt: string) => string {
+  if (mode === 'none' || !hasTemplate) return (p) => p;
+  let withSystem = systemPrompt.length > 0;
+  return (prompt) => {
+    if (withSystem) {
+      try {
+        return model.applyChatTemplate(
+          [
+            { role: 'system', content: systemPrompt },
+            { role: 'user', content: prompt },
+          ],
+          { addGenerationPrompt: true },
+        );
+      } catch {
+        withSystem = false;
+      }
+    }
+    return model.applyChatTemplate([{ role: 'user', content: prompt }], { addGenerationPrompt: true });
+  };
+}

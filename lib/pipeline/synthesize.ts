@@ -1,0 +1,401 @@
+// Gain-signal synthesis (GainRAG step 2): for each retrieved question, the contrastive perplexity
+// of the gold answers given each passage (the passage's "gain"), plus a greedy answer per passage
+// scored with regex EM / token F1. Output records use the reference layout
+// {question, answers, prompt_standard, passages: [{title, text, has_answer, retrieval_score,
+// prompt_retrieved, PPL_CD, EM_with_retrieval, F1_with_retrieval}]}, one JSON line per question,
+// in input order.
+//
+// Work is grouped per `batchQuestions` questions: one native contrastivePerplexity call (each
+// prompt prefilled once whatever the number of answers) and one generate call per group.
+// The output is written to `<out>.partial` and flushed after every group; `resume` continues
+// from it and the final name appears only when the whole input is done.
+//
+// Bad input policy (each warning names FILE:LINE, counts go to the summary):
+// - record without a string `question`, without an `answers` array of strings, with no usable
+//   answer, or without a `ctxs` array: the record is skipped (nothing can be scored);
+// - a passage with empty text, or one that is not an object: the passage is dropped, the record
+//   kept; a record left with no passage (and no pseudo-passage) is skipped;
+// - a prompt longer than the model's context: the passage text is cut (tokens from its end) so
+//   prompt + longest answer fits; the passage gets `truncated: true` and keeps its full `text`,
+//   while `prompt_retrieved` shows what the model saw. A question whose passage-free prompt does
+//   not fit is skipped;
+// - empty (whitespace-only) gold answers are ignored for scoring, with a warning;
+// - the pseudo-passage is kept whatever the model wrote, even nothing (as the reference);
+// - invalid JSON stops the run (the file is damaged); everything written so far stays in
+//   `<out>.partial` and `--resume` continues after the input is fixed.
+//
+// Besides the reference fields each passage records `generated` (the answer that EM/F1 scored),
+// and `pseudo: true` / `truncated: true` where they apply; records keep the input's `id`.
+// A resumed run matches finished records to the input by question text, and groups the remaining
+// questions into the same batches as an uninterrupted run: as the partial file always ends at a
+// batch boundary (unless a write was torn), the final file is byte-identical to an uninterrupted
+// run's (the engine's padded batches round differently when grouped differently, ~1e-7 relative).
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { readRecords, AtomicJsonlWriter } from '../io/jsonl.js';
+import { GainragError } from '../errors.js';
+import { emMaxOverGold, f1MaxOverGold } from '../metrics/index.js';
+import { bestPassageIndex } from './filter.js';
+import { Skip, validate, type Passage, type Question } from './synthesize-input.js';
+import { backgroundPrompt, promptWrapper, retrievedPrompt, standardPrompt, taskInstruction, DEFAULT_SYSTEM_PROMPT, type ChatTemplateMode, type ChatTemplater } from './prompts.js';
+import type { GenerationPrompt, TextGenerator } from './openai-generate.js';
+
+/** What synthesis needs from a causal LM (lib/models/causal-lm.ts CausalLM satisfies it). */
+export interface SynthesisModel extends ChatTemplater {
+  readonly contextLength: number;
+  readonly tokenizer: {
+    encodeRaw(texts: string[]): Promise<number[][]>;
+    decode(ids: ArrayLike<number>, skipSpecialTokens?: boolean): Promise<string>;
+    readonly config: { chatTemplate?: string };
+  };
+  contrastivePerplexity(
+    items: { standardPrompt: string; contextPrompts: string[]; answers: string[] }[],
+    options?: { alpha?: number; signal?: AbortSignal; onProgress?: (done: number, total: number, note: string) => void },
+  ): Promise<{ perAnswer: number[][]; min: number[] }[]>;
+  generate(prompts: string[], options: { maxNewTokens: number; temperature?: number; signal?: AbortSignal }): Promise<{ texts: string[] }>;
+}
+
+export interface SynthesizeOptions {
+  data: string;
+  out: string;
+  topK?: number;
+  alpha?: number;
+  /** Task name (prompts.ts TASK_INSTRUCTIONS); ignored when `instruction` is given. */
+  task?: string;
+  instruction?: string;
+  pseudoPassage?: boolean;
+  /** Tokens generated per passage answer (default 32; the reference lets vLLM run to 2048). */
+  maxNewTokens?: number;
+  /** Tokens generated for the pseudo-passage (default 256: "100 words" plus slack). */
+  pseudoMaxNewTokens?: number;
+  chatTemplate?: ChatTemplateMode;
+  systemPrompt?: string;
+  resume?: boolean;
+  batchQuestions?: number;
+  /** Names the model in the resume check (the CLI passes the --llm path). */
+  modelId?: string;
+  /** Where answers and pseudo-passages are generated; default: the model itself. */
+  generator?: TextGenerator;
+  signal?: AbortSignal;
+  onProgress?: (done: number, total: number, note: string) => void;
+  warn?: (message: string) => void;
+}
+
+export interface SynthesizeSummary {
+  input: string;
+  output: string;
+  records: number;
+  written: number;
+  resumed: number;
+  skipped: number;
+  skippedReasons: Record<string, number>;
+  droppedPassages: number;
+  droppedAnswers: number;
+  truncatedPassages: number;
+  passagesScored: number;
+  seconds: number;
+  questionsPerSecond: number;
+  /** Share of written questions whose lowest-PPL passage is answered correctly (what `filter` keeps). */
+  bestPassageEM: number;
+}
+
+
+function positiveInt(name: string, v: number): number {
+  if (!Number.isInteger(v) || v < 1) throw new RangeError(`${name} must be a positive integer, got ${v}`);
+  return v;
+}
+
+/** Validates the options (TypeError/RangeError) and fills in the defaults; cheap, call it before loading a model. */
+export function checkSynthesizeOptions(options: SynthesizeOptions) {
+  if (typeof options?.data !== 'string' || options.data === '') throw new TypeError('data must be a file path');
+  if (typeof options.out !== 'string' || options.out === '') throw new TypeError('out must be a file path');
+  const alpha = options.alpha ?? 0.5;
+  if (!Number.isFinite(alpha) || alpha < 0) throw new RangeError(`alpha must be a finite number >= 0, got ${alpha}`);
+  if (options.chatTemplate !== undefined && options.chatTemplate !== 'auto' && options.chatTemplate !== 'none') throw new RangeError(`chatTemplate must be 'auto' or 'none'`);
+  return {
+    topK: positiveInt('topK', options.topK ?? 20),
+    batchQuestions: positiveInt('batchQuestions', options.batchQuestions ?? 8),
+    maxNewTokens: positiveInt('maxNewTokens', options.maxNewTokens ?? 32),
+    pseudoMaxNewTokens: positiveInt('pseudoMaxNewTokens', options.pseudoMaxNewTokens ?? 256),
+    alpha,
+    instruction: options.instruction ?? taskInstruction(options.task),
+  };
+}
+
+export async function synthesize(lm: SynthesisModel, options: SynthesizeOptions): Promise<SynthesizeSummary> {
+  const { topK, batchQuestions, maxNewTokens, pseudoMaxNewTokens, alpha, instruction } = checkSynthesizeOptions(options);
+  const usePseudo = options.pseudoPassage ?? true;
+  const systemPrompt = options.systemPrompt ?? DEFAULT_SYSTEM_PROMPT;
+  const wrap = promptWrapper(lm, options.chatTemplate ?? 'auto', Boolean(lm.tokenizer.config.chatTemplate), systemPrompt);
+  const generator: TextGenerator = options.generator ?? nativeGenerator(lm);
+  const warn = options.warn ?? (() => undefined);
+  const signal = options.signal;
+  const started = Date.now();
+  const summary: SynthesizeSummary = {
+    input: options.data, output: options.out, records: 0, written: 0, resumed: 0, skipped: 0, skippedReasons: {},
+    droppedPassages: 0, droppedAnswers: 0, truncatedPassages: 0, passagesScored: 0, seconds: 0, questionsPerSecond: 0, bestPassageEM: 0,
+  };
+  const skip = (s: Skip) => {
+    summary.skipped++;
+    summary.skippedReasons[s.reason] = (summary.skippedReasons[s.reason] ?? 0) + 1;
+    warn(`skipped ${s.message}`);
+  };
+
+  let bestCorrect = 0;
+  // Count for progress; a damaged record is reported by the main pass, after the work before it.
+  let total = 0;
+  try {
+    for await (const _ of readRecords(options.data)) total++;
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'E_DATA') throw err;
+  }
+
+  if (options.resume && !existsSync(`${options.out}.partial`) && existsSync(options.out)) {
+    // A finished run: nothing to redo (start without --resume to recompute).
+    for await (const { record } of readRecords(options.out)) {
+      summary.resumed++;
+      if (isBestCorrect(record)) bestCorrect++;
+    }
+    warn(`${options.out} is already complete; nothing to resume`);
+    summary.records = summary.resumed;
+    summary.bestPassageEM = summary.resumed > 0 ? bestCorrect / summary.resumed : 0;
+    return summary;
+  }
+  // What the output depends on, kept beside the partial file: resuming with other settings
+  // would mix two kinds of records in one file.
+  const settings: Record<string, unknown> = {
+    model: options.modelId ?? null, contextLength: lm.contextLength, topK, alpha, instruction, pseudoPassage: usePseudo, maxNewTokens,
+    pseudoMaxNewTokens, chatTemplate: options.chatTemplate ?? 'auto', systemPrompt, generator: generator.description,
+  };
+  const settingsPath = `${options.out}.partial.settings.json`;
+  const writer = AtomicJsonlWriter.open(options.out, { append: options.resume ?? false });
+  try {
+    if (writer.resumedRecords > 0 && existsSync(settingsPath)) {
+      const before = JSON.parse(readFileSync(settingsPath, 'utf8')) as Record<string, unknown>;
+      const changed = Object.keys(settings).filter((k) => JSON.stringify(before[k]) !== JSON.stringify(settings[k]));
+      if (changed.length > 0) {
+        const diff = changed.map((k) => `${k}: ${JSON.stringify(before[k])} -> ${JSON.stringify(settings[k])}`).join('; ');
+        throw new GainragError('E_INVALID_ARG', `--resume with settings that differ from the interrupted run (${diff}); use the same ones, or start without --resume`);
+      }
+    }
+    writeFileSync(`${settingsPath}.tmp`, JSON.stringify(settings, null, 1));
+    renameSync(`${settingsPath}.tmp`, settingsPath);
+    // Questions of the records already in the partial file, to match them against the input.
+    const done: string[] = [];
+    if (writer.resumedRecords > 0) {
+      for await (const { record } of readRecords(writer.partialPath)) {
+        if (done.length === writer.resumedRecords) break;
+        done.push(String(record?.question));
+        if (isBestCorrect(record)) bestCorrect++;
+      }
+    }
+    summary.resumed = done.length;
+    if (options.resume && writer.resumedRecords === 0) warn(`nothing to resume in ${writer.partialPath}; starting from the first question`);
+    let seen = 0;
+    let matched = 0;
+    let batch: Question[] = [];
+    const report = (note: string) => options.onProgress?.(seen, total, note);
+
+    const flushBatch = async () => {
+      if (batch.length === 0) return;
+      const records = await scoreBatch(batch);
+      for (const r of records) {
+        writer.write(r);
+        if (isBestCorrect(r)) bestCorrect++;
+      }
+      writer.flush();
+      summary.written += records.length;
+      batch = [];
+      report('scored');
+    };
+
+    const scoreBatch = async (qs: Question[]): Promise<object[]> => {
+      if (usePseudo) {
+        const prompts = qs.map((q) => ({ raw: backgroundPrompt(q.question), wrapped: wrap(backgroundPrompt(q.question)) }));
+        const texts = await generator.generate(prompts, { maxNewTokens: pseudoMaxNewTokens, signal });
+        qs.forEach((q, i) => q.passages.push({ title: '', text: texts[i], promptText: texts[i], has_answer: null, retrieval_score: null, pseudo: true }));
+        for (const q of qs) await fitPassages(q, q.passages.length - 1);
+      }
+      const contexts = qs.map((q) => q.passages.map((p) => wrap(retrievedPrompt(instruction, q.question, p.title, p.promptText))));
+      const ppl = await lm.contrastivePerplexity(
+        qs.map((q, i) => ({ standardPrompt: wrap(q.standard), contextPrompts: contexts[i], answers: q.scoring })),
+        { alpha, signal },
+      );
+      const flat: GenerationPrompt[] = [];
+      qs.forEach((q, i) => q.passages.forEach((p, j) => flat.push({ raw: retrievedPrompt(instruction, q.question, p.title, p.promptText), wrapped: contexts[i][j] })));
+      const answers = await generator.generate(flat, { maxNewTokens, signal });
+      let k = 0;
+      return qs.map((q, i) => {
+        const passages = q.passages.map((p, j) => {
+          const prediction = answers[k++];
+          return {
+            title: p.title,
+            text: p.text,
+            has_answer: p.has_answer,
+            retrieval_score: p.retrieval_score,
+            prompt_retrieved: retrievedPrompt(instruction, q.question, p.title, p.promptText),
+            PPL_CD: ppl[i].min[j],
+            EM_with_retrieval: emMaxOverGold(prediction, q.golds),
+            F1_with_retrieval: f1MaxOverGold(prediction, q.golds),
+            generated: prediction,
+            ...(p.pseudo ? { pseudo: true } : {}),
+            ...(p.truncated ? { truncated: true } : {}),
+          };
+        });
+        summary.passagesScored += passages.length;
+        return { ...(q.id !== undefined ? { id: q.id } : {}), question: q.question, answers: q.answers, prompt_standard: q.standard, passages };
+      });
+    };
+
+    // Cuts passage texts (from index `from`) until prompt + longest answer fits the context;
+    // drops a passage whose prompt does not fit even with no text (a huge title).
+    const fitPassages = async (q: Question, from: number) => {
+      const ps = q.passages.slice(from);
+      const prompts = ps.map((p) => wrap(retrievedPrompt(instruction, q.question, p.title, p.text)));
+      const lengths = (await lm.tokenizer.encodeRaw(prompts)).map((t) => t.length);
+      const unfit = new Set<Passage>();
+      for (let i = 0; i < ps.length; i++) {
+        if (lengths[i] <= q.budget) continue;
+        const p = ps[i];
+        const [ids] = await lm.tokenizer.encodeRaw([p.text]);
+        let keep = ids.length - (lengths[i] - q.budget);
+        for (let attempt = 0; ; attempt++) {
+          // Re-tokenising the joined prompt can merge differently at the cut: measure again.
+          p.promptText = keep > 0 ? await lm.tokenizer.decode(ids.slice(0, keep), true) : '';
+          const [t] = await lm.tokenizer.encodeRaw([wrap(retrievedPrompt(instruction, q.question, p.title, p.promptText))]);
+          if (t.length <= q.budget) break;
+          if (keep <= 0) {
+            unfit.add(p);
+            break;
+          }
+          keep = attempt >= 8 ? 0 : keep - Math.max(1, t.length - q.budget);
+        }
+        const name = p.title || (p.pseudo ? '(pseudo-passage)' : '(untitled)');
+        if (unfit.has(p)) {
+          summary.droppedPassages++;
+          warn(`${q.where}: passage "${name}" dropped: its prompt does not fit the model's context (${lm.contextLength} tokens) even without text (E_DATA)`);
+          continue;
+        }
+        p.truncated = true;
+        summary.truncatedPassages++;
+        warn(`${q.where}: passage "${name}" cut to ${Math.max(keep, 0)} of ${ids.length} tokens to fit the model's context (${lm.contextLength})`);
+      }
+      if (unfit.size > 0) q.passages = q.passages.filter((p) => !unfit.has(p));
+    };
+
+    const prepare = async (record: unknown, line: number): Promise<Question> => {
+      const where = `${options.data}:${line}`;
+      const q = validate(record, where, topK, usePseudo, warn, summary);
+      const answerIds = await lm.tokenizer.encodeRaw(q.scoring);
+      const usable = q.scoring.filter((_, i) => answerIds[i].length > 0);
+      if (usable.length < q.scoring.length) {
+        summary.droppedAnswers += q.scoring.length - usable.length;
+        warn(`${where}: answers that tokenize to nothing are not scored`);
+      }
+      if (usable.length === 0) throw new Skip('no-answers', `${where}: no gold answer with any tokens (E_DATA)`);
+      q.scoring = usable;
+      q.budget = lm.contextLength - Math.max(...answerIds.map((t) => t.length));
+      q.standard = standardPrompt(instruction, q.question);
+      // The passage-free prompts must fit: the standard one, and the pseudo-passage's (cut to nothing if need be).
+      const floor = [wrap(q.standard), ...(usePseudo ? [wrap(retrievedPrompt(instruction, q.question, '', ''))] : [])];
+      const longest = Math.max(...(await lm.tokenizer.encodeRaw(floor)).map((t) => t.length));
+      if (longest > q.budget) throw new Skip('prompt-too-long', `${where}: the question prompt alone (${longest} tokens) leaves no room for the answer in the model's context (${lm.contextLength}) (E_DATA)`);
+      await fitPassages(q, 0);
+      if (q.passages.length === 0 && !usePseudo) throw new Skip('no-passages', `${where}: no passage fits the model's context (E_DATA)`);
+      return q;
+    };
+
+    report('start');
+    const input = readRecords(options.data)[Symbol.asyncIterator]();
+    for (;;) {
+      let next: IteratorResult<{ record: any; line: number }>; // eslint-disable-line @typescript-eslint/no-explicit-any
+      try {
+        next = await input.next();
+      } catch (err) {
+        // Damaged input: finish the questions already read so that --resume starts after them.
+        if (!signal?.aborted) await flushBatch();
+        throw err;
+      }
+      if (next.done) break;
+      const { record, line } = next.value;
+      summary.records++;
+      if (signal?.aborted) throw new GainragError('E_CANCELLED', 'synthesis was cancelled');
+      seen++;
+      if (matched < done.length) {
+        // Already in the partial file, or skipped before it was written (the same decision again).
+        if (typeof record?.question === 'string' && record.question === done[matched]) {
+          matched++;
+          report('resumed');
+          continue;
+        }
+        try {
+          await prepare(record, line);
+        } catch (err) {
+          if (err instanceof Skip) {
+            skip(err);
+            continue;
+          }
+          throw err;
+        }
+        throw new GainragError('E_DATA', `${options.data}:${line}: ${writer.partialPath} does not match this input (record ${matched + 1} there is "${done[matched]}"); was the input or were the options changed? Start without --resume`);
+      }
+      try {
+        batch.push(await prepare(record, line));
+      } catch (err) {
+        if (!(err instanceof Skip)) throw err;
+        skip(err);
+        report('skipped');
+      }
+      // Batches line up with absolute output positions, so a resumed run groups (and rounds) the
+      // remaining questions exactly as an uninterrupted one does.
+      if (batch.length >= batchQuestions - ((summary.resumed + summary.written) % batchQuestions)) await flushBatch();
+    }
+    if (matched < done.length) throw new GainragError('E_DATA', `${writer.partialPath} has ${done.length} records but the input only matches ${matched}; start without --resume`);
+    await flushBatch();
+    writer.close();
+    rmSync(settingsPath, { force: true });
+  } catch (err) {
+    writer.abort({ keepPartial: true });
+    throw err;
+  }
+  summary.seconds = (Date.now() - started) / 1000;
+  summary.questionsPerSecond = summary.written / Math.max(summary.seconds, 1e-9);
+  const all = summary.written + summary.resumed;
+  summary.bestPassageEM = all > 0 ? bestCorrect / all : 0;
+  return summary;
+}
+
+/**
+ * Greedy generation with the model itself. A prompt near the end of the context gets fewer new
+ * tokens (what is left of the context) rather than a shorter passage, so the prompt that is
+ * answered is the one that was scored; prompts are grouped by that limit, one call per group.
+ */
+export function nativeGenerator(lm: SynthesisModel): TextGenerator {
+  return {
+    description: 'native',
+    async generate(prompts, options) {
+      const wrapped = prompts.map((p) => p.wrapped);
+      const lengths = (await lm.tokenizer.encodeRaw(wrapped)).map((t) => t.length);
+      const groups = new Map<number, number[]>();
+      const out = new Array<string>(prompts.length).fill('');
+      lengths.forEach((n, i) => {
+        const room = Math.min(options.maxNewTokens, lm.contextLength - n);
+        if (room < 1) return; // no room to answer: the empty answer scores 0
+        const g = groups.get(room);
+        if (g) g.push(i);
+        else groups.set(room, [i]);
+      });
+      for (const [room, rows] of groups) {
+        const r = await lm.generate(rows.map((i) => wrapped[i]), { maxNewTokens: room, temperature: 0, signal: options.signal });
+        rows.forEach((i, k) => (out[i] = r.texts[k]));
+      }
+      return out;
+    },
+  };
+}
+
+function isBestCorrect(record: { passages?: { PPL_CD: number | null; EM_with_retrieval: boolean }[] }): boolean {
+  const ps = record?.passages;
+  if (!Array.isArray(ps) || ps.length === 0) return false;
+  return Boolean(ps[bestPassageIndex(ps)].EM_with_retrieval);
+}
+

@@ -1,0 +1,225 @@
+// Exact dense retrieval (inner product or cosine) over a matrix of embeddings held by the native
+// engine. Vectors and queries cross the boundary as borrowed Float32Arrays; results come back as
+// external typed arrays. See native/index/dense_index.h for the on-disk format.
+import { Type, type Vector } from 'apache-arrow';
+import { withControls, type CallOptions } from '../controls.js';
+import { native, type NativeControls } from '../native.js';
+
+export type IndexDType = 'float32' | 'float16' | 'bfloat16';
+export type IndexMetric = 'ip' | 'cosine';
+
+export interface DenseIndexOptions {
+  /** Storage type of the rows (default float32). 16-bit rows are upcast per block when searching. */
+  dtype?: IndexDType;
+  /** 'ip' (default) or 'cosine' (rows and queries are L2-normalised). */
+  metric?: IndexMetric;
+}
+
+export interface FromVectorsOptions extends DenseIndexOptions, CallOptions {
+  ids?: BigInt64Array | readonly number[];
+}
+
+export interface SearchOptions extends CallOptions {
+  /** Corpus rows per matrix product (default tuned for CPU; tests use small blocks). */
+  corpusBlock?: number;
+  /** Queries per matrix product. */
+  queryBlock?: number;
+}
+
+/**
+ * Q x k results, row-major, best first. Ties in score are ordered by insertion (the row added
+ * first wins) on CPU. A slot holds id -1 / score -Infinity only when a query scored fewer than k
+ * rows finitely (possible only when float32 products overflow).
+ */
+export interface SearchResult {
+  ids: BigInt64Array;
+  scores: Float32Array;
+}
+
+/** Queries: a row-major Float32Array (Q x dim), or an Arrow FixedSizeList<Float32> vector. */
+export type QueryInput = Float32Array | Vector;
+
+interface NativeDenseIndex {
+  readonly size: number;
+  readonly dim: number;
+  readonly dtype: IndexDType;
+  readonly metric: IndexMetric;
+  readonly device: string;
+  add(vectors: Float32Array, ids: BigInt64Array | undefined, controls: NativeControls): Promise<void>;
+  addNpy(path: string, controls: NativeControls): Promise<number>;
+  search(queries: Float32Array, k: number, options: { corpusBlock?: number; queryBlock?: number }, controls: NativeControls): Promise<SearchResult>;
+  save(dir: string, controls: NativeControls): Promise<void>;
+  saveFiles(dir: string, controls: NativeControls): Promise<void>;
+  setDevice(device: string): void;
+  row(i: number): Float32Array;
+}
+
+interface IndexAddon {
+  createDenseIndex(dim: number, dtype: string, metric: string): NativeDenseIndex;
+  openDenseIndex(dir: string): Promise<NativeDenseIndex>;
+  npyInfo(path: string): { rows: number; dim: number; dtype: 'float32' | 'float16' };
+}
+
+function addon(): IndexAddon {
+  return native() as unknown as IndexAddon;
+}
+
+/** Header of a .npy matrix (shape and element type), without reading its data. */
+export function npyInfo(path: string): { rows: number; dim: number; dtype: 'float32' | 'float16' } {
+  if (typeof path !== 'string') throw new TypeError('path must be a string');
+  return addon().npyInfo(path);
+}
+
+function checkOptions(options: DenseIndexOptions): { dtype: IndexDType; metric: IndexMetric } {
+  const dtype = options.dtype ?? 'float32';
+  const metric = options.metric ?? 'ip';
+  if (!['float32', 'float16', 'bfloat16'].includes(dtype)) throw new TypeError(`dtype must be float32, float16 or bfloat16, got ${String(dtype)}`);
+  if (metric !== 'ip' && metric !== 'cosine') throw new TypeError(`metric must be 'ip' or 'cosine', got ${String(metric)}`);
+  return { dtype, metric };
+}
+
+function toIds(ids: BigInt64Array | readonly number[] | undefined, n: number): BigInt64Array | undefined {
+  if (ids === undefined) return undefined;
+  if (ids instanceof BigInt64Array) {
+    if (ids.length !== n) throw new RangeError(`ids has ${ids.length} entries for ${n} vectors`);
+    return ids;
+  }
+  if (!Array.isArray(ids)) throw new TypeError('ids must be a BigInt64Array or an array of integers');
+  if (ids.length !== n) throw new RangeError(`ids has ${ids.length} entries for ${n} vectors`);
+  const out = new BigInt64Array(n);
+  for (let i = 0; i < n; i++) {
+    const v = ids[i];
+    if (!Number.isSafeInteger(v)) throw new TypeError(`ids[${i}] must be a safe integer, got ${String(v)}`);
+    out[i] = BigInt(v);
+  }
+  return out;
+}
+
+/** Row-major queries from a Float32Array or an Arrow FixedSizeList<Float32> (copy only when chunked or sliced oddly). */
+export function queryMatrix(queries: QueryInput, dim: number): Float32Array {
+  if (queries instanceof Float32Array) return queries;
+  const v = queries as Vector;
+  if (v === null || typeof v !== 'object' || !('type' in v) || !Array.isArray((v as { data?: unknown }).data)) {
+    throw new TypeError('queries must be a Float32Array or an Arrow FixedSizeList<Float32> vector');
+  }
+  const type = v.type as { typeId: Type; listSize?: number; children?: { type: { typeId: Type; precision?: number } }[] };
+  const child = type.children?.[0]?.type;
+  // Precision.SINGLE is 1 (HALF 0, DOUBLE 2).
+  const isFloat32 = child !== undefined && (child.typeId === Type.Float32 || (child.typeId === Type.Float && child.precision === 1));
+  if (type.typeId !== Type.FixedSizeList || !isFloat32) {
+    throw new TypeError('queries must be an Arrow FixedSizeList<Float32> vector');
+  }
+  if (type.listSize !== dim) throw new RangeError(`query vectors have ${type.listSize} values, the index has dimension ${dim}`);
+  if (v.nullCount > 0) throw new TypeError('queries contain null vectors');
+  const parts: Float32Array[] = v.data.map((d) => {
+    const values = d.children[0];
+    const flat = values.values as Float32Array;
+    const start = (values.offset + d.offset * dim);
+    return flat.subarray(start, start + d.length * dim);
+  });
+  if (parts.length === 1) return parts[0];
+  const out = new Float32Array(v.length * dim);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+export class DenseIndex {
+  private readonly raw: NativeDenseIndex;
+
+  private constructor(raw: NativeDenseIndex) {
+    this.raw = raw;
+  }
+
+  /** An empty index of the given dimension. */
+  static create(dim: number, options: DenseIndexOptions = {}): DenseIndex {
+    if (!Number.isInteger(dim) || dim < 1) throw new RangeError(`dim must be a positive integer, got ${String(dim)}`);
+    const { dtype, metric } = checkOptions(options);
+    return new DenseIndex(addon().createDenseIndex(dim, dtype, metric));
+  }
+
+  /** An index over `vectors` (n x dim, row-major). ids default to 0..n-1. */
+  static async fromVectors(vectors: Float32Array, dim: number, options: FromVectorsOptions = {}): Promise<DenseIndex> {
+    const index = DenseIndex.create(dim, options);
+    await index.add(vectors, options.ids, options);
+    return index;
+  }
+
+  /** An index over the rows of a float32/float16 .npy matrix (C order), ids 0..n-1. */
+  static async fromNpy(path: string, options: DenseIndexOptions & CallOptions = {}): Promise<DenseIndex> {
+    const info = npyInfo(path);
+    const index = DenseIndex.create(info.dim, options);
+    await withControls(options, (controls) => index.raw.addNpy(path, controls));
+    return index;
+  }
+
+  /** Opens an index directory; the vectors are memory-mapped, not read. */
+  static async open(dir: string): Promise<DenseIndex> {
+    if (typeof dir !== 'string' || dir.length === 0) throw new TypeError('dir must be a non-empty string');
+    return new DenseIndex(await addon().openDenseIndex(dir));
+  }
+
+  get size(): number {
+    return this.raw.size;
+  }
+  get dim(): number {
+    return this.raw.dim;
+  }
+  get dtype(): IndexDType {
+    return this.raw.dtype;
+  }
+  get metric(): IndexMetric {
+    return this.raw.metric;
+  }
+  get device(): string {
+    return this.raw.device;
+  }
+
+  /** Appends rows; ids default to consecutive integers after the largest id so far. Duplicate ids: E_INDEX. */
+  async add(vectors: Float32Array, ids?: BigInt64Array | readonly number[], options: CallOptions = {}): Promise<void> {
+    if (!(vectors instanceof Float32Array)) throw new TypeError('vectors must be a Float32Array');
+    if (vectors.length % this.dim !== 0) throw new RangeError(`vectors length ${vectors.length} is not a multiple of dim ${this.dim}`);
+    const idArray = toIds(ids, vectors.length / this.dim);
+    await withControls(options, (controls) => this.raw.add(vectors, idArray, controls));
+  }
+
+  /** Exact top-k for each query. k must be in [1, size] (RangeError otherwise). */
+  async search(queries: QueryInput, k: number, options: SearchOptions = {}): Promise<SearchResult> {
+    const q = queryMatrix(queries, this.dim);
+    if (q.length % this.dim !== 0) throw new RangeError(`queries length ${q.length} is not a multiple of dim ${this.dim}`);
+    if (!Number.isInteger(k)) throw new TypeError(`k must be an integer, got ${String(k)}`);
+    if (this.size > 0 && (k < 1 || k > this.size)) throw new RangeError(`k must be in [1, ${this.size}] (the index size), got ${k}`);
+    for (const key of ['corpusBlock', 'queryBlock'] as const) {
+      const v = options[key];
+      if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw new RangeError(`${key} must be a positive integer`);
+    }
+    return withControls(options, (controls) =>
+      this.raw.search(q, k, { corpusBlock: options.corpusBlock, queryBlock: options.queryBlock }, controls),
+    );
+  }
+
+  /** Writes the index to `dir` atomically (a new directory renamed into place; replaces an existing index). */
+  async save(dir: string, options: CallOptions = {}): Promise<void> {
+    if (typeof dir !== 'string' || dir.length === 0) throw new TypeError('dir must be a non-empty string');
+    await withControls(options, (controls) => this.raw.save(dir, controls));
+  }
+
+  /** Writes manifest/vectors/ids into an existing directory (each file atomically, manifest last). */
+  async saveFiles(dir: string, options: CallOptions = {}): Promise<void> {
+    if (typeof dir !== 'string' || dir.length === 0) throw new TypeError('dir must be a non-empty string');
+    await withControls(options, (controls) => this.raw.saveFiles(dir, controls));
+  }
+
+  /** 'cpu' or 'cuda[:N]' (CUDA builds): later searches run there. */
+  setDevice(device: string): void {
+    this.raw.setDevice(device);
+  }
+
+  /** Stored row i as float32 (normalised for cosine indexes). */
+  row(i: number): Float32Array {
+    return this.raw.row(i);
+  }
+}

@@ -1,0 +1,116 @@
+// GainRAG stage 1: embed questions, exact top-k over an index directory, attach passages with
+// DPR hasanswer flags, stream the records to a JSONL file, and report Recall@k.
+import { GainragError } from '../errors.js';
+import { AtomicJsonlWriter, readRecords } from '../io/jsonl.js';
+import { Encoder, type Device } from '../models/encoder.js';
+import { DenseIndex } from './dense-index.js';
+import { AnswerMatcher, DEFAULT_RECALL_KS, RecallAccumulator } from './has-answer.js';
+import { PassageStore } from './passages.js';
+import path from 'node:path';
+
+export interface RetrieveOptions {
+  index: string;
+  encoder: string;
+  data: string;
+  out: string;
+  topK?: number;
+  /** Questions embedded and searched together (memory stays proportional to this). */
+  batchSize?: number;
+  maxLength?: number;
+  device?: Device;
+  signal?: AbortSignal;
+  onProgress?: (questions: number) => void;
+}
+
+export interface RetrieveSummary {
+  questions: number;
+  /** Questions with at least one gold answer (the recall denominator). */
+  withAnswers: number;
+  topK: number;
+  recall: Record<string, number>;
+  out: string;
+}
+
+export interface Ctx {
+  id: string;
+  title: string;
+  text: string;
+  score: number;
+  hasanswer: boolean;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function checkRecord(record: any, where: string): { question: string; answers: string[] } {
+  if (typeof record !== 'object' || record === null || Array.isArray(record)) throw new GainragError('E_DATA', `${where}: record must be an object`);
+  if (typeof record.question !== 'string') throw new GainragError('E_DATA', `${where}: record has no string 'question'`);
+  const answers = record.answers ?? [];
+  if (!Array.isArray(answers) || !answers.every((a: unknown) => typeof a === 'string')) {
+    throw new GainragError('E_DATA', `${where}: 'answers' must be an array of strings`);
+  }
+  return { question: record.question, answers };
+}
+
+/** Runs retrieval for every record of `data`; writes `out` atomically; returns the recall summary. */
+export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummary> {
+  const topK = options.topK ?? 100;
+  const batchSize = options.batchSize ?? 128;
+  if (!Number.isInteger(topK) || topK < 1) throw new RangeError('topK must be a positive integer');
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError('batchSize must be a positive integer');
+  const index = await DenseIndex.open(options.index);
+  if (topK > index.size) throw new RangeError(`top-k ${topK} exceeds the index size ${index.size}`);
+  const store = PassageStore.open(options.index);
+  if (store.size !== index.size) {
+    store.close();
+    throw new GainragError('E_INDEX', `${options.index}: the passage store has ${store.size} passages but the index ${index.size} vectors`);
+  }
+  const encoder = await Encoder.load(options.encoder, { device: options.device, maxLength: options.maxLength });
+  if (encoder.dim !== index.dim) {
+    store.close();
+    throw new GainragError('E_SHAPE', `the encoder embeds in ${encoder.dim} dimensions but the index has ${index.dim}`);
+  }
+  const recall = new RecallAccumulator(DEFAULT_RECALL_KS.filter((k) => k <= topK));
+  const writer = AtomicJsonlWriter.open(options.out);
+  const name = path.basename(options.data);
+  let questions = 0;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    let batch: { record: any; question: string; answers: string[] }[] = [];
+    const flush = async () => {
+      if (batch.length === 0) return;
+      const call = { signal: options.signal };
+      const emb = await encoder.embed(batch.map((b) => b.question), call);
+      const { ids, scores } = await index.search(emb, topK, call);
+      batch.forEach((b, q) => {
+        const matcher = new AnswerMatcher(b.answers);
+        const ctxs: Ctx[] = [];
+        const hits: boolean[] = [];
+        for (let j = 0; j < topK; j++) {
+          const row = Number(ids[q * topK + j]);
+          if (row < 0) break; // padded slot (overflowing scores): fewer than k results
+          const p = store.get(row);
+          const hasanswer = matcher.matches(p.text);
+          hits.push(hasanswer);
+          ctxs.push({ id: p.id, title: p.title, text: p.text, score: scores[q * topK + j], hasanswer });
+        }
+        if (b.answers.length > 0) recall.add(hits);
+        writer.write({ ...b.record, ctxs });
+      });
+      questions += batch.length;
+      batch = [];
+      options.onProgress?.(questions);
+    };
+    for await (const { record, line } of readRecords(options.data)) {
+      const { question, answers } = checkRecord(record, `${name}:${line}`);
+      batch.push({ record, question, answers });
+      if (batch.length >= batchSize) await flush();
+    }
+    await flush();
+    writer.close();
+  } catch (err) {
+    writer.abort();
+    throw err;
+  } finally {
+    store.close();
+  }
+  return { questions, withAnswers: recall.count, topK, recall: recall.result(), out: options.out };
+}

@@ -1,0 +1,240 @@
+#include "models/encoder.h"
+
+#include <c10/core/InferenceMode.h>
+#include <torch/version.h>
+
+#include <cmath>
+#include <limits>
+
+#include "core/error.h"
+#include "core/json.h"
+#include "core/tensor_util.h"
+#include "io/safetensors.h"
+
+namespace gainrag {
+namespace {
+
+// Checkpoints name the backbone "bert.*" / "roberta.*" when saved from a task model (e.g.
+// ...ForSequenceClassification) and bare when saved from BertModel / XLMRobertaModel.
+std::string DetectPrefix(const WeightFiles& weights, const std::string& dir) {
+  for (const char* prefix : {"", "bert.", "roberta.", "model."}) {
+    if (weights.has(std::string(prefix) + "embeddings.word_embeddings.weight")) return prefix;
+  }
+  GR_FAIL(kShape, dir, ": no tensor 'embeddings.word_embeddings.weight' (with or without a bert./roberta. prefix)");
+}
+
+double DropoutField(const json::Value& root, const char* key, double fallback) {
+  const json::Value* v = root.find(key);
+  if (!v || v->is_null()) return fallback;
+  GR_CHECK(v->is_number() && v->as_number() >= 0 && v->as_number() < 1, kModelConfig,
+           "config.json: field '", key, "' must be a probability in [0, 1)");
+  return v->as_number();
+}
+
+}  // namespace
+
+Pooling ParsePooling(const std::string& name) {
+  if (name == "mean") return Pooling::kMean;
+  if (name == "cls") return Pooling::kCls;
+  GR_FAIL(kInvalidArgument, "pooling must be 'mean' or 'cls', got '", name, "'");
+}
+
+std::shared_ptr<EncoderModel> EncoderModel::Load(const std::string& dir, const EncoderOptions& opts) {
+  std::shared_ptr<EncoderModel> m(new EncoderModel());
+  m->dir_ = dir;
+  m->config_ = LoadEncoderConfig(dir);
+  const EncoderConfig& c = m->config_;
+  GR_CHECK(c.hidden_size % c.num_heads == 0, kModelConfig, dir, "/config.json: hidden_size ", c.hidden_size,
+           " is not a multiple of num_attention_heads ", c.num_heads);
+  GR_CHECK(c.max_tokens() > 0, kModelConfig, dir, "/config.json: max_position_embeddings ", c.max_position_embeddings,
+           " leaves no positions after the padding offset");
+  GR_CHECK(opts.dtype == at::kFloat || opts.dtype == at::kHalf || opts.dtype == at::kBFloat16, kInvalidArgument,
+           "encoder dtype must be float32, float16 or bfloat16");
+  {
+    const json::Value root = json::Parse(ReadTextFile(dir + "/config.json"));  // valid: LoadEncoderConfig parsed it
+    m->hidden_dropout_ = DropoutField(root, "hidden_dropout_prob", 0.1);
+    m->attention_dropout_ = DropoutField(root, "attention_probs_dropout_prob", 0.1);
+    m->classifier_dropout_ = DropoutField(root, "classifier_dropout", m->hidden_dropout_);
+  }
+  m->dtype_ = opts.dtype;
+  m->device_ = opts.device;
+
+  auto weights = WeightFiles::Open(dir);
+  const std::string prefix = DetectPrefix(*weights, dir);
+  const int64_t H = c.hidden_size, I = c.intermediate_size;
+  auto load = [&](at::Tensor* slot, const std::string& name, std::vector<int64_t> shape) {
+    GR_CHECK(weights->has(name), kShape, dir, ": missing tensor '", name, "'");
+    at::Tensor t = MappedTensor(*weights, name);
+    GR_CHECK(t.sizes() == at::IntArrayRef(shape), kShape, dir, ": tensor '", name, "' has shape ", t.sizes(),
+             ", expected ", at::IntArrayRef(shape));
+    GR_CHECK(at::isFloatingType(t.scalar_type()), kShape, dir, ": tensor '", name, "' is not floating point");
+    // Same dtype on CPU stays a view of the mapping; anything else is one converted copy.
+    *slot = t.to(m->device_, m->dtype_);
+    m->named_.emplace_back(name, slot);
+  };
+  auto linear = [&](Linear* l, const std::string& name, int64_t out, int64_t in) {
+    load(&l->weight, name + ".weight", {out, in});
+    load(&l->bias, name + ".bias", {out});
+  };
+  auto norm = [&](Norm* n, const std::string& name) {
+    load(&n->weight, name + ".weight", {H});
+    load(&n->bias, name + ".bias", {H});
+  };
+
+  const std::string emb = prefix + "embeddings.";
+  load(&m->word_emb_, emb + "word_embeddings.weight", {c.vocab_size, H});
+  load(&m->pos_emb_, emb + "position_embeddings.weight", {c.max_position_embeddings, H});
+  if (c.type_vocab_size > 0) load(&m->type_emb_, emb + "token_type_embeddings.weight", {c.type_vocab_size, H});
+  norm(&m->emb_norm_, emb + "LayerNorm");
+  // Pointers into layers_ are kept in named_, so it is sized once and never grows.
+  m->layers_.resize(c.num_layers);
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    Layer& L = m->layers_[i];
+    const std::string p = prefix + "encoder.layer." + std::to_string(i) + ".";
+    linear(&L.query, p + "attention.self.query", H, H);
+    linear(&L.key, p + "attention.self.key", H, H);
+    linear(&L.value, p + "attention.self.value", H, H);
+    linear(&L.attn_out, p + "attention.output.dense", H, H);
+    norm(&L.attn_norm, p + "attention.output.LayerNorm");
+    linear(&L.intermediate, p + "intermediate.dense", I, H);
+    linear(&L.output, p + "output.dense", H, I);
+    norm(&L.out_norm, p + "output.LayerNorm");
+  }
+
+  bool wants_head = false;
+  for (const auto& a : c.architectures) wants_head |= a.find("ForSequenceClassification") != std::string::npos;
+  const int64_t labels = c.num_labels;
+  if (weights->has("classifier.out_proj.weight") || (wants_head && c.family == EncoderFamily::kXlmRoberta)) {
+    m->head_ = Head::kRobertaClassification;
+    linear(&m->head_dense_, "classifier.dense", H, H);
+    linear(&m->head_out_, "classifier.out_proj", labels, H);
+  } else if (weights->has("classifier.weight") || wants_head) {
+    m->head_ = Head::kBertPooler;
+    linear(&m->head_dense_, prefix + "pooler.dense", H, H);
+    linear(&m->head_out_, "classifier", labels, H);
+  }
+
+  if (m->device_.is_cpu() && m->dtype_ != at::kFloat) {
+    // Whether a reduced precision runs on CPU depends on the LibTorch build (1.13 has no
+    // float16 matrix product on CPU): find out now rather than in the first batch.
+    try {
+      c10::InferenceMode guard;
+      at::Tensor ids = at::zeros({1, 2}, at::kLong);
+      at::Tensor h = m->Hidden(ids, at::ones({1, 2}, at::kLong), at::Tensor());
+      if (m->has_classifier()) m->Classify(h);
+    } catch (const c10::Error& e) {
+      GR_FAIL(kUnsupported, m->dtype_ == at::kHalf ? "float16" : "bfloat16", " inference on CPU is not supported by this LibTorch build (",
+              e.what_without_backtrace(), "); use float32 or bfloat16");
+    }
+  }
+  return m;
+}
+
+at::Tensor EncoderModel::Dropout(const at::Tensor& x, double p) const {
+  return training_ && p > 0 ? at::dropout(x, p, true) : x;
+}
+
+at::Tensor EncoderModel::Activation(const at::Tensor& x) const {
+  const std::string& act = config_.hidden_act;
+  if (act == "gelu") return at::gelu(x);  // exact erf form, as HF "gelu"
+  if (act == "relu") return at::relu(x);
+  return at::gelu(x, "tanh");  // gelu_new / gelu_pytorch_tanh
+}
+
+at::Tensor EncoderModel::LayerForward(const Layer& L, const at::Tensor& x, const at::Tensor& bias) const {
+  const int64_t B = x.size(0), T = x.size(1), H = config_.hidden_size, nh = config_.num_heads, hd = H / nh;
+  auto heads = [&](const at::Tensor& t) { return t.view({B, T, nh, hd}).transpose(1, 2); };
+  at::Tensor q = heads(at::linear(x, L.query.weight, L.query.bias));
+  at::Tensor k = heads(at::linear(x, L.key.weight, L.key.bias));
+  at::Tensor v = heads(at::linear(x, L.value.weight, L.value.bias));
+  const double p_attn = training_ ? attention_dropout_ : 0.0;
+  at::Tensor ctx;
+#if TORCH_VERSION_MAJOR >= 2
+  ctx = at::scaled_dot_product_attention(q, k, v, bias, p_attn, false);
+#else
+  at::Tensor scores = at::matmul(q, k.transpose(-1, -2)).mul_(1.0 / std::sqrt(double(hd))).add_(bias);
+  at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(x.scalar_type());
+  ctx = at::matmul(Dropout(probs, p_attn), v);
+#endif
+  ctx = ctx.transpose(1, 2).reshape({B, T, H});
+  const double eps = config_.layer_norm_eps;
+  at::Tensor a = Dropout(at::linear(ctx, L.attn_out.weight, L.attn_out.bias), hidden_dropout_);
+  at::Tensor h = at::layer_norm(a.add_(x), {H}, L.attn_norm.weight, L.attn_norm.bias, eps);
+  at::Tensor f = Activation(at::linear(h, L.intermediate.weight, L.intermediate.bias));
+  at::Tensor o = Dropout(at::linear(f, L.output.weight, L.output.bias), hidden_dropout_);
+  return at::layer_norm(o.add_(h), {H}, L.out_norm.weight, L.out_norm.bias, eps);
+}
+
+at::Tensor EncoderModel::Hidden(const at::Tensor& input_ids_in, const at::Tensor& attention_mask_in,
+                                const at::Tensor& type_ids_in) const {
+  GR_CHECK(input_ids_in.dim() == 2, kShape, "input_ids must be [B, T], got ", input_ids_in.sizes());
+  GR_CHECK(attention_mask_in.sizes() == input_ids_in.sizes(), kShape, "attention_mask ", attention_mask_in.sizes(),
+           " does not match input_ids ", input_ids_in.sizes());
+  const int64_t T = input_ids_in.size(1), H = config_.hidden_size;
+  GR_CHECK(T <= max_tokens(), kShape, "sequence length ", T, " exceeds the model's ", max_tokens(), " positions");
+  at::Tensor ids = input_ids_in.to(device_, at::kLong);
+  at::Tensor mask = attention_mask_in.to(device_, at::kLong);
+
+  at::Tensor positions;
+  if (config_.family == EncoderFamily::kXlmRoberta) {
+    // HF create_position_ids_from_input_ids: count non-pad tokens, offset by padding_idx.
+    at::Tensor real = ids.ne(config_.pad_token_id).to(at::kLong);
+    positions = real.cumsum(1).mul_(real).add_(config_.pad_token_id);
+  } else {
+    positions = at::arange(T, ids.options()).unsqueeze(0);
+  }
+  at::Tensor x = at::embedding(word_emb_, ids) + at::embedding(pos_emb_, positions);
+  if (type_emb_.defined()) {
+    if (type_ids_in.defined()) {
+      GR_CHECK(type_ids_in.sizes() == input_ids_in.sizes(), kShape, "type_ids ", type_ids_in.sizes(),
+               " does not match input_ids ", input_ids_in.sizes());
+      x = x + at::embedding(type_emb_, type_ids_in.to(device_, at::kLong));
+    } else {
+      x = x + type_emb_[0];
+    }
+  }
+  x = Dropout(at::layer_norm(x, {H}, emb_norm_.weight, emb_norm_.bias, config_.layer_norm_eps), hidden_dropout_);
+
+  // Additive key mask [B,1,1,T]: the dtype's lowest value on padding (as HF), so a fully
+  // padded row stays finite.
+  const double lowest = x.scalar_type() == at::kFloat    ? std::numeric_limits<float>::lowest()
+                        : x.scalar_type() == at::kHalf   ? -65504.0
+                        : x.scalar_type() == at::kDouble ? std::numeric_limits<double>::lowest()
+                                                         : -3.3895313892515355e38;  // bfloat16
+  at::Tensor bias = (1 - mask).to(x.scalar_type()).mul_(lowest).view({mask.size(0), 1, 1, T});
+  for (const Layer& L : layers_) x = LayerForward(L, x, bias);
+  return x;
+}
+
+at::Tensor EncoderModel::Pool(const at::Tensor& hidden, const at::Tensor& attention_mask, Pooling pooling) const {
+  GR_CHECK(hidden.dim() == 3, kShape, "hidden states must be [B, T, H], got ", hidden.sizes());
+  if (pooling == Pooling::kCls) return hidden.select(1, 0).to(at::kFloat);
+  // Mean over real tokens, accumulated in float32 whatever the model dtype.
+  at::Tensor m = attention_mask.to(hidden.device(), at::kFloat).unsqueeze(-1);
+  return (hidden.to(at::kFloat) * m).sum(1) / m.sum(1).clamp_min(1.0);
+}
+
+at::Tensor EncoderModel::Classify(const at::Tensor& hidden) const {
+  GR_CHECK(head_ != Head::kNone, kUnsupported, dir_, " has no sequence-classification head (classifier.* tensors)");
+  GR_CHECK(hidden.dim() == 3, kShape, "hidden states must be [B, T, H], got ", hidden.sizes());
+  at::Tensor first = hidden.select(1, 0);
+  if (head_ == Head::kRobertaClassification) {
+    at::Tensor x = at::tanh(at::linear(Dropout(first, classifier_dropout_), head_dense_.weight, head_dense_.bias));
+    return at::linear(Dropout(x, classifier_dropout_), head_out_.weight, head_out_.bias);
+  }
+  at::Tensor pooled = at::tanh(at::linear(first, head_dense_.weight, head_dense_.bias));
+  return at::linear(Dropout(pooled, classifier_dropout_), head_out_.weight, head_out_.bias);
+}
+
+std::vector<std::pair<std::string, at::Tensor*>> EncoderModel::NamedParameters() { return named_; }
+
+void EncoderModel::MakeTrainable(at::Device device) {
+  for (auto& [name, slot] : named_) {
+    // clone(): never train in place on a view of the mapped checkpoint.
+    *slot = slot->to(device, at::kFloat).clone().detach().requires_grad_(true);
+  }
+  device_ = device;
+  dtype_ = at::kFloat;
+}
+
+}  // namespace gainrag

@@ -1,0 +1,114 @@
+// BERT and (XLM-)RoBERTa encoders and their sequence-classification heads, written as plain
+// ATen ops so the same forward serves memory-mapped inference and autograd training.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/batching.h"
+#include "core/run_context.h"
+#include "models/config.h"
+
+namespace gainrag {
+
+class WeightFiles;
+
+enum class Pooling { kMean, kCls };
+
+// Parses "mean" | "cls"; throws Error(kInvalidArgument).
+Pooling ParsePooling(const std::string& name);
+
+struct EncoderOptions {
+  at::ScalarType dtype = at::kFloat;
+  at::Device device = at::kCPU;
+};
+
+class EncoderModel {
+ public:
+  // Throws Error(kModelConfig) for a bad config.json, Error(kShape) naming a missing or
+  // mis-shaped tensor, Error(kUnsupported) for a dtype the device cannot run.
+  static std::shared_ptr<EncoderModel> Load(const std::string& dir, const EncoderOptions& opts);
+
+  const EncoderConfig& config() const { return config_; }
+  at::Device device() const { return device_; }
+  at::ScalarType dtype() const { return dtype_; }
+  const std::string& dir() const { return dir_; }
+  // Longest input (tokens) the position table allows.
+  int64_t max_tokens() const { return config_.max_tokens(); }
+
+  // Last hidden states [B,T,H]; inputs int64 [B,T] (type_ids may be undefined -> zeros).
+  // Inputs may live on any device; they are moved to the model's. Works under autograd.
+  at::Tensor Hidden(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                    const at::Tensor& type_ids) const;
+  // [B,H] float32 (mean pooling accumulates in float32 whatever the model dtype).
+  at::Tensor Pool(const at::Tensor& hidden, const at::Tensor& attention_mask, Pooling pooling) const;
+  bool has_classifier() const { return head_ != Head::kNone; }
+  // [B, num_labels] logits; throws Error(kUnsupported) when the checkpoint has no head.
+  at::Tensor Classify(const at::Tensor& hidden) const;
+
+  // Every weight under its Hugging Face checkpoint name (exactly the names in the checkpoint,
+  // e.g. "roberta.encoder.layer.0.attention.self.query.weight", "classifier.out_proj.bias").
+  std::vector<std::pair<std::string, at::Tensor*>> NamedParameters();
+  // Replace the mapped weights by owned fp32 copies on `device` with requires_grad(true).
+  void MakeTrainable(at::Device device);
+  // Dropout (HF hidden_dropout_prob / attention_probs_dropout_prob) applies only when training.
+  void SetTraining(bool training) { training_ = training; }
+  bool training() const { return training_; }
+
+ private:
+  enum class Head { kNone, kRobertaClassification, kBertPooler };
+  struct Linear {
+    at::Tensor weight, bias;
+  };
+  struct Norm {
+    at::Tensor weight, bias;
+  };
+  struct Layer {
+    Linear query, key, value, attn_out, intermediate, output;
+    Norm attn_norm, out_norm;
+  };
+
+  EncoderModel() = default;
+  at::Tensor Dropout(const at::Tensor& x, double p) const;
+  at::Tensor LayerForward(const Layer& layer, const at::Tensor& x, const at::Tensor& bias) const;
+  at::Tensor Activation(const at::Tensor& x) const;
+
+  std::string dir_;
+  EncoderConfig config_;
+  at::Device device_ = at::kCPU;
+  at::ScalarType dtype_ = at::kFloat;
+  bool training_ = false;
+  double hidden_dropout_ = 0.1;
+  double attention_dropout_ = 0.1;
+  double classifier_dropout_ = 0.1;
+
+  at::Tensor word_emb_, pos_emb_, type_emb_;
+  Norm emb_norm_;
+  std::vector<Layer> layers_;
+  Head head_ = Head::kNone;
+  Linear head_dense_, head_out_;  // RoBERTa: dense + out_proj; BERT: pooler + classifier
+  // Checkpoint name of every tensor above, in load order.
+  std::vector<std::pair<std::string, at::Tensor*>> named_;
+};
+
+// What a batched run produces: one row per input row, in input order.
+struct EncodeRequest {
+  Pooling pooling = Pooling::kMean;
+  bool normalize = false;       // L2-normalise embeddings
+  int64_t batch_tokens = 8192;  // rows x longest row per batch
+  int64_t max_rows = 256;
+};
+
+// Embeddings [n, H] float32 on CPU. Rows longer than the model allows are Error(kShape)
+// (the tokenizer truncates; the engine refuses rather than silently clipping).
+at::Tensor EncodeBatched(const EncoderModel& model, const RaggedTokens& tokens, const EncodeRequest& req,
+                         const RunContext& ctx);
+// Classifier logits [n, num_labels] float32 on CPU.
+at::Tensor ScoreBatched(const EncoderModel& model, const RaggedTokens& tokens, const EncodeRequest& req,
+                        const RunContext& ctx);
+
+}  // namespace gainrag

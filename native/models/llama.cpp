@@ -1,0 +1,268 @@
+// Llama decoder: loading and the forward pass. Scoring and decoding live in llama_score.cpp.
+#include "models/llama.h"
+
+#include <c10/core/InferenceMode.h>
+#include <torch/version.h>
+
+#include <cmath>
+
+#include "core/error.h"
+#include "core/json.h"
+#include "core/tensor_util.h"
+#include "io/safetensors.h"
+
+namespace gainrag {
+namespace {
+
+std::string ShapeString(at::IntArrayRef shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// generation_config.json may name more stop tokens than config.json (Llama 3 Instruct lists
+// <|eot_id|> there only).
+void AddGenerationEos(const std::string& dir, std::vector<int64_t>* eos) {
+  const std::string path = dir + "/generation_config.json";
+  if (!FileExists(path)) return;
+  json::Value root;
+  try {
+    root = json::Parse(ReadTextFile(path));
+  } catch (const std::invalid_argument& e) {
+    GR_FAIL(kModelConfig, path, ": ", e.what());
+  }
+  const json::Value* v = root.is_object() ? root.find("eos_token_id") : nullptr;
+  if (!v || v->is_null()) return;
+  auto add = [&](const json::Value& x) {
+    GR_CHECK(x.is_integer(), kModelConfig, path, ": eos_token_id entries must be integers");
+    for (int64_t e : *eos) if (e == x.as_int()) return;
+    eos->push_back(x.as_int());
+  };
+  if (v->is_array()) for (const auto& x : v->as_array()) add(x);
+  else add(*v);
+}
+
+// Mistral/Qwen2 may restrict attention to a window; this engine attends to everything, which is
+// the same as long as sequences stay within the window. Returns 0 when no window applies.
+int64_t SlidingWindow(const std::string& dir, const std::string& model_type) {
+  if (model_type == "llama") return 0;
+  json::Value root = json::Parse(ReadTextFile(dir + "/config.json"));
+  const json::Value* w = root.find("sliding_window");
+  if (!w || !w->is_integer()) return 0;
+  if (const json::Value* use = root.find("use_sliding_window"); use && use->is_bool() && !use->as_bool()) return 0;
+  return w->as_int();
+}
+
+// Inverse rotary frequencies as transformers computes them (float32), with the configured scaling.
+at::Tensor InverseFrequencies(const LlamaConfig& c) {
+  const int64_t d = c.head_dim;
+  at::Tensor exps = at::arange(0, d, 2, at::kLong).to(at::kFloat) / static_cast<double>(d);
+  at::Tensor inv = at::reciprocal(at::pow(c.rope.theta, exps));
+  const RopeConfig& r = c.rope;
+  if (r.type == "linear") {
+    inv = inv / r.factor;
+  } else if (r.type == "llama3") {
+    const double old_len = static_cast<double>(r.original_max_position_embeddings);
+    const double low_wavelen = old_len / r.low_freq_factor;
+    const double high_wavelen = old_len / r.high_freq_factor;
+    at::Tensor wavelen = 2 * M_PI / inv;
+    at::Tensor scaled = at::where(wavelen > low_wavelen, inv / r.factor, inv);
+    at::Tensor smooth = (old_len / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+    at::Tensor smoothed = (1 - smooth) * scaled / r.factor + smooth * scaled;
+    at::Tensor medium = wavelen.ge(high_wavelen).logical_and(wavelen.le(low_wavelen));
+    inv = at::where(medium, smoothed, scaled);
+  }
+  return inv.contiguous();
+}
+
+}  // namespace
+
+std::shared_ptr<LlamaModel> LlamaModel::Load(const std::string& dir, const LlamaOptions& opts) {
+  c10::InferenceMode guard;
+  std::shared_ptr<LlamaModel> m(new LlamaModel());
+  m->config_ = LoadLlamaConfig(dir);
+  const LlamaConfig& c = m->config_;
+  m->device_ = opts.device;
+  m->dtype_ = opts.dtype;
+  m->token_budget_ = opts.token_budget;
+  m->max_rows_ = opts.max_rows;
+  m->eos_ids_ = c.eos_token_ids;
+  AddGenerationEos(dir, &m->eos_ids_);
+  m->sliding_window_ = SlidingWindow(dir, c.model_type);
+  if (m->dtype_ != at::kFloat) {
+    // Older CPU builds lack half GEMMs; fail at load with a clear message, not mid-run.
+    try {
+      at::Tensor probe = at::ones({2, 2}, at::TensorOptions().dtype(m->dtype_).device(m->device_));
+      at::linear(probe, probe);
+    } catch (const c10::Error&) {
+      GR_FAIL(kUnsupported, c10::toString(m->dtype_), " matrix products are not supported on ", m->device_.str(),
+              " by this LibTorch; use float32", m->dtype_ == at::kHalf ? " or bfloat16" : "");
+    }
+  }
+  m->weights_ = WeightFiles::Open(dir);
+  const WeightFiles& w = *m->weights_;
+  const std::string prefix = w.has("model.embed_tokens.weight") ? "model." : "";
+  auto get = [&](const std::string& name, std::vector<int64_t> shape) {
+    GR_CHECK(w.has(name), kShape, dir, ": checkpoint has no tensor '", name, "'");
+    at::Tensor t = MappedTensor(w, name);
+    GR_CHECK(t.sizes().vec() == shape, kShape, dir, ": tensor '", name, "' has shape ", ShapeString(t.sizes()),
+             ", the config implies ", ShapeString(shape));
+    GR_CHECK(at::isFloatingType(t.scalar_type()), kShape, dir, ": tensor '", name, "' is not floating point");
+    if (t.scalar_type() != m->dtype_ || m->device_ != at::Device(at::kCPU))
+      t = t.to(m->device_, m->dtype_).contiguous();
+    return t;
+  };
+  const int64_t h = c.hidden_size, hd = c.head_dim, qd = c.num_heads * hd, kvd = c.num_kv_heads * hd;
+  m->embed_ = get(prefix + "embed_tokens.weight", {c.vocab_size, h});
+  m->final_norm_ = get(prefix + "norm.weight", {h});
+  if (w.has("lm_head.weight") && !c.tie_word_embeddings) {
+    m->lm_head_ = get("lm_head.weight", {c.vocab_size, h});
+  } else {
+    GR_CHECK(c.tie_word_embeddings, kShape, dir, ": checkpoint has no tensor 'lm_head.weight' and the config does not tie embeddings");
+    m->lm_head_ = m->embed_;
+  }
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const std::string p = prefix + "layers." + std::to_string(i) + ".";
+    Layer L;
+    L.input_norm = get(p + "input_layernorm.weight", {h});
+    L.post_norm = get(p + "post_attention_layernorm.weight", {h});
+    L.q = get(p + "self_attn.q_proj.weight", {qd, h});
+    L.k = get(p + "self_attn.k_proj.weight", {kvd, h});
+    L.v = get(p + "self_attn.v_proj.weight", {kvd, h});
+    L.o = get(p + "self_attn.o_proj.weight", {h, qd});
+    // Qwen2 always has q/k/v biases (its config has no attention_bias field).
+    if (c.attention_bias || c.model_type == "qwen2") {
+      L.q_bias = get(p + "self_attn.q_proj.bias", {qd});
+      L.k_bias = get(p + "self_attn.k_proj.bias", {kvd});
+      L.v_bias = get(p + "self_attn.v_proj.bias", {kvd});
+      if (c.attention_bias && w.has(p + "self_attn.o_proj.bias")) L.o_bias = get(p + "self_attn.o_proj.bias", {h});
+    }
+    L.gate = get(p + "mlp.gate_proj.weight", {c.intermediate_size, h});
+    L.up = get(p + "mlp.up_proj.weight", {c.intermediate_size, h});
+    L.down = get(p + "mlp.down_proj.weight", {h, c.intermediate_size});
+    GR_CHECK(!c.mlp_bias, kUnsupported, dir, "/config.json: mlp_bias is not supported");
+    m->layers_.push_back(std::move(L));
+  }
+  m->inv_freq_ = InverseFrequencies(c).to(m->device_);
+  return m;
+}
+
+LlamaStats LlamaModel::stats() const {
+  LlamaStats s;
+  s.prompt_prefills = stats_->prompt_prefills;
+  s.prefill_tokens = stats_->prefill_tokens;
+  s.answer_tokens = stats_->answer_tokens;
+  s.lm_head_rows = stats_->lm_head_rows;
+  s.forward_calls = stats_->forward_calls;
+  s.generated_tokens = stats_->generated_tokens;
+  return s;
+}
+
+void LlamaModel::ResetStats() {
+  stats_->prompt_prefills = 0;
+  stats_->prefill_tokens = 0;
+  stats_->answer_tokens = 0;
+  stats_->lm_head_rows = 0;
+  stats_->forward_calls = 0;
+  stats_->generated_tokens = 0;
+}
+
+KVCache LlamaModel::NewCache(int64_t batch, int64_t capacity) const {
+  KVCache cache;
+  cache.capacity = capacity;
+  auto opts = at::TensorOptions().dtype(dtype_).device(device_);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    cache.k.push_back(at::empty({batch, config_.num_kv_heads, capacity, config_.head_dim}, opts));
+    cache.v.push_back(at::empty({batch, config_.num_kv_heads, capacity, config_.head_dim}, opts));
+  }
+  return cache;
+}
+
+at::Tensor LlamaModel::RmsNorm(const at::Tensor& x, const at::Tensor& weight) const {
+  // As transformers: normalise in float32, cast back, then scale.
+  at::Tensor x32 = x.to(at::kFloat);
+  at::Tensor var = x32.pow(2).mean(-1, true);
+  x32 = x32 * at::rsqrt(var + config_.rms_norm_eps);
+  return weight * x32.to(x.scalar_type());
+}
+
+std::pair<at::Tensor, at::Tensor> LlamaModel::RopeTables(const at::Tensor& positions) const {
+  at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;  // [B,T,D/2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1);
+  return {emb.cos().to(dtype_).unsqueeze(1), emb.sin().to(dtype_).unsqueeze(1)};  // [B,1,T,D]
+}
+
+namespace {
+at::Tensor RotateHalf(const at::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+}  // namespace
+
+at::Tensor LlamaModel::Attention(const Layer& L, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                                 const at::Tensor& mask, KVCache* cache, int64_t index) const {
+  // mask: bool [B,1,rep*T,S] for scaled_dot_product_attention, else additive float [B,1,1,T,S].
+  const int64_t b = x.size(0), t = x.size(1), hd = config_.head_dim;
+  const int64_t kvh = config_.num_kv_heads, rep = config_.num_heads / kvh;
+  at::Tensor q = at::linear(x, L.q, L.q_bias).view({b, t, config_.num_heads, hd}).transpose(1, 2);
+  at::Tensor k = at::linear(x, L.k, L.k_bias).view({b, t, kvh, hd}).transpose(1, 2);
+  at::Tensor v = at::linear(x, L.v, L.v_bias).view({b, t, kvh, hd}).transpose(1, 2);
+  q = q * cos + RotateHalf(q) * sin;
+  k = k * cos + RotateHalf(k) * sin;
+  const int64_t start = cache->length, total = start + t;
+  cache->k[index].narrow(2, start, t).copy_(k);
+  cache->v[index].narrow(2, start, t).copy_(v);
+  at::Tensor keys = cache->k[index].narrow(2, 0, total);
+  at::Tensor values = cache->v[index].narrow(2, 0, total);
+  // Query heads sharing a kv head are stacked along the query axis: GQA without repeating K/V.
+  at::Tensor qg = q.reshape({b, kvh, rep * t, hd});
+  at::Tensor out;
+#if TORCH_VERSION_MAJOR >= 2
+  out = at::scaled_dot_product_attention(qg, keys, values, mask);
+#else
+  at::Tensor scores = at::matmul(qg, keys.transpose(-1, -2)).to(at::kFloat).mul_(1.0 / std::sqrt(double(hd)));
+  scores = scores.view({b, kvh, rep, t, total}).add_(mask);
+  at::Tensor probs = at::softmax(scores, -1).to(dtype_).view({b, kvh, rep * t, total});
+  out = at::matmul(probs, values);
+#endif
+  out = out.reshape({b, config_.num_heads, t, hd}).transpose(1, 2).reshape({b, t, config_.num_heads * hd});
+  return at::linear(out, L.o, L.o_bias);
+}
+
+at::Tensor LlamaModel::Forward(const at::Tensor& ids, const at::Tensor& positions, const at::Tensor& mask,
+                               KVCache* cache) const {
+  const int64_t b = ids.size(0), t = ids.size(1);
+  GR_CHECK(cache->length + t <= cache->capacity, kInternal, "KV cache overflow");
+  GR_CHECK(sliding_window_ <= 0 || cache->length + t <= sliding_window_, kUnsupported, "sequence of ",
+           cache->length + t, " tokens exceeds the model's sliding attention window (", sliding_window_,
+           "), which this engine does not implement");
+  GR_CHECK(mask.dim() == 3 && mask.size(0) == b && mask.size(1) == t && mask.size(2) == cache->length + t, kInternal,
+           "attention mask has shape ", ShapeString(mask.sizes()));
+  at::Tensor ids_d = ids.to(device_), mask_d = mask.to(device_);
+  // The mask in the form the attention kernel takes, built once for all layers.
+  const int64_t rep = config_.num_heads / config_.num_kv_heads, total = cache->length + t;
+#if TORCH_VERSION_MAJOR >= 2
+  mask_d = mask_d.unsqueeze(1).unsqueeze(1).expand({b, 1, rep, t, total}).reshape({b, 1, rep * t, total});
+#else
+  mask_d = at::zeros({b, 1, 1, t, total}, at::TensorOptions().dtype(at::kFloat).device(device_))
+               .masked_fill_(mask_d.logical_not().view({b, 1, 1, t, total}), -std::numeric_limits<float>::infinity());
+#endif
+  auto [cos, sin] = RopeTables(positions.to(device_));
+  at::Tensor h = at::embedding(embed_, ids_d);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& L = layers_[i];
+    h = h + Attention(L, RmsNorm(h, L.input_norm), cos, sin, mask_d, cache, int64_t(i));
+    at::Tensor x = RmsNorm(h, L.post_norm);
+    h = h + at::linear(at::silu(at::linear(x, L.gate)) * at::linear(x, L.up), L.down);
+  }
+  cache->length += t;
+  stats_->forward_calls++;
+  return RmsNorm(h, final_norm_);
+}
+
+at::Tensor LlamaModel::Logits(const at::Tensor& hidden) const {
+  stats_->lm_head_rows += hidden.size(0);
+  return at::linear(hidden, lm_head_).to(at::kFloat);
+}
+
+}  // namespace gainrag

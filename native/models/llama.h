@@ -1,0 +1,139 @@
+// Llama-family decoder (RMSNorm, RoPE default/linear/llama3, grouped-query attention, SwiGLU,
+// tied or untied lm_head) over memory-mapped Hugging Face weights, with a preallocated KV cache.
+//
+// The forward pass takes an explicit boolean attention mask per query, so one code path serves
+// right-padded prefill, batched decoding with per-row positions, and the "answer tree" used by
+// contrastive scoring: all gold answers of a prompt ride in one query chunk over that prompt's
+// cache, each answer seeing only the prompt and its own earlier tokens (no cache copies).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/batching.h"
+#include "core/run_context.h"
+#include "models/config.h"
+
+namespace gainrag {
+
+class WeightFiles;
+
+struct LlamaOptions {
+  at::ScalarType dtype = at::kFloat;
+  at::Device device = at::kCPU;
+  // rows x longest prompt per batch (prefill); bounds activation memory.
+  int64_t token_budget = 8192;
+  int64_t max_rows = 64;
+};
+
+// Per-layer keys/values [B, kv_heads, capacity, head_dim]; slots [0, length) are filled.
+struct KVCache {
+  std::vector<at::Tensor> k, v;
+  int64_t length = 0;
+  int64_t capacity = 0;
+};
+
+// Work counters, cumulative since load (or ResetStats). They make the efficiency claims
+// testable: prefills equals the number of prompts whatever the number of answers.
+struct LlamaStats {
+  int64_t prompt_prefills = 0;   // prompt rows run through a prefill
+  int64_t prefill_tokens = 0;    // real (unpadded) prompt tokens prefilled
+  int64_t answer_tokens = 0;     // answer tokens run over a prompt cache
+  int64_t lm_head_rows = 0;      // hidden rows multiplied by the lm_head
+  int64_t forward_calls = 0;     // decoder forwards (batches and decode steps)
+  int64_t generated_tokens = 0;  // tokens produced by greedy decoding
+};
+
+// Contrastive scoring input. Prompts of item i are rows prompt_begin[i] .. prompt_begin[i+1]-1
+// of `prompts`: the first is the standard (no-context) prompt, the rest are context prompts.
+// Its answers are rows answer_begin[i] .. answer_begin[i+1]-1 of `answers`.
+struct ContrastiveRequest {
+  RaggedTokens prompts;
+  RaggedTokens answers;
+  const int32_t* prompt_begin = nullptr;  // items + 1
+  const int32_t* answer_begin = nullptr;  // items + 1
+  int64_t items = 0;
+  double alpha = 0.5;
+  // Reference method (one full forward per prompt per answer, logits at every position,
+  // batch size 1): the bench baseline, and a cross-check of the fast path.
+  bool reference_method = false;
+};
+
+class LlamaModel {
+ public:
+  // Error(kModelConfig) for a bad config.json, Error(kShape) naming a missing or mis-shaped
+  // tensor, Error(kUnsupported) for a dtype/device this LibTorch cannot run.
+  static std::shared_ptr<LlamaModel> Load(const std::string& dir, const LlamaOptions& opts);
+
+  const LlamaConfig& config() const { return config_; }
+  at::Device device() const { return device_; }
+  at::ScalarType dtype() const { return dtype_; }
+  // EOS ids: config.json plus generation_config.json.
+  const std::vector<int64_t>& eos_ids() const { return eos_ids_; }
+  LlamaStats stats() const;
+  void ResetStats();
+
+  KVCache NewCache(int64_t batch, int64_t capacity) const;
+  // ids/positions int64 [B,T]; mask bool [B,T,cache.length+T] (true = may attend). Writes the
+  // chunk's keys/values at cache.length and advances it. Returns final-normed hidden [B,T,H].
+  at::Tensor Forward(const at::Tensor& ids, const at::Tensor& positions, const at::Tensor& mask, KVCache* cache) const;
+  // lm_head over hidden rows [N,H] -> float32 logits [N,V].
+  at::Tensor Logits(const at::Tensor& hidden) const;
+
+  // Float32 [count, last_n, V]: logits of the last `last_n` positions of each prompt.
+  at::Tensor LastLogits(const RaggedTokens& prompts, int64_t last_n, const RunContext& ctx) const;
+
+  // Float64 PPL_CD, flat in item order, then [answer][context] within an item.
+  at::Tensor ContrastivePerplexity(const ContrastiveRequest& req, const RunContext& ctx) const;
+
+  // Greedy decoding. Returns int32 ids and int32 offsets (count + 1) of the new tokens per
+  // prompt, EOS included when produced.
+  std::pair<at::Tensor, at::Tensor> GenerateGreedy(const RaggedTokens& prompts, int64_t max_new_tokens,
+                                                   const RunContext& ctx) const;
+
+ private:
+  struct Layer {
+    at::Tensor input_norm, q, k, v, o, q_bias, k_bias, v_bias, o_bias;
+    at::Tensor post_norm, gate, up, down;
+  };
+
+  LlamaModel() = default;
+  at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
+  std::pair<at::Tensor, at::Tensor> RopeTables(const at::Tensor& positions) const;
+  at::Tensor Attention(const Layer& layer, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                       const at::Tensor& additive_mask, KVCache* cache, int64_t index) const;
+  // Prefill of the given prompt rows (right padded); returns hidden [B,T,H] and the cache.
+  at::Tensor Prefill(const RaggedTokens& prompts, const std::vector<int64_t>& rows, int64_t extra_capacity,
+                     KVCache* cache) const;
+  void ScoreChunk(const ContrastiveRequest& req, const std::vector<int64_t>& items, double* out,
+                  const std::vector<int64_t>& out_offset, const RunContext& ctx, int64_t* done) const;
+  void ScoreReference(const ContrastiveRequest& req, int64_t item, double* out, const RunContext& ctx) const;
+  // Answer-position logits for the prompt rows given (all prompts of `rows` share no state):
+  // result[r] is [sum_a len_a, V] float32 in answer order for prompt rows[r].
+  std::vector<at::Tensor> AnswerLogits(const ContrastiveRequest& req, const std::vector<int64_t>& rows,
+                                       const std::vector<int64_t>& row_item) const;
+
+  LlamaConfig config_;
+  std::shared_ptr<WeightFiles> weights_;
+  at::Device device_ = at::kCPU;
+  at::ScalarType dtype_ = at::kFloat;
+  int64_t token_budget_ = 8192;
+  int64_t max_rows_ = 64;
+  int64_t sliding_window_ = 0;
+  at::Tensor embed_, final_norm_, lm_head_, inv_freq_;
+  std::vector<Layer> layers_;
+  std::vector<int64_t> eos_ids_;
+
+  struct AtomicStats {
+    std::atomic<int64_t> prompt_prefills{0}, prefill_tokens{0}, answer_tokens{0}, lm_head_rows{0},
+        forward_calls{0}, generated_tokens{0};
+  };
+  std::unique_ptr<AtomicStats> stats_ = std::make_unique<AtomicStats>();
+};
+
+}  // namespace gainrag

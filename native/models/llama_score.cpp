@@ -1,0 +1,328 @@
+// Llama decoder: prefill, contrastive perplexity, last-position logits, greedy decoding.
+//
+// Contrastive scoring prefills every prompt exactly once. All gold answers of a prompt are then
+// run together as one query chunk over that prompt's KV cache, with a mask that lets each answer
+// see the prompt and its own earlier tokens only. The final answer token is never run (its
+// hidden state predicts nothing we need), and the lm_head is applied only to the rows that
+// predict an answer token: the prompt's last position and the answer tokens but the last.
+#include <c10/core/InferenceMode.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "core/error.h"
+#include "models/llama.h"
+
+namespace gainrag {
+namespace {
+
+// Rows sorted longest first and cut so that rows x longest <= budget.
+std::vector<std::vector<int64_t>> PlanRows(std::vector<int64_t> rows, const std::vector<int64_t>& cost, int64_t budget,
+                                           int64_t max_rows) {
+  std::stable_sort(rows.begin(), rows.end(), [&](int64_t a, int64_t b) { return cost[a] > cost[b]; });
+  std::vector<std::vector<int64_t>> out;
+  int64_t longest = 0;
+  for (int64_t r : rows) {
+    if (!out.empty() && int64_t(out.back().size()) < max_rows && longest * int64_t(out.back().size() + 1) <= budget) {
+      out.back().push_back(r);
+    } else {
+      out.push_back({r});
+      longest = std::max<int64_t>(cost[r], 1);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+at::Tensor LlamaModel::Prefill(const RaggedTokens& prompts, const std::vector<int64_t>& rows, int64_t extra_capacity,
+                               KVCache* cache) const {
+  const int64_t b = int64_t(rows.size());
+  int64_t tp = 1, real = 0;
+  for (int64_t r : rows) tp = std::max<int64_t>(tp, prompts.length(r)), real += prompts.length(r);
+  at::Tensor ids = at::zeros({b, tp}, at::kLong);
+  at::Tensor mask = at::zeros({b, tp, tp}, at::kBool);
+  auto ia = ids.accessor<int64_t, 2>();
+  auto ma = mask.accessor<bool, 3>();
+  for (int64_t i = 0; i < b; ++i) {
+    const int64_t len = prompts.length(rows[i]);
+    const int32_t* src = prompts.ids + prompts.offsets[rows[i]];
+    for (int64_t t = 0; t < len; ++t) ia[i][t] = src[t];
+    // Right padding: padded queries still see the real prefix, so no row is fully masked.
+    for (int64_t q = 0; q < tp; ++q)
+      for (int64_t k = 0; k <= std::min(q, len - 1); ++k) ma[i][q][k] = true;
+  }
+  at::Tensor positions = at::arange(tp, at::kLong).unsqueeze(0).expand({b, tp});
+  *cache = NewCache(b, tp + extra_capacity);
+  stats_->prompt_prefills += b;
+  stats_->prefill_tokens += real;
+  return Forward(ids, positions, mask, cache);
+}
+
+at::Tensor LlamaModel::LastLogits(const RaggedTokens& prompts, int64_t last_n, const RunContext& ctx) const {
+  c10::InferenceMode guard;
+  for (int64_t r = 0; r < prompts.count; ++r)
+  {
+    GR_CHECK(prompts.length(r) >= last_n, kInvalidArgument, "prompt ", r, " has fewer than ", last_n, " tokens");
+    GR_CHECK(prompts.length(r) <= config_.max_position_embeddings, kInvalidArgument, "prompt ", r, " has ",
+             prompts.length(r), " tokens, more than the ", config_.max_position_embeddings, " positions the model has");
+  }
+  for (int64_t k = 0; k < prompts.offsets[prompts.count]; ++k)
+    GR_CHECK(prompts.ids[k] >= 0 && prompts.ids[k] < config_.vocab_size, kInvalidArgument, "prompt token id ",
+             prompts.ids[k], " out of range");
+  std::vector<int64_t> rows(prompts.count), cost(prompts.count);
+  std::iota(rows.begin(), rows.end(), 0);
+  for (int64_t r = 0; r < prompts.count; ++r) cost[r] = prompts.length(r);
+  at::Tensor out = at::empty({prompts.count, last_n, config_.vocab_size}, at::kFloat);
+  for (const auto& batch : PlanRows(rows, cost, token_budget_, max_rows_)) {
+    ctx.ThrowIfCancelled();
+    KVCache cache;
+    at::Tensor hidden = Prefill(prompts, batch, 0, &cache);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      at::Tensor h = hidden[int64_t(i)].narrow(0, prompts.length(batch[i]) - last_n, last_n);
+      out[batch[i]].copy_(Logits(h).cpu());
+    }
+  }
+  return out;
+}
+
+std::vector<at::Tensor> LlamaModel::AnswerLogits(const ContrastiveRequest& req, const std::vector<int64_t>& rows,
+                                                 const std::vector<int64_t>& row_item) const {
+  const RaggedTokens& A = req.answers;
+  const int64_t b = int64_t(rows.size());
+  // Chunk length per row: every answer token but the last.
+  int64_t chunk = 0;
+  std::vector<int64_t> chunk_len(b, 0);
+  for (int64_t i = 0; i < b; ++i) {
+    const int64_t item = row_item[i];
+    for (int64_t a = req.answer_begin[item]; a < req.answer_begin[item + 1]; ++a) chunk_len[i] += A.length(a) - 1;
+    chunk = std::max(chunk, chunk_len[i]);
+  }
+  KVCache cache;
+  at::Tensor hidden = Prefill(req.prompts, rows, chunk, &cache);
+  const int64_t tp = hidden.size(1), hdim = hidden.size(2);
+  std::vector<int64_t> lens(b);
+  for (int64_t i = 0; i < b; ++i) lens[i] = req.prompts.length(rows[i]);
+  at::Tensor flat = hidden.reshape({b * tp, hdim}), ans_flat;
+  if (chunk > 0) {
+    at::Tensor ids = at::zeros({b, chunk}, at::kLong), pos = at::zeros({b, chunk}, at::kLong);
+    at::Tensor mask = at::zeros({b, chunk, tp + chunk}, at::kBool);
+    auto ia = ids.accessor<int64_t, 2>();
+    auto pa = pos.accessor<int64_t, 2>();
+    auto ma = mask.accessor<bool, 3>();
+    for (int64_t i = 0; i < b; ++i) {
+      const int64_t item = row_item[i];
+      int64_t s = 0;
+      for (int64_t a = req.answer_begin[item]; a < req.answer_begin[item + 1]; ++a) {
+        const int32_t* src = A.ids + A.offsets[a];
+        const int64_t first = s;
+        for (int64_t t = 0; t + 1 < A.length(a); ++t, ++s) {
+          ia[i][s] = src[t];
+          pa[i][s] = lens[i] + t;
+          for (int64_t k = 0; k < lens[i]; ++k) ma[i][s][k] = true;
+          for (int64_t k = first; k <= s; ++k) ma[i][s][tp + k] = true;
+        }
+      }
+      for (; s < chunk; ++s) ma[i][s][0] = true;  // padding: any real key keeps softmax finite
+    }
+    at::Tensor ans_hidden = Forward(ids, pos, mask, &cache);
+    ans_flat = ans_hidden.reshape({b * chunk, hdim});
+    int64_t run = 0;
+    for (int64_t c : chunk_len) run += c;
+    stats_->answer_tokens += run;
+  }
+  // Hidden rows that predict answer tokens: each prompt's last position, then its answer slots.
+  // lm_head input order: all last positions [b], then answer slots of row 0, row 1, ...
+  std::vector<int64_t> last_rows, slot_rows, first_slot(b);
+  for (int64_t i = 0; i < b; ++i) {
+    last_rows.push_back(i * tp + lens[i] - 1);
+    first_slot[i] = b + int64_t(slot_rows.size());
+    for (int64_t s = 0; s < chunk_len[i]; ++s) slot_rows.push_back(i * chunk + s);
+  }
+  at::Tensor rows_h = flat.index_select(0, at::tensor(last_rows, at::kLong).to(flat.device()));
+  if (!slot_rows.empty())
+    rows_h = at::cat({rows_h, ans_flat.index_select(0, at::tensor(slot_rows, at::kLong).to(flat.device()))}, 0);
+  at::Tensor logits = Logits(rows_h);  // [rows, V] float32
+  std::vector<at::Tensor> out;
+  for (int64_t i = 0; i < b; ++i) {
+    const int64_t item = row_item[i];
+    std::vector<int64_t> pick;
+    int64_t s = 0;
+    for (int64_t a = req.answer_begin[item]; a < req.answer_begin[item + 1]; ++a) {
+      pick.push_back(i);  // first answer token: the prompt's last position
+      for (int64_t t = 1; t < A.length(a); ++t) pick.push_back(first_slot[i] + s++);
+    }
+    out.push_back(logits.index_select(0, at::tensor(pick, at::kLong).to(logits.device())));
+  }
+  return out;
+}
+
+namespace {
+
+// -log p(answer token) under log_softmax((1+a) z_ctx - a z_noctx), per answer position (on the
+// model's device; no host sync here).
+at::Tensor TokenNll(const at::Tensor& z_ctx, const at::Tensor& z_noctx, const at::Tensor& targets, double alpha) {
+  at::Tensor lp = at::log_softmax((1 + alpha) * z_ctx - alpha * z_noctx, -1);
+  return lp.gather(1, targets.unsqueeze(1)).squeeze(1).neg();
+}
+
+// PPL_CD per answer from per-token NLLs laid out answer after answer.
+void PerplexityPerAnswer(const double* nll, const std::vector<int64_t>& answer_lens, double* out, int64_t stride) {
+  int64_t at_tok = 0;
+  for (size_t a = 0; a < answer_lens.size(); ++a) {
+    double sum = 0;
+    for (int64_t t = 0; t < answer_lens[a]; ++t) sum += nll[at_tok++];
+    out[int64_t(a) * stride] = std::exp(sum / double(answer_lens[a]));
+  }
+}
+
+}  // namespace
+
+void LlamaModel::ScoreChunk(const ContrastiveRequest& req, const std::vector<int64_t>& items, double* out,
+                            const std::vector<int64_t>& out_offset, const RunContext& ctx, int64_t* done) const {
+  const int64_t n_prompts = req.prompts.count;
+  std::vector<int64_t> cost(n_prompts, 0), prompt_item(n_prompts, -1);
+  std::vector<int64_t> std_rows, ctx_rows;
+  for (int64_t item : items) {
+    int64_t answer_tokens = 0;
+    for (int64_t a = req.answer_begin[item]; a < req.answer_begin[item + 1]; ++a) answer_tokens += req.answers.length(a);
+    for (int64_t p = req.prompt_begin[item]; p < req.prompt_begin[item + 1]; ++p) {
+      prompt_item[p] = item;
+      cost[p] = req.prompts.length(p) + answer_tokens;
+      (p == req.prompt_begin[item] ? std_rows : ctx_rows).push_back(p);
+    }
+  }
+  // Answer token ids (on the device) and answer lengths per item.
+  std::vector<at::Tensor> targets(req.items);
+  std::vector<std::vector<int64_t>> answer_lens(req.items);
+  for (int64_t item : items) {
+    std::vector<int64_t> ids;
+    for (int64_t a = req.answer_begin[item]; a < req.answer_begin[item + 1]; ++a) {
+      answer_lens[item].push_back(req.answers.length(a));
+      for (int64_t t = 0; t < req.answers.length(a); ++t) ids.push_back(req.answers.ids[req.answers.offsets[a] + t]);
+    }
+    targets[item] = at::tensor(ids, at::kLong).to(device_);
+  }
+  std::vector<at::Tensor> z_noctx(req.items);
+  for (const auto& batch : PlanRows(std_rows, cost, token_budget_, max_rows_)) {
+    ctx.ThrowIfCancelled();
+    std::vector<int64_t> row_item;
+    for (int64_t p : batch) row_item.push_back(prompt_item[p]);
+    auto logits = AnswerLogits(req, batch, row_item);
+    for (size_t i = 0; i < batch.size(); ++i) z_noctx[row_item[i]] = logits[i];
+    *done += int64_t(batch.size());
+    ctx.Progress(*done, req.prompts.count, "prompts");
+  }
+  for (const auto& batch : PlanRows(ctx_rows, cost, token_budget_, max_rows_)) {
+    ctx.ThrowIfCancelled();
+    std::vector<int64_t> row_item;
+    for (int64_t p : batch) row_item.push_back(prompt_item[p]);
+    auto logits = AnswerLogits(req, batch, row_item);
+    std::vector<at::Tensor> nll;
+    for (size_t i = 0; i < batch.size(); ++i)
+      nll.push_back(TokenNll(logits[i], z_noctx[row_item[i]], targets[row_item[i]], req.alpha));
+    // One device-to-host copy per batch.
+    at::Tensor host = at::cat(nll).to(at::kDouble).cpu();
+    const double* p = host.data_ptr<double>();
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const int64_t item = row_item[i];
+      const int64_t n_ctx = req.prompt_begin[item + 1] - req.prompt_begin[item] - 1;
+      const int64_t c = batch[i] - req.prompt_begin[item] - 1;
+      PerplexityPerAnswer(p, answer_lens[item], out + out_offset[item] + c, n_ctx);
+      p += nll[i].numel();
+    }
+    *done += int64_t(batch.size());
+    ctx.Progress(*done, req.prompts.count, "prompts");
+  }
+}
+
+void LlamaModel::ScoreReference(const ContrastiveRequest& req, int64_t item, double* out, const RunContext& ctx) const {
+  const int64_t p0 = req.prompt_begin[item], n_ctx = req.prompt_begin[item + 1] - p0 - 1;
+  for (int64_t a = req.answer_begin[item]; a < req.answer_begin[item + 1]; ++a) {
+    const int64_t len = req.answers.length(a);
+    const int32_t* ans = req.answers.ids + req.answers.offsets[a];
+    at::Tensor targets = at::empty({len}, at::kLong);
+    for (int64_t t = 0; t < len; ++t) targets[t] = int64_t(ans[t]);
+    targets = targets.to(device_);
+    at::Tensor z_noctx;
+    for (int64_t p = p0; p <= p0 + n_ctx; ++p) {
+      ctx.ThrowIfCancelled();
+      const int64_t plen = req.prompts.length(p), total = plen + len;
+      std::vector<int32_t> seq(req.prompts.ids + req.prompts.offsets[p], req.prompts.ids + req.prompts.offsets[p + 1]);
+      seq.insert(seq.end(), ans, ans + len);
+      const int32_t offs[2] = {0, int32_t(total)};
+      RaggedTokens one{seq.data(), offs, nullptr, 1};
+      KVCache cache;
+      at::Tensor hidden = Prefill(one, {0}, 0, &cache);
+      at::Tensor z = Logits(hidden[0]).narrow(0, plen - 1, len);  // every position, then slice
+      if (p == p0) {
+        z_noctx = z;
+      } else {
+        at::Tensor nll = TokenNll(z, z_noctx, targets, req.alpha).to(at::kDouble).cpu();
+        PerplexityPerAnswer(nll.data_ptr<double>(), {len}, out + (a - req.answer_begin[item]) * n_ctx + (p - p0 - 1), 1);
+      }
+    }
+  }
+}
+
+at::Tensor LlamaModel::ContrastivePerplexity(const ContrastiveRequest& req, const RunContext& ctx) const {
+  c10::InferenceMode guard;
+  const int64_t max_pos = config_.max_position_embeddings;
+  std::vector<int64_t> out_offset(req.items + 1, 0);
+  for (int64_t i = 0; i < req.items; ++i) {
+    const int64_t n_prompts = req.prompt_begin[i + 1] - req.prompt_begin[i];
+    const int64_t n_ans = req.answer_begin[i + 1] - req.answer_begin[i];
+    GR_CHECK(n_prompts >= 1 && req.prompt_begin[i + 1] <= req.prompts.count, kInvalidArgument, "item ", i,
+             " has no standard prompt");
+    GR_CHECK(n_ans >= 1 && req.answer_begin[i + 1] <= req.answers.count, kInvalidArgument, "item ", i, " has no answers");
+    int64_t longest_answer = 0;
+    for (int64_t a = req.answer_begin[i]; a < req.answer_begin[i + 1]; ++a) {
+      GR_CHECK(req.answers.length(a) >= 1, kInvalidArgument, "item ", i, " answer ", a - req.answer_begin[i], " is empty");
+      longest_answer = std::max<int64_t>(longest_answer, req.answers.length(a));
+    }
+    for (int64_t p = req.prompt_begin[i]; p < req.prompt_begin[i + 1]; ++p) {
+      const int64_t len = req.prompts.length(p);
+      GR_CHECK(len >= 1, kInvalidArgument, "item ", i, " prompt ", p - req.prompt_begin[i], " is empty");
+      GR_CHECK(len + longest_answer <= max_pos, kInvalidArgument, "item ", i, " prompt ", p - req.prompt_begin[i],
+               " has ", len, " tokens plus a ", longest_answer, "-token answer: more than the ", max_pos,
+               " positions the model has");
+    }
+    for (int64_t j = req.answer_begin[i]; j < req.answer_begin[i + 1]; ++j)
+      for (int64_t t = 0; t < req.answers.length(j); ++t) {
+        int32_t id = req.answers.ids[req.answers.offsets[j] + t];
+        GR_CHECK(id >= 0 && id < config_.vocab_size, kInvalidArgument, "item ", i, ": token id ", id, " out of range");
+      }
+    out_offset[i + 1] = out_offset[i] + n_ans * (n_prompts - 1);
+  }
+  for (int64_t k = 0; k < req.prompts.offsets[req.prompts.count]; ++k)
+    GR_CHECK(req.prompts.ids[k] >= 0 && req.prompts.ids[k] < config_.vocab_size, kInvalidArgument, "prompt token id ",
+             req.prompts.ids[k], " out of range");
+  at::Tensor out = at::full({out_offset[req.items]}, std::nan(""), at::kDouble);
+  double* o = out.data_ptr<double>();
+  if (req.reference_method) {
+    for (int64_t i = 0; i < req.items; ++i) {
+      ScoreReference(req, i, o + out_offset[i], ctx);
+      ctx.Progress(i + 1, req.items, "items");
+    }
+    return out;
+  }
+  // Items go in chunks whose no-context logits (kept until their contexts are scored) stay
+  // under ~256 MiB, so vocabulary size never makes memory grow with the item count.
+  const int64_t limit = std::max<int64_t>(1, (int64_t(256) << 20) / (4 * config_.vocab_size));
+  std::vector<int64_t> chunk;
+  int64_t chunk_tokens = 0, done = 0;
+  for (int64_t i = 0; i < req.items; ++i) {
+    int64_t tokens = req.answers.offsets[req.answer_begin[i + 1]] - req.answers.offsets[req.answer_begin[i]];
+    chunk.push_back(i);
+    chunk_tokens += tokens;
+    if (chunk_tokens >= limit || i + 1 == req.items) {
+      ScoreChunk(req, chunk, o, out_offset, ctx, &done);
+      chunk.clear();
+      chunk_tokens = 0;
+    }
+  }
+  return out;
+}
+
+}  // namespace gainrag
