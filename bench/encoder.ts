@@ -146,7 +146,7 @@ async function benchEncoder(title: string, dir: string, input: string[], repeats
   const enc = await Encoder.load(dir);
   const batch = await enc.tokenizer.encodeBatch(input, { maxLength: enc.maxLength });
   const variants: Variant[] = [
-    { label: 'default (token budget 8192)', options: {} },
+    { label: 'default (token budget by device)', options: {} },
     { label: 'padded (one batch, global max)', options: { batchTokens: 2 ** 40, maxRows: input.length } },
     { label: 'batch-1 (one row per forward)', options: { batchTokens: 1 } },
   ];
@@ -158,7 +158,7 @@ async function benchCross(title: string, dir: string, queries: string[], passage
   const ce = await CrossEncoder.load(dir);
   const batch = await ce.tokenizer.encodePairs(queries, passages, { maxLength });
   const variants: Variant[] = [
-    { label: 'default (token budget 8192)', options: { maxLength } },
+    { label: 'default (token budget by device)', options: { maxLength } },
     { label: 'padded (one batch, global max)', options: { maxLength, batchTokens: 2 ** 40, maxRows: queries.length } },
     { label: 'batch-1 (one row per forward)', options: { maxLength, batchTokens: 1 } },
   ];

@@ -1,6 +1,7 @@
 // JS class DenseIndex (raw; lib/retrieval/dense-index.ts is the typed wrapper).
 // Every data-moving call runs off the JS thread. Searches share the index; add/setDevice take it
 // exclusively, so a search never sees a half-grown storage.
+#include <mutex>
 #include <shared_mutex>
 
 #include "bindings/addon_data.h"
@@ -8,6 +9,7 @@
 #include "bindings/marshal.h"
 #include "core/tensor_util.h"
 #include "index/dense_index.h"
+#include "index/index_writer.h"
 
 namespace gainrag::node {
 namespace {
@@ -115,7 +117,7 @@ class DenseIndexWrap : public Napi::ObjectWrap<DenseIndexWrap> {
         ReadControls(ControlsArg(info, 1)));
   }
 
-  // search(queries: Float32Array, k, {corpusBlock?, queryBlock?}, controls?) -> {ids, scores}
+  // search(queries: Float32Array, k, {corpusBlock?, queryBlock?, queryGroup?}, controls?) -> {ids, scores}
   Napi::Value Search(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     const int64_t dim = holder_->index->dim();
@@ -131,8 +133,9 @@ class DenseIndexWrap : public Napi::ObjectWrap<DenseIndexWrap> {
       Napi::Object o = info[2].As<Napi::Object>();
       options.corpus_block = static_cast<int64_t>(OptionalNumber(o, "corpusBlock", 0));
       options.query_block = static_cast<int64_t>(OptionalNumber(o, "queryBlock", 0));
-      if (options.corpus_block < 0 || options.query_block < 0)
-        throw Napi::RangeError::New(env, "corpusBlock and queryBlock must be positive");
+      options.query_group = static_cast<int64_t>(OptionalNumber(o, "queryGroup", 0));
+      if (options.corpus_block < 0 || options.query_block < 0 || options.query_group < 0)
+        throw Napi::RangeError::New(env, "corpusBlock, queryBlock and queryGroup must be positive");
     }
     at::Tensor queries = flat.view({flat.numel() / dim, dim});
     auto holder = holder_;
@@ -188,6 +191,98 @@ class DenseIndexWrap : public Napi::ObjectWrap<DenseIndexWrap> {
   std::shared_ptr<IndexHolder> holder_;
 };
 
+
+// new DenseIndexWriter(dir, dim, dtype, metric): streams rows into an index directory.
+// append/appendNpy/finish run off the JS thread, one at a time (a mutex orders them).
+class DenseIndexWriterWrap : public Napi::ObjectWrap<DenseIndexWriterWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "DenseIndexWriter",
+                       {InstanceAccessor<&DenseIndexWriterWrap::Count>("count"),
+                        InstanceMethod<&DenseIndexWriterWrap::Append>("append"),
+                        InstanceMethod<&DenseIndexWriterWrap::AppendNpy>("appendNpy"),
+                        InstanceMethod<&DenseIndexWriterWrap::Finish>("finish"),
+                        InstanceMethod<&DenseIndexWriterWrap::Abort>("abort")});
+  }
+
+  explicit DenseIndexWriterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DenseIndexWriterWrap>(info) {
+    Napi::Env env = info.Env();
+    const std::string dir = RequireString(info[0], "dir");
+    const int64_t dim = RequireInt(info[1], "dim", 1, 1 << 20);
+    const std::string dtype = RequireString(info[2], "dtype");
+    const std::string metric = RequireString(info[3], "metric");
+    state_ = std::make_shared<State>();
+    state_->writer = Guard(env, [&] {
+      return std::make_shared<DenseIndexWriter>(dir, dim, ParseFloatType(dtype), ParseMetric(metric));
+    });
+  }
+
+ private:
+  struct State {
+    std::shared_ptr<DenseIndexWriter> writer;
+    std::mutex mutex;
+    std::atomic<int64_t> count{0};
+  };
+
+  Napi::Value Count(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(state_->count.load())); }
+
+  Napi::Value Append(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const int64_t dim = state_->writer->dim();
+    at::Tensor flat = BorrowTypedArray1D(info[0], at::kFloat, "vectors");
+    if (flat.numel() % dim != 0)
+      throw Napi::RangeError::New(env, "vectors length " + std::to_string(flat.numel()) + " is not a multiple of dim " +
+                                           std::to_string(dim));
+    at::Tensor vectors = flat.view({flat.numel() / dim, dim});
+    auto state = state_;
+    return StartTask(
+        env, "gainrag.DenseIndexWriter.append",
+        [state, vectors](const RunContext& ctx) {
+          std::lock_guard lock(state->mutex);
+          state->writer->Append(vectors, ctx);
+          state->count = state->writer->count();
+        },
+        nullptr, ReadControls(ControlsArg(info, 1)), {info[0]});
+  }
+
+  Napi::Value AppendNpy(const Napi::CallbackInfo& info) {
+    std::string path = RequireString(info[0], "path");
+    auto state = state_;
+    auto added = std::make_shared<int64_t>(0);
+    return StartTask(
+        info.Env(), "gainrag.DenseIndexWriter.appendNpy",
+        [state, path, added](const RunContext& ctx) {
+          at::Tensor m = MapNpyMatrix(path);
+          std::lock_guard lock(state->mutex);
+          state->writer->Append(m, ctx);
+          state->count = state->writer->count();
+          *added = m.size(0);
+        },
+        [added](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, double(*added)); },
+        ReadControls(ControlsArg(info, 1)));
+  }
+
+  Napi::Value Finish(const Napi::CallbackInfo& info) {
+    auto state = state_;
+    return StartTask(
+        info.Env(), "gainrag.DenseIndexWriter.finish",
+        [state](const RunContext&) {
+          std::lock_guard lock(state->mutex);
+          state->writer->Finish();
+        },
+        [state](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, double(state->count.load())); });
+  }
+
+  Napi::Value Abort(const Napi::CallbackInfo& info) {
+    // A running append holds the mutex; abort waits for it (appends are chunk-sized).
+    std::lock_guard lock(state_->mutex);
+    state_->writer->Abort();
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<State> state_;
+};
+
 // createDenseIndex(dim, dtype, metric)
 Napi::Value CreateDenseIndex(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -227,6 +322,7 @@ void InitDenseIndex(Napi::Env env, Napi::Object exports) {
   exports.Set("DenseIndex", ctor);
   exports.Set("createDenseIndex", Napi::Function::New<CreateDenseIndex>(env, "createDenseIndex"));
   exports.Set("openDenseIndex", Napi::Function::New<OpenDenseIndex>(env, "openDenseIndex"));
+  exports.Set("DenseIndexWriter", DenseIndexWriterWrap::Define(env));
   exports.Set("npyInfo", Napi::Function::New<NpyInfo>(env, "npyInfo"));
 }
 

@@ -17,3 +17,11 @@ export { filterSynthesized, bestPassageIndex, type FilterSummary } from './pipel
 export { toSelector, selectorRecord, gainScore, SELECTOR_PROMPT, type SelectorRecord, type ToSelectorSummary } from './pipeline/to-selector.js';
 export { OpenAIGenerator, type OpenAIGeneratorOptions, type TextGenerator, type GenerationPrompt } from './pipeline/openai-generate.js';
 export { TASK_INSTRUCTIONS, taskInstruction, standardPrompt, retrievedPrompt, backgroundPrompt, DEFAULT_SYSTEM_PROMPT, type ChatTemplateMode } from './pipeline/prompts.js';
+export { DenseIndex, npyInfo, type IndexDType, type IndexMetric, type DenseIndexOptions, type FromVectorsOptions, type SearchOptions as IndexSearchOptions, type SearchResult as IndexSearchResult, type QueryInput } from './retrieval/dense-index.js';
+export { hasAnswer, dprTokens, AnswerMatcher, recallAtK, RecallAccumulator, DEFAULT_RECALL_KS } from './retrieval/has-answer.js';
+export { readPassages, PassageStore, type Passage } from './retrieval/passages.js';
+export { buildIndex, importIndex, type BuildIndexOptions, type ImportIndexOptions } from './retrieval/build.js';
+export { retrieve, type RetrieveOptions, type RetrieveSummary, type Ctx } from './retrieval/retrieve.js';
+export { readNpyFloat32, writeNpyFloat32, type NpyMatrix } from './retrieval/npy.js';
+export { readRecords, AtomicJsonlWriter, type RecordAt, type AtomicJsonlWriterOptions } from './io/jsonl.js';
+export { DenseIndexWriter } from './retrieval/index-writer.js';

@@ -2,12 +2,13 @@
 // and the errors of bad input.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, truncateSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, truncateSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { makeData, makeVector, vectorFromArray, FixedSizeList, Field, Float32 } from 'apache-arrow';
 import { DenseIndex } from '../lib/retrieval/dense-index.js';
 import { writeNpyFloat32 } from '../lib/retrieval/npy.js';
+import { DenseIndexWriter } from '../lib/retrieval/index-writer.js';
 
 function rng(seed: number): () => number {
   let s = seed >>> 0 || 1;
@@ -98,23 +99,24 @@ function assertExact(res: { ids: BigInt64Array; scores: Float32Array }, ref: num
   }
 }
 
-const cases = [
+const cases: { n: number; dim: number; q: number; k: number; block: number; qblock: number; group?: number }[] = [
   { n: 1, dim: 4, q: 2, k: 1, block: 1, qblock: 1 },
   { n: 100, dim: 16, q: 5, k: 10, block: 7, qblock: 2 },
   { n: 1000, dim: 24, q: 9, k: 100, block: 96, qblock: 4 },
   { n: 257, dim: 8, q: 3, k: 257, block: 64, qblock: 1024 }, // k = N
   { n: 3001, dim: 8, q: 3, k: 2048, block: 1000, qblock: 2 }, // large k, N not a multiple of the block
   { n: 500, dim: 33, q: 17, k: 5, block: 0, qblock: 0 }, // engine defaults
+  { n: 999, dim: 20, q: 23, k: 31, block: 100, qblock: 3, group: 7 }, // several query groups, one corpus pass each
 ];
 
 for (const c of cases) {
-  test(`ip search equals float64 brute force: N=${c.n} dim=${c.dim} Q=${c.q} k=${c.k} block=${c.block}`, async () => {
+  test(`ip search equals float64 brute force: N=${c.n} dim=${c.dim} Q=${c.q} k=${c.k} block=${c.block}/${c.qblock}/${c.group ?? 0}`, async () => {
     const corpus = randomMatrix(c.n, c.dim, 1 + c.n);
     const queries = randomMatrix(c.q, c.dim, 2 + c.n);
     const index = await DenseIndex.fromVectors(corpus, c.dim);
     assert.equal(index.size, c.n);
     assert.equal(index.dim, c.dim);
-    const res = await index.search(queries, c.k, { corpusBlock: c.block || undefined, queryBlock: c.qblock || undefined });
+    const res = await index.search(queries, c.k, { corpusBlock: c.block || undefined, queryBlock: c.qblock || undefined, queryGroup: c.group });
     assert.equal(res.ids.length, c.q * c.k);
     assertExact(res, bruteScores(corpus, queries, c.dim), c.k, 1e-4);
   });
@@ -287,4 +289,40 @@ test('queries as an Arrow FixedSizeList<Float32> vector; cancellation', async ()
   await index.search(queries, 7, { corpusBlock: 50, onProgress: (done) => progress.push(done) });
   await new Promise((r) => setImmediate(r));
   assert.ok(progress.length > 0);
+});
+
+test('DenseIndexWriter streams rows to disk; a bad append writes nothing; abort leaves no files', async () => {
+  const dim = 6;
+  const dir = mkdtempSync(path.join(tmpdir(), 'gainrag-writer-'));
+  try {
+    const corpus = randomMatrix(250, dim, 41);
+    const queries = randomMatrix(3, dim, 42);
+    const writer = DenseIndexWriter.create(path.join(dir, 'w'), dim, { dtype: 'bfloat16', metric: 'cosine' });
+    await writer.append(corpus.subarray(0, 100 * dim));
+    const bad = corpus.slice(100 * dim, 150 * dim);
+    bad[10 * dim + 2] = Infinity;
+    await assert.rejects(writer.append(bad), { code: 'E_DATA', message: /vector 110/ });
+    assert.equal(writer.count, 100);
+    await writer.append(corpus.subarray(100 * dim));
+    assert.equal(await writer.finish(), 250);
+    const opened = await DenseIndex.open(path.join(dir, 'w'));
+    assert.equal(opened.dtype, 'bfloat16');
+    const rounded = normalizeRows(corpus, dim).map(roundBf16);
+    assertExact(await opened.search(queries, 11, { corpusBlock: 64 }), bruteScores(rounded, normalizeRows(queries, dim), dim), 11, 1e-4);
+
+    const npy = path.join(dir, 'v.npy');
+    writeNpyFloat32(npy, corpus, 250, dim);
+    const w2 = DenseIndexWriter.create(path.join(dir, 'n'), dim);
+    assert.equal(await w2.appendNpy(npy), 250);
+    await w2.finish();
+    assertExact(await (await DenseIndex.open(path.join(dir, 'n'))).search(queries, 5), bruteScores(corpus, queries, dim), 5, 1e-4);
+
+    const w3 = DenseIndexWriter.create(path.join(dir, 'x'), dim);
+    await w3.append(corpus);
+    w3.abort();
+    assert.deepEqual(readdirSync(path.join(dir, 'x')), []);
+    await assert.rejects(w3.append(corpus), { code: 'E_IO' });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -259,3 +259,18 @@ test('BERT sequence-classification head (bert. prefix, pooler + classifier, 2 la
   // Pairs through the public API give n x 2 logits.
   assert.equal((await ce.score(['a', 'b', 'c'], ['x', 'y', 'z'])).length, 6);
 });
+
+test('malformed token batches reaching the native layer are E_SHAPE / TypeError, never a crash', async () => {
+  type Raw = { embed(...a: unknown[]): Promise<Float32Array>; maxTokens: number };
+  const raw = await (native() as unknown as { loadEncoder(d: string, o: object): Promise<Raw> }).loadEncoder(fixture('bert-tiny'), {});
+  const shape = (e: unknown) => hasCode(e, 'E_SHAPE');
+  await assert.rejects(raw.embed(Int32Array.of(2, 5, 3), Int32Array.of(0, 2), undefined, {}, {}), shape);  // offsets end early
+  await assert.rejects(raw.embed(Int32Array.of(2, 5, 3), Int32Array.of(0, 3, 1), undefined, {}, {}), shape);  // decreasing
+  await assert.rejects(raw.embed(Int32Array.of(2, 99999, 3), Int32Array.of(0, 3), undefined, {}, {}), shape);  // outside vocab
+  await assert.rejects(raw.embed(Int32Array.of(2, 3), Int32Array.of(0, 0, 2), undefined, {}, {}), shape);  // empty row
+  await assert.rejects(raw.embed(Int32Array.of(2, 3), Int32Array.of(0, 2), Int32Array.of(0, 7), {}, {}), shape);  // token type
+  const tooLong = new Int32Array(raw.maxTokens + 1).fill(5);
+  await assert.rejects(raw.embed(tooLong, Int32Array.of(0, tooLong.length), undefined, {}, {}), shape);
+  assert.throws(() => raw.embed(Float32Array.of(1), Int32Array.of(0, 1), undefined, {}, {}), TypeError);  // on the JS thread
+  assert.throws(() => raw.embed(Int32Array.of(1), Int32Array.of(0, 1), undefined, { pooling: 'max' }, {}), (e) => hasCode(e, 'E_INVALID_ARG'));
+});

@@ -143,7 +143,7 @@ test('a run killed mid-way resumes to the same file as an uninterrupted run', as
   assert.ok(doneBefore >= 8 && doneBefore < 24, `partial has ${doneBefore} records`);
 
   // resuming with other settings is refused, and loses nothing
-  const wrong = await cli([...base(data, out), ...args, '--top-k', '2', '--resume']);
+  const wrong = await cli([...base(data, out), ...args.map((x, i) => (args[i - 1] === '--top-k' ? '2' : x)), '--resume']);
   assert.equal(wrong.code, 1);
   assert.match(wrong.stderr, /--resume with settings that differ from the interrupted run \(topK: 3 -> 2\).*\(E_INVALID_ARG\)/);
   assert.equal(readJsonl(partial).length, doneBefore);

@@ -25,7 +25,7 @@ export interface EncoderLoadOptions extends ModelLoadOptions {
 }
 
 export interface BatchOptions extends CallOptions {
-  /** Upper bound on rows x longest row per forward pass (default 8192). */
+  /** Upper bound on rows x longest row per forward pass (default: 1024 on CPU, 65536 on CUDA). */
   batchTokens?: number;
   /** Upper bound on rows per forward pass (default 256). */
   maxRows?: number;

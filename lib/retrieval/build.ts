@@ -6,7 +6,8 @@ import path from 'node:path';
 import { GainragError } from '../errors.js';
 import type { CallOptions } from '../controls.js';
 import { Encoder, type Device } from '../models/encoder.js';
-import { DenseIndex, npyInfo, type IndexDType, type IndexMetric } from './dense-index.js';
+import { npyInfo, type IndexDType, type IndexMetric } from './dense-index.js';
+import { DenseIndexWriter } from './index-writer.js';
 import { PassageStoreWriter, readPassages, type Passage } from './passages.js';
 
 export interface BuildProgress {
@@ -74,16 +75,17 @@ export async function buildIndex(options: BuildIndexOptions): Promise<number> {
   const total = await countPassages(options.passages);
   const tmp = prepareOut(options.out);
   const store = new PassageStoreWriter(tmp);
+  const writer = DenseIndexWriter.create(tmp, encoder.dim, { dtype: options.dtype, metric: options.metric });
   try {
-    const index = DenseIndex.create(encoder.dim, { dtype: options.dtype, metric: options.metric });
     const call: CallOptions = { signal: options.signal };
     let texts: string[] = [];
+    // Memory holds one batch of texts and one of vectors; the matrix goes straight to disk.
     const flush = async () => {
       if (texts.length === 0) return;
       const vectors = await encoder.embed(texts, call);
-      await index.add(vectors, undefined, call);
+      await writer.append(vectors, call);
       texts = [];
-      options.onProgress?.(index.size, Math.max(total, index.size), 'embed');
+      options.onProgress?.(writer.count, Math.max(total, writer.count), 'embed');
     };
     for await (const p of readPassages(options.passages)) {
       store.add(p);
@@ -91,12 +93,13 @@ export async function buildIndex(options: BuildIndexOptions): Promise<number> {
       if (texts.length >= batchSize) await flush();
     }
     await flush();
-    if (index.size === 0) throw new GainragError('E_DATA', `${options.passages} has no passages`);
+    if (writer.count === 0) throw new GainragError('E_DATA', `${options.passages} has no passages`);
     store.close();
-    await index.saveFiles(tmp, call);
+    const count = await writer.finish();
     publish(tmp, options.out);
-    return index.size;
+    return count;
   } catch (err) {
+    writer.abort();
     store.abort();
     rmSync(tmp, { recursive: true, force: true });
     throw err;
@@ -122,10 +125,16 @@ export async function importIndex(options: ImportIndexOptions): Promise<number> 
     if (store.count !== info.rows) {
       throw new GainragError('E_DATA', `${options.vectors} has ${info.rows} vectors but ${options.passages} has ${store.count} passages`);
     }
-    const index = await DenseIndex.fromNpy(options.vectors, { dtype: options.dtype, metric: options.metric, signal: options.signal, onProgress: options.onProgress });
-    await index.saveFiles(tmp, { signal: options.signal });
+    const writer = DenseIndexWriter.create(tmp, info.dim, { dtype: options.dtype, metric: options.metric });
+    try {
+      await writer.appendNpy(options.vectors, { signal: options.signal, onProgress: options.onProgress });
+      await writer.finish();
+    } catch (err) {
+      writer.abort();
+      throw err;
+    }
     publish(tmp, options.out);
-    return index.size;
+    return info.rows;
   } catch (err) {
     store.abort();
     rmSync(tmp, { recursive: true, force: true });

@@ -24,6 +24,8 @@ export interface SearchOptions extends CallOptions {
   corpusBlock?: number;
   /** Queries per matrix product. */
   queryBlock?: number;
+  /** Queries served by one pass over the corpus (default: as many as ~256 MiB of top-k buffers hold). */
+  queryGroup?: number;
 }
 
 /**
@@ -47,7 +49,7 @@ interface NativeDenseIndex {
   readonly device: string;
   add(vectors: Float32Array, ids: BigInt64Array | undefined, controls: NativeControls): Promise<void>;
   addNpy(path: string, controls: NativeControls): Promise<number>;
-  search(queries: Float32Array, k: number, options: { corpusBlock?: number; queryBlock?: number }, controls: NativeControls): Promise<SearchResult>;
+  search(queries: Float32Array, k: number, options: { corpusBlock?: number; queryBlock?: number; queryGroup?: number }, controls: NativeControls): Promise<SearchResult>;
   save(dir: string, controls: NativeControls): Promise<void>;
   saveFiles(dir: string, controls: NativeControls): Promise<void>;
   setDevice(device: string): void;
@@ -192,12 +194,12 @@ export class DenseIndex {
     if (q.length % this.dim !== 0) throw new RangeError(`queries length ${q.length} is not a multiple of dim ${this.dim}`);
     if (!Number.isInteger(k)) throw new TypeError(`k must be an integer, got ${String(k)}`);
     if (this.size > 0 && (k < 1 || k > this.size)) throw new RangeError(`k must be in [1, ${this.size}] (the index size), got ${k}`);
-    for (const key of ['corpusBlock', 'queryBlock'] as const) {
+    for (const key of ['corpusBlock', 'queryBlock', 'queryGroup'] as const) {
       const v = options[key];
       if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw new RangeError(`${key} must be a positive integer`);
     }
     return withControls(options, (controls) =>
-      this.raw.search(q, k, { corpusBlock: options.corpusBlock, queryBlock: options.queryBlock }, controls),
+      this.raw.search(q, k, { corpusBlock: options.corpusBlock, queryBlock: options.queryBlock, queryGroup: options.queryGroup }, controls),
     );
   }
 

@@ -53,7 +53,7 @@ function checkRecord(record: any, where: string): { question: string; answers: s
 /** Runs retrieval for every record of `data`; writes `out` atomically; returns the recall summary. */
 export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummary> {
   const topK = options.topK ?? 100;
-  const batchSize = options.batchSize ?? 128;
+  const batchSize = options.batchSize ?? 512;
   if (!Number.isInteger(topK) || topK < 1) throw new RangeError('topK must be a positive integer');
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError('batchSize must be a positive integer');
   const index = await DenseIndex.open(options.index);

@@ -4,9 +4,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
-#include <chrono>
-#include <cstdio>
-#include <cstdlib>
+#include <vector>
 
 #include "core/error.h"
 #include "index/topk_cpu.h"
@@ -29,6 +27,18 @@ int64_t FirstNonFiniteRow(const at::Tensor& x) {
 }
 
 }  // namespace
+
+void ConvertRows(const at::Tensor& rows, at::Tensor dst, Metric metric, int64_t first_row) {
+  at::Tensor x = rows.to(at::kFloat);
+  int64_t bad = FirstNonFiniteRow(x);
+  GR_CHECK(bad < 0, kData, "vector ", first_row + bad, " contains NaN or Inf");
+  if (metric == Metric::kCosine) x = x / x.norm(2, {1}, true).clamp_min(1e-30);
+  dst.copy_(x);
+  if (dst.scalar_type() != at::kFloat) {
+    bad = FirstNonFiniteRow(dst);
+    GR_CHECK(bad < 0, kData, "vector ", first_row + bad, " has values outside the range of ", c10::toString(dst.scalar_type()));
+  }
+}
 
 Metric ParseMetric(const std::string& name) {
   if (name == "ip" || name == "inner_product" || name == "dot") return Metric::kInnerProduct;
@@ -135,16 +145,7 @@ void DenseIndex::Add(const at::Tensor& vectors, const at::Tensor& ids, const Run
   for (int64_t b = 0; b < n; b += kAddChunk) {
     ctx.ThrowIfCancelled();
     const int64_t e = std::min(n, b + kAddChunk);
-    at::Tensor x = vectors.slice(0, b, e).to(at::kFloat);
-    int64_t bad = FirstNonFiniteRow(x);
-    GR_CHECK(bad < 0, kData, "vector ", b + bad, " contains NaN or Inf");
-    if (metric_ == Metric::kCosine) x = x / x.norm(2, {1}, true).clamp_min(1e-30);
-    at::Tensor dst = owned_.slice(0, owned_rows_ + b, owned_rows_ + e);
-    dst.copy_(x);
-    if (dtype_ != at::kFloat) {
-      bad = FirstNonFiniteRow(dst);
-      GR_CHECK(bad < 0, kData, "vector ", b + bad, " has values outside the range of ", c10::toString(dtype_));
-    }
+    ConvertRows(vectors.slice(0, b, e), owned_.slice(0, owned_rows_ + b, owned_rows_ + e), metric_, b);
     ctx.Progress(e, n, "add");
   }
   owned_rows_ += n;
@@ -189,45 +190,51 @@ SearchResult DenseIndex::SearchCpu(const at::Tensor& q, int64_t k, const RunCont
   const int64_t nq = q.size(0);
   const int64_t n = size();
   const int64_t cb = options.corpus_block > 0 ? options.corpus_block : kDefaultCorpusBlock;
-  const int64_t qb = options.query_block > 0 ? options.query_block : kDefaultQueryBlock;
+  const int64_t qb = std::min(nq, options.query_block > 0 ? options.query_block : kDefaultQueryBlock);
+  // Queries are taken in groups whose top-k buffers stay under ~256 MiB; within a group the
+  // corpus is the outer loop, so each corpus block is read (and upcast) once per group, not once
+  // per query block.
+  const int64_t entry_bytes = int64_t(sizeof(RunningTopK::Entry)) * std::max<int64_t>(2 * k, k + 64);
+  const int64_t group = options.query_group > 0 ? (options.query_group + qb - 1) / qb * qb
+                                                : std::max(qb, ((int64_t{256} << 20) / entry_bytes) / qb * qb);
   const auto f32 = at::TensorOptions().dtype(at::kFloat);
-  at::Tensor score_buf = at::empty({std::min(qb, nq) * std::min(cb, n)}, f32);
+  at::Tensor score_buf = at::empty({qb * std::min(cb, n)}, f32);
   at::Tensor upcast_buf = dtype_ == at::kFloat ? at::Tensor() : at::empty({std::min(cb, n), dim_}, f32);
   at::Tensor out_scores = at::empty({nq, k}, f32);
   at::Tensor out_pos = at::empty({nq, k}, at::TensorOptions().dtype(at::kLong));
 
   const int64_t corpus_steps = (n + cb - 1) / cb + (mapped_rows_ > 0 && owned_rows_ > 0 ? 1 : 0);
-  const int64_t total = ((nq + qb - 1) / qb) * corpus_steps;
+  const int64_t total = ((nq + group - 1) / group) * corpus_steps;
   int64_t done = 0;
-  double PROF_GEMM = 0, PROF_FILTER = 0;
-  for (int64_t q0 = 0; q0 < nq; q0 += qb) {
-    const int64_t q1 = std::min(nq, q0 + qb);
-    const int64_t rows = q1 - q0;
-    at::Tensor qt = q.slice(0, q0, q1);
-    RunningTopK topk(rows, k);
+  for (int64_t g0 = 0; g0 < nq; g0 += group) {
+    const int64_t g1 = std::min(nq, g0 + group);
+    std::vector<RunningTopK> topk;
+    for (int64_t q0 = g0; q0 < g1; q0 += qb) topk.emplace_back(std::min(qb, g1 - q0), k);
     for (int64_t r0 = 0; r0 < n;) {
       ctx.ThrowIfCancelled();
       const int64_t r1 = std::min(r0 + cb, PartEnd(r0));
       const int64_t nb = r1 - r0;
       at::Tensor block = Rows(r0, r1);
       if (dtype_ != at::kFloat) block = upcast_buf.slice(0, 0, nb).copy_(block);
-      at::Tensor scores = score_buf.slice(0, 0, rows * nb).view({rows, nb});
-      auto PT0 = std::chrono::steady_clock::now();
-      at::mm_out(scores, qt, block.t());
-      auto PT1 = std::chrono::steady_clock::now();
-      const float* s = scores.data_ptr<float>();
-      at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
-        for (int64_t row = begin; row < end; ++row) topk.Push(row, s + row * nb, nb, r0);
-      });
-      auto PT2 = std::chrono::steady_clock::now();
-      PROF_GEMM += std::chrono::duration<double>(PT1 - PT0).count();
-      PROF_FILTER += std::chrono::duration<double>(PT2 - PT1).count();
+      for (size_t b = 0; b < topk.size(); ++b) {
+        const int64_t q0 = g0 + int64_t(b) * qb;
+        const int64_t rows = std::min(qb, g1 - q0);
+        at::Tensor scores = score_buf.slice(0, 0, rows * nb).view({rows, nb});
+        at::mm_out(scores, q.slice(0, q0, q0 + rows), block.t());
+        const float* s = scores.data_ptr<float>();
+        RunningTopK& state = topk[b];
+        at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
+          for (int64_t row = begin; row < end; ++row) state.Push(row, s + row * nb, nb, r0);
+        });
+      }
       r0 = r1;
       ctx.Progress(++done, total, "search");
     }
-    topk.Finish(out_scores.data_ptr<float>() + q0 * k, out_pos.data_ptr<int64_t>() + q0 * k);
+    for (size_t b = 0; b < topk.size(); ++b) {
+      const int64_t q0 = g0 + int64_t(b) * qb;
+      topk[b].Finish(out_scores.data_ptr<float>() + q0 * k, out_pos.data_ptr<int64_t>() + q0 * k);
+    }
   }
-  if (getenv("GR_PROF")) fprintf(stderr, "gemm %.3f filter %.3f\n", PROF_GEMM, PROF_FILTER);
   // Row positions -> ids (-1 stays -1: a padded slot).
   at::Tensor out_ids = at::empty({nq, k}, at::TensorOptions().dtype(at::kLong));
   const int64_t* pos = out_pos.data_ptr<int64_t>();

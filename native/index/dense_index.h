@@ -31,6 +31,9 @@ struct SearchOptions {
   // corpus_block floats) is the only per-search buffer that grows with the corpus.
   int64_t corpus_block = 0;  // 0: default
   int64_t query_block = 0;   // 0: default
+  // Queries whose top-k buffers are kept while the corpus is scanned once (0: as many as fit
+  // ~256 MiB of buffers; rounded up to whole query blocks).
+  int64_t query_group = 0;
 };
 
 struct SearchResult {
@@ -116,6 +119,13 @@ class DenseIndex {
   void SetDevice(at::Device device);
   at::Device device() const { return device_; }
 };
+
+// Validates rows [n, dim] (any float type) and stores them into `dst` (same shape, the storage
+// type), L2-normalised for cosine. Error(kData) names the offending row as first_row + i.
+void ConvertRows(const at::Tensor& rows, at::Tensor dst, Metric metric, int64_t first_row);
+
+// Writes `dir`/manifest.json (atomically) describing an index of `count` rows.
+void WriteIndexManifest(const std::string& dir, int64_t dim, at::ScalarType dtype, int64_t count, Metric metric);
 
 // Reads a .npy header (v1/v2/v3; '<f4' or '<f2', C order, 2-D) and returns the mapped matrix
 // (float32 or float16) without copying. Error(kIndex) for anything else.

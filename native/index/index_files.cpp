@@ -80,6 +80,15 @@ bool IsIndexDir(const std::filesystem::path& dir) {
 
 }  // namespace
 
+void WriteIndexManifest(const std::string& dir, int64_t dim, at::ScalarType dtype, int64_t count, Metric metric) {
+  std::ostringstream manifest;
+  manifest << "{\"format\": \"" << kFormat << "\", \"version\": " << kVersion << ", \"dim\": " << dim
+           << ", \"dtype\": \"" << DTypeName(dtype) << "\", \"count\": " << count << ", \"metric\": \""
+           << MetricName(metric) << "\"}\n";
+  const std::string text = manifest.str();
+  WriteFileAtomically(dir + "/manifest.json", text.data(), text.size());
+}
+
 std::shared_ptr<DenseIndex> DenseIndex::Open(const std::string& dir) {
   const std::string manifest_path = dir + "/manifest.json";
   json::Value m;
@@ -148,12 +157,7 @@ void DenseIndex::SaveFiles(const std::string& dir, const RunContext& ctx) const 
   if (owned_rows_ > 0) parts.emplace_back(static_cast<const uint8_t*>(owned_.data_ptr()), owned_rows_ * row_bytes);
   WritePartsAtomically(dir + "/vectors.bin", parts, ctx);
   WritePartsAtomically(dir + "/ids.bin", {{reinterpret_cast<const uint8_t*>(ids_.data()), ids_.size() * 8}}, ctx);
-  std::ostringstream manifest;
-  manifest << "{\"format\": \"" << kFormat << "\", \"version\": " << kVersion << ", \"dim\": " << dim_
-           << ", \"dtype\": \"" << DTypeName(dtype_) << "\", \"count\": " << size() << ", \"metric\": \""
-           << MetricName(metric_) << "\"}\n";
-  const std::string text = manifest.str();
-  WriteFileAtomically(dir + "/manifest.json", text.data(), text.size());
+  WriteIndexManifest(dir, dim_, dtype_, size(), metric_);
 }
 
 void DenseIndex::Save(const std::string& dir, const RunContext& ctx) const {

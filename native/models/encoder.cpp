@@ -101,6 +101,18 @@ std::shared_ptr<EncoderModel> EncoderModel::Load(const std::string& dir, const E
     norm(&L.out_norm, p + "output.LayerNorm");
   }
 
+  // One [3H, H] product instead of three, and q/k/v come out of it contiguous per head.
+  for (Layer& L : m->layers_) {
+    L.qkv.weight = at::cat({L.query.weight, L.key.weight, L.value.weight});
+    L.qkv.bias = at::cat({L.query.bias, L.key.bias, L.value.bias});
+    L.query.weight = L.qkv.weight.narrow(0, 0, H);
+    L.key.weight = L.qkv.weight.narrow(0, H, H);
+    L.value.weight = L.qkv.weight.narrow(0, 2 * H, H);
+    L.query.bias = L.qkv.bias.narrow(0, 0, H);
+    L.key.bias = L.qkv.bias.narrow(0, H, H);
+    L.value.bias = L.qkv.bias.narrow(0, 2 * H, H);
+  }
+
   bool wants_head = false;
   for (const auto& a : c.architectures) wants_head |= a.find("ForSequenceClassification") != std::string::npos;
   const int64_t labels = c.num_labels;
@@ -143,16 +155,23 @@ at::Tensor EncoderModel::Activation(const at::Tensor& x) const {
 
 at::Tensor EncoderModel::LayerForward(const Layer& L, const at::Tensor& x, const at::Tensor& bias) const {
   const int64_t B = x.size(0), T = x.size(1), H = config_.hidden_size, nh = config_.num_heads, hd = H / nh;
-  auto heads = [&](const at::Tensor& t) { return t.view({B, T, nh, hd}).transpose(1, 2); };
-  at::Tensor q = heads(at::linear(x, L.query.weight, L.query.bias));
-  at::Tensor k = heads(at::linear(x, L.key.weight, L.key.bias));
-  at::Tensor v = heads(at::linear(x, L.value.weight, L.value.bias));
+  at::Tensor q, k, v;
+  if (L.qkv.weight.defined()) {
+    at::Tensor qkv = at::linear(x, L.qkv.weight, L.qkv.bias).view({B, T, 3, nh, hd}).permute({2, 0, 3, 1, 4}).contiguous();
+    q = qkv[0], k = qkv[1], v = qkv[2];
+  } else {
+    auto heads = [&](const at::Tensor& t) { return t.view({B, T, nh, hd}).transpose(1, 2); };
+    q = heads(at::linear(x, L.query.weight, L.query.bias));
+    k = heads(at::linear(x, L.key.weight, L.key.bias));
+    v = heads(at::linear(x, L.value.weight, L.value.bias));
+  }
   const double p_attn = training_ ? attention_dropout_ : 0.0;
   at::Tensor ctx;
 #if TORCH_VERSION_MAJOR >= 2
   ctx = at::scaled_dot_product_attention(q, k, v, bias, p_attn, false);
 #else
-  at::Tensor scores = at::matmul(q, k.transpose(-1, -2)).mul_(1.0 / std::sqrt(double(hd))).add_(bias);
+  // Scaling q (T x hd) is cheaper than scaling the scores (T x T) once T > hd.
+  at::Tensor scores = at::matmul(q.mul(1.0 / std::sqrt(double(hd))), k.transpose(-1, -2)).add_(bias);
   at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(x.scalar_type());
   ctx = at::matmul(Dropout(probs, p_attn), v);
 #endif
@@ -229,6 +248,7 @@ at::Tensor EncoderModel::Classify(const at::Tensor& hidden) const {
 std::vector<std::pair<std::string, at::Tensor*>> EncoderModel::NamedParameters() { return named_; }
 
 void EncoderModel::MakeTrainable(at::Device device) {
+  for (Layer& L : layers_) L.qkv = Linear();  // q/k/v become independent parameters below
   for (auto& [name, slot] : named_) {
     // clone(): never train in place on a view of the mapped checkpoint.
     *slot = slot->to(device, at::kFloat).clone().detach().requires_grad_(true);

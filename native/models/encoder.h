@@ -70,6 +70,9 @@ class EncoderModel {
   struct Layer {
     Linear query, key, value, attn_out, intermediate, output;
     Norm attn_norm, out_norm;
+    // Inference only: query/key/value stacked into one [3H, H] product (query/key/value are
+    // then views into it). Undefined once the model is trainable.
+    Linear qkv;
   };
 
   EncoderModel() = default;
@@ -99,7 +102,9 @@ class EncoderModel {
 struct EncodeRequest {
   Pooling pooling = Pooling::kMean;
   bool normalize = false;       // L2-normalise embeddings
-  int64_t batch_tokens = 8192;  // rows x longest row per batch
+  // rows x longest row per batch; 0 = by device: small on CPU (activations stay in cache and
+  // matrix products are already at BLAS speed), large on CUDA (occupancy).
+  int64_t batch_tokens = 0;
   int64_t max_rows = 256;
 };
 

@@ -43,7 +43,8 @@ at::Tensor RunBatched(const EncoderModel& model, const RaggedTokens& tokens, con
   at::Tensor out = at::empty({tokens.count, width}, at::kFloat);
   if (tokens.count == 0) return out;
   ValidateRows(model, tokens);
-  const BatchPlan plan = PlanBatches(tokens, req.batch_tokens, req.max_rows);
+  const int64_t budget = req.batch_tokens > 0 ? req.batch_tokens : model.device().is_cpu() ? 1024 : 65536;
+  const BatchPlan plan = PlanBatches(tokens, budget, req.max_rows);
   c10::InferenceMode guard;
   int64_t done = 0;
   for (const auto& rows : plan.batches) {

@@ -26,7 +26,7 @@ export const retrieveCommand: CommandModule<{ json: boolean }, Args> = {
       .option('data', { type: 'string', demandOption: true, describe: 'questions: JSON array or JSONL of {question, answers}' })
       .option('top-k', { type: 'number', default: 100, describe: 'passages per question' })
       .option('out', { type: 'string', demandOption: true, describe: 'output JSONL (input fields + ctxs)' })
-      .option('batch-size', { type: 'number', default: 128, describe: 'questions embedded and searched together' })
+      .option('batch-size', { type: 'number', default: 512, describe: 'questions embedded and searched together' })
       .option('max-length', { type: 'number', describe: 'tokens per question (default: the model maximum)' })
       .option('device', { type: 'string', describe: 'encoder device: cpu, cuda, cuda:N' }) as never,
   handler: async (argv) => {

@@ -1,0 +1,48 @@
+// Streams rows into an index directory without holding the corpus in memory (building a
+// 21M x 768 index needs tens of GB as a matrix, but only a chunk at a time here). Rows get
+// consecutive ids 0..count-1 (the row number, which is how the passage store is addressed).
+// Files are written under temporary names; Finish() renames them and writes the manifest last,
+// so a reader never sees a partial index.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdio>
+#include <string>
+
+#include "core/run_context.h"
+#include "index/dense_index.h"
+
+namespace gainrag {
+
+class DenseIndexWriter {
+ public:
+  // Creates `dir` if needed. Error(kIo) when the files cannot be created.
+  DenseIndexWriter(const std::string& dir, int64_t dim, at::ScalarType dtype, Metric metric);
+  ~DenseIndexWriter();  // an unfinished writer removes its temporary files
+  DenseIndexWriter(const DenseIndexWriter&) = delete;
+  DenseIndexWriter& operator=(const DenseIndexWriter&) = delete;
+
+  // Appends rows [n, dim] of any float type (validated and converted like DenseIndex::Add).
+  // All-or-nothing per call: a bad row leaves the files as they were before the call.
+  void Append(const at::Tensor& vectors, const RunContext& ctx = RunContext());
+  // Flushes, fsyncs, renames vectors.bin / ids.bin into place and writes manifest.json.
+  void Finish();
+  void Abort();
+
+  int64_t count() const { return count_; }
+  int64_t dim() const { return dim_; }
+
+ private:
+  std::string dir_;
+  int64_t dim_;
+  at::ScalarType dtype_;
+  Metric metric_;
+  int64_t count_ = 0;
+  FILE* vectors_ = nullptr;
+  FILE* ids_ = nullptr;
+  std::string vectors_tmp_, ids_tmp_;
+  at::Tensor staging_;  // converted chunk in the storage type
+};
+
+}  // namespace gainrag
