@@ -38,9 +38,12 @@ TaskControls ReadControls(const Napi::Value& value) {
 namespace {
 
 struct ProgressEvent {
-  int64_t done;
-  int64_t total;
+  int64_t done = 0;
+  int64_t total = 0;
   std::string note;
+  // Set on the last event only: settles the Promise. It travels through the same FIFO queue as
+  // the progress events, so every progress callback runs before the Promise settles.
+  std::function<void(Napi::Env)> settle;
 };
 
 class Task : public Napi::AsyncWorker {
@@ -71,17 +74,8 @@ class Task : public Napi::AsyncWorker {
     RunContext::ProgressFn progress;
     if (has_progress_) {
       progress = [this](int64_t done, int64_t total, const std::string& note) {
-        auto* ev = new ProgressEvent{done, total, note};
-        auto status = progress_.NonBlockingCall(ev, [](Napi::Env env, Napi::Function fn, ProgressEvent* e) {
-          // A throwing progress callback must not take down the task.
-          try {
-            fn.Call({Napi::Number::New(env, double(e->done)), Napi::Number::New(env, double(e->total)),
-                     Napi::String::New(env, e->note)});
-          } catch (...) {
-          }
-          delete e;
-        });
-        if (status != napi_ok) delete ev;
+        auto* ev = new ProgressEvent{done, total, note, nullptr};
+        if (progress_.NonBlockingCall(ev, Deliver) != napi_ok) delete ev;
       };
     }
     RunContext ctx(cancel_, progress);
@@ -94,19 +88,47 @@ class Task : public Napi::AsyncWorker {
   }
 
   void OnOK() override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    if (failed_) {
-      deferred_.Reject(MakeError(env, failure_).Value());
-      return;
+    Napi::Promise::Deferred deferred = deferred_;
+    TaskFinish finish = finish_;
+    bool failed = failed_;
+    NativeFailure failure = failure_;
+    // Inputs stay referenced until the Promise settles, which may be after this worker is gone.
+    auto kept = std::make_shared<std::vector<Napi::ObjectReference>>(std::move(kept_));
+    auto settle = [deferred, finish, failed, failure, kept](Napi::Env env) {
+      Napi::HandleScope scope(env);
+      if (failed) {
+        deferred.Reject(MakeError(env, failure).Value());
+        return;
+      }
+      (void)kept;
+      try {
+        deferred.Resolve(finish ? finish(env) : env.Undefined());
+      } catch (const Napi::Error& e) {
+        deferred.Reject(e.Value());
+      } catch (...) {
+        deferred.Reject(MakeError(env, CaptureCurrentException()).Value());
+      }
+    };
+    if (has_progress_) {
+      auto* ev = new ProgressEvent{0, 0, "", settle};
+      if (progress_.NonBlockingCall(ev, Deliver) == napi_ok) return;
+      delete ev;
     }
-    try {
-      deferred_.Resolve(finish_ ? finish_(env) : env.Undefined());
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
-    } catch (...) {
-      deferred_.Reject(MakeError(env, CaptureCurrentException()).Value());
+    settle(Env());
+  }
+
+  static void Deliver(Napi::Env env, Napi::Function fn, ProgressEvent* e) {
+    if (e->settle) {
+      e->settle(env);
+    } else {
+      // A throwing progress callback must not take down the task.
+      try {
+        fn.Call({Napi::Number::New(env, double(e->done)), Napi::Number::New(env, double(e->total)),
+                 Napi::String::New(env, e->note)});
+      } catch (...) {
+      }
     }
+    delete e;
   }
 
   void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }

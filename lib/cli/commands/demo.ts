@@ -2,7 +2,7 @@
 // through the same CLI commands a user would run. Each stage's output is written atomically by
 // that stage, so a finished stage is skipped when the demo is run again.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CommandModule } from 'yargs';
@@ -21,6 +21,16 @@ interface Stage {
   name: string;
   output: string;
   args: string[];
+  /** Runs before the command (e.g. writes the stage's input subset). */
+  prepare?: () => void;
+}
+
+/** Writes the first `n` non-empty lines of `src` to `dst` (atomically) unless `dst` exists. */
+function headLines(src: string, dst: string, n: number): void {
+  if (existsSync(dst)) return;
+  const lines = readFileSync(src, 'utf8').split('\n').filter((l) => l.trim().length > 0).slice(0, n);
+  writeFileSync(`${dst}.partial`, `${lines.join('\n')}\n`);
+  renameSync(`${dst}.partial`, dst);
 }
 
 function countLines(file: string): number {
@@ -51,14 +61,16 @@ export const demoCommand: CommandModule<{ json: boolean }, DemoArgs> = {
       {
         name: 'retrieve',
         output: file('retrieved.jsonl'),
-        args: ['retrieve', '--index', file('index'), '--encoder', path.join(models, 'bert-tiny'), '--data', path.join(data, 'questions.jsonl'),
-          '--top-k', '20', '--limit', String(argv.questions), '--out', file('retrieved.jsonl')],
+        prepare: () => headLines(path.join(data, 'questions.jsonl'), file('questions.jsonl'), argv.questions),
+        args: ['retrieve', '--index', file('index'), '--encoder', path.join(models, 'bert-tiny'), '--data', file('questions.jsonl'),
+          '--top-k', '20', '--out', file('retrieved.jsonl')],
       },
       {
         name: 'synthesize',
         output: file('synthesized.jsonl'),
-        args: ['synthesize', '--data', file('retrieved.jsonl'), '--llm', path.join(models, 'llama-tiny'), '--top-k', '5',
-          '--limit', String(argv.synthesize), '--max-new-tokens', '8', '--out', file('synthesized.jsonl'), '--resume'],
+        prepare: () => headLines(file('retrieved.jsonl'), file('retrieved-subset.jsonl'), argv.synthesize),
+        args: ['synthesize', '--data', file('retrieved-subset.jsonl'), '--llm', path.join(models, 'llama-tiny'), '--top-k', '5',
+          '--max-new-tokens', '8', '--pseudo-max-new-tokens', '48', '--out', file('synthesized.jsonl'), '--resume'],
       },
       { name: 'filter', output: file('filtered.jsonl'), args: ['filter', '--data', file('synthesized.jsonl'), '--out', file('filtered.jsonl')] },
       {
@@ -82,6 +94,7 @@ export const demoCommand: CommandModule<{ json: boolean }, DemoArgs> = {
         process.stderr.write(`demo: ${stage.name}: done before (${path.relative(process.cwd(), stage.output)})\n`);
         continue;
       }
+      stage.prepare?.();
       process.stderr.write(`demo: ${stage.name}\n$ gainrag ${stage.args.join(' ')}\n`);
       const r = spawnSync(process.execPath, [mainJs, ...stage.args, '--json'], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
       if (r.status !== 0) throw new Error(`demo stage '${stage.name}' failed (exit ${r.status})`);

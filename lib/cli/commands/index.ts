@@ -1,6 +1,7 @@
 // Registry of CLI commands; each lives in its own file.
 import type { CommandModule } from 'yargs';
 import { infoCommand } from './info.js';
+import { demoCommand } from './demo.js';
 import { trainCommand } from './train.js';
 import { synthesizeCommand } from './synthesize.js';
 import { filterCommand } from './filter.js';
@@ -10,4 +11,4 @@ import { indexCommand } from './index-build.js';
 import { retrieveCommand } from './retrieve.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [infoCommand, trainCommand, synthesizeCommand, filterCommand, toSelectorCommand, convertCommand, indexCommand, retrieveCommand];
+export const commands: CommandModule<any, any>[] = [infoCommand, demoCommand, trainCommand, synthesizeCommand, filterCommand, toSelectorCommand, convertCommand, indexCommand, retrieveCommand];
