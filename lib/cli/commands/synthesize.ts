@@ -97,11 +97,20 @@ export const synthesizeCommand: CommandModule<{ json: boolean }, Args> = {
     const bar = tty ? new cliProgress.SingleBar({ stream: process.stderr, format: 'synthesize [{bar}] {value}/{total} questions | {eta_formatted} left', hideCursor: true }, cliProgress.Presets.shades_classic) : undefined;
     let barStarted = false;
     let lastLog = 0;
+    let truncationWarnings = 0;
     let summary: SynthesizeSummary;
     try {
       summary = await synthesize(lm, {
         ...options,
-        warn: (m) => process.stderr.write(`${tty && barStarted ? '\n' : ''}gainrag: warning: ${m}\n`),
+        warn: (m) => {
+          // Long passages are routine (every one is marked `truncated: true` and counted in the
+          // summary); say so a few times, not once per passage.
+          if (m.includes(' cut to ') && ++truncationWarnings > 3) {
+            if (truncationWarnings === 4) m = 'more passages were cut to fit the context; see truncatedPassages in the summary';
+            else return;
+          }
+          process.stderr.write(`${tty && barStarted ? '\n' : ''}gainrag: warning: ${m}\n`);
+        },
         onProgress: (done, total) => {
           if (bar) {
             if (!barStarted) bar.start(total, done);
