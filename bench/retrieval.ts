@@ -1,6 +1,8 @@
 // Exact CPU search: gainrag DenseIndex vs FAISS IndexFlatIP on the same vectors, in one run.
 //   node dist/bench/retrieval.js [--n 200000] [--dim 768] [--q 1000] [--k 100] [--rounds 3]
-//                                [--corpus-block B] [--query-block B] [--python /usr/bin/python3]
+//                                [--corpus-block B] [--query-block B] [--dtype float32|float16|bfloat16]
+//                                [--python /usr/bin/python3]
+// --dtype sets gainrag's storage type (FAISS's flat index is always float32).
 // FAISS runs in a Python subprocess kept alive for the whole run; the two engines take turns
 // (round-robin) so that load from other processes hits both alike. Each side reports its own
 // search time (no process start or data loading). Prints medians, best times and the ratio.
@@ -9,7 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { DenseIndex } from '../lib/retrieval/dense-index.js';
+import { DenseIndex, type IndexDType } from '../lib/retrieval/dense-index.js';
 import { readNpyFloat32, writeNpyFloat32 } from '../lib/retrieval/npy.js';
 import { engineInfo } from '../lib/engine.js';
 
@@ -30,6 +32,7 @@ const rounds = arg('rounds', 3);
 const corpusBlock = arg('corpus-block', 0) || undefined;
 const queryBlock = arg('query-block', 0) || undefined;
 const python = argString('python', '/usr/bin/python3');
+const dtype = argString('dtype', 'float32') as IndexDType;
 
 // Deterministic uniform(-0.5, 0.5) values (xorshift32): fast, and both engines read the same file.
 function randomMatrix(rows: number, cols: number, seed: number): Float32Array {
@@ -80,10 +83,10 @@ async function main(): Promise<void> {
       if (r.done) throw new Error(`FAISS subprocess (${python}) ended early`);
       return JSON.parse(r.value) as Record<string, unknown>;
     };
-    const index = await DenseIndex.fromNpy(corpusPath);
+    const index = await DenseIndex.fromNpy(corpusPath, { dtype });
     const ready = await next();
     const info = engineInfo();
-    process.stderr.write(`N=${n} dim=${dim} Q=${nq} k=${k}; gainrag threads=${info.threads} (LibTorch ${info.torch}), faiss ${String(ready.version)} threads=${String(ready.threads)}\n`);
+    process.stderr.write(`N=${n} dim=${dim} Q=${nq} k=${k} gainrag dtype=${dtype}; gainrag threads=${info.threads} (LibTorch ${info.torch}), faiss ${String(ready.version)} threads=${String(ready.threads)}\n`);
 
     const ours: number[] = [];
     const theirs: number[] = [];
@@ -109,7 +112,7 @@ async function main(): Promise<void> {
     const ourMedian = median(ours);
     const theirMedian = median(theirs);
     const summary = {
-      n, dim, q: nq, k, rounds,
+      n, dim, q: nq, k, rounds, dtype,
       gainrag: { medianSeconds: ourMedian, bestSeconds: Math.min(...ours), qps: nq / ourMedian },
       faiss: { medianSeconds: theirMedian, bestSeconds: Math.min(...theirs), qps: nq / theirMedian },
       speedupVsFaiss: theirMedian / ourMedian,

@@ -40,7 +40,11 @@ export class AnswerMatcher {
   /** True when some answer's token run occurs in `text`. */
   matches(text: string): boolean {
     if (this.answers.length === 0) return false;
-    const tokens = dprTokens(text);
+    return this.matchesTokens(dprTokens(text));
+  }
+
+  /** Same as matches(), on a text already split by dprTokens (to reuse across questions). */
+  matchesTokens(tokens: readonly string[]): boolean {
     return this.answers.some((a) => containsRun(tokens, a));
   }
 }

@@ -4,8 +4,8 @@ import { GainragError } from '../errors.js';
 import { AtomicJsonlWriter, readRecords } from '../io/jsonl.js';
 import { Encoder, type Device } from '../models/encoder.js';
 import { DenseIndex } from './dense-index.js';
-import { AnswerMatcher, DEFAULT_RECALL_KS, RecallAccumulator } from './has-answer.js';
-import { PassageStore } from './passages.js';
+import { AnswerMatcher, DEFAULT_RECALL_KS, RecallAccumulator, dprTokens } from './has-answer.js';
+import { PassageStore, type Passage } from './passages.js';
 import path from 'node:path';
 
 export interface RetrieveOptions {
@@ -80,6 +80,8 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
       const call = { signal: options.signal };
       const emb = await encoder.embed(batch.map((b) => b.question), call);
       const { ids, scores } = await index.search(emb, topK, call);
+      // Passages retrieved by several questions of the batch are read and tokenised once.
+      const cache = new Map<number, { p: Passage; tokens?: string[] }>();
       batch.forEach((b, q) => {
         const matcher = new AnswerMatcher(b.answers);
         const ctxs: Ctx[] = [];
@@ -87,8 +89,11 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
         for (let j = 0; j < topK; j++) {
           const row = Number(ids[q * topK + j]);
           if (row < 0) break; // padded slot (overflowing scores): fewer than k results
-          const p = store.get(row);
-          const hasanswer = matcher.matches(p.text);
+          let entry = cache.get(row);
+          if (!entry) cache.set(row, (entry = { p: store.get(row) }));
+          const p = entry.p;
+          let hasanswer = false;
+          if (b.answers.length > 0) hasanswer = matcher.matchesTokens((entry.tokens ??= dprTokens(p.text)));
           hits.push(hasanswer);
           ctxs.push({ id: p.id, title: p.title, text: p.text, score: scores[q * topK + j], hasanswer });
         }

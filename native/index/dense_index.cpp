@@ -247,6 +247,7 @@ SearchResult DenseIndex::SearchCpu(const at::Tensor& q, int64_t k, const RunCont
 SearchResult DenseIndex::SearchCuda(const at::Tensor& q, int64_t k, const RunContext& ctx,
                                     const SearchOptions& options) const {
   const int64_t n = size();
+  std::unique_lock<std::mutex> lock(device_mutex_);
   if (device_rows_count_ != n) {
     // fp16/bf16 corpora stay 16-bit on the GPU; an fp32 corpus stays fp32 (exactness first).
     at::Tensor all = at::empty({n, dim_}, at::TensorOptions().dtype(dtype_).device(device_));
@@ -255,6 +256,8 @@ SearchResult DenseIndex::SearchCuda(const at::Tensor& q, int64_t k, const RunCon
     device_rows_ = all;
     device_rows_count_ = n;
   }
+  const at::Tensor rows = device_rows_;
+  lock.unlock();
   const int64_t cb = options.corpus_block > 0 ? options.corpus_block : 65536;
   const int64_t qb = options.query_block > 0 ? options.query_block : 4096;
   at::Tensor qd = q.to(device_);
@@ -266,7 +269,7 @@ SearchResult DenseIndex::SearchCuda(const at::Tensor& q, int64_t k, const RunCon
       ctx.ThrowIfCancelled();
       const int64_t r1 = std::min(n, r0 + cb);
       // Scores in fp32 so that the ranking matches the CPU path up to summation order.
-      at::Tensor s = at::mm(qt, device_rows_.slice(0, r0, r1).to(at::kFloat).t());
+      at::Tensor s = at::mm(qt, rows.slice(0, r0, r1).to(at::kFloat).t());
       auto top = at::topk(s, std::min(k, r1 - r0), 1, true, true);
       at::Tensor ts = std::get<0>(top), tp = std::get<1>(top) + r0;
       if (best_s.defined()) {

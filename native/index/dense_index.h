@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -110,6 +111,7 @@ class DenseIndex {
 
   // Search device. On CUDA the corpus is copied to the GPU on the first search after a change.
   at::Device device_ = at::Device(at::kCPU);
+  mutable std::mutex device_mutex_;  // concurrent searches share the GPU copy; one builds it
   mutable at::Tensor device_rows_;
   mutable int64_t device_rows_count_ = -1;
   int64_t max_id_ = -1;
