@@ -224,6 +224,16 @@ test('save / open round trip, npy import, truncated files', async () => {
     const imported16 = await DenseIndex.fromNpy(npy16);
     assertExact(await imported16.search(queries, 9), bruteScores(Array.from(corpus, roundHalf), queries, dim), 9, 1e-4);
 
+    // version 2 header (uint32 length) and Fortran order
+    const head2 = Buffer.alloc(12);
+    head2.write('\x93NUMPY', 0, 'latin1');
+    head2[6] = 2;
+    const h2 = h.slice(0, -1).padEnd(h.length + 1, ' ') + '\n'; // two bytes longer: data stays 2-byte aligned
+    head2.writeUInt32LE(h2.length, 8);
+    writeFileSync(path.join(dir, 'v2.npy'), Buffer.concat([head2, Buffer.from(h2, 'latin1'), body]));
+    assert.deepEqual((await DenseIndex.fromNpy(path.join(dir, 'v2.npy'))).size, 123);
+    writeFileSync(path.join(dir, 'f.npy'), Buffer.concat([head, Buffer.from(h.replace('False', 'True '), 'latin1'), body]));
+    await assert.rejects(DenseIndex.fromNpy(path.join(dir, 'f.npy')), { code: 'E_INDEX', message: /Fortran/ });
     truncateSync(npy16, 10 + h.length + body.length - 2);
     await assert.rejects(DenseIndex.fromNpy(npy16), { code: 'E_INDEX', message: /truncated/ });
     writeFileSync(path.join(dir, 'bad.npy'), Buffer.concat([head, Buffer.from(h.replace("'<f2'", "'<i8'"), 'latin1'), body]));

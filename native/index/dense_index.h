@@ -56,7 +56,10 @@ class DenseIndex {
   void Add(const at::Tensor& vectors, const at::Tensor& ids, const RunContext& ctx = RunContext());
 
   // Exact top-k. queries: float32 [Q, dim]. Error(kIndex) if the index is empty, kInvalidArgument
-  // if k is not in [1, size], kData on non-finite queries.
+  // if k is not in [1, size], kData on non-finite queries. Equal scores are ordered by row (the
+  // row added first wins) on CPU; on CUDA their order is whatever at::topk gives.
+  // CPU: blocked GEMM (OpenBLAS through ATen) + a threshold filter per query (topk_cpu.h); the
+  // Q x N score matrix is never materialised. Scores are fp32; 16-bit rows are upcast per block.
   SearchResult Search(const at::Tensor& queries, int64_t k, const RunContext& ctx = RunContext(),
                       const SearchOptions& options = SearchOptions()) const;
 
