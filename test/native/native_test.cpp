@@ -34,7 +34,18 @@ void ExpectError(gainrag::ErrorCode code, Fn fn, const std::string& what) {
 
 }  // namespace
 
+int RunChecks(int argc, char** argv);
+
 int main(int argc, char** argv) {
+  try {
+    return RunChecks(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "FAIL: unexpected exception: %s\n", e.what());
+    return 1;
+  }
+}
+
+int RunChecks(int argc, char** argv) {
   using namespace gainrag;
   if (argc < 3) {
     std::fprintf(stderr, "usage: %s BERT_DIR LLAMA_DIR\n", argv[0]);
