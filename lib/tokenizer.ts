@@ -218,29 +218,42 @@ export function truncatePair(a: number[], b: number[], budget: number, strategy:
   return [a.slice(0, n1), b.slice(0, n2)];
 }
 
+/** Appends rows straight into growable Int32Arrays (one bulk copy per template piece). */
 class Builder {
-  private ids: number[] = [];
-  private types: number[] = [];
+  private ids = new Int32Array(1024);
+  private types = new Int32Array(1024);
   private offsets: number[] = [0];
+  private length = 0;
 
   row(template: TemplatePiece[], a: number[], b: number[]): void {
     for (const piece of template) {
       const src = piece.kind === 'special' ? piece.ids : piece.kind === 'A' ? a : b;
-      for (const id of src) {
-        this.ids.push(id);
-        this.types.push(piece.typeId);
-      }
+      this.reserve(this.length + src.length);
+      this.ids.set(src, this.length);
+      this.types.fill(piece.typeId, this.length, this.length + src.length);
+      this.length += src.length;
     }
-    this.offsets.push(this.ids.length);
+    this.offsets.push(this.length);
   }
 
   finish(truncated: number, withTypes: boolean): TokenBatch {
     return {
-      ids: Int32Array.from(this.ids),
+      ids: this.ids.slice(0, this.length),
       offsets: Int32Array.from(this.offsets),
-      typeIds: withTypes ? Int32Array.from(this.types) : undefined,
+      typeIds: withTypes ? this.types.slice(0, this.length) : undefined,
       truncated,
     };
+  }
+
+  private reserve(size: number): void {
+    if (size <= this.ids.length) return;
+    const capacity = Math.max(size, this.ids.length * 2);
+    const ids = new Int32Array(capacity);
+    ids.set(this.ids.subarray(0, this.length));
+    const types = new Int32Array(capacity);
+    types.set(this.types.subarray(0, this.length));
+    this.ids = ids;
+    this.types = types;
   }
 }
 
