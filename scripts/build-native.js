@@ -97,6 +97,7 @@ function upToDate() {
   if (!existsSync(out)) return false;
   const built = statSync(out).mtimeMs;
   const sources = Math.max(newestMtime(path.join(root, 'native')), newestMtime(path.join(root, 'bindings')),
+    newestMtime(path.join(root, 'test', 'native')),
     statSync(path.join(root, 'CMakeLists.txt')).mtimeMs);
   return built > sources;
 }

@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import { engineInfo, readSafetensors, SafetensorsFile, decode16 } from '../lib/index.js';
 import { native } from '../lib/native.js';
 import { withControls } from '../lib/controls.js';
-import { cliPath, fixture } from './helpers.js';
+import { cliPath, fixture, fixturesDir } from './helpers.js';
 
 /** Independent reader: parses the header and sums an F32 tensor with DataView, no addon involved. */
 function sumF32Independently(file: string, name: string): { shape: number[]; sum: number; first: number } {
@@ -186,7 +186,7 @@ test('arguments are checked on the JS thread', async () => {
 test('the C++ engine works without Node (native test program)', () => {
   const binary = nativeTestBinary();
   assert.ok(binary, 'gainrag_native_test is built next to the addon');
-  const out = execFileSync(binary, [fixture('bert-tiny'), fixture('llama-tiny')], { encoding: 'utf8' });
+  const out = execFileSync(binary, [fixturesDir], { encoding: 'utf8' });
   assert.match(out, /all native checks passed/);
 });
 

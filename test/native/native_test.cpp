@@ -1,15 +1,20 @@
-// The engine without Node: config parsing, JSON edge cases and safetensors reading from plain
-// C++. Run by test/foundation.test.ts as `gainrag_native_test BERT_DIR LLAMA_DIR`.
+// The engine without Node: JSON edge cases, configs, safetensors, an encoder's parity with the
+// transformers reference, and exact search, all from plain C++. Run by test/foundation.test.ts
+// as `gainrag_native_test FIXTURES_DIR`.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 
+#include "core/batching.h"
 #include "core/error.h"
 #include "core/json.h"
 #include "core/tensor_util.h"
 #include "io/safetensors.h"
+#include "index/dense_index.h"
 #include "models/config.h"
+#include "models/encoder.h"
 
 namespace {
 
@@ -47,11 +52,12 @@ int main(int argc, char** argv) {
 
 int RunChecks(int argc, char** argv) {
   using namespace gainrag;
-  if (argc < 3) {
-    std::fprintf(stderr, "usage: %s BERT_DIR LLAMA_DIR\n", argv[0]);
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: %s FIXTURES_DIR\n", argv[0]);
     return 2;
   }
-  const std::string bert_dir = argv[1], llama_dir = argv[2];
+  const std::string fixtures = argv[1];
+  const std::string bert_dir = fixtures + "/bert-tiny", llama_dir = fixtures + "/llama-tiny";
 
   auto doc = json::Parse(R"({"a": [1, -2.5e3, true, null], "s": "\u00e9\ud83d\ude00\n", "n": 9007199254740993})");
   Check(doc.find("a")->as_array()[1].as_number() == -2500.0, "json number");
@@ -81,6 +87,44 @@ int RunChecks(int argc, char** argv) {
   Check(emb.data_ptr() == static_cast<const void*>(weights->data("embeddings.word_embeddings.weight")), "mapped, not copied");
   Check(std::isfinite(emb.sum().item<double>()), "embedding values finite");
   ExpectError(ErrorCode::kShape, [&] { weights->info("no.such.tensor"); }, "missing tensor");
+
+  // Encoder parity: the reference's token ids in, mean-pooled vectors out, against transformers.
+  {
+    json::Value ref = json::Parse(ReadTextFile(fixtures + "/bert-tiny.reference.json"));
+    std::vector<int32_t> ids, offsets{0};
+    for (const auto& row : ref.find("input_ids")->as_array()) {
+      const auto& mask = ref.find("attention_mask")->as_array()[offsets.size() - 1].as_array();
+      for (size_t t = 0; t < row.as_array().size(); ++t)
+        if (mask[t].as_int() == 1) ids.push_back(static_cast<int32_t>(row.as_array()[t].as_int()));
+      offsets.push_back(static_cast<int32_t>(ids.size()));
+    }
+    RaggedTokens tokens;
+    tokens.ids = ids.data();
+    tokens.offsets = offsets.data();
+    tokens.count = static_cast<int64_t>(offsets.size()) - 1;
+    auto model = EncoderModel::Load(bert_dir, EncoderOptions());
+    at::Tensor got = EncodeBatched(*model, tokens, EncodeRequest(), RunContext());
+    double worst = 0;
+    const auto& expected = ref.find("mean_pooled")->as_array();
+    for (int64_t i = 0; i < got.size(0); ++i)
+      for (int64_t j = 0; j < got.size(1); ++j) {
+        double e = expected[i].as_array()[j].as_number();
+        worst = std::max(worst, std::abs(got[i][j].item<double>() - e) / std::max(std::abs(e), 1e-6));
+      }
+    Check(got.size(0) == tokens.count && worst < 1e-4, "bert-tiny mean pooling matches transformers (max rel " + std::to_string(worst) + ")");
+  }
+
+  // Exact search against a float64 brute force.
+  {
+    at::manual_seed(3);
+    at::Tensor corpus = at::randn({1000, 32}), queries = at::randn({7, 32});
+    DenseIndex index(32, at::kFloat, Metric::kInnerProduct);
+    index.Add(corpus, at::Tensor());
+    SearchResult r = index.Search(queries, 10);
+    at::Tensor expect = std::get<1>(at::matmul(queries.to(at::kDouble), corpus.to(at::kDouble).t()).topk(10));
+    Check(at::equal(r.ids, expect), "dense index top-10 equals brute force");
+    ExpectError(ErrorCode::kShape, [&] { index.Add(at::randn({2, 31}), at::Tensor()); }, "dimension mismatch");
+  }
 
   if (failures == 0) std::printf("all native checks passed\n");
   return failures == 0 ? 0 : 1;
