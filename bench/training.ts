@@ -1,5 +1,8 @@
 // CPU training throughput of the selector (pairs/s through forward + backward + AdamW):
-//   node dist/bench/training.js [--steps 5] [--base-steps 1] [--no-base] [--bf16]
+//   node dist/bench/training.js [--steps 5] [--base-steps 1] [--no-base] [--bf16] [--memory]
+// --memory: peak resident memory (VmHWM) of one base-size step (2 x 8 pairs of 256 tokens),
+// each setting in a fresh child process (VmHWM never goes down), with and without gradient
+// checkpointing; only the memory columns are the point (the time is one cold step).
 // Models: the xlmr-tiny-reranker fixture, and an XLM-R-base-shaped cross-encoder (hidden 768,
 // 12 layers, 12 heads, 3072 intermediate) with random weights written to a temp directory,
 // using the fixture's tokenizer and vocabulary (1500 rows: the transformer body is base-size;
@@ -7,7 +10,8 @@
 // There is no Python torch here, so the baseline measured in the same run is the engine's own
 // forward-only scoring (CrossEncoder.score) of the same pairs: a training step costs ~3
 // forwards in theory, so train/forward pairs-per-second near 1/3 means little overhead.
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,6 +29,7 @@ const steps = arg('steps', 5);
 const baseSteps = arg('base-steps', 1);
 const withBase = !process.argv.includes('--no-base');
 const withBf16 = process.argv.includes('--bf16');
+const withMemory = process.argv.includes('--memory');
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const fixtures = process.env.GAINRAG_SHARED ? path.join(process.env.GAINRAG_SHARED, 'fixtures') : path.resolve(repoRoot, '..', 'shared', 'fixtures');
@@ -66,13 +71,13 @@ function writeBaseModel(dir: string): void {
 }
 
 // Groups of synthetic pairs; passages long enough to be cut at maxLength.
-function makeGroups(groups: number, size: number) {
+function makeGroups(groups: number, size: number, passageWords = 80) {
   const rng = new Rng(5);
   const words = ['license', 'software', 'copyright', 'warranty', 'program', 'source', 'code', 'free', 'work', 'public', 'the', 'of', 'and', 'to', 'any'];
   const text = (n: number) => Array.from({ length: n }, () => words[rng.int(words.length)]).join(' ');
   return Array.from({ length: groups }, () => ({
     query: `what is ${text(4)}`,
-    passages: Array.from({ length: size }, () => text(80)),
+    passages: Array.from({ length: size }, () => text(passageWords)),
     teacherScores: Array.from({ length: size }, () => -Math.log(1 + 20 * rng.next())),
   }));
 }
@@ -100,16 +105,46 @@ async function measure(label: string, dir: string, groups: number, size: number,
   console.log(JSON.stringify(row));
 }
 
+function peakRssMiB(): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
+  return m ? Math.round(Number(m[1]) / 1024) : NaN;
+}
+
+// Child of --memory: one step of the model in `dir`, reporting the peak RSS before and after.
+async function memoryChild(dir: string, checkpointing: boolean) {
+  const maxLength = 256;
+  const trainer = await SelectorTrainer.create(dir, { lr: 1e-5, maxLength, gradientCheckpointing: checkpointing });
+  const batch = makeGroups(2, 8, 400);  // passages longer than 256 tokens: every pair is cut to 256
+  const loaded = peakRssMiB();
+  const t0 = performance.now();
+  await trainer.step(batch);
+  const sec = (performance.now() - t0) / 1000;
+  console.log(JSON.stringify({ gradientCheckpointing: checkpointing, peakRssAfterLoadMiB: loaded, peakRssAfterStepMiB: peakRssMiB(), secFirstStep: +sec.toFixed(2) }));
+}
+
+function measureMemory(dir: string) {
+  const self = fileURLToPath(import.meta.url);
+  for (const gc of [false, true]) {
+    const r = spawnSync(process.execPath, [self, '--memory-child', dir, gc ? '1' : '0'], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`memory child failed: ${r.stderr}`);
+    const row = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    console.log(JSON.stringify({ model: 'xlmr-base-shape (random)', shape: '2x8 pairs, 256 tokens', ...row }));
+  }
+}
+
 async function main() {
+  const child = process.argv.indexOf('--memory-child');
+  if (child >= 0) return memoryChild(process.argv[child + 1], process.argv[child + 2] === '1');
   const info = engineInfo();
   console.log(JSON.stringify({ bench: 'selector training (CPU)', torch: info.torch, threads: info.threads, blas: info.blas }));
   await measure('xlmr-tiny-reranker', tiny, 8, 16, 128, steps, 'float32');
   if (withBf16) await measure('xlmr-tiny-reranker', tiny, 8, 16, 128, steps, 'bfloat16');
-  if (withBase) {
+  if (withBase || withMemory) {
     const dir = mkdtempSync(path.join(tmpdir(), 'gainrag-bench-train-'));
     try {
       writeBaseModel(dir);
-      await measure('xlmr-base-shape (random)', dir, 2, 8, 64, baseSteps, 'float32');
+      if (withBase) await measure('xlmr-base-shape (random)', dir, 2, 8, 64, baseSteps, 'float32');
+      if (withMemory) measureMemory(dir);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -3,6 +3,8 @@
 // external buffers owned by native tensors.
 #include <ATen/ATen.h>
 
+#include <algorithm>
+
 #include "bindings/addon_data.h"
 #include "bindings/async_task.h"
 #include "bindings/marshal.h"
@@ -29,6 +31,27 @@ RaggedTokens BorrowRagged(Napi::Env env, const Napi::Value& ids, const Napi::Val
   keep->push_back(ids);
   keep->push_back(offsets);
   return r;
+}
+
+// Per item and context prompt, the minimum PPL_CD over the item's answers (off the JS thread).
+at::Tensor MinOverAnswers(const ContrastiveRequest& req, const at::Tensor& flat) {
+  int64_t contexts = 0;
+  for (int64_t i = 0; i < req.items; ++i) contexts += req.prompt_begin[i + 1] - req.prompt_begin[i] - 1;
+  at::Tensor out = at::empty({contexts}, at::kDouble);
+  const double* src = flat.data_ptr<double>();
+  double* dst = out.data_ptr<double>();
+  for (int64_t i = 0; i < req.items; ++i) {
+    const int64_t n_ctx = req.prompt_begin[i + 1] - req.prompt_begin[i] - 1;
+    const int64_t n_ans = req.answer_begin[i + 1] - req.answer_begin[i];
+    for (int64_t c = 0; c < n_ctx; ++c) {
+      double m = src[c];
+      for (int64_t a = 1; a < n_ans; ++a) m = std::min(m, src[a * n_ctx + c]);
+      dst[c] = m;
+    }
+    src += n_ans * n_ctx;
+    dst += n_ctx;
+  }
+  return out;
 }
 
 class CausalLMWrap : public Napi::ObjectWrap<CausalLMWrap> {
@@ -87,7 +110,8 @@ class CausalLMWrap : public Napi::ObjectWrap<CausalLMWrap> {
   }
 
   // contrastive(promptIds, promptOffsets, answerIds, answerOffsets, promptBegin, answerBegin,
-  //             alpha, referenceMethod, controls) -> Promise<Float64Array>
+  //             alpha, referenceMethod, controls)
+  //   -> Promise<{perAnswer: Float64Array (item, answer, context), min: Float64Array (item, context)}>
   Napi::Value Contrastive(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     std::vector<Napi::Value> keep;
@@ -112,12 +136,21 @@ class CausalLMWrap : public Napi::ObjectWrap<CausalLMWrap> {
     if (!info[6].IsNumber()) throw Napi::TypeError::New(env, "alpha must be a number");
     req.alpha = info[6].As<Napi::Number>().DoubleValue();
     req.reference_method = info[7].ToBoolean().Value();
-    auto result = std::make_shared<at::Tensor>();
+    auto result = std::make_shared<std::pair<at::Tensor, at::Tensor>>();
     Model model = model_;
     return StartTask(
         env, "gainrag.CausalLM.contrastive",
-        [model, req, result](const RunContext& ctx) { *result = model->ContrastivePerplexity(req, ctx); },
-        [result](Napi::Env env) { return TensorToTypedArray(env, *result); }, ReadControls(info[8]), keep);
+        [model, req, result](const RunContext& ctx) {
+          result->first = model->ContrastivePerplexity(req, ctx);
+          result->second = MinOverAnswers(req, result->first);
+        },
+        [result](Napi::Env env) -> Napi::Value {
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("perAnswer", TensorToTypedArray(env, result->first));
+          o.Set("min", TensorToTypedArray(env, result->second));
+          return o;
+        },
+        ReadControls(info[8]), keep);
   }
 
   // lastLogits(ids, offsets, lastN, controls) -> Promise<Float32Array> [count, lastN, vocab]

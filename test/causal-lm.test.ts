@@ -6,6 +6,7 @@ import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'n
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { Field, Int32, List, Table, Utf8, vectorFromArray, type Vector } from 'apache-arrow';
 import { CausalLM, type ContrastiveItem } from '../lib/models/causal-lm.js';
 import { readSafetensors } from '../lib/safetensors.js';
 import { encodeSafetensors, type F32Tensor } from '../lib/convert/llama2c.js';
@@ -233,4 +234,89 @@ test('small token budgets (many small batches) give the same results as one batc
   assert.ok(small.lastStats!.forwardCalls > lm.lastStats!.forwardCalls, 'the small budget must have split the work');
   const g = await small.generate(ref.context_prompts.slice(0, 2), { maxNewTokens: 8 });
   assert.deepEqual(g.tokenIds, ref.greedy_new_tokens_first_two_context_prompts);
+});
+
+const nums = (v: Vector | null | undefined): number[] => Array.from(v!.toArray() as ArrayLike<number>);
+const utf8List = (rows: string[][]) => vectorFromArray(rows, new List(new Field('item', new Utf8(), true))) as Vector<List<Utf8>>;
+
+test('Arrow: Utf8 prompts in, Utf8 texts and List<Int32> token ids out, same tokens as the string path', async () => {
+  const prompts = ref.context_prompts.slice(0, 2);
+  const fromArrow = await lm.generate(vectorFromArray(prompts, new Utf8()), { maxNewTokens: 8 });
+  assert.deepEqual(fromArrow.tokenIds, ref.greedy_new_tokens_first_two_context_prompts);
+  const plain = await lm.generate(prompts, { maxNewTokens: 8 });
+  const arrow = await lm.generate(prompts, { maxNewTokens: 8, asArrow: true });
+  assert.ok(arrow.texts.type instanceof Utf8 && arrow.tokenIds.type instanceof List);
+  assert.deepEqual(arrow.texts.toArray(), plain.texts);
+  assert.deepEqual([...arrow.tokenIds].map(nums), ref.greedy_new_tokens_first_two_context_prompts);
+  // The ids column is the engine's buffer, not a copy.
+  const ids = arrow.tokenIds.data[0].children[0].values as Int32Array;
+  assert.ok(ids instanceof Int32Array && ids.length === ref.greedy_new_tokens_first_two_context_prompts.flat().length);
+  const empty = await lm.generate(vectorFromArray([] as string[], new Utf8()), { maxNewTokens: 3, asArrow: true });
+  assert.equal(empty.texts.length, 0);
+  assert.equal(empty.tokenIds.length, 0);
+  await assert.rejects(lm.generate(vectorFromArray([1, 2], new Int32()) as never, { maxNewTokens: 2 }), TypeError);
+  await assert.rejects(lm.generate(vectorFromArray(['a', null], new Utf8()), { maxNewTokens: 2 }), TypeError);
+});
+
+test('Arrow: columnar contrastive scoring from a Table gives the string path numbers, as List vectors', async () => {
+  const answers = [ref.answers, ref.answers.slice(0, 1), ref.answers.slice(1)];
+  const rows = answers.map((a) => item(a));
+  rows[1] = { ...rows[1], contextPrompts: ref.context_prompts.slice(1) };
+  const expected = await lm.contrastivePerplexity(rows);
+  const table = new Table({
+    standard: vectorFromArray(rows.map((r) => r.standardPrompt), new Utf8()),
+    contexts: utf8List(rows.map((r) => r.contextPrompts)),
+    answers: utf8List(rows.map((r) => r.answers)),
+  });
+  const out = await lm.contrastivePerplexityColumns({
+    standardPrompts: table.getChild('standard')!, contextPrompts: table.getChild('contexts')!, answers: table.getChild('answers')!,
+  });
+  assert.equal(lm.lastStats!.promptPrefills, rows.reduce((n, r) => n + 1 + r.contextPrompts.length, 0));
+  assert.equal(out.perAnswer.length, rows.length);
+  assert.equal(out.min.length, rows.length);
+  rows.forEach((r, i) => {
+    const per = [...out.perAnswer.get(i)!].map(nums);
+    assert.equal(per.length, r.answers.length);
+    per.forEach((row, j) => assert.ok(maxRelDiff(row, expected[i].perAnswer[j]) < 1e-5, `item ${i} answer ${j}`));
+    assert.ok(maxRelDiff(nums(out.min.get(i)), expected[i].min) < 1e-5);
+  });
+  // Against transformers too: item 0 is the fixture's item.
+  assert.ok(maxRelDiff(nums(out.min.get(0)), ref.contrastive_ppl_min_over_answers) < 1e-4);
+  // {asArrow: true} on the row API gives the same vectors; JS arrays of arrays work as columns.
+  const viaRows = await lm.contrastivePerplexity(rows, { asArrow: true });
+  assert.deepEqual(nums(viaRows.min.get(2)), nums(out.min.get(2)));
+  const viaArrays = await lm.contrastivePerplexityColumns({
+    standardPrompts: rows.map((r) => r.standardPrompt), contextPrompts: rows.map((r) => r.contextPrompts), answers,
+  });
+  assert.deepEqual(nums(viaArrays.min.get(1)), nums(out.min.get(1)));
+});
+
+test('Arrow: sliced and multi-chunk list columns are read at their offsets', async () => {
+  const rows = [item(['Paris']), item(ref.answers), item(ref.answers.slice(0, 2))];
+  const expected = await lm.contrastivePerplexity(rows.slice(1));
+  const ctx = utf8List(rows.map((r) => r.contextPrompts)).slice(1);
+  const first = utf8List([rows[1].answers]);
+  const ans = first.concat(utf8List([rows[2].answers]));
+  assert.equal(ans.data.length, 2);
+  const out = await lm.contrastivePerplexityColumns({
+    standardPrompts: vectorFromArray(rows.map((r) => r.standardPrompt), new Utf8()).slice(1), contextPrompts: ctx, answers: ans,
+  });
+  for (let i = 0; i < 2; i++) {
+    const per = [...out.perAnswer.get(i)!].map(nums);
+    per.forEach((row, j) => assert.ok(maxRelDiff(row, expected[i].perAnswer[j]) < 1e-5, `item ${i} answer ${j}`));
+  }
+});
+
+test('Arrow: bad columns are TypeErrors/RangeErrors naming the row', async () => {
+  const std = vectorFromArray([ref.standard_prompt, ref.standard_prompt], new Utf8());
+  const ctx = utf8List([ref.context_prompts, ref.context_prompts]);
+  await assert.rejects(lm.contrastivePerplexityColumns({ standardPrompts: std, contextPrompts: ctx, answers: utf8List([ref.answers]) }), RangeError);
+  await assert.rejects(lm.contrastivePerplexityColumns({ standardPrompts: std, contextPrompts: ctx, answers: utf8List([ref.answers, []]) }),
+    (e: Error) => e instanceof RangeError && /row 1 has no answers/.test(e.message));
+  await assert.rejects(lm.contrastivePerplexityColumns({ standardPrompts: std, contextPrompts: ctx, answers: utf8List([ref.answers, ['Austen', '']]) }),
+    (e: Error) => e instanceof RangeError && /answers\[1\]\[1\]/.test(e.message));
+  await assert.rejects(lm.contrastivePerplexityColumns({ standardPrompts: std, contextPrompts: std as never, answers: utf8List([ref.answers, ref.answers]) }), TypeError);
+  await assert.rejects(lm.contrastivePerplexityColumns({ standardPrompts: std, contextPrompts: ctx, answers: utf8List([ref.answers, [null as never]]) }), TypeError);
+  const none = await lm.contrastivePerplexityColumns({ standardPrompts: [], contextPrompts: [], answers: [] });
+  assert.equal(none.min.length, 0);
 });

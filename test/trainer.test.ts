@@ -1,9 +1,9 @@
 // SelectorTrainer: parity of three KD steps with transformers + torch.optim.AdamW (fixture),
 // learning on a generated task, checkpoints that CrossEncoder reloads, the schedule, gradient
-// accumulation, data validation, group sampling and bad input. Expected numbers come from the
+// accumulation, gradient checkpointing, data validation, group sampling and bad input. Expected numbers come from the
 // fixture or from the task's own definition, never from the code under test.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
@@ -148,6 +148,61 @@ test('bfloat16 compute with fp32 master weights: first loss near fp32, training 
   assert.ok(maxRelDiff(bf16, fp32, 0.1) < 5e-2, 'bf16 scores track the fp32 masters');
 });
 
+// ---- gradient checkpointing ----
+// Recomputing each layer in the backward pass must not change the mathematics: the same
+// losses, gradient norms and resulting weights as keeping the activations.
+async function threeSteps(dir: string, options: Parameters<typeof SelectorTrainer.create>[1]) {
+  const t = await SelectorTrainer.create(dir, { ...fixtureOptions, ...options });
+  const losses: number[] = [];
+  const norms: (number | null)[] = [];
+  for (let s = 0; s < 3; s++) {
+    const r = await t.step(fixtureGroups());
+    losses.push(r.loss);
+    norms.push(r.gradNorm);
+  }
+  const scores = Array.from(await t.score(kd.pairs.map((p) => p[0]), kd.pairs.map((p) => p[1])));
+  return { losses, norms, scores };
+}
+
+test('gradient checkpointing, dropout off: 3 steps equal 3 steps without (fp32 and bf16)', async () => {
+  const plain = await threeSteps(model, {});
+  const ckpt = await threeSteps(model, { gradientCheckpointing: true });
+  assert.ok(maxRelDiff(ckpt.losses, plain.losses, 1e-12) <= 1e-6, `losses ${ckpt.losses} vs ${plain.losses}`);
+  assert.ok(maxRelDiff(ckpt.norms as number[], plain.norms as number[], 1e-12) <= 1e-6, `grad norms ${ckpt.norms} vs ${plain.norms}`);
+  assert.ok(maxRelDiff(ckpt.scores, plain.scores, 1e-6) <= 1e-6, 'scores after 3 steps');
+  // and both still match transformers (the fixture)
+  assert.ok(maxRelDiff(ckpt.losses, kd.losses_per_step) < 1e-4);
+  const bf16 = await threeSteps(model, { dtype: 'bfloat16' });
+  const bf16Ckpt = await threeSteps(model, { dtype: 'bfloat16', gradientCheckpointing: true });
+  assert.ok(maxRelDiff(bf16Ckpt.losses, bf16.losses, 1e-12) <= 1e-6, `bf16 losses ${bf16Ckpt.losses} vs ${bf16.losses}`);
+  assert.ok(maxRelDiff(bf16Ckpt.scores, bf16.scores, 1e-6) <= 1e-6, 'bf16 scores after 3 steps');
+});
+
+test('gradient checkpointing, dropout 0.1: the recompute replays the forward\'s dropout masks', async () => {
+  // The fixture has dropout 0; a copy whose config turns it on.
+  const dir = path.join(scratch, 'dropout-model');
+  rmSync(dir, { recursive: true, force: true });
+  const src = fixture('xlmr-tiny-reranker');
+  const config = JSON.parse(readFileSync(path.join(src, 'config.json'), 'utf8'));
+  mkdirSync(dir);
+  for (const f of readdirSync(src)) if (f !== 'config.json') copyFileSync(path.join(src, f), path.join(dir, f));
+  writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...config, hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0.1 }));
+
+  const noDropout = await threeSteps(model, {});
+  const plain = await threeSteps(dir, { seed: 5 });
+  const ckpt = await threeSteps(dir, { seed: 5, gradientCheckpointing: true });
+  const other = await threeSteps(dir, { seed: 6, gradientCheckpointing: true });
+  // dropout is really on: the first loss (same weights) differs from the dropout-free one and
+  // depends on the seed
+  assert.ok(Math.abs(plain.losses[0] - noDropout.losses[0]) > 1e-4, `dropout changes the loss: ${plain.losses[0]} vs ${noDropout.losses[0]}`);
+  assert.ok(Math.abs(other.losses[0] - plain.losses[0]) > 1e-5, 'another seed, other masks');
+  // Same seed: identical forward masks give the first loss; identical *gradients* (first grad
+  // norm, later losses, final weights) need the backward's recompute to draw those masks again.
+  assert.ok(maxRelDiff(ckpt.losses, plain.losses, 1e-12) <= 1e-6, `losses ${ckpt.losses} vs ${plain.losses}`);
+  assert.ok(maxRelDiff(ckpt.norms as number[], plain.norms as number[], 1e-12) <= 1e-6, `grad norms ${ckpt.norms} vs ${plain.norms}`);
+  assert.ok(maxRelDiff(ckpt.scores, plain.scores, 1e-6) <= 1e-6, 'scores after 3 steps');
+});
+
 // ---- learning on a generated task ----
 const KEYWORDS = ['license', 'software', 'copyright', 'warranty', 'program', 'source', 'code', 'free', 'work', 'public',
   'terms', 'notice', 'file', 'permission', 'distribute', 'modify', 'author', 'library', 'version', 'document'];
@@ -256,7 +311,7 @@ test('group sampling: positive first, negatives without replacement, repeated on
 
 test('bad input: clear errors with codes, no crash', async () => {
   await assert.rejects(SelectorTrainer.create(model, { dtype: 'float16' }), (e: Error) => hasCode(e, 'E_UNSUPPORTED') && /CUDA/.test(e.message));
-  await assert.rejects(SelectorTrainer.create(model, { gradientCheckpointing: true }), (e: Error) => hasCode(e, 'E_UNSUPPORTED') && /not implemented/.test(e.message));
+  await assert.rejects(SelectorTrainer.create(model, { gradientCheckpointing: 'yes' as unknown as boolean }), TypeError);
   await assert.rejects(SelectorTrainer.create(fixture('bert-tiny')), (e: Error) => hasCode(e, 'E_MODEL_CONFIG'));
   await assert.rejects(SelectorTrainer.create(path.join(scratch, 'nope')), (e: Error) => hasCode(e, 'E_TOKENIZER') || hasCode(e, 'E_MODEL_CONFIG') || hasCode(e, 'E_IO'));
   await assert.rejects(SelectorTrainer.create(model, { lr: -1 }), RangeError);

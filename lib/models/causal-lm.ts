@@ -1,10 +1,18 @@
 // CausalLM: a Llama-family decoder run by the native engine, with its tokenizer and chat
 // template. Texts are tokenised here into flat Int32Arrays (no per-token work crosses the
-// boundary); the engine batches, caches and scores.
+// boundary); the engine batches, caches and scores. Texts may be JS strings or Arrow Utf8
+// vectors (lists: Arrow List<Utf8>), and results can be had as Arrow vectors laid over the
+// engine's output buffers.
+import { Field, Float64, Int32, List, Utf8, makeData, makeVector, vectorFromArray, type Data, type Vector } from 'apache-arrow';
 import { withControls, type CallOptions } from '../controls.js';
 import { native, type NativeControls } from '../native.js';
 import { Tokenizer, type TokenBatch } from '../tokenizer.js';
 import { renderChatTemplate, type ChatMessage, type ChatTemplateOptions } from './chat-template.js';
+import { toStrings, type TextInput } from './encoder.js';
+
+export type { TextInput } from './encoder.js';
+/** Lists of texts: JS string arrays or an Arrow List<Utf8> vector. */
+export type TextListInput = readonly (readonly string[])[] | Vector<List<Utf8>>;
 
 export interface CausalLMOptions {
   /** 'cpu' (default), 'cuda' or 'cuda:N'. */
@@ -30,6 +38,24 @@ export interface ContrastiveResult {
   min: number[];
 }
 
+/**
+ * Contrastive scoring input as columns, one row per item: `contextPrompts[i]` and `answers[i]`
+ * are the lists of item i (e.g. columns of an Arrow Table).
+ */
+export interface ContrastiveColumns {
+  standardPrompts: TextInput;
+  contextPrompts: TextListInput;
+  answers: TextListInput;
+}
+
+/** Contrastive perplexities as Arrow vectors over the engine's Float64 output (no copy). */
+export interface ContrastiveArrowResult {
+  /** Per item: per answer, PPL_CD per context prompt. */
+  perAnswer: Vector<List<List<Float64>>>;
+  /** Per item: the minimum over answers, per context prompt. */
+  min: Vector<List<Float64>>;
+}
+
 export interface ContrastiveOptions extends CallOptions {
   /** Contrast weight a in (1+a) z_ctx - a z_noctx; default 0.5. */
   alpha?: number;
@@ -51,6 +77,12 @@ export interface GenerateResult {
   texts: string[];
   /** New tokens per prompt; ends with the EOS id when the model stopped by itself. */
   tokenIds: number[][];
+}
+
+/** generate() with {asArrow: true}: token ids as a List<Int32> over the engine's buffers. */
+export interface GenerateArrowResult {
+  texts: Vector<Utf8>;
+  tokenIds: Vector<List<Int32>>;
 }
 
 /** Work counters of the engine (see LlamaStats in native/models/llama.h). */
@@ -80,7 +112,7 @@ interface NativeCausalLM {
   stats(): CausalLMStats;
   resetStats(): void;
   contrastive(pIds: Int32Array, pOff: Int32Array, aIds: Int32Array, aOff: Int32Array, pBegin: Int32Array, aBegin: Int32Array,
-    alpha: number, reference: boolean, controls: NativeControls): Promise<Float64Array>;
+    alpha: number, reference: boolean, controls: NativeControls): Promise<{ perAnswer: Float64Array; min: Float64Array }>;
   lastLogits(ids: Int32Array, offsets: Int32Array, lastN: number, controls: NativeControls): Promise<Float32Array>;
   generate(ids: Int32Array, offsets: Int32Array, maxNewTokens: number, controls: NativeControls): Promise<{ ids: Int32Array; offsets: Int32Array }>;
 }
@@ -95,6 +127,56 @@ function diffStats(after: CausalLMStats, before: CausalLMStats): CausalLMStats {
   const out = { ...after };
   for (const k of Object.keys(out) as (keyof CausalLMStats)[]) out[k] = after[k] - before[k];
   return out;
+}
+
+/** Flat strings of a list column and where each row starts (rows + 1 entries). */
+function flattenLists(lists: TextListInput, what: string): { strings: string[]; begin: Int32Array } {
+  if (Array.isArray(lists)) {
+    const begin = new Int32Array(lists.length + 1);
+    lists.forEach((row, i) => {
+      if (!Array.isArray(row)) throw new TypeError(`${what}[${i}] must be an array of strings`);
+      begin[i + 1] = begin[i] + row.length;
+    });
+    return { strings: toStrings(lists.flat(), what), begin };
+  }
+  const vec = lists as Vector;
+  if (typeof vec !== 'object' || vec === null || !('data' in vec) || !(vec.type instanceof List)) {
+    throw new TypeError(`${what} must be an array of string arrays or an Arrow List<Utf8> vector`);
+  }
+  if (vec.nullCount > 0) throw new TypeError(`${what} has ${vec.nullCount} null lists`);
+  const begin = new Int32Array(vec.length + 1);
+  const strings: string[] = [];
+  let row = 0;
+  for (const chunk of vec.data as Data<List<Utf8>>[]) {
+    // valueOffsets[0..length] index this chunk's rows into its (possibly shared) child.
+    const offs = chunk.valueOffsets;
+    const texts = toStrings(makeVector(chunk.children[0]).slice(offs[0], offs[chunk.length]), what);
+    for (let k = 0; k < chunk.length; k++, row++) begin[row + 1] = begin[row] + offs[k + 1] - offs[k];
+    for (const t of texts) strings.push(t);
+  }
+  return { strings, begin };
+}
+
+/** Arrow List<Float64> (or List<List<Float64>>) over `values`, given the list offsets. */
+function float64Lists(values: Float64Array, offsets: Int32Array[]): Vector {
+  let data: Data = makeData({ type: new Float64(), data: values });
+  for (let i = offsets.length - 1; i >= 0; i--) {
+    const type = new List(new Field('item', data.type, false));
+    data = makeData({ type, length: offsets[i].length - 1, nullCount: 0, valueOffsets: offsets[i], child: data });
+  }
+  return makeVector(data);
+}
+
+/** What a flat contrastive call needs: prompts (standard first per item), answers, item bounds. */
+interface ContrastiveBatch {
+  prompts: string[];
+  answers: string[];
+  pBegin: Int32Array;
+  aBegin: Int32Array;
+  /** Names item i, its prompt j (0: the standard prompt) and its answer j in error messages. */
+  itemName(i: number): string;
+  promptName(i: number, j: number): string;
+  answerName(i: number, j: number): string;
 }
 
 export class CausalLM {
@@ -149,15 +231,13 @@ export class CausalLM {
   /**
    * Contrastive perplexity (GainRAG): PPL_CD = exp(mean_t -log softmax((1+a) z_ctx - a z_noctx)[answer_t])
    * per answer and context prompt. Prompt and answer are tokenised separately without special
-   * tokens and concatenated.
+   * tokens and concatenated. With {asArrow: true} the result is Arrow vectors (as
+   * contrastivePerplexityColumns returns).
    */
-  async contrastivePerplexity(items: ContrastiveItem[], options: ContrastiveOptions = {}): Promise<ContrastiveResult[]> {
+  async contrastivePerplexity(items: ContrastiveItem[], options?: ContrastiveOptions & { asArrow?: false }): Promise<ContrastiveResult[]>;
+  async contrastivePerplexity(items: ContrastiveItem[], options: ContrastiveOptions & { asArrow: true }): Promise<ContrastiveArrowResult>;
+  async contrastivePerplexity(items: ContrastiveItem[], options: ContrastiveOptions & { asArrow?: boolean } = {}): Promise<ContrastiveResult[] | ContrastiveArrowResult> {
     if (!Array.isArray(items)) throw new TypeError('items must be an array');
-    const alpha = options.alpha ?? 0.5;
-    if (typeof alpha !== 'number' || !Number.isFinite(alpha)) throw new RangeError('alpha must be a finite number');
-    const method = options.method ?? 'cached';
-    if (method !== 'cached' && method !== 'reference') throw new RangeError(`method must be 'cached' or 'reference'`);
-    if (items.length === 0) return [];
     const prompts: string[] = [];
     const answers: string[] = [];
     const pBegin = new Int32Array(items.length + 1);
@@ -166,95 +246,176 @@ export class CausalLM {
       if (!item || typeof item.standardPrompt !== 'string' || !Array.isArray(item.contextPrompts) || !Array.isArray(item.answers)) {
         throw new TypeError(`items[${i}] must be {standardPrompt: string, contextPrompts: string[], answers: string[]}`);
       }
-      if (item.answers.length === 0) throw new RangeError(`items[${i}] has no answers`);
-      item.answers.forEach((a, j) => {
-        if (typeof a !== 'string') throw new TypeError(`items[${i}].answers[${j}] must be a string`);
-        if (a.length === 0) throw new RangeError(`items[${i}].answers[${j}] is empty`);
-      });
-      [item.standardPrompt, ...item.contextPrompts].forEach((p, j) => {
-        if (typeof p !== 'string') throw new TypeError(`items[${i}].contextPrompts[${j - 1}] must be a string`);
-        if (p.length === 0) throw new RangeError(`items[${i}] has an empty prompt`);
-      });
       prompts.push(item.standardPrompt, ...item.contextPrompts);
       answers.push(...item.answers);
       pBegin[i + 1] = prompts.length;
       aBegin[i + 1] = answers.length;
     });
+    const batch: ContrastiveBatch = {
+      prompts, answers, pBegin, aBegin,
+      itemName: (i) => `items[${i}]`,
+      promptName: (i, j) => `items[${i}].${j === 0 ? 'standardPrompt' : `contextPrompts[${j - 1}]`}`,
+      answerName: (i, j) => `items[${i}].answers[${j}]`,
+    };
+    const out = await this.score(batch, options);
+    if (options.asArrow) return this.toArrow(batch, out);
+    const results: ContrastiveResult[] = [];
+    let at = 0;
+    let atMin = 0;
+    for (let i = 0; i < items.length; i++) {
+      const nCtx = pBegin[i + 1] - pBegin[i] - 1;
+      const perAnswer: number[][] = [];
+      for (let j = aBegin[i]; j < aBegin[i + 1]; j++, at += nCtx) perAnswer.push(Array.from(out.perAnswer.subarray(at, at + nCtx)));
+      results.push({ perAnswer, min: Array.from(out.min.subarray(atMin, (atMin += nCtx))) });
+    }
+    return results;
+  }
+
+  /**
+   * Contrastive perplexity over columns (row i: standardPrompts[i], its context prompts and its
+   * answers), e.g. straight from an Arrow Table with Utf8 and List<Utf8> columns. Results are
+   * Arrow vectors over the engine's output: perAnswer List<List<Float64>> (item -> answer ->
+   * context) and min List<Float64> (item -> context); same numbers as contrastivePerplexity.
+   */
+  async contrastivePerplexityColumns(columns: ContrastiveColumns, options: ContrastiveOptions = {}): Promise<ContrastiveArrowResult> {
+    if (typeof columns !== 'object' || columns === null) throw new TypeError('columns must be {standardPrompts, contextPrompts, answers}');
+    const standard = toStrings(columns.standardPrompts, 'standardPrompts');
+    const ctx = flattenLists(columns.contextPrompts, 'contextPrompts');
+    const ans = flattenLists(columns.answers, 'answers');
+    const n = standard.length;
+    if (ctx.begin.length !== n + 1 || ans.begin.length !== n + 1) {
+      throw new RangeError(`standardPrompts, contextPrompts and answers must have the same length (${n}, ${ctx.begin.length - 1}, ${ans.begin.length - 1})`);
+    }
+    // Standard prompt first, then the item's context prompts: the engine's layout.
+    const prompts = new Array<string>(n + ctx.strings.length);
+    const pBegin = new Int32Array(n + 1);
+    for (let i = 0, at = 0; i < n; i++) {
+      prompts[at++] = standard[i];
+      for (let j = ctx.begin[i]; j < ctx.begin[i + 1]; j++) prompts[at++] = ctx.strings[j];
+      pBegin[i + 1] = at;
+    }
+    const batch: ContrastiveBatch = {
+      prompts, answers: ans.strings, pBegin, aBegin: ans.begin,
+      itemName: (i) => `row ${i}`,
+      promptName: (i, j) => (j === 0 ? `standardPrompts[${i}]` : `contextPrompts[${i}][${j - 1}]`),
+      answerName: (i, j) => `answers[${i}][${j}]`,
+    };
+    return this.toArrow(batch, await this.score(batch, options));
+  }
+
+  private toArrow(batch: ContrastiveBatch, out: { perAnswer: Float64Array; min: Float64Array }): ContrastiveArrowResult {
+    const { pBegin, aBegin } = batch;
+    const items = pBegin.length - 1;
+    const itemAnswers = aBegin.slice();
+    const itemContexts = new Int32Array(items + 1);
+    const answerRows = new Int32Array(aBegin[items] + 1);
+    for (let i = 0; i < items; i++) {
+      const nCtx = pBegin[i + 1] - pBegin[i] - 1;
+      itemContexts[i + 1] = itemContexts[i] + nCtx;
+      for (let j = aBegin[i]; j < aBegin[i + 1]; j++) answerRows[j + 1] = answerRows[j] + nCtx;
+    }
+    return {
+      perAnswer: float64Lists(out.perAnswer, [itemAnswers, answerRows]) as Vector<List<List<Float64>>>,
+      min: float64Lists(out.min, [itemContexts]) as Vector<List<Float64>>,
+    };
+  }
+
+  /** Checks, tokenises and runs one flat contrastive batch. */
+  private async score(batch: ContrastiveBatch, options: ContrastiveOptions): Promise<{ perAnswer: Float64Array; min: Float64Array }> {
+    const alpha = options.alpha ?? 0.5;
+    if (typeof alpha !== 'number' || !Number.isFinite(alpha)) throw new RangeError('alpha must be a finite number');
+    const method = options.method ?? 'cached';
+    if (method !== 'cached' && method !== 'reference') throw new RangeError(`method must be 'cached' or 'reference'`);
+    const { prompts, answers, pBegin, aBegin } = batch;
+    const items = pBegin.length - 1;
+    for (let i = 0; i < items; i++) {
+      if (aBegin[i + 1] === aBegin[i]) throw new RangeError(`${batch.itemName(i)} has no answers`);
+      for (let j = aBegin[i]; j < aBegin[i + 1]; j++) {
+        if (typeof answers[j] !== 'string') throw new TypeError(`${batch.answerName(i, j - aBegin[i])} must be a string`);
+        if (answers[j].length === 0) throw new RangeError(`${batch.answerName(i, j - aBegin[i])} is empty`);
+      }
+      for (let j = pBegin[i]; j < pBegin[i + 1]; j++) {
+        if (typeof prompts[j] !== 'string') throw new TypeError(`${batch.promptName(i, j - pBegin[i])} must be a string`);
+        if (prompts[j].length === 0) throw new RangeError(`${batch.promptName(i, j - pBegin[i])} is empty`);
+      }
+    }
+    if (items === 0) return { perAnswer: new Float64Array(0), min: new Float64Array(0) };
     const [p, a] = await Promise.all([
       this.tokenizer.encodeBatch(prompts, { addSpecialTokens: false }),
       this.tokenizer.encodeBatch(answers, { addSpecialTokens: false }),
     ]);
     const limit = this.contextLength;
-    for (let i = 0; i < items.length; i++) {
+    for (let i = 0; i < items; i++) {
       let longest = 0;
       for (let j = aBegin[i]; j < aBegin[i + 1]; j++) {
         const n = rowLength(a, j);
-        if (n === 0) throw new RangeError(`items[${i}].answers[${j - aBegin[i]}] has no tokens`);
+        if (n === 0) throw new RangeError(`${batch.answerName(i, j - aBegin[i])} has no tokens`);
         longest = Math.max(longest, n);
       }
       for (let j = pBegin[i]; j < pBegin[i + 1]; j++) {
         const n = rowLength(p, j);
-        if (n === 0) throw new RangeError(`items[${i}] has a prompt with no tokens`);
+        if (n === 0) throw new RangeError(`${batch.promptName(i, j - pBegin[i])} has no tokens`);
         if (n + longest > limit) {
-          const which = j === pBegin[i] ? 'standardPrompt' : `contextPrompts[${j - pBegin[i] - 1}]`;
-          throw new RangeError(`items[${i}].${which} has ${n} tokens; with its ${longest}-token answer that exceeds the model's ${limit} positions`);
+          throw new RangeError(`${batch.promptName(i, j - pBegin[i])} has ${n} tokens; with its ${longest}-token answer that exceeds the model's ${limit} positions`);
         }
       }
     }
     const before = this.model.stats();
-    const flat = await withControls(options, (controls) =>
+    const out = await withControls(options, (controls) =>
       this.model.contrastive(p.ids, p.offsets, a.ids, a.offsets, pBegin, aBegin, alpha, method === 'reference', controls),
     );
     this.lastStats = diffStats(this.model.stats(), before);
-    const out: ContrastiveResult[] = [];
-    let at = 0;
-    for (let i = 0; i < items.length; i++) {
-      const nCtx = pBegin[i + 1] - pBegin[i] - 1;
-      const nAns = aBegin[i + 1] - aBegin[i];
-      const perAnswer: number[][] = [];
-      for (let j = 0; j < nAns; j++, at += nCtx) perAnswer.push(Array.from(flat.subarray(at, at + nCtx)));
-      const min = perAnswer[0].slice();
-      for (const row of perAnswer) for (let c = 0; c < nCtx; c++) min[c] = Math.min(min[c], row[c]);
-      out.push({ perAnswer, min });
-    }
     return out;
   }
 
   /**
    * Greedy generation. Prompts are tokenised WITHOUT adding special tokens: a chat-templated
    * prompt already carries its BOS. Stops at the model's EOS ids (config.json and
-   * generation_config.json) or after maxNewTokens.
+   * generation_config.json) or after maxNewTokens. Prompts may be an Arrow Utf8 vector; with
+   * {asArrow: true} texts come back as Utf8 and token ids as List<Int32> over the engine's buffers.
    */
-  async generate(prompts: string[], options: GenerateOptions): Promise<GenerateResult> {
-    if (!Array.isArray(prompts)) throw new TypeError('prompts must be an array of strings');
+  async generate(prompts: TextInput, options: GenerateOptions & { asArrow?: false }): Promise<GenerateResult>;
+  async generate(prompts: TextInput, options: GenerateOptions & { asArrow: true }): Promise<GenerateArrowResult>;
+  async generate(prompts: TextInput, options: GenerateOptions & { asArrow?: boolean }): Promise<GenerateResult | GenerateArrowResult> {
+    const texts = toStrings(prompts, 'prompts');
     const max = options?.maxNewTokens;
     if (!Number.isInteger(max) || max < 1) throw new RangeError('maxNewTokens must be a positive integer');
     if ((options.temperature ?? 0) !== 0) throw new RangeError('only greedy decoding (temperature 0) is implemented');
-    if (prompts.length === 0) return { texts: [], tokenIds: [] };
-    prompts.forEach((p, i) => {
-      if (typeof p !== 'string') throw new TypeError(`prompts[${i}] must be a string`);
-    });
-    const batch = await this.tokenizer.encodeBatch(prompts, { addSpecialTokens: false });
-    for (let i = 0; i < prompts.length; i++) {
+    const batch = await this.tokenizer.encodeBatch(texts, { addSpecialTokens: false });
+    for (let i = 0; i < texts.length; i++) {
       const n = rowLength(batch, i);
       if (n === 0) throw new RangeError(`prompts[${i}] has no tokens`);
       if (n + max > this.contextLength) {
         throw new RangeError(`prompts[${i}] has ${n} tokens; with ${max} new tokens that exceeds the model's ${this.contextLength} positions`);
       }
     }
-    const tokenIds = await this.generateIds(batch, max, options);
-    return { texts: await this.tokenizer.decodeBatch(tokenIds, true), tokenIds };
+    const out = texts.length === 0 ? { ids: new Int32Array(0), offsets: new Int32Array(1) } : await this.generateFlat(batch, max, options);
+    const rows: Int32Array[] = [];
+    for (let i = 0; i + 1 < out.offsets.length; i++) rows.push(out.ids.subarray(out.offsets[i], out.offsets[i + 1]));
+    const decoded = await this.tokenizer.decodeBatch(rows, true);
+    if (!options.asArrow) return { texts: decoded, tokenIds: rows.map((r) => Array.from(r)) };
+    const child = makeData({ type: new Int32(), data: out.ids });
+    const type = new List(new Field('item', new Int32(), false));
+    return {
+      texts: vectorFromArray(decoded, new Utf8()),
+      tokenIds: makeVector(makeData({ type, length: rows.length, nullCount: 0, valueOffsets: out.offsets, child })),
+    };
   }
 
   /** Greedy generation from token ids (flat batch), e.g. a BOS-only prompt. */
   async generateIds(batch: Pick<TokenBatch, 'ids' | 'offsets'>, maxNewTokens: number, options: CallOptions = {}): Promise<number[][]> {
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw new RangeError('maxNewTokens must be a positive integer');
-    const before = this.model.stats();
-    const out = await withControls(options, (controls) => this.model.generate(batch.ids, batch.offsets, maxNewTokens, controls));
-    this.lastStats = diffStats(this.model.stats(), before);
+    const out = await this.generateFlat(batch, maxNewTokens, options);
     const rows: number[][] = [];
     for (let i = 0; i + 1 < out.offsets.length; i++) rows.push(Array.from(out.ids.subarray(out.offsets[i], out.offsets[i + 1])));
     return rows;
+  }
+
+  private async generateFlat(batch: Pick<TokenBatch, 'ids' | 'offsets'>, maxNewTokens: number, options: CallOptions): Promise<{ ids: Int32Array; offsets: Int32Array }> {
+    const before = this.model.stats();
+    const out = await withControls(options, (controls) => this.model.generate(batch.ids, batch.offsets, maxNewTokens, controls));
+    this.lastStats = diffStats(this.model.stats(), before);
+    return out;
   }
 
   /** Float32 logits [prompts, lastN, vocab] of the last lastN positions of each prompt. */

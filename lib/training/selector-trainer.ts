@@ -29,6 +29,11 @@ export interface SelectorTrainerOptions {
   /** Compute dtype; weights and optimizer state stay float32. float16 needs CUDA. */
   dtype?: TrainDType;
   device?: string;
+  /**
+   * Keep only each encoder layer's input during the forward and recompute the layer in the
+   * backward pass (dropout masks replayed): activation memory of one layer instead of all, for
+   * about one extra forward per step. Results are unchanged.
+   */
   gradientCheckpointing?: boolean;
   seed?: number;
   /** Tokens per pair, special tokens included (default: the model's limit). */

@@ -1,5 +1,6 @@
 #include "models/encoder.h"
 
+#include <ATen/core/grad_mode.h>
 #include <c10/core/InferenceMode.h>
 #include <torch/version.h>
 
@@ -22,6 +23,8 @@ std::string DetectPrefix(const WeightFiles& weights, const std::string& dir) {
   }
   GR_FAIL(kShape, dir, ": no tensor 'embeddings.word_embeddings.weight' (with or without a bert./roberta. prefix)");
 }
+
+at::Tensor DropoutIf(const at::Tensor& x, double p) { return p > 0 ? at::dropout(x, p, true) : x; }
 
 double DropoutField(const json::Value& root, const char* key, double fallback) {
   const json::Value* v = root.find(key);
@@ -142,9 +145,7 @@ std::shared_ptr<EncoderModel> EncoderModel::Load(const std::string& dir, const E
   return m;
 }
 
-at::Tensor EncoderModel::Dropout(const at::Tensor& x, double p) const {
-  return training_ && p > 0 ? at::dropout(x, p, true) : x;
-}
+at::Tensor EncoderModel::Dropout(const at::Tensor& x, double p) const { return DropoutIf(x, training_ ? p : 0.0); }
 
 at::Tensor EncoderModel::Activation(const at::Tensor& x) const {
   const std::string& act = config_.hidden_act;
@@ -153,7 +154,7 @@ at::Tensor EncoderModel::Activation(const at::Tensor& x) const {
   return at::gelu(x, "tanh");  // gelu_new / gelu_pytorch_tanh
 }
 
-at::Tensor EncoderModel::LayerForward(const Layer& L, const at::Tensor& x, const at::Tensor& bias) const {
+at::Tensor EncoderModel::LayerForward(const Layer& L, const at::Tensor& x, const at::Tensor& bias, bool training) const {
   const int64_t B = x.size(0), T = x.size(1), H = config_.hidden_size, nh = config_.num_heads, hd = H / nh;
   at::Tensor q, k, v;
   if (L.qkv.weight.defined()) {
@@ -165,7 +166,9 @@ at::Tensor EncoderModel::LayerForward(const Layer& L, const at::Tensor& x, const
     k = heads(at::linear(x, L.key.weight, L.key.bias));
     v = heads(at::linear(x, L.value.weight, L.value.bias));
   }
-  const double p_attn = training_ ? attention_dropout_ : 0.0;
+  // `training`, not training_: a checkpointed layer is recomputed in the backward pass, when
+  // the caller may have left training mode, and must drop out exactly as its forward did.
+  const double p_attn = training ? attention_dropout_ : 0.0, p_hidden = training ? hidden_dropout_ : 0.0;
   at::Tensor ctx;
 #if TORCH_VERSION_MAJOR >= 2
   ctx = at::scaled_dot_product_attention(q, k, v, bias, p_attn, false);
@@ -173,14 +176,14 @@ at::Tensor EncoderModel::LayerForward(const Layer& L, const at::Tensor& x, const
   // Scaling q (T x hd) is cheaper than scaling the scores (T x T) once T > hd.
   at::Tensor scores = at::matmul(q.mul(1.0 / std::sqrt(double(hd))), k.transpose(-1, -2)).add_(bias);
   at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(x.scalar_type());
-  ctx = at::matmul(Dropout(probs, p_attn), v);
+  ctx = at::matmul(DropoutIf(probs, p_attn), v);
 #endif
   ctx = ctx.transpose(1, 2).reshape({B, T, H});
   const double eps = config_.layer_norm_eps;
-  at::Tensor a = Dropout(at::linear(ctx, L.attn_out.weight, L.attn_out.bias), hidden_dropout_);
+  at::Tensor a = DropoutIf(at::linear(ctx, L.attn_out.weight, L.attn_out.bias), p_hidden);
   at::Tensor h = at::layer_norm(a.add_(x), {H}, L.attn_norm.weight, L.attn_norm.bias, eps);
   at::Tensor f = Activation(at::linear(h, L.intermediate.weight, L.intermediate.bias));
-  at::Tensor o = Dropout(at::linear(f, L.output.weight, L.output.bias), hidden_dropout_);
+  at::Tensor o = DropoutIf(at::linear(f, L.output.weight, L.output.bias), p_hidden);
   return at::layer_norm(o.add_(h), {H}, L.out_norm.weight, L.out_norm.bias, eps);
 }
 
@@ -221,7 +224,24 @@ at::Tensor EncoderModel::Hidden(const at::Tensor& input_ids_in, const at::Tensor
                         : x.scalar_type() == at::kDouble ? std::numeric_limits<double>::lowest()
                                                          : -3.3895313892515355e38;  // bfloat16
   at::Tensor bias = (1 - mask).to(x.scalar_type()).mul_(lowest).view({mask.size(0), 1, 1, T});
-  for (const Layer& L : layers_) x = LayerForward(L, x, bias);
+  const bool checkpoint = checkpointing_ && at::GradMode::is_enabled();
+  for (const Layer& L : layers_) {
+    if (!checkpoint) {
+      x = LayerForward(L, x, bias, training_);
+      continue;
+    }
+    std::vector<at::Tensor> params;
+    for (const at::Tensor* t : {&L.query.weight, &L.query.bias, &L.key.weight, &L.key.bias, &L.value.weight,
+                                &L.value.bias, &L.attn_out.weight, &L.attn_out.bias, &L.attn_norm.weight,
+                                &L.attn_norm.bias, &L.intermediate.weight, &L.intermediate.bias, &L.output.weight,
+                                &L.output.bias, &L.out_norm.weight, &L.out_norm.bias, &L.qkv.weight, &L.qkv.bias}) {
+      if (t->defined()) params.push_back(*t);
+    }
+    auto layer = [this, &L, bias, training = training_](const at::Tensor& in) {
+      return LayerForward(L, in, bias, training);
+    };
+    x = CheckpointedCall(layer, x, params);
+  }
   return x;
 }
 

@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -58,6 +59,10 @@ class EncoderModel {
   // Dropout (HF hidden_dropout_prob / attention_probs_dropout_prob) applies only when training.
   void SetTraining(bool training) { training_ = training; }
   bool training() const { return training_; }
+  // Training memory for compute: while grad mode is on, each layer keeps only its input and is
+  // recomputed in the backward pass (HF gradient_checkpointing). Inference is unaffected.
+  void SetGradientCheckpointing(bool on) { checkpointing_ = on; }
+  bool gradient_checkpointing() const { return checkpointing_; }
 
  private:
   enum class Head { kNone, kRobertaClassification, kBertPooler };
@@ -77,7 +82,7 @@ class EncoderModel {
 
   EncoderModel() = default;
   at::Tensor Dropout(const at::Tensor& x, double p) const;
-  at::Tensor LayerForward(const Layer& layer, const at::Tensor& x, const at::Tensor& bias) const;
+  at::Tensor LayerForward(const Layer& layer, const at::Tensor& x, const at::Tensor& bias, bool training) const;
   at::Tensor Activation(const at::Tensor& x) const;
 
   std::string dir_;
@@ -85,6 +90,7 @@ class EncoderModel {
   at::Device device_ = at::kCPU;
   at::ScalarType dtype_ = at::kFloat;
   bool training_ = false;
+  bool checkpointing_ = false;
   double hidden_dropout_ = 0.1;
   double attention_dropout_ = 0.1;
   double classifier_dropout_ = 0.1;
@@ -97,6 +103,13 @@ class EncoderModel {
   // Checkpoint name of every tensor above, in load order.
   std::vector<std::pair<std::string, at::Tensor*>> named_;
 };
+
+// fn(x) without keeping fn's activations: the backward replays fn on the saved input, with the
+// forward's random-generator state (dropout masks repeat), and differentiates that. `params`
+// must hold every tensor requiring grad that fn reads besides x; their gradients flow through
+// this call. Defined in encoder_checkpoint.cpp.
+at::Tensor CheckpointedCall(std::function<at::Tensor(const at::Tensor&)> fn, const at::Tensor& x,
+                            const std::vector<at::Tensor>& params);
 
 // What a batched run produces: one row per input row, in input order.
 struct EncodeRequest {

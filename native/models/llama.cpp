@@ -199,9 +199,21 @@ at::Tensor RotateHalf(const at::Tensor& x) {
 }
 }  // namespace
 
+#if TORCH_VERSION_MAJOR < 2
+namespace {
+// Bytes of float32 attention scores per block. The manual path materialises softmax(QK^T) for
+// one block of (rows, queries) at a time: on CPU a block that stays in L2 keeps small models from
+// streaming [rows, heads, T, S] score tensors through memory (with the whole batch at once the
+// tiny fixture ran slower batched than one prompt at a time); on a GPU bigger blocks mean fewer
+// launches.
+int64_t ScoreBlockBytes(const at::Device& d) { return d.is_cpu() ? (int64_t(1) << 20) : (int64_t(256) << 20); }
+}  // namespace
+#endif
+
 at::Tensor LlamaModel::Attention(const Layer& L, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                                  const at::Tensor& mask, KVCache* cache, int64_t index) const {
-  // mask: bool [B,1,rep*T,S] for scaled_dot_product_attention, else additive float [B,1,1,T,S].
+  // mask: bool [B,1,rep*T,S] for scaled_dot_product_attention, else bool [B,1,1,T,S] true where
+  // a query must NOT attend (see Forward).
   const int64_t b = x.size(0), t = x.size(1), hd = config_.head_dim;
   const int64_t kvh = config_.num_kv_heads, rep = config_.num_heads / kvh;
   at::Tensor q = at::linear(x, L.q, L.q_bias).view({b, t, config_.num_heads, hd}).transpose(1, 2);
@@ -214,18 +226,37 @@ at::Tensor LlamaModel::Attention(const Layer& L, const at::Tensor& x, const at::
   cache->v[index].narrow(2, start, t).copy_(v);
   at::Tensor keys = cache->k[index].narrow(2, 0, total);
   at::Tensor values = cache->v[index].narrow(2, 0, total);
-  // Query heads sharing a kv head are stacked along the query axis: GQA without repeating K/V.
-  at::Tensor qg = q.reshape({b, kvh, rep * t, hd});
   at::Tensor out;
 #if TORCH_VERSION_MAJOR >= 2
-  out = at::scaled_dot_product_attention(qg, keys, values, mask);
+  // Query heads sharing a kv head are stacked along the query axis: GQA without repeating K/V.
+  out = at::scaled_dot_product_attention(q.reshape({b, kvh, rep * t, hd}), keys, values, mask);
+  out = out.reshape({b, config_.num_heads, t, hd});
 #else
-  at::Tensor scores = at::matmul(qg, keys.transpose(-1, -2)).to(at::kFloat).mul_(1.0 / std::sqrt(double(hd)));
-  scores = scores.view({b, kvh, rep, t, total}).add_(mask);
-  at::Tensor probs = at::softmax(scores, -1).to(dtype_).view({b, kvh, rep * t, total});
-  out = at::matmul(probs, values);
+  // Blocks of whole rows when a row's scores fit the block, else blocks of queries within a row.
+  // Queries never look past cache.length + their index (Forward's contract), so a query block
+  // only multiplies the keys up to its last query: prefill does half the work of a full square.
+  const int64_t row_bytes = config_.num_heads * t * total * 4, block = ScoreBlockBytes(device_);
+  const int64_t rows_per = std::max<int64_t>(1, block / std::max<int64_t>(row_bytes, 1));
+  const int64_t q_per = row_bytes <= block ? t : std::max<int64_t>(1, block / (config_.num_heads * total * 4));
+  const double scale = 1.0 / std::sqrt(double(hd));
+  at::Tensor q5 = q.view({b, kvh, rep, t, hd});
+  out = at::empty({b, kvh, rep, t, hd}, q.options());
+  for (int64_t r0 = 0; r0 < b; r0 += rows_per) {
+    const int64_t nr = std::min(rows_per, b - r0);
+    for (int64_t q0 = 0; q0 < t; q0 += q_per) {
+      const int64_t n = std::min(q_per, t - q0), kend = start + q0 + n;
+      at::Tensor qb = q5.narrow(0, r0, nr).narrow(3, q0, n).reshape({nr, kvh, rep * n, hd});
+      at::Tensor kb = keys.narrow(0, r0, nr).narrow(2, 0, kend);
+      at::Tensor scores = at::matmul(qb, kb.transpose(-1, -2)).to(at::kFloat).mul_(scale).view({nr, kvh, rep, n, kend});
+      scores.masked_fill_(mask.narrow(0, r0, nr).narrow(3, q0, n).narrow(4, 0, kend), -std::numeric_limits<float>::infinity());
+      at::Tensor probs = at::softmax(scores, -1).to(dtype_).view({nr, kvh, rep * n, kend});
+      at::Tensor o = at::matmul(probs, values.narrow(0, r0, nr).narrow(2, 0, kend));
+      out.narrow(0, r0, nr).narrow(3, q0, n).copy_(o.view({nr, kvh, rep, n, hd}));
+    }
+  }
+  out = out.view({b, config_.num_heads, t, hd});
 #endif
-  out = out.reshape({b, config_.num_heads, t, hd}).transpose(1, 2).reshape({b, t, config_.num_heads * hd});
+  out = out.transpose(1, 2).reshape({b, t, config_.num_heads * hd});
   return at::linear(out, L.o, L.o_bias);
 }
 
@@ -239,13 +270,17 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const at::Tensor& position
   GR_CHECK(mask.dim() == 3 && mask.size(0) == b && mask.size(1) == t && mask.size(2) == cache->length + t, kInternal,
            "attention mask has shape ", ShapeString(mask.sizes()));
   at::Tensor ids_d = ids.to(device_), mask_d = mask.to(device_);
+#if TORCH_VERSION_MAJOR < 2
+  // The blocked attention skips keys past the causal bound: a mask reaching there would be ignored.
+  GR_CHECK(!at::triu(mask_d, cache->length + 1).any().item<bool>(), kInternal, "attention mask is not causal");
+#endif
   // The mask in the form the attention kernel takes, built once for all layers.
-  const int64_t rep = config_.num_heads / config_.num_kv_heads, total = cache->length + t;
+  const int64_t total = cache->length + t;
 #if TORCH_VERSION_MAJOR >= 2
+  const int64_t rep = config_.num_heads / config_.num_kv_heads;
   mask_d = mask_d.unsqueeze(1).unsqueeze(1).expand({b, 1, rep, t, total}).reshape({b, 1, rep * t, total});
 #else
-  mask_d = at::zeros({b, 1, 1, t, total}, at::TensorOptions().dtype(at::kFloat).device(device_))
-               .masked_fill_(mask_d.logical_not().view({b, 1, 1, t, total}), -std::numeric_limits<float>::infinity());
+  mask_d = mask_d.logical_not().view({b, 1, 1, t, total});
 #endif
   auto [cos, sin] = RopeTables(positions.to(device_));
   at::Tensor h = at::embedding(embed_, ids_d);

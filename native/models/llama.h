@@ -79,7 +79,8 @@ class LlamaModel {
   void ResetStats();
 
   KVCache NewCache(int64_t batch, int64_t capacity) const;
-  // ids/positions int64 [B,T]; mask bool [B,T,cache.length+T] (true = may attend). Writes the
+  // ids/positions int64 [B,T]; mask bool [B,T,cache.length+T] (true = may attend). Causal: query
+  // t may attend to keys [0, cache.length + t] only, and to at least one of them. Writes the
   // chunk's keys/values at cache.length and advances it. Returns final-normed hidden [B,T,H].
   at::Tensor Forward(const at::Tensor& ids, const at::Tensor& positions, const at::Tensor& mask, KVCache* cache) const;
   // lm_head over hidden rows [N,H] -> float32 logits [N,V].
@@ -106,7 +107,7 @@ class LlamaModel {
   at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
   std::pair<at::Tensor, at::Tensor> RopeTables(const at::Tensor& positions) const;
   at::Tensor Attention(const Layer& layer, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                       const at::Tensor& additive_mask, KVCache* cache, int64_t index) const;
+                       const at::Tensor& mask, KVCache* cache, int64_t index) const;
   // Prefill of the given prompt rows (right padded); returns hidden [B,T,H] and the cache.
   at::Tensor Prefill(const RaggedTokens& prompts, const std::vector<int64_t>& rows, int64_t extra_capacity,
                      KVCache* cache) const;

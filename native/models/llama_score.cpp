@@ -41,19 +41,19 @@ at::Tensor LlamaModel::Prefill(const RaggedTokens& prompts, const std::vector<in
   const int64_t b = int64_t(rows.size());
   int64_t tp = 1, real = 0;
   for (int64_t r : rows) tp = std::max<int64_t>(tp, prompts.length(r)), real += prompts.length(r);
-  at::Tensor ids = at::zeros({b, tp}, at::kLong);
-  at::Tensor mask = at::zeros({b, tp, tp}, at::kBool);
-  auto ia = ids.accessor<int64_t, 2>();
-  auto ma = mask.accessor<bool, 3>();
+  at::Tensor ids = at::zeros({b, tp}, at::kLong), lens = at::empty({b, 1, 1}, at::kLong);
+  int64_t* ip = ids.data_ptr<int64_t>();
   for (int64_t i = 0; i < b; ++i) {
     const int64_t len = prompts.length(rows[i]);
     const int32_t* src = prompts.ids + prompts.offsets[rows[i]];
-    for (int64_t t = 0; t < len; ++t) ia[i][t] = src[t];
-    // Right padding: padded queries still see the real prefix, so no row is fully masked.
-    for (int64_t q = 0; q < tp; ++q)
-      for (int64_t k = 0; k <= std::min(q, len - 1); ++k) ma[i][q][k] = true;
+    std::copy(src, src + len, ip + i * tp);
+    lens.data_ptr<int64_t>()[i] = len;
   }
-  at::Tensor positions = at::arange(tp, at::kLong).unsqueeze(0).expand({b, tp});
+  // Causal over the real tokens. Right padding: padded queries still see the real prefix, so no
+  // row is fully masked.
+  at::Tensor ar = at::arange(tp, at::kLong);
+  at::Tensor mask = ar.view({1, 1, tp}).le(ar.view({1, tp, 1})).logical_and(ar.view({1, 1, tp}).lt(lens));
+  at::Tensor positions = ar.unsqueeze(0).expand({b, tp});
   *cache = NewCache(b, tp + extra_capacity);
   stats_->prompt_prefills += b;
   stats_->prefill_tokens += real;

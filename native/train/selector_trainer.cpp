@@ -59,8 +59,6 @@ std::shared_ptr<SelectorTrainer> SelectorTrainer::Create(const std::string& mode
            kInvalidArgument, "training dtype must be float32, bfloat16 or float16");
   GR_CHECK(options.compute_dtype != at::kHalf || options.device.is_cuda(), kUnsupported,
            "float16 training (with loss scaling) needs a CUDA device; use bfloat16 or float32 on CPU");
-  GR_CHECK(!options.gradient_checkpointing, kUnsupported,
-           "gradient checkpointing is not implemented yet; train without it (or lower the batch size)");
   std::shared_ptr<SelectorTrainer> t(new SelectorTrainer());
   t->source_dir_ = model_dir;
   t->options_ = options;
@@ -70,6 +68,7 @@ std::shared_ptr<SelectorTrainer> SelectorTrainer::Create(const std::string& mode
   GR_CHECK(t->model_->has_classifier(), kModelConfig, model_dir,
            " has no sequence-classification head: the selector must be a cross-encoder (reranker)");
   t->model_->MakeTrainable(options.device);
+  t->model_->SetGradientCheckpointing(options.gradient_checkpointing);
   for (auto& [name, ptr] : t->model_->NamedParameters()) {
     t->params_.emplace_back(name, *ptr);
     if (options.compute_dtype != at::kFloat) {

@@ -54,7 +54,7 @@ export const trainCommand: CommandModule<{ json: boolean }, TrainArgs> = {
       .option('grad-accum', { type: 'number', default: 1, describe: 'micro-batches per optimizer step' })
       .option('dtype', { choices: ['float32', 'float16', 'bfloat16'] as const, default: 'float32' as const, describe: 'compute dtype (weights stay float32); float16 needs CUDA' })
       .option('device', { type: 'string', default: 'cpu', describe: 'cpu | cuda | cuda:N' })
-      .option('gradient-checkpointing', { type: 'boolean', default: false, describe: '(not implemented yet: rejected)' })
+      .option('gradient-checkpointing', { type: 'boolean', default: false, describe: 'recompute each encoder layer in the backward pass instead of storing its activations (less memory, ~1 extra forward)' })
       .option('save-steps', { type: 'number', default: 0, describe: 'checkpoint every N optimizer steps (0 = final model only)' })
       .option('seed', { type: 'number', default: 42 })
       .option('resume', { type: 'boolean', default: false, describe: 'continue from the newest checkpoint in --out' }) as never,
