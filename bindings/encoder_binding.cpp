@@ -12,36 +12,6 @@ namespace {
 
 using ModelPtr = std::shared_ptr<EncoderModel>;
 
-// Borrowed views of one token batch; the JS arrays stay referenced until the task settles.
-struct TokenArgs {
-  at::Tensor ids, offsets, type_ids;
-  std::vector<Napi::Value> keep;
-  RaggedTokens ragged() const {
-    RaggedTokens t;
-    t.ids = ids.data_ptr<int32_t>();
-    t.offsets = offsets.data_ptr<int32_t>();
-    t.type_ids = type_ids.defined() ? type_ids.data_ptr<int32_t>() : nullptr;
-    t.count = offsets.numel() - 1;
-    return t;
-  }
-};
-
-TokenArgs ReadTokens(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  TokenArgs a;
-  a.ids = BorrowTypedArray1D(info[0], at::kInt, "ids");
-  a.offsets = BorrowTypedArray1D(info[1], at::kInt, "offsets");
-  if (a.offsets.numel() < 1) throw Napi::RangeError::New(env, "offsets must hold count + 1 entries (at least [0])");
-  a.keep = {info[0], info[1]};
-  if (!info[2].IsUndefined() && !info[2].IsNull()) {
-    a.type_ids = BorrowTypedArray1D(info[2], at::kInt, "typeIds");
-    if (a.type_ids.numel() != a.ids.numel())
-      throw Napi::RangeError::New(env, "typeIds must have one entry per id");
-    a.keep.push_back(info[2]);
-  }
-  return a;
-}
-
 EncodeRequest ReadRequest(const Napi::Value& value, Napi::Env env) {
   EncodeRequest req;
   if (value.IsUndefined() || value.IsNull()) return req;
@@ -77,7 +47,7 @@ using BatchedFn = at::Tensor (*)(const EncoderModel&, const RaggedTokens&, const
 
 Napi::Value RunModel(const Napi::CallbackInfo& info, const ModelPtr& model, BatchedFn fn, const char* name) {
   Napi::Env env = info.Env();
-  TokenArgs tokens = ReadTokens(info);
+  BorrowedTokens tokens = ReadBorrowedTokens(info);
   EncodeRequest req = ReadRequest(info[3], env);
   TaskControls controls = ReadControls(info[4]);
   auto out = std::make_shared<at::Tensor>();

@@ -103,6 +103,31 @@ Napi::Value TensorToTypedArray(Napi::Env env, at::Tensor tensor) {
   return MakeTypedArray(env, type, length, copy);
 }
 
+RaggedTokens BorrowedTokens::ragged() const {
+  RaggedTokens t;
+  t.ids = ids.data_ptr<int32_t>();
+  t.offsets = offsets.data_ptr<int32_t>();
+  t.type_ids = type_ids.defined() ? type_ids.data_ptr<int32_t>() : nullptr;
+  t.count = offsets.numel() - 1;
+  return t;
+}
+
+BorrowedTokens ReadBorrowedTokens(const Napi::CallbackInfo& info, size_t first) {
+  Napi::Env env = info.Env();
+  BorrowedTokens a;
+  a.ids = BorrowTypedArray1D(info[first], at::kInt, "ids");
+  a.offsets = BorrowTypedArray1D(info[first + 1], at::kInt, "offsets");
+  if (a.offsets.numel() < 1) throw Napi::RangeError::New(env, "offsets must hold count + 1 entries (at least [0])");
+  a.keep = {info[first], info[first + 1]};
+  Napi::Value types = info[first + 2];
+  if (!types.IsUndefined() && !types.IsNull()) {
+    a.type_ids = BorrowTypedArray1D(types, at::kInt, "typeIds");
+    if (a.type_ids.numel() != a.ids.numel()) throw Napi::RangeError::New(env, "typeIds must have one entry per id");
+    a.keep.push_back(types);
+  }
+  return a;
+}
+
 std::vector<std::string> ReadStringArray(const Napi::Value& value, const char* what) {
   Napi::Env env = value.Env();
   if (!value.IsArray()) throw Napi::TypeError::New(env, std::string(what) + " must be an array of strings");

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "core/batching.h"
+
 namespace gainrag::node {
 
 // Checks that `value` is a typed array of `expected` element type (by name in errors) and
@@ -25,6 +27,17 @@ at::Tensor BorrowTypedArray1D(const Napi::Value& value, at::ScalarType expected,
 // floats, ...) over the tensor's memory. Non-contiguous or non-CPU tensors are made contiguous
 // CPU tensors first (one copy, by necessity).
 Napi::Value TensorToTypedArray(Napi::Env env, at::Tensor tensor);
+
+// A token batch borrowed from JS: ids and Arrow-style offsets (and optional type ids) as
+// Int32Arrays. `keep` lists the JS arrays to hold referenced until the task settles.
+struct BorrowedTokens {
+  at::Tensor ids, offsets, type_ids;
+  std::vector<Napi::Value> keep;
+  RaggedTokens ragged() const;
+};
+
+// Reads (ids, offsets, typeIds?) from info[first], info[first + 1], info[first + 2].
+BorrowedTokens ReadBorrowedTokens(const Napi::CallbackInfo& info, size_t first = 0);
 
 // Reads a JS array of strings (TypeError naming `what` otherwise).
 std::vector<std::string> ReadStringArray(const Napi::Value& value, const char* what);

@@ -15,33 +15,6 @@ namespace {
 
 using TrainerPtr = std::shared_ptr<SelectorTrainer>;
 
-struct PairTokens {
-  at::Tensor ids, offsets, type_ids;
-  std::vector<Napi::Value> keep;
-  RaggedTokens ragged() const {
-    RaggedTokens t;
-    t.ids = ids.data_ptr<int32_t>();
-    t.offsets = offsets.data_ptr<int32_t>();
-    t.type_ids = type_ids.defined() ? type_ids.data_ptr<int32_t>() : nullptr;
-    t.count = offsets.numel() - 1;
-    return t;
-  }
-};
-
-PairTokens ReadPairTokens(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  PairTokens a;
-  a.ids = BorrowTypedArray1D(info[0], at::kInt, "ids");
-  a.offsets = BorrowTypedArray1D(info[1], at::kInt, "offsets");
-  if (a.offsets.numel() < 1) throw Napi::RangeError::New(env, "offsets must hold count + 1 entries (at least [0])");
-  a.keep = {info[0], info[1]};
-  if (!info[2].IsUndefined() && !info[2].IsNull()) {
-    a.type_ids = BorrowTypedArray1D(info[2], at::kInt, "typeIds");
-    if (a.type_ids.numel() != a.ids.numel()) throw Napi::RangeError::New(env, "typeIds must have one entry per id");
-    a.keep.push_back(info[2]);
-  }
-  return a;
-}
 
 double NumberOption(const Napi::Object& o, const char* key, double fallback, double min, double max) {
   Napi::Value v = o.Get(key);
@@ -118,7 +91,7 @@ class SelectorTrainerWrap : public Napi::ObjectWrap<SelectorTrainerWrap> {
   // step(ids, offsets, typeIds?, teacher: Float32Array, groups, groupSize, controls?)
   Napi::Value Step(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    PairTokens tokens = ReadPairTokens(info);
+    BorrowedTokens tokens = ReadBorrowedTokens(info);
     int64_t groups = RequireInt(info[4], "groups", 1, int64_t(1) << 31);
     int64_t group_size = RequireInt(info[5], "groupSize", 2, int64_t(1) << 31);
     at::Tensor teacher = BorrowTypedArray(info[3], at::kFloat, {groups * group_size}, "teacher");
@@ -150,7 +123,7 @@ class SelectorTrainerWrap : public Napi::ObjectWrap<SelectorTrainerWrap> {
   // score(ids, offsets, typeIds?, controls?) -> Promise<Float32Array>
   Napi::Value Score(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    PairTokens tokens = ReadPairTokens(info);
+    BorrowedTokens tokens = ReadBorrowedTokens(info);
     TaskControls controls = ReadControls(info[3]);
     auto trainer = trainer_;
     auto out = std::make_shared<at::Tensor>();
