@@ -10,6 +10,7 @@ import { CrossEncoder } from '../lib/models/cross-encoder.js';
 import { CausalLM } from '../lib/models/causal-lm.js';
 import { DenseIndex } from '../lib/retrieval/dense-index.js';
 import { SelectorTrainer } from '../lib/training/selector-trainer.js';
+import { uniformF32 } from './random.js';
 
 const fixtures = process.argv[2] ?? path.resolve('..', 'shared', 'fixtures');
 const ref = (name: string) => JSON.parse(readFileSync(path.join(fixtures, `${name}.reference.json`), 'utf8'));
@@ -29,16 +30,6 @@ async function section(name: string, fn: () => Promise<Record<string, unknown>>)
     const e = err as Error & { code?: string };
     console.log(JSON.stringify({ section: name, ok: false, code: e.code, error: e.message.slice(0, 400) }));
   }
-}
-
-function randomF32(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    out[i] = s / 2 ** 32 - 0.5;
-  }
-  return out;
 }
 
 async function main(): Promise<void> {
@@ -87,8 +78,8 @@ async function main(): Promise<void> {
 
   await section('dense index cuda vs cpu (N=200k, d=768, Q=256, k=100)', async () => {
     const n = 200_000, d = 768, q = 256, k = 100;
-    const vectors = randomF32(n * d, 1);
-    const queries = randomF32(q * d, 2);
+    const vectors = uniformF32(n * d, 1);
+    const queries = uniformF32(q * d, 2);
     const out: Record<string, unknown> = {};
     const cpu = await DenseIndex.fromVectors(vectors, d);
     const t0 = performance.now();

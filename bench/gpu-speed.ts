@@ -3,18 +3,9 @@
 // Prints one JSON line per measurement; the shell script prints the reference's numbers.
 import { CrossEncoder } from '../lib/models/cross-encoder.js';
 import { DenseIndex } from '../lib/retrieval/dense-index.js';
+import { uniformF32 } from './random.js';
 
 const [, , mode, arg] = process.argv;
-
-function fill(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    out[i] = s / 2 ** 32 - 0.5;
-  }
-  return out;
-}
 
 async function time<T>(fn: () => Promise<T>, iters = 3): Promise<number> {
   await fn();
@@ -30,9 +21,9 @@ async function time<T>(fn: () => Promise<T>, iters = 3): Promise<number> {
 async function main(): Promise<void> {
   if (mode === 'retrieval') {
     const n = Number(arg ?? 1_000_000), d = 768, q = 4096, k = 100;
-    const index = await DenseIndex.fromVectors(fill(n * d, 1), d, { dtype: 'float16' });
+    const index = await DenseIndex.fromVectors(uniformF32(n * d, 1), d, { dtype: 'float16' });
     index.setDevice('cuda');
-    const queries = fill(q * d, 2);
+    const queries = uniformF32(q * d, 2);
     const sec = await time(() => index.search(queries, k));
     console.log(JSON.stringify({ bench: 'retrieval', engine: 'gainrag', n, d, q, k, sec, qps: q / sec }));
   } else if (mode === 'cross-encoder') {

@@ -14,6 +14,7 @@ import { createInterface } from 'node:readline';
 import { DenseIndex, type IndexDType } from '../lib/retrieval/dense-index.js';
 import { readNpyFloat32, writeNpyFloat32 } from '../lib/retrieval/npy.js';
 import { engineInfo } from '../lib/engine.js';
+import { uniformF32 } from './random.js';
 
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -34,19 +35,8 @@ const queryBlock = arg('query-block', 0) || undefined;
 const python = argString('python', '/usr/bin/python3');
 const dtype = argString('dtype', 'float32') as IndexDType;
 
-// Deterministic uniform(-0.5, 0.5) values (xorshift32): fast, and both engines read the same file.
 function randomMatrix(rows: number, cols: number, seed: number): Float32Array {
-  const out = new Float32Array(rows * cols);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < out.length; i++) {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    out[i] = s / 4294967296 - 0.5;
-  }
-  return out;
+  return uniformF32(rows * cols, seed);
 }
 
 const FAISS_SCRIPT = `
