@@ -13,6 +13,7 @@ async function main(): Promise<void> {
     .strict()
     .demandCommand(1, 'name a command (see --help)')
     .recommendCommands()
+    .wrap(Math.min(110, process.stdout.columns || 110))
     .help()
     .fail((msg, err, y) => {
       if (err) throw err;

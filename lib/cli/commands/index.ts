@@ -11,4 +11,15 @@ import { indexCommand } from './index-build.js';
 import { retrieveCommand } from './retrieve.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [infoCommand, demoCommand, trainCommand, synthesizeCommand, filterCommand, toSelectorCommand, convertCommand, indexCommand, retrieveCommand];
+// In pipeline order, as `gainrag --help` lists them.
+export const commands: CommandModule<any, any>[] = [
+  infoCommand,
+  demoCommand,
+  indexCommand,
+  retrieveCommand,
+  synthesizeCommand,
+  filterCommand,
+  toSelectorCommand,
+  trainCommand,
+  convertCommand,
+];
