@@ -3,7 +3,7 @@
 // boundary); the engine batches, caches and scores. Texts may be JS strings or Arrow Utf8
 // vectors (lists: Arrow List<Utf8>), and results can be had as Arrow vectors laid over the
 // engine's output buffers.
-import { Field, Float64, Int32, List, Utf8, makeData, makeVector, vectorFromArray, type Data, type Vector } from 'apache-arrow';
+import { DataType, Field, Float64, Int32, List, Utf8, makeData, makeVector, vectorFromArray, type Data, type Vector } from 'apache-arrow';
 import { withControls, type CallOptions } from '../controls.js';
 import { native, type NativeControls } from '../native.js';
 import { Tokenizer, type TokenBatch } from '../tokenizer.js';
@@ -140,7 +140,7 @@ function flattenLists(lists: TextListInput, what: string): { strings: string[]; 
     return { strings: toStrings(lists.flat(), what), begin };
   }
   const vec = lists as Vector;
-  if (typeof vec !== 'object' || vec === null || !('data' in vec) || !(vec.type instanceof List)) {
+  if (typeof vec !== 'object' || vec === null || !('data' in vec) || !DataType.isList(vec.type)) {
     throw new TypeError(`${what} must be an array of string arrays or an Arrow List<Utf8> vector`);
   }
   if (vec.nullCount > 0) throw new TypeError(`${what} has ${vec.nullCount} null lists`);

@@ -3,8 +3,10 @@
 //
 // The forward pass takes an explicit boolean attention mask per query, so one code path serves
 // right-padded prefill, batched decoding with per-row positions, and the "answer tree" used by
-// contrastive scoring: all gold answers of a prompt ride in one query chunk over that prompt's
-// cache, each answer seeing only the prompt and its own earlier tokens (no cache copies).
+// contrastive scoring: the first gold answer rides in the prompt's prefill, the others in one
+// query chunk over that prompt's cache, each seeing only the prompt and its own earlier tokens
+// (no cache copies). Without scaled_dot_product_attention (LibTorch 1.x) attention runs in blocks
+// of rows/queries sized for the CPU cache, skipping keys past the causal bound.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -108,15 +110,19 @@ class LlamaModel {
   std::pair<at::Tensor, at::Tensor> RopeTables(const at::Tensor& positions) const;
   at::Tensor Attention(const Layer& layer, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                        const at::Tensor& mask, KVCache* cache, int64_t index) const;
-  // Prefill of the given prompt rows (right padded); returns hidden [B,T,H] and the cache.
-  at::Tensor Prefill(const RaggedTokens& prompts, const std::vector<int64_t>& rows, int64_t extra_capacity,
-                     KVCache* cache) const;
+  // Prefill of the given prompt rows (right padded) into a new cache with `extra_capacity` slots
+  // after the longest prompt (cache.length = longest). Returns the final hidden states of the
+  // last keep[i] positions of row i, rows after one another: [sum keep, H].
+  at::Tensor Prefill(const RaggedTokens& prompts, const std::vector<int64_t>& rows, const std::vector<int64_t>& keep,
+                     int64_t extra_capacity, KVCache* cache) const;
+  // Rows of `tokens` tokens per prefill forward.
+  int64_t PrefillRowsPerPass(int64_t tokens) const;
   void ScoreChunk(const ContrastiveRequest& req, const std::vector<int64_t>& items, double* out,
                   const std::vector<int64_t>& out_offset, const RunContext& ctx, int64_t* done) const;
   void ScoreReference(const ContrastiveRequest& req, int64_t item, double* out, const RunContext& ctx) const;
-  // Answer-position logits for the prompt rows given (all prompts of `rows` share no state):
-  // result[r] is [sum_a len_a, V] float32 in answer order for prompt rows[r].
-  std::vector<at::Tensor> AnswerLogits(const ContrastiveRequest& req, const std::vector<int64_t>& rows,
+  // Answer-position logits for the prompt rows given, float32 [rows x answer tokens, V]: row
+  // after row, each row's answers in order.
+  at::Tensor AnswerLogits(const ContrastiveRequest& req, const std::vector<int64_t>& rows,
                                        const std::vector<int64_t>& row_item) const;
 
   LlamaConfig config_;

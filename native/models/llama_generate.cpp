@@ -41,16 +41,10 @@ std::pair<at::Tensor, at::Tensor> LlamaModel::GenerateGreedy(const RaggedTokens&
       batch.push_back(rows[next++]);
     ctx.ThrowIfCancelled();
     KVCache cache;
-    at::Tensor hidden = Prefill(prompts, batch, max_new_tokens, &cache);
-    const int64_t tp = hidden.size(1), cap = cache.capacity;
+    at::Tensor last = Prefill(prompts, batch, std::vector<int64_t>(batch.size(), 1), max_new_tokens, &cache);
+    const int64_t tp = cache.length, cap = cache.capacity;
     std::vector<int64_t> lens, active(batch.begin(), batch.end());
-    std::vector<int64_t> last_rows;
-    for (size_t i = 0; i < batch.size(); ++i) {
-      lens.push_back(prompts.length(batch[i]));
-      last_rows.push_back(int64_t(i) * tp + lens.back() - 1);
-    }
-    at::Tensor last = hidden.reshape({-1, hidden.size(2)})
-                          .index_select(0, at::tensor(last_rows, at::kLong).to(device_));
+    for (size_t i = 0; i < batch.size(); ++i) lens.push_back(prompts.length(batch[i]));
     at::Tensor valid = at::zeros({int64_t(batch.size()), cap}, at::kBool);
     for (size_t i = 0; i < batch.size(); ++i) valid[int64_t(i)].narrow(0, 0, lens[i]).fill_(true);
     for (int64_t step = 0;; ++step) {
