@@ -17,20 +17,12 @@ namespace {
 
 using Model = std::shared_ptr<LlamaModel>;
 
-// Borrows (ids, offsets) typed arrays; `keep` collects the JS values that must outlive the task.
-RaggedTokens BorrowRagged(Napi::Env env, const Napi::Value& ids, const Napi::Value& offsets, const char* what,
-                          std::vector<Napi::Value>* keep) {
-  at::Tensor id_t = BorrowTypedArray1D(ids, at::kInt, what);
-  at::Tensor off_t = BorrowTypedArray1D(offsets, at::kInt, what);
-  if (off_t.numel() < 1) throw Napi::RangeError::New(env, std::string(what) + " offsets are empty");
-  RaggedTokens r;
-  r.ids = id_t.data_ptr<int32_t>();
-  r.offsets = off_t.data_ptr<int32_t>();
-  r.count = off_t.numel() - 1;
-  Guard(env, [&] { ValidateRagged(r, id_t.numel()); });
-  keep->push_back(ids);
-  keep->push_back(offsets);
-  return r;
+// Borrows one (ids, offsets) pair of arguments; `keep` collects the JS values that must outlive the task.
+RaggedTokens BorrowRagged(const Napi::CallbackInfo& info, size_t first, std::vector<Napi::Value>* keep) {
+  BorrowedTokens tokens = ReadBorrowedTokens(info, first, /*with_types=*/false);
+  Guard(info.Env(), [&] { ValidateRagged(tokens.ragged(), tokens.ids.numel()); });
+  keep->insert(keep->end(), tokens.keep.begin(), tokens.keep.end());
+  return tokens.ragged();  // points into JS-owned memory, kept alive through `keep`
 }
 
 // Per item and context prompt, the minimum PPL_CD over the item's answers (off the JS thread).
@@ -116,8 +108,8 @@ class CausalLMWrap : public Napi::ObjectWrap<CausalLMWrap> {
     Napi::Env env = info.Env();
     std::vector<Napi::Value> keep;
     ContrastiveRequest req;
-    req.prompts = BorrowRagged(env, info[0], info[1], "prompts", &keep);
-    req.answers = BorrowRagged(env, info[2], info[3], "answers", &keep);
+    req.prompts = BorrowRagged(info, 0, &keep);
+    req.answers = BorrowRagged(info, 2, &keep);
     at::Tensor pb = BorrowTypedArray1D(info[4], at::kInt, "promptBegin");
     at::Tensor ab = BorrowTypedArray1D(info[5], at::kInt, "answerBegin");
     if (pb.numel() < 1 || pb.numel() != ab.numel())
@@ -157,7 +149,7 @@ class CausalLMWrap : public Napi::ObjectWrap<CausalLMWrap> {
   Napi::Value LastLogits(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     std::vector<Napi::Value> keep;
-    RaggedTokens prompts = BorrowRagged(env, info[0], info[1], "prompts", &keep);
+    RaggedTokens prompts = BorrowRagged(info, 0, &keep);
     int64_t last_n = RequireInt(info[2], "lastN", 1, 1 << 20);
     auto result = std::make_shared<at::Tensor>();
     Model model = model_;
@@ -171,7 +163,7 @@ class CausalLMWrap : public Napi::ObjectWrap<CausalLMWrap> {
   Napi::Value Generate(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     std::vector<Napi::Value> keep;
-    RaggedTokens prompts = BorrowRagged(env, info[0], info[1], "prompts", &keep);
+    RaggedTokens prompts = BorrowRagged(info, 0, &keep);
     int64_t max_new = RequireInt(info[2], "maxNewTokens", 1, 1 << 20);
     auto result = std::make_shared<std::pair<at::Tensor, at::Tensor>>();
     Model model = model_;

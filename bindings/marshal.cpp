@@ -112,14 +112,14 @@ RaggedTokens BorrowedTokens::ragged() const {
   return t;
 }
 
-BorrowedTokens ReadBorrowedTokens(const Napi::CallbackInfo& info, size_t first) {
+BorrowedTokens ReadBorrowedTokens(const Napi::CallbackInfo& info, size_t first, bool with_types) {
   Napi::Env env = info.Env();
   BorrowedTokens a;
   a.ids = BorrowTypedArray1D(info[first], at::kInt, "ids");
   a.offsets = BorrowTypedArray1D(info[first + 1], at::kInt, "offsets");
   if (a.offsets.numel() < 1) throw Napi::RangeError::New(env, "offsets must hold count + 1 entries (at least [0])");
   a.keep = {info[first], info[first + 1]};
-  Napi::Value types = info[first + 2];
+  Napi::Value types = with_types ? info[first + 2] : env.Undefined();
   if (!types.IsUndefined() && !types.IsNull()) {
     a.type_ids = BorrowTypedArray1D(types, at::kInt, "typeIds");
     if (a.type_ids.numel() != a.ids.numel()) throw Napi::RangeError::New(env, "typeIds must have one entry per id");

@@ -36,8 +36,9 @@ struct BorrowedTokens {
   RaggedTokens ragged() const;
 };
 
-// Reads (ids, offsets, typeIds?) from info[first], info[first + 1], info[first + 2].
-BorrowedTokens ReadBorrowedTokens(const Napi::CallbackInfo& info, size_t first = 0);
+// Reads (ids, offsets) from info[first], info[first + 1], and with `with_types` optional typeIds
+// from info[first + 2]. Offsets are not checked here: callers validate them (ValidateRagged).
+BorrowedTokens ReadBorrowedTokens(const Napi::CallbackInfo& info, size_t first = 0, bool with_types = true);
 
 // Reads a JS array of strings (TypeError naming `what` otherwise).
 std::vector<std::string> ReadStringArray(const Napi::Value& value, const char* what);
