@@ -29,9 +29,7 @@ const tinyTexts = arg('tiny-texts', 512);
 const withBase = !process.argv.includes('--no-base');
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const fixtures = process.env.GAINRAG_SHARED
-  ? path.join(process.env.GAINRAG_SHARED, 'fixtures')
-  : path.resolve(repoRoot, '..', 'shared', 'fixtures');
+const fixtures = path.join(repoRoot, 'test', 'fixtures');
 
 // Deterministic pseudo-random numbers (xorshift32).
 function rng(seed: number): () => number {

@@ -32,7 +32,7 @@ const withBf16 = process.argv.includes('--bf16');
 const withMemory = process.argv.includes('--memory');
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const fixtures = process.env.GAINRAG_SHARED ? path.join(process.env.GAINRAG_SHARED, 'fixtures') : path.resolve(repoRoot, '..', 'shared', 'fixtures');
+const fixtures = path.join(repoRoot, 'test', 'fixtures');
 const tiny = path.join(fixtures, 'xlmr-tiny-reranker');
 
 function writeBaseModel(dir: string): void {

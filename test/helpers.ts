@@ -1,13 +1,12 @@
-// Paths shared by the test suites. ../shared sits beside the repository (CI lays it the same way);
-// GAINRAG_SHARED overrides it.
+// Paths shared by the test suites. Everything a test reads lives in the repository
+// (test/fixtures, test/data, models/; see their PROVENANCE.md), so a clone anywhere passes.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const sharedDir = process.env.GAINRAG_SHARED ?? path.resolve(repoRoot, '..', 'shared');
-export const fixturesDir = path.join(sharedDir, 'fixtures');
-export const dataDir = path.join(sharedDir, 'data');
+export const fixturesDir = path.join(repoRoot, 'test', 'fixtures');
+export const dataDir = path.join(repoRoot, 'test', 'data');
 
 export function fixture(name: string): string {
   return path.join(fixturesDir, name);
