@@ -1,0 +1,241 @@
+// Format-neutral stage I/O: JSONL or Arrow IPC (lib/io/arrow-records.ts), and sharding.
+//
+// A shard is a deterministic partition of the input by record position: shard I of N reads one
+// contiguous range, so shard outputs concatenated in shard order are the unsharded output
+// (`gainrag merge`). Range boundaries fall on multiples of the stage's batch size: every shard
+// then groups records into exactly the batches one unsharded run would, and as the engine's
+// padded batches round differently when grouped differently, that is what makes the merged
+// output byte-identical rather than merely close. The cluster runner's chunks are the same ranges.
+import { closeSync, openSync, readSync } from 'node:fs';
+import path from 'node:path';
+import { GainragError } from '../errors.js';
+import { AtomicJsonlWriter, readRecords, type RecordAt } from './jsonl.js';
+import { AtomicArrowWriter, countArrowRows, readArrowRecords, type ArrowKind } from './arrow-records.js';
+
+export type RecordFormat = 'jsonl' | 'arrow';
+
+/** The format a stage writes: explicit, else by extension (.arrow / .arrows / .ipc), else JSONL. */
+export function outputFormat(file: string, explicit?: string): RecordFormat {
+  if (explicit === 'jsonl' || explicit === 'arrow') return explicit;
+  if (explicit !== undefined && explicit !== 'auto') throw new GainragError('E_INVALID_ARG', `--format must be auto, jsonl or arrow, got ${JSON.stringify(explicit)}`);
+  return /\.(arrows?|ipc)$/i.test(file) ? 'arrow' : 'jsonl';
+}
+
+/** The format of an existing file, by content: an Arrow stream starts with 0xFFFFFFFF. */
+export function inputFormat(file: string): RecordFormat {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch (err) {
+    throw new GainragError('E_IO', `${file}: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    const b = Buffer.alloc(4);
+    const n = readSync(fd, b, 0, 4, 0);
+    return n === 4 && b.readUInt32LE(0) === 0xffffffff ? 'arrow' : 'jsonl';
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export interface Shard {
+  /** 0-based. */
+  index: number;
+  count: number;
+}
+
+/**
+ * Parses `I/N` (0 <= I < N), or `env`: Slurm job arrays (SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN
+ * of SLURM_ARRAY_TASK_COUNT) or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX of
+ * GAINRAG_SHARD_COUNT, which the Job spec sets to its `completions`).
+ */
+export function parseShard(spec: string | undefined, env: NodeJS.ProcessEnv = process.env): Shard | undefined {
+  if (spec === undefined || spec === '') return undefined;
+  let index: number;
+  let count: number;
+  if (spec === 'env') {
+    if (env.SLURM_ARRAY_TASK_ID !== undefined) {
+      index = Number(env.SLURM_ARRAY_TASK_ID) - Number(env.SLURM_ARRAY_TASK_MIN ?? 0);
+      count = Number(env.SLURM_ARRAY_TASK_COUNT);
+    } else if (env.JOB_COMPLETION_INDEX !== undefined) {
+      index = Number(env.JOB_COMPLETION_INDEX);
+      count = Number(env.GAINRAG_SHARD_COUNT);
+    } else {
+      throw new GainragError('E_INVALID_ARG', '--shard env: neither SLURM_ARRAY_TASK_ID (Slurm job array) nor JOB_COMPLETION_INDEX (Kubernetes Indexed Job) is set');
+    }
+  } else {
+    const m = /^(\d+)\/(\d+)$/.exec(spec.trim());
+    if (!m) throw new GainragError('E_INVALID_ARG', `--shard must be I/N (0-based I, e.g. 0/4) or env, got ${JSON.stringify(spec)}`);
+    index = Number(m[1]);
+    count = Number(m[2]);
+  }
+  if (!Number.isSafeInteger(count) || count < 1 || !Number.isSafeInteger(index) || index < 0 || index >= count) {
+    throw new GainragError('E_INVALID_ARG', `--shard: index ${index} of ${count} shards is out of range (0 <= I < N)`);
+  }
+  return { index, count };
+}
+
+export interface Range {
+  /** First record position (0-based), inclusive. */
+  start: number;
+  /** Exclusive. */
+  end: number;
+}
+
+/** Shard `shard` of `total` records, boundaries on multiples of `align` (whole batches). */
+export function shardRange(total: number, shard: Shard, align = 1): Range {
+  const blocks = Math.ceil(total / align);
+  const b0 = Math.floor((shard.index * blocks) / shard.count);
+  const b1 = Math.floor(((shard.index + 1) * blocks) / shard.count);
+  return { start: Math.min(b0 * align, total), end: Math.min(b1 * align, total) };
+}
+
+/** Contiguous chunks of `size` records (the cluster runner's work items). */
+export function chunkRanges(total: number, size: number): Range[] {
+  const out: Range[] = [];
+  for (let s = 0; s < total; s += size) out.push({ start: s, end: Math.min(s + size, total) });
+  return out;
+}
+
+// Walks a JSONL file's lines with Buffer.indexOf, counting records (lines with a non-blank
+// character) without parsing them. Stops at record `stop` and returns where it starts.
+function scanJsonl(file: string, stop = Infinity): { records: number; byte: number; line: number; array: boolean } {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch (err) {
+    throw new GainragError('E_IO', `${file}: ${(err as Error).message}`, { cause: err });
+  }
+  const buf = Buffer.allocUnsafe(1 << 20);
+  let records = 0;
+  let line = 1;
+  let lineStart = 0; // file offset of the current line
+  let blank = true; // the current line has only whitespace so far
+  let pos = 0;
+  let first = true;
+  try {
+    for (;;) {
+      const n = readSync(fd, buf, 0, buf.length, pos);
+      if (n === 0) break;
+      let i = 0;
+      while (i < n) {
+        if (blank) {
+          // Skip whitespace at the line start; the first other byte makes it a record.
+          const c = buf[i];
+          if (c === 10) {
+            line++;
+            lineStart = pos + i + 1;
+            i++;
+            continue;
+          }
+          if (c === 32 || c === 9 || c === 13) {
+            i++;
+            continue;
+          }
+          if (first && c === 0x5b) return { records: 0, byte: 0, line: 1, array: true }; // '[': a JSON array file
+          first = false;
+          if (records === stop) return { records, byte: lineStart, line, array: false };
+          blank = false;
+          records++;
+        }
+        const nl = buf.indexOf(10, i);
+        if (nl < 0 || nl >= n) {
+          i = n;
+          break;
+        }
+        line++;
+        lineStart = pos + nl + 1;
+        blank = true;
+        i = nl + 1;
+      }
+      pos += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return { records, byte: pos, line, array: false };
+}
+
+/** Records in a stage input or output: JSONL lines, JSON array elements, or Arrow rows. */
+export async function countRecords(file: string): Promise<number> {
+  if (inputFormat(file) === 'arrow') return countArrowRows(file);
+  const scan = scanJsonl(file);
+  if (!scan.array) return scan.records;
+  let n = 0;
+  for await (const _ of readRecords(file)) n++;
+  return n;
+}
+
+export interface ReadOptions {
+  range?: Range;
+  /** For Arrow retrieval outputs: the index whose passage store resolves the rows. */
+  indexDir?: string;
+}
+
+export interface PositionedRecord extends RecordAt {
+  /** 0-based record position in the whole file. */
+  position: number;
+}
+
+/**
+ * Streams the records of `file` in [range.start, range.end) (all when no range), whatever its
+ * format. JSONL seeks to the range's first line; JSON arrays and Arrow streams skip records
+ * before it (Arrow skips whole batches undecoded). `line` is the file line for JSONL and the
+ * 1-based record number otherwise.
+ */
+export async function* readStageInput(file: string, options: ReadOptions = {}): AsyncGenerator<PositionedRecord> {
+  const start = options.range?.start ?? 0;
+  const end = options.range?.end ?? Infinity;
+  if (start >= end) return;
+  if (inputFormat(file) === 'arrow') {
+    let position = start;
+    for await (const record of readArrowRecords(file, { indexDir: options.indexDir }, start)) {
+      if (position >= end) return;
+      yield { record, line: position + 1, position };
+      position++;
+    }
+    return;
+  }
+  const at = start > 0 ? scanJsonl(file, start) : undefined;
+  if (at && !at.array && at.records < start) return; // the range starts past the end
+  let position = at && !at.array ? start : 0;
+  for await (const r of readRecords(file, at && !at.array ? { byte: at.byte, line: at.line } : undefined)) {
+    if (position >= end) return;
+    if (position >= start) yield { ...r, position };
+    position++;
+  }
+}
+
+/** What stages write to: AtomicJsonlWriter or AtomicArrowWriter. */
+export interface RecordWriter {
+  readonly path: string;
+  readonly partialPath: string;
+  readonly resumedRecords: number;
+  write(record: unknown): void;
+  /** Ends a stage batch (an Arrow record batch; JSONL: writes what is queued). */
+  flush(): void;
+  close(): void;
+  abort(options?: { keepPartial?: boolean }): void;
+}
+
+export interface WriterOptions {
+  format: RecordFormat;
+  /** Arrow layout; retrieval rows must be RetrievalRow objects. */
+  kind?: ArrowKind;
+  /** Arrow schema metadata (identical for every shard of one job). */
+  metadata?: Record<string, string>;
+  append?: boolean;
+  inputs?: string[];
+}
+
+export function openStageOutput(file: string, options: WriterOptions): RecordWriter {
+  if (options.format === 'jsonl') return AtomicJsonlWriter.open(file, { append: options.append, inputs: options.inputs });
+  if (options.append) throw new GainragError('E_INVALID_ARG', `${path.basename(file)}: --resume is supported for JSONL outputs only; rerun without --resume or write JSONL`);
+  return new AtomicArrowWriter(file, options.kind ?? 'json', options.metadata);
+}
+
+/** Resolves --shard into a range of `file` (undefined: the whole input). */
+export async function shardOf(file: string, shard: Shard | undefined, align: number): Promise<Range | undefined> {
+  if (!shard) return undefined;
+  return shardRange(await countRecords(file), shard, align);
+}
