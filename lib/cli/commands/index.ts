@@ -9,6 +9,9 @@ import { toSelectorCommand } from './to-selector.js';
 import { convertCommand } from './convert.js';
 import { indexCommand } from './index-build.js';
 import { retrieveCommand } from './retrieve.js';
+import { mergeCommand } from './merge.js';
+import { selectCommand } from './select.js';
+import { evaluateCommand } from './evaluate.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 // In pipeline order, as `gainrag --help` lists them.
@@ -21,5 +24,8 @@ export const commands: CommandModule<any, any>[] = [
   filterCommand,
   toSelectorCommand,
   trainCommand,
+  selectCommand,
+  evaluateCommand,
   convertCommand,
+  mergeCommand,
 ];

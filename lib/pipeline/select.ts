@@ -1,0 +1,386 @@
+// GainRAG step 5, selection: for each test question, rerank its retrieved passages plus the LLM's
+// own pseudo-passage with the trained selector (a cross-encoder) and keep the top K.
+//
+// Candidates of a question: the first `candidates` ctxs with text, then the pseudo-passage last
+// (title ''). A pseudo-passage the record already carries is reused, looked up in this order:
+//   1. a string field `pseudo_passage` (select writes it, so its output can be selected again);
+//   2. an entry of `ctxs` marked `pseudo: true` (it is taken out of the retrieved list);
+//   3. an entry of `passages` marked `pseudo: true` (the layout `synthesize` writes).
+// Otherwise it is generated with the background prompt of synthesis (`generator`), batched over
+// the questions of a group. Each candidate is scored as (question, title + "\n" + text), raw
+// logits; the top K by score (ties: earlier candidate first) replace `ctxs`, each with
+// `selector_score`, `hasanswer` (DPR matching, recomputed) and `pseudo: true` on the pseudo-passage.
+// Each record also gets `origin_hit_rank` / `rerank_hit_rank`: the 0-based rank of the first
+// candidate holding an answer in the input / reranked order (null: none), which is what the
+// summary's recall is made of, so a resumed run can count the records it did not redo.
+//
+// Work goes to the engine per group of `batchQuestions` questions: all their pairs (~101 each)
+// in one score call, which the engine sorts by length and cuts into batches by a token budget.
+// Groups line up with absolute output positions and a resumed run first cuts the partial file
+// back to a group boundary, so an interrupted + resumed run writes the same bytes as one that
+// was not (padded batches round differently when grouped differently).
+//
+// Bad records are skipped with a FILE:LINE warning and counted by reason: not an object, no
+// question, no usable answers, no `ctxs` array, no retrieved passage with text, fewer candidates
+// than K ('short-ctxs'). Passages with empty text are dropped (counted). Invalid JSON stops the run;
+// finished groups stay in `<out>.partial` for `resume`.
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, renameSync, rmSync, ftruncateSync, writeFileSync } from 'node:fs';
+import { AtomicJsonlWriter, readRecords } from '../io/jsonl.js';
+import { GainragError } from '../errors.js';
+import { AnswerMatcher } from '../retrieval/has-answer.js';
+import { backgroundPrompt } from './prompts.js';
+import type { TextGenerator } from './openai-generate.js';
+
+/** What selection needs from a reranker (lib/models/cross-encoder.ts CrossEncoder satisfies it). */
+export interface PairScorer {
+  readonly numLabels: number;
+  score(queries: string[], passages: string[], options?: { maxLength?: number; batchTokens?: number; signal?: AbortSignal }): Promise<Float32Array>;
+}
+
+export interface SelectOptions {
+  data: string;
+  out: string;
+  /** Passages kept per question (default 1). */
+  kDocs?: number;
+  /** Retrieved passages reranked per question, from the top of ctxs (default 100). */
+  candidates?: number;
+  /** Add the pseudo-passage as a candidate (default true). */
+  pseudoPassage?: boolean;
+  /** Writes missing pseudo-passages; without it every record must carry one. */
+  generator?: TextGenerator;
+  /** Turns the raw background prompt into what the model sees (chat template); default: as is. */
+  wrapPrompt?: (raw: string) => string;
+  /** Tokens generated for a pseudo-passage (default 256, as synthesize). */
+  pseudoMaxNewTokens?: number;
+  /** Questions whose pairs go to the engine in one call (default 32). */
+  batchQuestions?: number;
+  /** Tokens per pair (default: the selector's). */
+  maxLength?: number;
+  /** Engine batch budget, rows x longest row (default: the engine's). */
+  batchTokens?: number;
+  resume?: boolean;
+  /** Names the selector in the resume check (the CLI passes the --selector path). */
+  modelId?: string;
+  signal?: AbortSignal;
+  onProgress?: (done: number, total: number) => void;
+  warn?: (message: string) => void;
+}
+
+export interface SelectSummary {
+  input: string;
+  output: string;
+  records: number;
+  /** Questions in the output (written now + resumed). */
+  questions: number;
+  written: number;
+  resumed: number;
+  skipped: number;
+  skippedReasons: Record<string, number>;
+  droppedPassages: number;
+  kDocs: number;
+  candidates: number;
+  pseudoGenerated: number;
+  pseudoReused: number;
+  /** Recall@1/3/5 of the input order, over `questions`. */
+  originRecall: Record<string, number>;
+  /** Recall@1/3/5 of the full reranked candidate list, over `questions`. */
+  rerankRecall: Record<string, number>;
+  /** Questions whose top-1 is the pseudo-passage (the reference's use_internal). */
+  pseudoSelected: number;
+  /** Pairs scored by this run (resumed records not included). */
+  pairs: number;
+  /** Wall time of the whole run, pseudo-passage generation included. */
+  seconds: number;
+  /** Time spent in the selector's score calls (tokenisation included). */
+  scoreSeconds: number;
+  /** pairs / scoreSeconds. */
+  pairsPerSecond: number;
+}
+
+export const RECALL_KS = [1, 3, 5] as const;
+
+interface Candidate {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  ctx: Record<string, any>;
+  title: string;
+  text: string;
+  pseudo: boolean;
+}
+
+interface Pending {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  record: Record<string, any>;
+  question: string;
+  matcher: AnswerMatcher;
+  candidates: Candidate[];
+  /** Pseudo-passage text; undefined until generated. */
+  pseudo: string | undefined;
+  originHit: number | null;
+}
+
+class Skip extends Error {
+  constructor(readonly reason: string, message: string) {
+    super(message);
+  }
+}
+
+function positiveInt(name: string, v: number): number {
+  if (!Number.isInteger(v) || v < 1) throw new RangeError(`${name} must be a positive integer, got ${v}`);
+  return v;
+}
+
+/** Validates the options (TypeError/RangeError) and fills in defaults; cheap, call it before loading models. */
+export function checkSelectOptions(options: SelectOptions) {
+  if (typeof options?.data !== 'string' || options.data === '') throw new TypeError('data must be a file path');
+  if (typeof options.out !== 'string' || options.out === '') throw new TypeError('out must be a file path');
+  if (options.maxLength !== undefined) positiveInt('maxLength', options.maxLength);
+  if (options.batchTokens !== undefined) positiveInt('batchTokens', options.batchTokens);
+  return {
+    kDocs: positiveInt('kDocs', options.kDocs ?? 1),
+    candidates: positiveInt('candidates', options.candidates ?? 100),
+    batchQuestions: positiveInt('batchQuestions', options.batchQuestions ?? 32),
+    pseudoMaxNewTokens: positiveInt('pseudoMaxNewTokens', options.pseudoMaxNewTokens ?? 256),
+    usePseudo: options.pseudoPassage ?? true,
+  };
+}
+
+function ctxText(c: unknown): string | undefined {
+  return c && typeof c === 'object' && typeof (c as { text?: unknown }).text === 'string' ? (c as { text: string }).text : undefined;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function findPseudo(r: Record<string, any>): string | undefined {
+  if (typeof r.pseudo_passage === 'string') return r.pseudo_passage;
+  for (const list of [r.ctxs, r.passages]) {
+    if (!Array.isArray(list)) continue;
+    const p = list.find((c) => c && typeof c === 'object' && c.pseudo === true && typeof c.text === 'string');
+    if (p) return p.text;
+  }
+  return undefined;
+}
+
+/** Reranks retrieved passages (+ pseudo-passage) of every record with `selector`; see the top of this file. */
+export async function select(selector: PairScorer, options: SelectOptions): Promise<SelectSummary> {
+  const { kDocs, candidates, batchQuestions, pseudoMaxNewTokens, usePseudo } = checkSelectOptions(options);
+  if (selector.numLabels !== 1) throw new GainragError('E_MODEL_CONFIG', `the selector has ${selector.numLabels} output labels; a reranker with one relevance logit is needed`);
+  const warn = options.warn ?? (() => undefined);
+  const wrap = options.wrapPrompt ?? ((p: string) => p);
+  const signal = options.signal;
+  const started = performance.now();
+  const summary: SelectSummary = {
+    input: options.data, output: options.out, records: 0, questions: 0, written: 0, resumed: 0, skipped: 0, skippedReasons: {},
+    droppedPassages: 0, kDocs, candidates, pseudoGenerated: 0, pseudoReused: 0, originRecall: {}, rerankRecall: {}, pseudoSelected: 0,
+    pairs: 0, seconds: 0, scoreSeconds: 0, pairsPerSecond: 0,
+  };
+  const hits = { origin: RECALL_KS.map(() => 0), rerank: RECALL_KS.map(() => 0) };
+  const count = (rec: { origin_hit_rank?: unknown; rerank_hit_rank?: unknown; ctxs?: { pseudo?: boolean }[] }) => {
+    RECALL_KS.forEach((k, i) => {
+      if (typeof rec.origin_hit_rank === 'number' && rec.origin_hit_rank < k) hits.origin[i]++;
+      if (typeof rec.rerank_hit_rank === 'number' && rec.rerank_hit_rank < k) hits.rerank[i]++;
+    });
+    if (rec.ctxs?.[0]?.pseudo === true) summary.pseudoSelected++;
+  };
+  const finish = () => {
+    summary.questions = summary.written + summary.resumed;
+    const n = Math.max(summary.questions, 1);
+    RECALL_KS.forEach((k, i) => {
+      summary.originRecall[k] = hits.origin[i] / n;
+      summary.rerankRecall[k] = hits.rerank[i] / n;
+    });
+    summary.seconds = (performance.now() - started) / 1000;
+    summary.pairsPerSecond = summary.pairs / Math.max(summary.scoreSeconds, 1e-9);
+    return summary;
+  };
+
+  if (options.resume && !existsSync(`${options.out}.partial`) && existsSync(options.out)) {
+    for await (const { record } of readRecords(options.out)) {
+      summary.resumed++;
+      count(record);
+    }
+    warn(`${options.out} is already complete; nothing to resume`);
+    summary.records = summary.resumed;
+    return finish();
+  }
+
+  let total = 0;
+  try {
+    for await (const _ of readRecords(options.data)) total++;
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'E_DATA') throw err; // reported by the main pass
+  }
+
+  const settings: Record<string, unknown> = {
+    selector: options.modelId ?? null, kDocs, candidates, pseudoPassage: usePseudo, pseudoMaxNewTokens, batchQuestions,
+    maxLength: options.maxLength ?? null, batchTokens: options.batchTokens ?? null, generator: options.generator?.description ?? null,
+  };
+  const settingsPath = `${options.out}.partial.settings.json`;
+  const partial = `${options.out}.partial`;
+  if (options.resume && existsSync(partial)) {
+    if (existsSync(settingsPath)) {
+      const before = JSON.parse(readFileSync(settingsPath, 'utf8')) as Record<string, unknown>;
+      const changed = Object.keys(settings).filter((k) => JSON.stringify(before[k]) !== JSON.stringify(settings[k]));
+      if (changed.length > 0) {
+        const diff = changed.map((k) => `${k}: ${JSON.stringify(before[k])} -> ${JSON.stringify(settings[k])}`).join('; ');
+        throw new GainragError('E_INVALID_ARG', `--resume with settings that differ from the interrupted run (${diff}); use the same ones, or start without --resume`);
+      }
+    }
+    cutToGroupBoundary(partial, batchQuestions);
+  }
+  writeFileSync(`${settingsPath}.tmp`, JSON.stringify(settings, null, 1));
+  renameSync(`${settingsPath}.tmp`, settingsPath);
+  const writer = AtomicJsonlWriter.open(options.out, { append: options.resume ?? false });
+  try {
+    const done: string[] = [];
+    if (writer.resumedRecords > 0) {
+      for await (const { record } of readRecords(partial)) {
+        if (done.length === writer.resumedRecords) break;
+        done.push(String(record?.question));
+        count(record);
+      }
+    }
+    summary.resumed = done.length;
+    let seen = 0;
+    let batch: Pending[] = [];
+
+    const flush = async () => {
+      if (batch.length === 0) return;
+      const missing = batch.filter((q) => q.pseudo === undefined);
+      if (missing.length > 0) {
+        if (!options.generator) throw new GainragError('E_INVALID_ARG', `"${missing[0].question}" has no pseudo-passage; pass an LLM (--llm / --generate-url) to write one, or turn the pseudo-passage off`);
+        const prompts = missing.map((q) => ({ raw: backgroundPrompt(q.question), wrapped: wrap(backgroundPrompt(q.question)) }));
+        const texts = await options.generator.generate(prompts, { maxNewTokens: pseudoMaxNewTokens, signal });
+        missing.forEach((q, i) => (q.pseudo = texts[i]));
+        summary.pseudoGenerated += missing.length;
+      }
+      for (const q of batch) if (usePseudo) q.candidates.push({ ctx: {}, title: '', text: q.pseudo as string, pseudo: true });
+      const queries: string[] = [];
+      const passages: string[] = [];
+      for (const q of batch) {
+        for (const c of q.candidates) {
+          queries.push(q.question);
+          passages.push(`${c.title}\n${c.text}`);
+        }
+      }
+      const t0 = performance.now();
+      const scores = await selector.score(queries, passages, { maxLength: options.maxLength, batchTokens: options.batchTokens, signal });
+      summary.scoreSeconds += (performance.now() - t0) / 1000;
+      summary.pairs += queries.length;
+      let at = 0;
+      for (const q of batch) {
+        const n = q.candidates.length;
+        const order = rankCandidates(scores.subarray(at, at + n));
+        const flags = q.candidates.map((c) => q.matcher.matches(c.text));
+        const rerankHit = order.findIndex((j) => flags[j]);
+        const kept = order.slice(0, kDocs).map((j) => {
+          const c = q.candidates[j];
+          const base = c.pseudo ? { title: '', text: c.text } : c.ctx;
+          return { ...base, hasanswer: flags[j], selector_score: scores[at + j], ...(c.pseudo ? { pseudo: true } : {}) };
+        });
+        at += n;
+        const out = {
+          ...q.record,
+          ...(usePseudo ? { pseudo_passage: q.pseudo } : {}),
+          ctxs: kept,
+          origin_hit_rank: q.originHit,
+          rerank_hit_rank: rerankHit < 0 ? null : rerankHit,
+        };
+        writer.write(out);
+        count(out);
+      }
+      writer.flush();
+      summary.written += batch.length;
+      batch = [];
+      options.onProgress?.(seen, total);
+    };
+
+    let matched = 0;
+    for await (const { record, line } of readRecords(options.data)) {
+      summary.records++;
+      if (signal?.aborted) throw new GainragError('E_CANCELLED', 'select was cancelled');
+      seen++;
+      let q: Pending;
+      try {
+        q = prepare(record, `${options.data}:${line}`, candidates, kDocs, usePseudo, summary, warn);
+      } catch (err) {
+        if (!(err instanceof Skip)) throw err;
+        summary.skipped++;
+        summary.skippedReasons[err.reason] = (summary.skippedReasons[err.reason] ?? 0) + 1;
+        warn(`skipped ${err.message}`);
+        continue;
+      }
+      if (matched < done.length) {
+        if (q.question !== done[matched]) {
+          throw new GainragError('E_DATA', `${options.data}:${line}: ${partial} does not match this input (record ${matched + 1} there is "${done[matched]}"); start without --resume`);
+        }
+        matched++;
+        continue;
+      }
+      if (usePseudo && q.pseudo !== undefined) summary.pseudoReused++;
+      batch.push(q);
+      if (batch.length >= batchQuestions) await flush();
+    }
+    if (matched < done.length) throw new GainragError('E_DATA', `${partial} has ${done.length} records but the input only matches ${matched}; start without --resume`);
+    await flush();
+    writer.close();
+    rmSync(settingsPath, { force: true });
+  } catch (err) {
+    writer.abort({ keepPartial: true });
+    throw err;
+  }
+  return finish();
+}
+
+/** Candidate indices by score, highest first; equal scores keep candidate order; NaN last. */
+export function rankCandidates(scores: ArrayLike<number>): number[] {
+  const key = (i: number) => (Number.isNaN(scores[i]) ? -Infinity : scores[i]);
+  return Array.from({ length: scores.length }, (_, i) => i).sort((a, b) => key(b) - key(a) || a - b);
+}
+
+function prepare(
+  record: unknown, where: string, candidates: number, kDocs: number, usePseudo: boolean,
+  summary: { droppedPassages: number }, warn: (m: string) => void,
+): Pending {
+  if (record === null || typeof record !== 'object' || Array.isArray(record)) throw new Skip('not-an-object', `${where}: record is not a JSON object (E_DATA)`);
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const r = record as Record<string, any>;
+  if (typeof r.question !== 'string' || r.question.trim() === '') throw new Skip('no-question', `${where}: record has no "question" string (E_DATA)`);
+  if (!Array.isArray(r.answers) || !r.answers.every((a: unknown) => typeof a === 'string')) throw new Skip('no-answers', `${where}: record has no "answers" array of strings (E_DATA)`);
+  // An empty answer would match every passage (DPR semantics), which says nothing.
+  const answers = (r.answers as string[]).filter((a) => a.trim() !== '');
+  if (answers.length === 0) throw new Skip('no-answers', `${where}: record has no non-empty answer (E_DATA)`);
+  if (!Array.isArray(r.ctxs)) throw new Skip('no-ctxs', `${where}: record has no "ctxs" array (retrieval output expected) (E_DATA)`);
+  const retrieved = r.ctxs.filter((c: { pseudo?: unknown } | null) => !(c && typeof c === 'object' && c.pseudo === true)).slice(0, candidates);
+  const usable = retrieved.filter((c: unknown) => (ctxText(c) ?? '').trim() !== '');
+  if (usable.length < retrieved.length) {
+    summary.droppedPassages += retrieved.length - usable.length;
+    warn(`${where}: ${retrieved.length - usable.length} passage(s) with empty or missing text dropped (E_DATA)`);
+  }
+  if (usable.length === 0) throw new Skip('no-passages', `${where}: no retrieved passage with text (E_DATA)`);
+  const n = usable.length + (usePseudo ? 1 : 0);
+  if (n < kDocs) throw new Skip('short-ctxs', `${where}: ${n} candidate(s) (retrieved passages with text${usePseudo ? ' + pseudo-passage' : ''}), fewer than --k-docs ${kDocs} (E_DATA)`);
+  const matcher = new AnswerMatcher(answers);
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const cands: Candidate[] = usable.map((c: Record<string, any>) => ({ ctx: c, title: typeof c.title === 'string' ? c.title : '', text: c.text as string, pseudo: false }));
+  const originHit = cands.findIndex((c) => matcher.matches(c.text));
+  return { record: r, question: r.question, matcher, candidates: cands, pseudo: usePseudo ? findPseudo(r) : '', originHit: originHit < 0 ? null : originHit };
+}
+
+// Cuts `<out>.partial` back to the last complete group of `group` records, so a resumed run
+// scores the remaining questions in the same groups as an uninterrupted one.
+function cutToGroupBoundary(file: string, group: number): void {
+  const fd = openSync(file, 'r+');
+  try {
+    const size = fstatSync(fd).size;
+    const chunk = Buffer.allocUnsafe(1 << 16);
+    let keep = 0; // byte offset after the last group-th newline
+    let lines = 0;
+    for (let pos = 0; pos < size; ) {
+      const n = readSync(fd, chunk, 0, Math.min(chunk.length, size - pos), pos);
+      for (let i = 0; i < n; i++) if (chunk[i] === 10 && ++lines % group === 0) keep = pos + i + 1;
+      pos += n;
+    }
+    if (keep !== size) ftruncateSync(fd, keep);
+  } finally {
+    closeSync(fd);
+  }
+}
