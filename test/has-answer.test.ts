@@ -38,7 +38,10 @@ const cases: [string, string, string[], boolean][] = [
   ['second answer matches', 'Paris is the capital', ['London', 'paris'], true],
   ['answer longer than text', 'Paris', ['Paris France'], false],
   ['no answers', 'anything', [], false],
-  ['empty answer matches anything (as in DPR)', 'anything', [''], true],
+  // DPR finds the empty token run in every text; an answer with no tokens matches nothing here.
+  ['empty answer matches nothing', 'anything', [''], false],
+  ['whitespace-only answer matches nothing', 'anything at all', [' \t'], false],
+  ['empty answer beside a real one', 'Paris is the capital', ['', 'Paris'], true],
 ];
 
 for (const [name, text, answers, expected] of cases) {

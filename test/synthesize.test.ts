@@ -367,14 +367,14 @@ test('filter keeps questions whose lowest-PPL passage is answered; to-selector b
   const filtered = path.join(tmp, 'filtered.jsonl');
   const f = await cli(['filter', '--data', data, '--out', filtered, '--json']);
   assert.equal(f.code, 0, f.stderr);
-  assert.deepEqual(JSON.parse(f.stdout), { output: filtered, records: 5, kept: 3, skipped: 1 });
+  assert.deepEqual(JSON.parse(f.stdout), { output: filtered, records: 5, kept: 3, skipped: 1, badScores: 0 });
   assert.match(f.stderr, /synth\.jsonl:3: record has no "passages"/);
   assert.deepEqual(readJsonl(filtered), [r2, r3, r4]); // r2: tie at 3 goes to the first (A, correct)
 
   const sel = path.join(tmp, 'selector.jsonl');
   const t = await cli(['to-selector', '--data', filtered, '--out', sel, '--json']);
   assert.equal(t.code, 0, t.stderr);
-  assert.deepEqual(JSON.parse(t.stdout), { output: sel, records: 3, written: 2, skipped: 1, droppedPassages: 0 });
+  assert.deepEqual(JSON.parse(t.stdout), { output: sel, records: 3, written: 2, skipped: 1, droppedPassages: 0, badScores: 0, scoreField: 'PPL_CD' });
   assert.match(t.stderr, /filtered\.jsonl:3: fewer than two scored passages/);
   const prompt = "Given a query A and a passage B, determine whether the passage directly or indirectly contains an answer to the query by providing a prediction of either 'Yes' or 'No'.";
   const got = readJsonl(sel);

@@ -5,12 +5,16 @@
 // split into its top-level elements while streaming, so a multi-GB array never becomes one string.
 // The format is decided by content (first non-blank character `[`), not by the file extension.
 //
+// Python's NaN / Infinity / -Infinity tokens are accepted, and non-finite numbers are written as
+// valid JSON (+/-Infinity as 1e999 / -1e999, NaN as null): see json-values.ts.
+//
 // AtomicJsonlWriter writes to `<path>.partial` and renames onto `<path>` only in close(), so a
 // reader never sees a half-written output under the final name, and a resumable job can reopen
 // the partial file with {append: true} and continue where it stopped.
 import { createReadStream, closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { GainragError } from '../errors.js';
+import { parseJson, stringifyJson } from './json-values.js';
 
 export interface RecordAt {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -65,7 +69,7 @@ export async function* readRecords(file: string): AsyncGenerator<RecordAt> {
 
 function parseLine(text: string, line: number, name: string): RecordAt {
   try {
-    return { record: JSON.parse(text), line };
+    return { record: parseJson(text), line };
   } catch (err) {
     throw new GainragError('E_DATA', `${name}:${line}: invalid JSON (${(err as Error).message})`);
   }
@@ -229,10 +233,13 @@ export class AtomicJsonlWriter {
     }
   }
 
-  /** Queues one record (one line). Throws TypeError for values JSON cannot represent. */
+  /**
+   * Queues one record (one line). +/-Infinity are written as 1e999 / -1e999, NaN as null.
+   * Throws TypeError for values JSON cannot represent.
+   */
   write(record: unknown): void {
     if (this.fd === undefined) throw new GainragError('E_IO', `${this.path}: writer is closed`);
-    const line = JSON.stringify(record);
+    const line = stringifyJson(record);
     if (line === undefined) throw new TypeError('AtomicJsonlWriter.write: record is not JSON-serialisable');
     this.buffer.push(line, '\n');
     this.buffered += line.length + 1;

@@ -2,6 +2,12 @@
 // correctly (EM_with_retrieval), as the reference's data_filter.py. Ties keep the first passage,
 // as Python's stable sort does. Input: synthesize output (JSONL, or a JSON array as the reference
 // writes); output: JSONL, published when complete.
+//
+// Bad values are skipped with a FILE:LINE warning rather than read loosely: a perplexity is >= 1
+// (the exponential of a mean negative log-probability), so a negative or NaN one is damaged data
+// and never the best passage; +Infinity (Python writes it when an answer has no tokens) is a
+// valid, worst score. EM_with_retrieval must be a boolean or 0/1: the string "false" is truthy in
+// JavaScript and would keep a question the LLM got wrong.
 import { readRecords, AtomicJsonlWriter } from '../io/jsonl.js';
 import { GainragError } from '../errors.js';
 
@@ -17,35 +23,82 @@ export interface FilterSummary {
   records: number;
   kept: number;
   skipped: number;
+  /** Passages whose PPL_CD was negative, NaN or not a number (never taken as the best). */
+  badScores: number;
 }
 
-/** A passage's PPL_CD as a sortable number; missing or non-finite counts as +Infinity. */
-export function pplOf(p: { PPL_CD?: unknown }): number {
-  return typeof p.PPL_CD === 'number' && Number.isFinite(p.PPL_CD) ? p.PPL_CD : Infinity;
+/** Fields that hold a passage's perplexity: the contrastive gain, or the plain perplexity. */
+export const SCORE_FIELDS = ['PPL_CD', 'retrieved_ppl'] as const;
+export type ScoreField = (typeof SCORE_FIELDS)[number];
+
+/**
+ * A passage's perplexity in `field`: `ppl` is the number (+Infinity allowed), or NaN with
+ * `problem` saying why it cannot be used ('missing' for absent/null, otherwise bad data).
+ */
+export function readPerplexity(p: Record<string, unknown>, field: ScoreField = 'PPL_CD'): { ppl: number; problem?: 'missing' | 'not a number' | 'NaN' | 'negative' } {
+  const v = p[field];
+  if (v === undefined || v === null) return { ppl: NaN, problem: 'missing' };
+  if (typeof v !== 'number') return { ppl: NaN, problem: 'not a number' };
+  if (Number.isNaN(v)) return { ppl: NaN, problem: 'NaN' };
+  if (v < 0) return { ppl: NaN, problem: 'negative' };
+  return { ppl: v };
+}
+
+/** A passage's PPL_CD as a sortable number; missing or unusable counts as +Infinity. */
+export function pplOf(p: { PPL_CD?: unknown }, field: ScoreField = 'PPL_CD'): number {
+  const { ppl } = readPerplexity(p as Record<string, unknown>, field);
+  return Number.isNaN(ppl) ? Infinity : ppl;
 }
 
 /** Index of the first passage with the lowest PPL_CD. */
-export function bestPassageIndex(passages: readonly { PPL_CD?: unknown }[]): number {
+export function bestPassageIndex(passages: readonly { PPL_CD?: unknown }[], field: ScoreField = 'PPL_CD'): number {
   let best = 0;
-  for (let i = 1; i < passages.length; i++) if (pplOf(passages[i]) < pplOf(passages[best])) best = i;
+  for (let i = 1; i < passages.length; i++) if (pplOf(passages[i], field) < pplOf(passages[best], field)) best = i;
   return best;
+}
+
+/** EM_with_retrieval as a boolean, or undefined when it is not a boolean or 0/1. */
+export function emFlag(v: unknown): boolean | undefined {
+  if (typeof v === 'boolean') return v;
+  if (v === 0 || v === 1) return v === 1;
+  return undefined;
 }
 
 /** Records without a non-empty `passages` array are skipped with a warning naming FILE:LINE. */
 export async function filterSynthesized(options: { data: string; out: string; signal?: AbortSignal; warn?: (m: string) => void }): Promise<FilterSummary> {
-  const summary: FilterSummary = { records: 0, kept: 0, skipped: 0 };
+  const summary: FilterSummary = { records: 0, kept: 0, skipped: 0, badScores: 0 };
+  const warn = options.warn ?? (() => undefined);
   const writer = AtomicJsonlWriter.open(options.out);
   try {
     for await (const { record, line } of readRecords(options.data)) {
       if (options.signal?.aborted) throw new GainragError('E_CANCELLED', 'filter was cancelled');
       summary.records++;
+      const where = `${options.data}:${line}`;
       const passages = record?.passages;
       if (!Array.isArray(passages) || passages.length === 0 || !passages.every((p) => p && typeof p === 'object')) {
         summary.skipped++;
-        options.warn?.(`skipped ${options.data}:${line}: record has no "passages" array of objects (E_DATA)`);
+        warn(`skipped ${where}: record has no "passages" array of objects (E_DATA)`);
         continue;
       }
-      if (passages[bestPassageIndex(passages)].EM_with_retrieval) {
+      const problems = passages.map((p) => readPerplexity(p).problem);
+      const bad = problems.filter((x) => x !== undefined && x !== 'missing').length;
+      if (bad > 0) {
+        summary.badScores += bad;
+        warn(`${where}: ${bad} passage(s) with a negative, NaN or non-numeric PPL_CD are not candidates (E_DATA)`);
+      }
+      if (problems.every((x) => x !== undefined)) {
+        summary.skipped++;
+        warn(`skipped ${where}: no passage has a usable PPL_CD (E_DATA)`);
+        continue;
+      }
+      const best = passages[bestPassageIndex(passages)];
+      const em = emFlag(best.EM_with_retrieval);
+      if (em === undefined) {
+        summary.skipped++;
+        warn(`skipped ${where}: EM_with_retrieval of the best passage must be true/false or 0/1, got ${JSON.stringify(best.EM_with_retrieval) ?? 'nothing'} (E_DATA)`);
+        continue;
+      }
+      if (em) {
         writer.write(record);
         summary.kept++;
       }

@@ -92,12 +92,22 @@ export interface SynthesizeSummary {
   droppedAnswers: number;
   truncatedPassages: number;
   passagesScored: number;
+  /** Scored passages whose PPL_CD came out NaN or infinite (written as null / 1e999): a broken model or an answer with no usable tokens. */
+  nonFiniteScores: number;
   seconds: number;
   questionsPerSecond: number;
   /** Share of written questions whose lowest-PPL passage is answered correctly (what `filter` keeps). */
   bestPassageEM: number;
 }
 
+
+/**
+ * Largest contrastive weight accepted. (1+a)*z_ctx - a*z_noctx amplifies the logit difference a
+ * times: logits carry ~7 significant digits in float32 (~3 in bf16), so far before the float
+ * overflow that turns every score into NaN (a = 1e300), a > 100 leaves mostly rounding noise.
+ * The paper uses 0.5.
+ */
+export const MAX_ALPHA = 100;
 
 function positiveInt(name: string, v: number): number {
   if (!Number.isInteger(v) || v < 1) throw new RangeError(`${name} must be a positive integer, got ${v}`);
@@ -109,7 +119,9 @@ export function checkSynthesizeOptions(options: SynthesizeOptions) {
   if (typeof options?.data !== 'string' || options.data === '') throw new TypeError('data must be a file path');
   if (typeof options.out !== 'string' || options.out === '') throw new TypeError('out must be a file path');
   const alpha = options.alpha ?? 0.5;
-  if (!Number.isFinite(alpha) || alpha < 0) throw new RangeError(`alpha must be a finite number >= 0, got ${alpha}`);
+  if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha < 0 || alpha > MAX_ALPHA) {
+    throw new RangeError(`alpha must be a number in [0, ${MAX_ALPHA}], got ${String(alpha)}`);
+  }
   if (options.chatTemplate !== undefined && options.chatTemplate !== 'auto' && options.chatTemplate !== 'none') throw new RangeError(`chatTemplate must be 'auto' or 'none'`);
   return {
     topK: positiveInt('topK', options.topK ?? 20),
@@ -132,7 +144,7 @@ export async function synthesize(lm: SynthesisModel, options: SynthesizeOptions)
   const started = Date.now();
   const summary: SynthesizeSummary = {
     input: options.data, output: options.out, records: 0, written: 0, resumed: 0, skipped: 0, skippedReasons: {},
-    droppedPassages: 0, droppedAnswers: 0, truncatedPassages: 0, passagesScored: 0, seconds: 0, questionsPerSecond: 0, bestPassageEM: 0,
+    droppedPassages: 0, droppedAnswers: 0, truncatedPassages: 0, passagesScored: 0, nonFiniteScores: 0, seconds: 0, questionsPerSecond: 0, bestPassageEM: 0,
   };
   const skip = (s: Skip) => {
     summary.skipped++;
@@ -242,6 +254,11 @@ export async function synthesize(lm: SynthesisModel, options: SynthesizeOptions)
           };
         });
         summary.passagesScored += passages.length;
+        const broken = passages.filter((p) => !Number.isFinite(p.PPL_CD)).length;
+        if (broken > 0) {
+          summary.nonFiniteScores += broken;
+          warn(`${q.where}: ${broken} of ${passages.length} passage scores are not finite numbers (NaN/Infinity) (E_DATA)`);
+        }
         return { ...(q.id !== undefined ? { id: q.id } : {}), question: q.question, answers: q.answers, prompt_standard: q.standard, passages };
       });
     };

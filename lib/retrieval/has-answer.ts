@@ -4,8 +4,9 @@
 // `[\p{L}\p{N}\p{M}]+|[^\p{Z}\p{C}]` (runs of letters/digits/marks, or any other single
 // non-space, non-control character) and lower-cased; an answer matches when its token sequence
 // occurs contiguously in the text's tokens. Answers are compared as tokens, never as regular
-// expressions, so "C++" or "a.b" match literally. Like DPR, an answer with no tokens (empty or
-// whitespace only) matches every text.
+// expressions, so "C++" or "a.b" match literally. An answer with no tokens (empty, whitespace or
+// control characters only) matches nothing: DPR's loop would find the empty run in every text and
+// mark every passage as holding the answer (`answers: [""]`), which is noise, not a match.
 
 const TOKEN = /[\p{L}\p{N}\p{M}]+|[^\p{Z}\p{C}]/gu;
 
@@ -34,7 +35,12 @@ export class AnswerMatcher {
     this.answers = answers.map((a, i) => {
       if (typeof a !== 'string') throw new TypeError(`answers[${i}] must be a string`);
       return dprTokens(a);
-    });
+    }).filter((tokens) => tokens.length > 0);
+  }
+
+  /** False when no answer has any token (nothing can match). */
+  get usable(): boolean {
+    return this.answers.length > 0;
   }
 
   /** True when some answer's token run occurs in `text`. */
@@ -55,12 +61,14 @@ export function hasAnswer(text: string, answers: readonly string[]): boolean {
   return new AnswerMatcher(answers).matches(text);
 }
 
-export const DEFAULT_RECALL_KS: readonly number[] = [1, 5, 10, 20, 50, 100];
+/** Recall depths reported by `retrieve` (25 too, as the reference reports it). */
+export const DEFAULT_RECALL_KS: readonly number[] = [1, 5, 10, 20, 25, 50, 100];
 
 /**
  * Recall@k as DPR reports it: the fraction of questions with at least one passage that has the
  * answer among the top k. `hits[q][i]` is the hasanswer flag of question q's i-th passage (best
- * first). Ks larger than the passages retrieved for every question are left out.
+ * first); a question without answers is an all-false row (a miss), as the reference divides by
+ * every question. Ks larger than the passages retrieved for every question are left out.
  */
 export function recallAtK(hits: readonly (readonly boolean[])[], ks: readonly number[] = DEFAULT_RECALL_KS): Record<string, number> {
   const acc = new RecallAccumulator(ks);

@@ -23,9 +23,12 @@ export interface RetrieveOptions {
 }
 
 export interface RetrieveSummary {
+  /** Every question read: the recall denominator (the reference's len(data)). */
   questions: number;
-  /** Questions with at least one gold answer (the recall denominator). */
+  /** Questions with at least one gold answer that has a token to match. */
   withAnswers: number;
+  /** Questions without a usable answer (none, or only empty strings): counted as misses in recall. */
+  withoutAnswers: number;
   topK: number;
   recall: Record<string, number>;
   out: string;
@@ -72,6 +75,7 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
   const writer = AtomicJsonlWriter.open(options.out);
   const name = path.basename(options.data);
   let questions = 0;
+  let withAnswers = 0;
   try {
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
     let batch: { record: any; question: string; answers: string[] }[] = [];
@@ -84,6 +88,7 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
       const cache = new Map<number, { p: Passage; tokens?: string[] }>();
       batch.forEach((b, q) => {
         const matcher = new AnswerMatcher(b.answers);
+        if (matcher.usable) withAnswers++;
         const ctxs: Ctx[] = [];
         const hits: boolean[] = [];
         for (let j = 0; j < topK; j++) {
@@ -93,11 +98,11 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
           if (!entry) cache.set(row, (entry = { p: store.get(row) }));
           const p = entry.p;
           let hasanswer = false;
-          if (b.answers.length > 0) hasanswer = matcher.matchesTokens((entry.tokens ??= dprTokens(p.text)));
+          if (matcher.usable) hasanswer = matcher.matchesTokens((entry.tokens ??= dprTokens(p.text)));
           hits.push(hasanswer);
           ctxs.push({ id: p.id, title: p.title, text: p.text, score: scores[q * topK + j], hasanswer });
         }
-        if (b.answers.length > 0) recall.add(hits);
+        recall.add(hits); // all false without answers: a miss, as the reference counts it
         writer.write({ ...b.record, ctxs });
       });
       questions += batch.length;
@@ -117,5 +122,5 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
   } finally {
     store.close();
   }
-  return { questions, withAnswers: recall.count, topK, recall: recall.result(), out: options.out };
+  return { questions, withAnswers, withoutAnswers: questions - withAnswers, topK, recall: recall.result(), out: options.out };
 }

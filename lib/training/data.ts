@@ -4,9 +4,17 @@
 // training starts; problems are reported as E_DATA with FILE:LINE (up to ten at once).
 // `prompt` is accepted and kept (FlagEmbedding uses it for LLM rerankers) but a cross-encoder
 // ignores it.
+//
+// Files written by Python may hold NaN / Infinity tokens (json-values.ts reads them). A negative
+// may score -Infinity: the reference's data2selector.py writes -log(inf + 1) for a passage whose
+// perplexity is infinite, and FlagEmbedding's KL loss gives it teacher probability 0. The native
+// loss takes finite scores only, so such a score is loaded as NEG_INF_TEACHER_SCORE, which has
+// the same effect (exp underflows to exactly 0 next to any finite score of the group; the
+// positive's score must be finite). NaN and +Infinity are rejected.
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { GainragError } from '../errors.js';
+import { parseJson } from '../io/json-values.js';
 
 export interface TrainRecord {
   query: string;
@@ -20,6 +28,9 @@ export interface TrainRecord {
 }
 
 const MAX_REPORTED = 10;
+
+/** Stand-in for a -Infinity teacher score: softmax weight exactly 0 in float32, yet finite. */
+export const NEG_INF_TEACHER_SCORE = -1e30;
 
 function describe(value: unknown): string {
   if (value === null) return 'null';
@@ -66,9 +77,12 @@ export function checkRecord(value: unknown): string[] {
       problems.push(`"${key}" must be an array of numbers, got ${describe(v)}`);
       return;
     }
-    const bad = v.findIndex((x) => typeof x !== 'number' || !Number.isFinite(x));
+    // Negatives may be -Infinity (zero teacher weight, see above); the positive must count.
+    const ok = (x: unknown) => typeof x === 'number' && (Number.isFinite(x) || (key === 'neg_scores' && x === -Infinity));
+    const bad = v.findIndex((x) => !ok(x));
     if (bad >= 0) {
-      problems.push(`"${key}[${bad}]" must be a finite number, got ${JSON.stringify(v[bad])}`);
+      const what = key === 'neg_scores' ? 'a finite number or -Infinity' : 'a finite number';
+      problems.push(`"${key}[${bad}]" must be ${what}, got ${typeof v[bad] === 'number' ? String(v[bad]) : JSON.stringify(v[bad])}`);
       return;
     }
     if (passages && v.length !== passages.length) {
@@ -90,7 +104,7 @@ function toRecord(o: Record<string, unknown>, line: number): TrainRecord {
     pos: o.pos as string[],
     neg: o.neg as string[],
     posScores: o.pos_scores as number[],
-    negScores: o.neg_scores as number[],
+    negScores: (o.neg_scores as number[]).map((x) => (x === -Infinity ? NEG_INF_TEACHER_SCORE : x)),
     prompt: o.prompt as string | undefined,
     line,
   };
@@ -115,7 +129,7 @@ export async function loadTrainingData(file: string): Promise<TrainRecord[]> {
       if (text.length === 0) continue;
       let value: unknown;
       try {
-        value = JSON.parse(text);
+        value = parseJson(text);
       } catch (err) {
         badLines++;
         if (errors.length < MAX_REPORTED) errors.push(`${file}:${lineNo}: malformed JSON (${(err as Error).message})`);

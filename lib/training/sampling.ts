@@ -36,8 +36,9 @@ export function epochOrder(count: number, seed: number, epoch: number): number[]
   return new Rng(seed, ORDER, epoch).shuffle(Array.from({ length: count }, (_, i) => i));
 }
 
-export function batchesPerEpoch(count: number, batchSize: number): number {
-  return Math.ceil(count / batchSize);
+/** Batches in one epoch; with dropLast the last incomplete batch is left out (HF drop_last). */
+export function batchesPerEpoch(count: number, batchSize: number, dropLast = false): number {
+  return dropLast ? Math.floor(count / batchSize) : Math.ceil(count / batchSize);
 }
 
 /** The groups of batch `batch` of `epoch`: a pure function of its arguments (resumable). */

@@ -74,6 +74,11 @@ export interface TrainOptions {
   groupSize?: number;
   queryMaxLength?: number;
   passageMaxLength?: number;
+  /**
+   * Drop each epoch's last incomplete batch (default true, as the reference trains with
+   * --dataloader_drop_last True), so step counts, warmup and the schedule match its run.
+   */
+  dropLast?: boolean;
   /** Checkpoint every N optimizer steps (0 = only the final model). */
   saveSteps?: number;
   /** Continue from the newest checkpoint in outDir (starts fresh when there is none). */

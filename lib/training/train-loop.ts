@@ -61,7 +61,12 @@ export async function runTraining(t: SelectorTrainer, o: TrainOptions, created: 
   if (records.length === 0) throw new GainragError('E_DATA', 'no training records');
   const seed = created.seed ?? 42;
   const gradAccum = created.gradAccum ?? 1;
-  const perEpoch = batchesPerEpoch(records.length, batchSize);
+  const dropLast = o.dropLast ?? true;
+  if (typeof dropLast !== 'boolean') throw new TypeError('dropLast must be a boolean');
+  const perEpoch = batchesPerEpoch(records.length, batchSize, dropLast);
+  if (perEpoch === 0) {
+    throw new GainragError('E_DATA', `${records.length} training records make no full batch of ${batchSize} (drop-last is on): use a smaller batch size or turn drop-last off`);
+  }
   const totalMicro = perEpoch * epochs;
   const totalSteps = Math.max(1, Math.floor(totalMicro / gradAccum));
   if (created.totalSteps === undefined) {
@@ -69,7 +74,7 @@ export async function runTraining(t: SelectorTrainer, o: TrainOptions, created: 
     t.setSchedule(warmup, totalSteps);
   }
   // What must match for a checkpoint to continue this run.
-  const run: Record<string, number | string> = { seed, batchSize, groupSize, epochs, gradAccum, records: records.length, maxLength };
+  const run: Record<string, number | string> = { seed, batchSize, groupSize, epochs, gradAccum, records: records.length, maxLength, dropLast: String(dropLast) };
   const outDir = path.resolve(o.outDir);
   mkdirSync(outDir, { recursive: true });
   const logPath = path.join(outDir, LOG_FILE);

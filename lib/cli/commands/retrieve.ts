@@ -58,7 +58,8 @@ export const retrieveCommand: CommandModule<{ json: boolean }, Args> = {
       return;
     }
     const lines = [`retrieved top-${summary.topK} for ${summary.questions} questions into ${summary.out} (${seconds.toFixed(1)} s)`];
-    lines.push(`recall over ${summary.withAnswers} questions with answers:`);
+    const misses = summary.withoutAnswers > 0 ? ` (${summary.withoutAnswers} without answers, counted as misses)` : '';
+    lines.push(`recall over all ${summary.questions} questions${misses}:`);
     for (const [k, r] of Object.entries(summary.recall)) lines.push(`  Recall@${k.padEnd(4)} ${(r * 100).toFixed(2)}%`);
     process.stdout.write(`${lines.join('\n')}\n`);
   },

@@ -98,6 +98,7 @@ export const synthesizeCommand: CommandModule<{ json: boolean }, Args> = {
     let barStarted = false;
     let lastLog = 0;
     let truncationWarnings = 0;
+    let nonFiniteWarnings = 0;
     let summary: SynthesizeSummary;
     try {
       summary = await synthesize(lm, {
@@ -107,6 +108,10 @@ export const synthesizeCommand: CommandModule<{ json: boolean }, Args> = {
           // summary); say so a few times, not once per passage.
           if (m.includes(' cut to ') && ++truncationWarnings > 3) {
             if (truncationWarnings === 4) m = 'more passages were cut to fit the context; see truncatedPassages in the summary';
+            else return;
+          }
+          if (m.includes('are not finite numbers') && ++nonFiniteWarnings > 3) {
+            if (nonFiniteWarnings === 4) m = 'more questions have non-finite scores; see nonFiniteScores in the summary';
             else return;
           }
           process.stderr.write(`${tty && barStarted ? '\n' : ''}gainrag: warning: ${m}\n`);
@@ -134,6 +139,13 @@ export const synthesizeCommand: CommandModule<{ json: boolean }, Args> = {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
     }
+    // Every score NaN/Infinity means the model (or --alpha) is broken: the file is written, but
+    // the run is not a success.
+    const allBroken = summary.passagesScored > 0 && summary.nonFiniteScores === summary.passagesScored;
+    if (allBroken) {
+      process.stderr.write(`gainrag: error: all ${summary.passagesScored} passage scores are NaN/Infinity; the model's outputs are not usable (check its config and weights)\n`);
+      process.exitCode = 1;
+    }
     if (argv.json) {
       process.stdout.write(`${JSON.stringify(summary)}\n`);
       return;
@@ -143,7 +155,7 @@ export const synthesizeCommand: CommandModule<{ json: boolean }, Args> = {
       [
         `wrote        ${summary.output} (${summary.written} new + ${summary.resumed} resumed questions of ${summary.records})`,
         `skipped      ${summary.skipped}${reasons ? ` (${reasons})` : ''}`,
-        `passages     ${summary.passagesScored} scored, ${summary.truncatedPassages} truncated, ${summary.droppedPassages} dropped`,
+        `passages     ${summary.passagesScored - summary.nonFiniteScores} scored, ${summary.nonFiniteScores} with non-finite scores, ${summary.truncatedPassages} truncated, ${summary.droppedPassages} dropped`,
         `best-PPL EM  ${(100 * summary.bestPassageEM).toFixed(1)}% (questions that filter keeps)`,
         `speed        ${summary.questionsPerSecond.toFixed(2)} questions/s (${summary.seconds.toFixed(1)} s)`,
       ].join('\n') + '\n',

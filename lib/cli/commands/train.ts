@@ -24,6 +24,7 @@ interface TrainArgs {
   device: string;
   'gradient-checkpointing': boolean;
   'save-steps': number;
+  'drop-last': boolean;
   seed: number;
   resume: boolean;
 }
@@ -56,6 +57,11 @@ export const trainCommand: CommandModule<{ json: boolean }, TrainArgs> = {
       .option('device', { type: 'string', default: 'cpu', describe: 'cpu | cuda | cuda:N' })
       .option('gradient-checkpointing', { type: 'boolean', default: false, describe: 'recompute each encoder layer in the backward pass instead of storing its activations (less memory, ~1 extra forward)' })
       .option('save-steps', { type: 'number', default: 0, describe: 'checkpoint every N optimizer steps (0 = final model only)' })
+      .option('drop-last', {
+        type: 'boolean',
+        default: true,
+        describe: "drop each epoch's last incomplete batch, as the reference (--dataloader_drop_last True), so step counts and the warmup/decay schedule match; --no-drop-last keeps it",
+      })
       .option('seed', { type: 'number', default: 42 })
       .option('resume', { type: 'boolean', default: false, describe: 'continue from the newest checkpoint in --out' }) as never,
   handler: async (argv) => {
@@ -105,6 +111,7 @@ export const trainCommand: CommandModule<{ json: boolean }, TrainArgs> = {
         queryMaxLength: argv['query-max-len'],
         passageMaxLength: argv['passage-max-len'],
         saveSteps: argv['save-steps'],
+        dropLast: argv['drop-last'],
         resume: argv.resume,
         signal: controller.signal,
         onProgress,
