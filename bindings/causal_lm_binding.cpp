@@ -93,6 +93,7 @@ class CausalLMWrap : public Napi::ObjectWrap<CausalLMWrap> {
     o.Set("lmHeadRows", double(s.lm_head_rows));
     o.Set("forwardCalls", double(s.forward_calls));
     o.Set("generatedTokens", double(s.generated_tokens));
+    o.Set("decodeSteps", double(s.decode_steps));
     return o;
   }
 

@@ -93,6 +93,8 @@ export interface CausalLMStats {
   lmHeadRows: number;
   forwardCalls: number;
   generatedTokens: number;
+  /** Batched one-token decode forwards (continuous batching: one per step over all active slots). */
+  decodeSteps: number;
 }
 
 export interface CausalLMInfo {

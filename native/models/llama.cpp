@@ -156,6 +156,7 @@ LlamaStats LlamaModel::stats() const {
   s.lm_head_rows = stats_->lm_head_rows;
   s.forward_calls = stats_->forward_calls;
   s.generated_tokens = stats_->generated_tokens;
+  s.decode_steps = stats_->decode_steps;
   return s;
 }
 
@@ -166,6 +167,7 @@ void LlamaModel::ResetStats() {
   stats_->lm_head_rows = 0;
   stats_->forward_calls = 0;
   stats_->generated_tokens = 0;
+  stats_->decode_steps = 0;
 }
 
 KVCache LlamaModel::NewCache(int64_t batch, int64_t capacity) const {

@@ -49,6 +49,7 @@ struct LlamaStats {
   int64_t lm_head_rows = 0;      // hidden rows multiplied by the lm_head
   int64_t forward_calls = 0;     // decoder forwards (batches and decode steps)
   int64_t generated_tokens = 0;  // tokens produced by greedy decoding
+  int64_t decode_steps = 0;      // batched one-token decode forwards (continuous batching)
 };
 
 // Contrastive scoring input. Prompts of item i are rows prompt_begin[i] .. prompt_begin[i+1]-1
@@ -94,8 +95,10 @@ class LlamaModel {
   // Float64 PPL_CD, flat in item order, then [answer][context] within an item.
   at::Tensor ContrastivePerplexity(const ContrastiveRequest& req, const RunContext& ctx) const;
 
-  // Greedy decoding. Returns int32 ids and int32 offsets (count + 1) of the new tokens per
-  // prompt, EOS included when produced.
+  // Greedy decoding with continuous batching (llama_generate.cpp): a pool of slots, one decode
+  // forward per step over the active ones, a finished slot refilled from the queue at once.
+  // Returns int32 ids and int32 offsets (count + 1) of the new tokens per prompt, EOS included
+  // when produced.
   std::pair<at::Tensor, at::Tensor> GenerateGreedy(const RaggedTokens& prompts, int64_t max_new_tokens,
                                                    const RunContext& ctx) const;
 
@@ -115,6 +118,10 @@ class LlamaModel {
   // last keep[i] positions of row i, rows after one another: [sum keep, H].
   at::Tensor Prefill(const RaggedTokens& prompts, const std::vector<int64_t>& rows, const std::vector<int64_t>& keep,
                      int64_t extra_capacity, KVCache* cache) const;
+  // One token per cache row 0..n-1: ids/positions int64 [n] (CPU); row i writes its keys at
+  // column positions[i] and attends to columns [0, positions[i]]; width = max position + 1.
+  // Returns final-normed hidden [n, H].
+  at::Tensor DecodeStep(const at::Tensor& ids, const at::Tensor& positions, int64_t width, KVCache* cache) const;
   // Rows of `tokens` tokens per prefill forward.
   int64_t PrefillRowsPerPass(int64_t tokens) const;
   void ScoreChunk(const ContrastiveRequest& req, const std::vector<int64_t>& items, double* out,
@@ -138,7 +145,7 @@ class LlamaModel {
 
   struct AtomicStats {
     std::atomic<int64_t> prompt_prefills{0}, prefill_tokens{0}, answer_tokens{0}, lm_head_rows{0},
-        forward_calls{0}, generated_tokens{0};
+        forward_calls{0}, generated_tokens{0}, decode_steps{0};
   };
   std::unique_ptr<AtomicStats> stats_ = std::make_unique<AtomicStats>();
 };

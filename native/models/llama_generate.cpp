@@ -1,87 +1,175 @@
-// Llama decoder: batched greedy decoding over a preallocated KV cache. Prompts are right
-// padded; each row decodes at its own positions and a key-validity mask hides the padding, so
-// a batched row sees exactly what it would see alone. Finished rows leave the batch.
+// Llama decoder: greedy decoding with continuous batching.
+//
+// A pool of slots shares one KV cache [slots, kv_heads, capacity, head_dim]. Slot row i holds
+// one sequence with its token at position p stored in column p, so rows never need aligning:
+// each decode step is one batched forward of one token per active row (DecodeStep), every row
+// writing its own column and attending to columns [0, its position]. A row that stops (EOS or
+// the token limit) is refilled at once from the queue: the waiting prompts are prefilled
+// together (the usual right-padded Prefill into a scratch cache) and copied into the free rows,
+// so one long answer never holds the others back. Active rows are kept at 0..n-1 (a finished
+// row takes the last active row's state), so a step narrows the cache instead of gathering it.
+//
+// A row sees exactly what it would see alone (its own positions, other columns masked), so the
+// tokens equal one-prompt-at-a-time decoding up to float rounding of the batched products.
+// Attention here is the plain two-matmul form on every LibTorch: with one query per row the
+// scores are tiny, and one code path is what the CPU tests check.
+#include <ATen/TensorIndexing.h>
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
-#include <numeric>
+#include <cmath>
+#include <limits>
 
 #include "core/error.h"
 #include "models/llama.h"
 
 namespace gainrag {
+namespace {
+
+at::Tensor RotateHalf(const at::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+struct Slot {
+  int64_t prompt;  // row of the request
+  int64_t length;  // prompt tokens
+};
+
+}  // namespace
+
+at::Tensor LlamaModel::DecodeStep(const at::Tensor& ids, const at::Tensor& positions, int64_t width,
+                                  KVCache* cache) const {
+  const int64_t n = ids.size(0), hd = config_.head_dim, heads = config_.num_heads, kvh = config_.num_kv_heads;
+  const int64_t rep = heads / kvh;
+  GR_CHECK(width >= 1 && width <= cache->capacity, kInternal, "KV cache overflow");
+  GR_CHECK(sliding_window_ <= 0 || width <= sliding_window_, kUnsupported, "sequence of ", width,
+           " tokens exceeds the model's sliding attention window (", sliding_window_,
+           "), which this engine does not implement");
+  auto long_opts = at::TensorOptions().dtype(at::kLong).device(device_);
+  at::Tensor pos = positions.to(device_);
+  at::Tensor rows = at::arange(n, long_opts);
+  // Columns past a row's position hold an earlier occupant's keys (finite): hidden.
+  at::Tensor hide = at::arange(width, long_opts).view({1, 1, 1, width}).gt(pos.view({n, 1, 1, 1}));
+  auto [cos, sin] = RopeTables(pos.view({n, 1}));  // [n,1,1,D]
+  at::Tensor h = at::embedding(embed_, ids.to(device_).view({n, 1}));
+  const double scale = 1.0 / std::sqrt(double(hd));
+  using at::indexing::Slice;
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const Layer& L = layers_[l];
+    at::Tensor x = RmsNorm(h, L.input_norm);
+    at::Tensor q = at::linear(x, L.q, L.q_bias).view({n, 1, heads, hd}).transpose(1, 2);
+    at::Tensor k = at::linear(x, L.k, L.k_bias).view({n, 1, kvh, hd}).transpose(1, 2);
+    at::Tensor v = at::linear(x, L.v, L.v_bias).view({n, kvh, hd});
+    q = q * cos + RotateHalf(q) * sin;
+    k = k * cos + RotateHalf(k) * sin;
+    at::Tensor ck = cache->k[l].narrow(0, 0, n), cv = cache->v[l].narrow(0, 0, n);
+    // Row i writes column pos[i]: one scatter per layer, whatever the number of rows.
+    ck.index_put_({rows, Slice(), pos}, k.view({n, kvh, hd}));
+    cv.index_put_({rows, Slice(), pos}, v);
+    // Query heads sharing a kv head are stacked: [n, kvh, rep, hd] x [n, kvh, hd, W].
+    at::Tensor qg = (q * scale).reshape({n, kvh, rep, hd});
+    at::Tensor scores = at::matmul(qg, ck.narrow(2, 0, width).transpose(-1, -2)).to(at::kFloat);
+    scores.masked_fill_(hide, -std::numeric_limits<float>::infinity());
+    at::Tensor probs = at::softmax(scores, -1).to(dtype_);
+    at::Tensor o = at::matmul(probs, cv.narrow(2, 0, width)).reshape({n, 1, heads * hd});
+    h = h + at::linear(o, L.o, L.o_bias);
+    at::Tensor y = RmsNorm(h, L.post_norm);
+    h = h + at::linear(at::silu(at::linear(y, L.gate)) * at::linear(y, L.up), L.down);
+  }
+  stats_->forward_calls++;
+  stats_->decode_steps++;
+  return RmsNorm(h, final_norm_).view({n, config_.hidden_size});
+}
 
 std::pair<at::Tensor, at::Tensor> LlamaModel::GenerateGreedy(const RaggedTokens& prompts, int64_t max_new_tokens,
                                                              const RunContext& ctx) const {
   c10::InferenceMode guard;
   GR_CHECK(max_new_tokens >= 1, kInvalidArgument, "maxNewTokens must be at least 1");
-  const int64_t max_pos = config_.max_position_embeddings;
-  for (int64_t r = 0; r < prompts.count; ++r) {
+  const int64_t max_pos = config_.max_position_embeddings, count = prompts.count;
+  // Columns a sequence needs: its prompt and every new token but the last (never fed back).
+  int64_t capacity = 1;
+  for (int64_t r = 0; r < count; ++r) {
     GR_CHECK(prompts.length(r) >= 1, kInvalidArgument, "prompt ", r, " is empty");
     GR_CHECK(prompts.length(r) + max_new_tokens <= max_pos, kInvalidArgument, "prompt ", r, " has ", prompts.length(r),
              " tokens; with ", max_new_tokens, " new tokens that exceeds the ", max_pos, " positions the model has");
+    capacity = std::max<int64_t>(capacity, prompts.length(r) + max_new_tokens - 1);
   }
-  for (int64_t k = 0; k < prompts.offsets[prompts.count]; ++k)
+  for (int64_t k = 0; k < prompts.offsets[count]; ++k)
     GR_CHECK(prompts.ids[k] >= 0 && prompts.ids[k] < config_.vocab_size, kInvalidArgument, "prompt token id ",
              prompts.ids[k], " out of range");
-  std::vector<std::vector<int32_t>> produced(prompts.count);
-  std::vector<int64_t> rows(prompts.count), cost(prompts.count);
-  std::iota(rows.begin(), rows.end(), 0);
-  for (int64_t r = 0; r < prompts.count; ++r) cost[r] = prompts.length(r) + max_new_tokens;
-  std::stable_sort(rows.begin(), rows.end(), [&](int64_t a, int64_t b) { return cost[a] > cost[b]; });
+  std::vector<std::vector<int32_t>> produced(count);
   auto is_eos = [&](int64_t id) { return std::find(eos_ids_.begin(), eos_ids_.end(), id) != eos_ids_.end(); };
+  int64_t finished = 0;
+  // Appends a token to a prompt's output; true when that sequence is done.
+  auto take = [&](int64_t prompt, int64_t token) {
+    produced[prompt].push_back(int32_t(token));
+    stats_->generated_tokens++;
+    const bool done = is_eos(token) || int64_t(produced[prompt].size()) >= max_new_tokens;
+    if (done) ctx.Progress(++finished, count, "prompts");
+    return done;
+  };
 
-  int64_t done_rows = 0;
-  size_t next = 0;
-  while (next < rows.size()) {
-    // Batch by token budget over prompt + new tokens.
-    std::vector<int64_t> batch{rows[next++]};
-    const int64_t longest = cost[batch[0]];
-    while (next < rows.size() && int64_t(batch.size()) < max_rows_ && longest * int64_t(batch.size() + 1) <= token_budget_)
-      batch.push_back(rows[next++]);
-    ctx.ThrowIfCancelled();
-    KVCache cache;
-    at::Tensor last = Prefill(prompts, batch, std::vector<int64_t>(batch.size(), 1), max_new_tokens, &cache);
-    const int64_t tp = cache.length, cap = cache.capacity;
-    std::vector<int64_t> lens, active(batch.begin(), batch.end());
-    for (size_t i = 0; i < batch.size(); ++i) lens.push_back(prompts.length(batch[i]));
-    at::Tensor valid = at::zeros({int64_t(batch.size()), cap}, at::kBool);
-    for (size_t i = 0; i < batch.size(); ++i) valid[int64_t(i)].narrow(0, 0, lens[i]).fill_(true);
-    for (int64_t step = 0;; ++step) {
-      at::Tensor tokens = Logits(last).argmax(-1).cpu();
-      const int64_t* tok = tokens.data_ptr<int64_t>();
-      std::vector<int64_t> keep;
-      for (size_t i = 0; i < active.size(); ++i) {
-        produced[active[i]].push_back(int32_t(tok[i]));
-        stats_->generated_tokens++;
-        if (!is_eos(tok[i])) keep.push_back(int64_t(i));
-      }
-      if (keep.empty() || step + 1 >= max_new_tokens) break;
-      ctx.ThrowIfCancelled();
-      if (keep.size() < active.size()) {
-        // Drop finished rows from every per-row state, the cache included.
-        at::Tensor idx = at::tensor(keep, at::kLong);
-        at::Tensor idx_d = idx.to(device_);
-        for (size_t l = 0; l < cache.k.size(); ++l) {
-          cache.k[l] = cache.k[l].index_select(0, idx_d);
-          cache.v[l] = cache.v[l].index_select(0, idx_d);
+  if (count > 0) {
+    // Slots: the token budget bounds the cache (slots x capacity), as it bounds a prefill batch.
+    const int64_t slots = std::max<int64_t>(1, std::min({token_budget_ / capacity, max_rows_, count}));
+    KVCache cache = NewCache(slots, capacity);
+    // Masked columns are multiplied by zero weights: they must never hold NaN/inf garbage.
+    for (size_t l = 0; l < cache.k.size(); ++l) cache.k[l].zero_(), cache.v[l].zero_();
+    std::vector<Slot> active;
+    int64_t next = 0;
+    // Columns filled in a slot: its prompt and every produced token but the last.
+    auto filled = [&](const Slot& s) { return s.length + int64_t(produced[s.prompt].size()) - 1; };
+    for (;;) {
+      // Refill free slots from the queue with one batched prefill; a prompt may finish on its
+      // first token, so repeat until the slots are full or the queue is empty.
+      while (int64_t(active.size()) < slots && next < count) {
+        ctx.ThrowIfCancelled();
+        std::vector<int64_t> rows;
+        while (int64_t(active.size() + rows.size()) < slots && next < count) rows.push_back(next++);
+        KVCache scratch;
+        at::Tensor last = Prefill(prompts, rows, std::vector<int64_t>(rows.size(), 1), 0, &scratch);
+        at::Tensor tokens = Logits(last).argmax(-1).cpu();
+        const int64_t* tok = tokens.data_ptr<int64_t>();
+        for (size_t i = 0; i < rows.size(); ++i) {
+          if (take(rows[i], tok[i])) continue;
+          const int64_t row = int64_t(active.size()), len = prompts.length(rows[i]);
+          for (size_t l = 0; l < cache.k.size(); ++l) {
+            cache.k[l][row].narrow(1, 0, len).copy_(scratch.k[l][int64_t(i)].narrow(1, 0, len));
+            cache.v[l][row].narrow(1, 0, len).copy_(scratch.v[l][int64_t(i)].narrow(1, 0, len));
+          }
+          active.push_back({rows[i], len});
         }
-        valid = valid.index_select(0, idx);
-        tokens = tokens.index_select(0, idx);
-        std::vector<int64_t> a2, l2;
-        for (int64_t k : keep) a2.push_back(active[k]), l2.push_back(lens[k]);
-        active.swap(a2);
-        lens.swap(l2);
       }
-      const int64_t b = int64_t(active.size());
-      at::Tensor pos = at::empty({b, 1}, at::kLong);
-      for (int64_t i = 0; i < b; ++i) pos[i][0] = lens[i] + step;
-      valid.select(1, tp + step).fill_(true);
-      at::Tensor mask = valid.narrow(1, 0, tp + step + 1).unsqueeze(1);
-      last = Forward(tokens.view({b, 1}), pos, mask, &cache).view({b, -1});
+      if (active.empty()) break;
+      ctx.ThrowIfCancelled();
+      const int64_t n = int64_t(active.size());
+      at::Tensor ids = at::empty({n}, at::kLong), pos = at::empty({n}, at::kLong);
+      int64_t width = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        ids.data_ptr<int64_t>()[i] = produced[active[i].prompt].back();
+        pos.data_ptr<int64_t>()[i] = filled(active[i]);
+        width = std::max(width, filled(active[i]) + 1);
+      }
+      at::Tensor tokens = Logits(DecodeStep(ids, pos, width, &cache)).argmax(-1).cpu();
+      const int64_t* tok = tokens.data_ptr<int64_t>();
+      std::vector<char> done(n);
+      for (int64_t i = 0; i < n; ++i) done[i] = take(active[i].prompt, tok[i]);
+      // Close the holes from the back: every row after i is alive by the time i is handled.
+      for (int64_t i = n - 1; i >= 0; --i) {
+        if (!done[i]) continue;
+        const int64_t last = int64_t(active.size()) - 1;
+        if (i != last) {
+          const int64_t cols = filled(active[last]);
+          for (size_t l = 0; l < cache.k.size(); ++l) {
+            cache.k[l][i].narrow(1, 0, cols).copy_(cache.k[l][last].narrow(1, 0, cols));
+            cache.v[l][i].narrow(1, 0, cols).copy_(cache.v[l][last].narrow(1, 0, cols));
+          }
+          active[i] = active[last];
+        }
+        active.pop_back();
+      }
     }
-    done_rows += int64_t(batch.size());
-    ctx.Progress(done_rows, prompts.count, "prompts");
   }
   std::vector<int32_t> offsets{0}, ids;
   for (const auto& p : produced) {
