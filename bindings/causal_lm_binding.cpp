@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <array>
 
 #include "bindings/addon_data.h"
 #include "bindings/async_task.h"
@@ -103,8 +104,9 @@ class CausalLMWrap : public Napi::ObjectWrap<CausalLMWrap> {
   }
 
   // contrastive(promptIds, promptOffsets, answerIds, answerOffsets, promptBegin, answerBegin,
-  //             alpha, referenceMethod, controls)
-  //   -> Promise<{perAnswer: Float64Array (item, answer, context), min: Float64Array (item, context)}>
+  //             alpha, referenceMethod, sharePrefix, controls)
+  //   -> Promise<{perAnswer: Float64Array (item, answer, context), min: Float64Array (item, context),
+  //               plainPerAnswer, plainMin: the same for the plain perplexity (context logits only)}>
   Napi::Value Contrastive(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     std::vector<Napi::Value> keep;
@@ -129,21 +131,27 @@ class CausalLMWrap : public Napi::ObjectWrap<CausalLMWrap> {
     if (!info[6].IsNumber()) throw Napi::TypeError::New(env, "alpha must be a number");
     req.alpha = info[6].As<Napi::Number>().DoubleValue();
     req.reference_method = info[7].ToBoolean().Value();
-    auto result = std::make_shared<std::pair<at::Tensor, at::Tensor>>();
+    if (!info[8].IsUndefined() && !info[8].IsBoolean()) throw Napi::TypeError::New(env, "sharePrefix must be a boolean");
+    req.share_prefix = info[8].IsUndefined() || info[8].As<Napi::Boolean>().Value();
+    auto result = std::make_shared<std::array<at::Tensor, 4>>();
     Model model = model_;
     return StartTask(
         env, "gainrag.CausalLM.contrastive",
         [model, req, result](const RunContext& ctx) {
-          result->first = model->ContrastivePerplexity(req, ctx);
-          result->second = MinOverAnswers(req, result->first);
+          auto& r = *result;
+          r[0] = model->ContrastivePerplexity(req, ctx, &r[2]);
+          r[1] = MinOverAnswers(req, r[0]);
+          r[3] = MinOverAnswers(req, r[2]);
         },
         [result](Napi::Env env) -> Napi::Value {
           Napi::Object o = Napi::Object::New(env);
-          o.Set("perAnswer", TensorToTypedArray(env, result->first));
-          o.Set("min", TensorToTypedArray(env, result->second));
+          o.Set("perAnswer", TensorToTypedArray(env, (*result)[0]));
+          o.Set("min", TensorToTypedArray(env, (*result)[1]));
+          o.Set("plainPerAnswer", TensorToTypedArray(env, (*result)[2]));
+          o.Set("plainMin", TensorToTypedArray(env, (*result)[3]));
           return o;
         },
-        ReadControls(info[8]), keep);
+        ReadControls(info[9]), keep);
   }
 
   // lastLogits(ids, offsets, lastN, controls) -> Promise<Float32Array> [count, lastN, vocab]

@@ -36,6 +36,13 @@ export interface ContrastiveResult {
   perAnswer: number[][];
   /** Minimum over answers, per context. */
   min: number[];
+  /**
+   * Plain perplexity per [answer][context]: exp(mean NLL) under the context prompt's logits
+   * alone (alpha 0; the reference's `retrieved_ppl`), from the same forward passes.
+   */
+  plainPerAnswer: number[][];
+  /** Minimum plain perplexity over answers, per context. */
+  plainMin: number[];
 }
 
 /**
@@ -54,6 +61,9 @@ export interface ContrastiveArrowResult {
   perAnswer: Vector<List<List<Float64>>>;
   /** Per item: the minimum over answers, per context prompt. */
   min: Vector<List<Float64>>;
+  /** As perAnswer and min, for the plain perplexity (context logits alone). */
+  plainPerAnswer: Vector<List<List<Float64>>>;
+  plainMin: Vector<List<Float64>>;
 }
 
 export interface ContrastiveOptions extends CallOptions {
@@ -65,6 +75,13 @@ export interface ContrastiveOptions extends CallOptions {
    * with logits at every position, batch size 1 (the reference method; for benchmarks).
    */
   method?: 'cached' | 'reference';
+  /**
+   * Shared-prefix prefill (default true): leading tokens common to the prompts of a batch (chat
+   * header, system prompt, passage label; a title several passages share) are run once and
+   * their keys/values reused. Same results within float rounding; false runs every prompt in
+   * full (for comparisons).
+   */
+  sharePrefix?: boolean;
 }
 
 export interface GenerateOptions extends CallOptions {
@@ -114,9 +131,17 @@ interface NativeCausalLM {
   stats(): CausalLMStats;
   resetStats(): void;
   contrastive(pIds: Int32Array, pOff: Int32Array, aIds: Int32Array, aOff: Int32Array, pBegin: Int32Array, aBegin: Int32Array,
-    alpha: number, reference: boolean, controls: NativeControls): Promise<{ perAnswer: Float64Array; min: Float64Array }>;
+    alpha: number, reference: boolean, sharePrefix: boolean, controls: NativeControls): Promise<ContrastiveFlat>;
   lastLogits(ids: Int32Array, offsets: Int32Array, lastN: number, controls: NativeControls): Promise<Float32Array>;
   generate(ids: Int32Array, offsets: Int32Array, maxNewTokens: number, controls: NativeControls): Promise<{ ids: Int32Array; offsets: Int32Array }>;
+}
+
+/** Engine output of a contrastive call: (item, answer, context) and (item, context) layouts. */
+interface ContrastiveFlat {
+  perAnswer: Float64Array;
+  min: Float64Array;
+  plainPerAnswer: Float64Array;
+  plainMin: Float64Array;
 }
 
 type LoadFn = (dir: string, options: CausalLMOptions) => Promise<NativeCausalLM>;
@@ -267,8 +292,14 @@ export class CausalLM {
     for (let i = 0; i < items.length; i++) {
       const nCtx = pBegin[i + 1] - pBegin[i] - 1;
       const perAnswer: number[][] = [];
-      for (let j = aBegin[i]; j < aBegin[i + 1]; j++, at += nCtx) perAnswer.push(Array.from(out.perAnswer.subarray(at, at + nCtx)));
-      results.push({ perAnswer, min: Array.from(out.min.subarray(atMin, (atMin += nCtx))) });
+      const plainPerAnswer: number[][] = [];
+      for (let j = aBegin[i]; j < aBegin[i + 1]; j++, at += nCtx) {
+        perAnswer.push(Array.from(out.perAnswer.subarray(at, at + nCtx)));
+        plainPerAnswer.push(Array.from(out.plainPerAnswer.subarray(at, at + nCtx)));
+      }
+      const min = Array.from(out.min.subarray(atMin, atMin + nCtx));
+      const plainMin = Array.from(out.plainMin.subarray(atMin, (atMin += nCtx)));
+      results.push({ perAnswer, min, plainPerAnswer, plainMin });
     }
     return results;
   }
@@ -277,7 +308,8 @@ export class CausalLM {
    * Contrastive perplexity over columns (row i: standardPrompts[i], its context prompts and its
    * answers), e.g. straight from an Arrow Table with Utf8 and List<Utf8> columns. Results are
    * Arrow vectors over the engine's output: perAnswer List<List<Float64>> (item -> answer ->
-   * context) and min List<Float64> (item -> context); same numbers as contrastivePerplexity.
+   * context) and min List<Float64> (item -> context), and plainPerAnswer / plainMin likewise;
+   * same numbers as contrastivePerplexity.
    */
   async contrastivePerplexityColumns(columns: ContrastiveColumns, options: ContrastiveOptions = {}): Promise<ContrastiveArrowResult> {
     if (typeof columns !== 'object' || columns === null) throw new TypeError('columns must be {standardPrompts, contextPrompts, answers}');
@@ -305,7 +337,7 @@ export class CausalLM {
     return this.toArrow(batch, await this.score(batch, options));
   }
 
-  private toArrow(batch: ContrastiveBatch, out: { perAnswer: Float64Array; min: Float64Array }): ContrastiveArrowResult {
+  private toArrow(batch: ContrastiveBatch, out: ContrastiveFlat): ContrastiveArrowResult {
     const { pBegin, aBegin } = batch;
     const items = pBegin.length - 1;
     const itemAnswers = aBegin.slice();
@@ -319,15 +351,19 @@ export class CausalLM {
     return {
       perAnswer: float64Lists(out.perAnswer, [itemAnswers, answerRows]) as Vector<List<List<Float64>>>,
       min: float64Lists(out.min, [itemContexts]) as Vector<List<Float64>>,
+      plainPerAnswer: float64Lists(out.plainPerAnswer, [itemAnswers, answerRows]) as Vector<List<List<Float64>>>,
+      plainMin: float64Lists(out.plainMin, [itemContexts]) as Vector<List<Float64>>,
     };
   }
 
   /** Checks, tokenises and runs one flat contrastive batch. */
-  private async score(batch: ContrastiveBatch, options: ContrastiveOptions): Promise<{ perAnswer: Float64Array; min: Float64Array }> {
+  private async score(batch: ContrastiveBatch, options: ContrastiveOptions): Promise<ContrastiveFlat> {
     const alpha = options.alpha ?? 0.5;
     if (typeof alpha !== 'number' || !Number.isFinite(alpha)) throw new RangeError('alpha must be a finite number');
     const method = options.method ?? 'cached';
     if (method !== 'cached' && method !== 'reference') throw new RangeError(`method must be 'cached' or 'reference'`);
+    const sharePrefix = options.sharePrefix ?? true;
+    if (typeof sharePrefix !== 'boolean') throw new TypeError('sharePrefix must be a boolean');
     const { prompts, answers, pBegin, aBegin } = batch;
     const items = pBegin.length - 1;
     for (let i = 0; i < items; i++) {
@@ -341,7 +377,10 @@ export class CausalLM {
         if (prompts[j].length === 0) throw new RangeError(`${batch.promptName(i, j - pBegin[i])} is empty`);
       }
     }
-    if (items === 0) return { perAnswer: new Float64Array(0), min: new Float64Array(0) };
+    if (items === 0) {
+      const none = new Float64Array(0);
+      return { perAnswer: none, min: none, plainPerAnswer: none, plainMin: none };
+    }
     const [p, a] = await Promise.all([
       this.tokenizer.encodeBatch(prompts, { addSpecialTokens: false }),
       this.tokenizer.encodeBatch(answers, { addSpecialTokens: false }),
@@ -364,7 +403,7 @@ export class CausalLM {
     }
     const before = this.model.stats();
     const out = await withControls(options, (controls) =>
-      this.model.contrastive(p.ids, p.offsets, a.ids, a.offsets, pBegin, aBegin, alpha, method === 'reference', controls),
+      this.model.contrastive(p.ids, p.offsets, a.ids, a.offsets, pBegin, aBegin, alpha, method === 'reference', sharePrefix, controls),
     );
     this.lastStats = diffStats(this.model.stats(), before);
     return out;
@@ -416,6 +455,21 @@ export class CausalLM {
   private async generateFlat(batch: Pick<TokenBatch, 'ids' | 'offsets'>, maxNewTokens: number, options: CallOptions): Promise<{ ids: Int32Array; offsets: Int32Array }> {
     const before = this.model.stats();
     const out = await withControls(options, (controls) => this.model.generate(batch.ids, batch.offsets, maxNewTokens, controls));
+    this.lastStats = diffStats(this.model.stats(), before);
+    return out;
+  }
+
+  /**
+   * lastLogits over token ids (flat batch: ids + offsets), e.g. a prompt and an answer tokenised
+   * separately and joined, as contrastive scoring sees them.
+   */
+  async lastLogitsIds(batch: Pick<TokenBatch, 'ids' | 'offsets'>, lastN = 1, options: CallOptions = {}): Promise<Float32Array> {
+    if (!(batch?.ids instanceof Int32Array) || !(batch.offsets instanceof Int32Array) || batch.offsets.length < 2) {
+      throw new TypeError('batch must be {ids: Int32Array, offsets: Int32Array} with at least one row');
+    }
+    if (!Number.isInteger(lastN) || lastN < 1) throw new RangeError('lastN must be a positive integer');
+    const before = this.model.stats();
+    const out = await withControls(options, (controls) => this.model.lastLogits(batch.ids, batch.offsets, lastN, controls));
     this.lastStats = diffStats(this.model.stats(), before);
     return out;
   }

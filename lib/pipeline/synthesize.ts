@@ -2,8 +2,9 @@
 // of the gold answers given each passage (the passage's "gain"), plus a greedy answer per passage
 // scored with regex EM / token F1. Output records use the reference layout
 // {question, answers, prompt_standard, passages: [{title, text, has_answer, retrieval_score,
-// prompt_retrieved, PPL_CD, EM_with_retrieval, F1_with_retrieval}]}, one JSON line per question,
-// in input order.
+// prompt_retrieved, PPL_CD, retrieved_ppl, EM_with_retrieval, F1_with_retrieval}]}, one JSON line
+// per question, in input order. retrieved_ppl is the plain perplexity of the answers given the
+// passage (alpha 0, min over answers), from the same forward passes as PPL_CD.
 //
 // Work is grouped per `batchQuestions` questions: one native contrastivePerplexity call (each
 // prompt prefilled once whatever the number of answers) and one generate call per group.
@@ -50,7 +51,7 @@ export interface SynthesisModel extends ChatTemplater {
   contrastivePerplexity(
     items: { standardPrompt: string; contextPrompts: string[]; answers: string[] }[],
     options?: { alpha?: number; signal?: AbortSignal; onProgress?: (done: number, total: number, note: string) => void },
-  ): Promise<{ perAnswer: number[][]; min: number[] }[]>;
+  ): Promise<{ perAnswer: number[][]; min: number[]; plainMin?: number[] }[]>;
   generate(prompts: string[], options: { maxNewTokens: number; temperature?: number; signal?: AbortSignal }): Promise<{ texts: string[] }>;
 }
 
@@ -278,6 +279,8 @@ export async function synthesize(lm: SynthesisModel, options: SynthesizeOptions)
         for (let attempt = 0; ; attempt++) {
           // Re-tokenising the joined prompt can merge differently at the cut: measure again.
           p.promptText = keep > 0 ? await lm.tokenizer.decode(ids.slice(0, keep), true) : '';
+            // Plain perplexity given the passage (the reference's data2selector sort key).
+            retrieved_ppl: ppl[i].plainMin?.[j] ?? null,
           const [t] = await lm.tokenizer.encodeRaw([wrap(retrievedPrompt(instruction, q.question, p.title, p.promptText))]);
           if (t.length <= q.budget) break;
           if (keep <= 0) {

@@ -65,6 +65,9 @@ struct ContrastiveRequest {
   // Reference method (one full forward per prompt per answer, logits at every position,
   // batch size 1): the bench baseline, and a cross-check of the fast path.
   bool reference_method = false;
+  // Shared-prefix prefill (llama_prefix.h): rows of a batch that begin with the same tokens
+  // (chat header, system prompt, instruction) have that prefix's keys/values computed once.
+  bool share_prefix = true;
 };
 
 class LlamaModel {
@@ -92,8 +95,11 @@ class LlamaModel {
   // Float32 [count, last_n, V]: logits of the last `last_n` positions of each prompt.
   at::Tensor LastLogits(const RaggedTokens& prompts, int64_t last_n, const RunContext& ctx) const;
 
-  // Float64 PPL_CD, flat in item order, then [answer][context] within an item.
-  at::Tensor ContrastivePerplexity(const ContrastiveRequest& req, const RunContext& ctx) const;
+  // Float64 PPL_CD, flat in item order, then [answer][context] within an item. With `plain`,
+  // also the plain perplexity exp(mean NLL under the context logits alone), same layout, from
+  // the same forward passes.
+  at::Tensor ContrastivePerplexity(const ContrastiveRequest& req, const RunContext& ctx,
+                                   at::Tensor* plain = nullptr) const;
 
   // Greedy decoding with continuous batching (llama_generate.cpp): a pool of slots, one decode
   // forward per step over the active ones, a finished slot refilled from the queue at once.
@@ -115,18 +121,20 @@ class LlamaModel {
                        const at::Tensor& mask, KVCache* cache, int64_t index) const;
   // Prefill of the given prompt rows (right padded) into a new cache with `extra_capacity` slots
   // after the longest prompt (cache.length = longest). Returns the final hidden states of the
-  // last keep[i] positions of row i, rows after one another: [sum keep, H].
+  // last keep[i] positions of row i, rows after one another: [sum keep, H]. With share_prefix
+  // the rows' common leading tokens are run once (llama_prefix.h); the result is the same.
   at::Tensor Prefill(const RaggedTokens& prompts, const std::vector<int64_t>& rows, const std::vector<int64_t>& keep,
-                     int64_t extra_capacity, KVCache* cache) const;
+                     int64_t extra_capacity, KVCache* cache, bool share_prefix = false) const;
   // One token per cache row 0..n-1: ids/positions int64 [n] (CPU); row i writes its keys at
   // column positions[i] and attends to columns [0, positions[i]]; width = max position + 1.
   // Returns final-normed hidden [n, H].
   at::Tensor DecodeStep(const at::Tensor& ids, const at::Tensor& positions, int64_t width, KVCache* cache) const;
   // Rows of `tokens` tokens per prefill forward.
   int64_t PrefillRowsPerPass(int64_t tokens) const;
-  void ScoreChunk(const ContrastiveRequest& req, const std::vector<int64_t>& items, double* out,
+  void ScoreChunk(const ContrastiveRequest& req, const std::vector<int64_t>& items, double* out, double* plain,
                   const std::vector<int64_t>& out_offset, const RunContext& ctx, int64_t* done) const;
-  void ScoreReference(const ContrastiveRequest& req, int64_t item, double* out, const RunContext& ctx) const;
+  void ScoreReference(const ContrastiveRequest& req, int64_t item, double* out, double* plain,
+                      const RunContext& ctx) const;
   // Answer-position logits for the prompt rows given, float32 [rows x answer tokens, V]: row
   // after row, each row's answers in order.
   at::Tensor AnswerLogits(const ContrastiveRequest& req, const std::vector<int64_t>& rows,

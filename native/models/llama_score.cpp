@@ -19,6 +19,7 @@
 
 #include "core/error.h"
 #include "models/llama.h"
+#include "models/llama_prefix.h"
 
 namespace gainrag {
 namespace {
@@ -57,55 +58,163 @@ int64_t LlamaModel::PrefillRowsPerPass(int64_t tokens) const {
   return std::max<int64_t>(1, 1024 / tokens);
 }
 
+namespace {
+
+// Shorter common prefixes are not worth their extra forward.
+constexpr int64_t kMinSharedTokens = 8;
+
+// Causal mask [rows, t, before + t] for chunks of t queries after `before` keys every query may
+// see: query j sees the chunk's keys 0..j that are below its row's length (right padding;
+// a padded query still sees the keys before it, so no row is fully masked).
+at::Tensor ChunkMask(int64_t rows, int64_t t, int64_t before, const at::Tensor& lens) {
+  at::Tensor ar = at::arange(t, at::kLong);
+  at::Tensor own = ar.view({1, 1, t}).le(ar.view({1, t, 1})).logical_and(ar.view({1, 1, t}).lt(lens));
+  if (before == 0) return own.expand({rows, t, t});
+  return at::cat({at::ones({rows, t, before}, at::kBool), own.expand({rows, t, t})}, 2);
+}
+
+// Keys/values of every group's shared prefix (plan from PlanSharedPrefix): [groups, kv_heads,
+// longest prefix, head_dim]; group g's slots [0, group_length[g]) are filled. The global prefix
+// runs once, then the groups' longer prefixes together as one chunk over it.
+KVCache SharedPrefixCache(const LlamaModel& model, const RaggedTokens& prompts, const std::vector<int64_t>& rows,
+                          const PrefixPlan& plan) {
+  const int64_t ng = int64_t(plan.group_length.size()), g0 = plan.global;
+  const int64_t longest = *std::max_element(plan.group_length.begin(), plan.group_length.end());
+  KVCache pc = model.NewCache(ng, std::max<int64_t>(longest, 1));
+  if (longest == 0) return pc;
+  auto tokens = [&](int64_t source_row) { return prompts.ids + prompts.offsets[rows[source_row]]; };
+  if (g0 > 0) {
+    KVCache one = model.NewCache(1, g0);
+    at::Tensor ids = at::empty({1, g0}, at::kLong);
+    std::copy(tokens(plan.group_source[0]), tokens(plan.group_source[0]) + g0, ids.data_ptr<int64_t>());
+    model.Forward(ids, at::arange(g0, at::kLong).unsqueeze(0), ChunkMask(1, g0, 0, at::full({1, 1, 1}, g0, at::kLong)),
+                  &one);
+    for (size_t l = 0; l < pc.k.size(); ++l) {
+      pc.k[l].narrow(2, 0, g0).copy_(one.k[l].expand({ng, -1, -1, -1}));
+      pc.v[l].narrow(2, 0, g0).copy_(one.v[l].expand({ng, -1, -1, -1}));
+    }
+  }
+  std::vector<int64_t> longer;
+  int64_t extra = 0;
+  for (int64_t g = 0; g < ng; ++g)
+    if (plan.group_length[g] > g0) longer.push_back(g), extra = std::max(extra, plan.group_length[g] - g0);
+  if (!longer.empty()) {
+    const int64_t n = int64_t(longer.size());
+    KVCache sub = model.NewCache(n, g0 + extra);
+    for (size_t l = 0; l < pc.k.size() && g0 > 0; ++l) {
+      sub.k[l].narrow(2, 0, g0).copy_(pc.k[l].narrow(0, 0, 1).narrow(2, 0, g0).expand({n, -1, -1, -1}));
+      sub.v[l].narrow(2, 0, g0).copy_(pc.v[l].narrow(0, 0, 1).narrow(2, 0, g0).expand({n, -1, -1, -1}));
+    }
+    sub.length = g0;
+    at::Tensor ids = at::zeros({n, extra}, at::kLong), lens = at::empty({n, 1, 1}, at::kLong);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t g = longer[i], e = plan.group_length[g] - g0;
+      std::copy(tokens(plan.group_source[g]) + g0, tokens(plan.group_source[g]) + g0 + e,
+                ids.data_ptr<int64_t>() + i * extra);
+      lens.data_ptr<int64_t>()[i] = e;
+    }
+    at::Tensor pos = (at::arange(extra, at::kLong) + g0).unsqueeze(0).expand({n, extra});
+    model.Forward(ids, pos, ChunkMask(n, extra, g0, lens), &sub);
+    at::Tensor idx = at::tensor(longer, at::kLong).to(model.device());
+    for (size_t l = 0; l < pc.k.size(); ++l) {
+      pc.k[l].narrow(2, g0, extra).index_copy_(0, idx, sub.k[l].narrow(2, g0, extra));
+      pc.v[l].narrow(2, g0, extra).index_copy_(0, idx, sub.v[l].narrow(2, g0, extra));
+    }
+  }
+  pc.length = longest;
+  return pc;
+}
+
+}  // namespace
+
 at::Tensor LlamaModel::Prefill(const RaggedTokens& prompts, const std::vector<int64_t>& rows,
-                               const std::vector<int64_t>& keep, int64_t extra_capacity, KVCache* cache) const {
+                               const std::vector<int64_t>& keep, int64_t extra_capacity, KVCache* cache,
+                               bool share_prefix) const {
   const int64_t b = int64_t(rows.size()), hdim = config_.hidden_size;
-  int64_t tp = 1, real = 0, kept = 0;
-  for (int64_t r : rows) tp = std::max<int64_t>(tp, prompts.length(r)), real += prompts.length(r);
-  for (int64_t k : keep) kept += k;
+  int64_t tp = 1, kept = 0;
+  std::vector<int64_t> limit(b), out_at(b);
+  for (int64_t i = 0; i < b; ++i) {
+    tp = std::max<int64_t>(tp, prompts.length(rows[i]));
+    limit[i] = prompts.length(rows[i]) - keep[i];  // kept positions stay in the suffix
+    out_at[i] = kept;
+    kept += keep[i];
+  }
+  const PrefixPlan plan = PlanSharedPrefix(prompts, rows, limit, share_prefix ? kMinSharedTokens : 0);
   *cache = NewCache(b, tp + extra_capacity);
+  KVCache prefix = SharedPrefixCache(*this, prompts, rows, plan);
   at::Tensor out = at::empty({kept, hdim}, at::TensorOptions().dtype(dtype_).device(device_));
-  kept = 0;
-  // Passes of a few rows each write their slice of the one batch cache; a pass pads to its own
-  // longest prompt (rows come longest first when planned by PlanRows).
-  for (int64_t r0 = 0; r0 < b;) {
+  // Passes of a few rows of one group each write their rows of the one batch cache; a pass pads
+  // to its own longest suffix (rows come longest first when planned by PlanRows). Group by
+  // group, batch order within one: without sharing that is batch order, pass rows contiguous.
+  std::vector<int64_t> order(b);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return plan.group[x] < plan.group[y]; });
+  for (int64_t k0 = 0; k0 < b;) {
+    const int64_t g = plan.group[order[k0]], shared = plan.group_length[g];
     int64_t nr = 0, tps = 1;
-    while (r0 + nr < b) {
-      const int64_t longer = std::max<int64_t>(tps, prompts.length(rows[r0 + nr]));
+    bool contiguous = true;
+    while (k0 + nr < b && plan.group[order[k0 + nr]] == g) {
+      const int64_t longer = std::max<int64_t>(tps, prompts.length(rows[order[k0 + nr]]) - shared);
       if (nr > 0 && nr + 1 > PrefillRowsPerPass(longer)) break;
+      contiguous = contiguous && order[k0 + nr] == order[k0] + nr;
       tps = longer, ++nr;
     }
     at::Tensor ids = at::zeros({nr, tps}, at::kLong), lens = at::empty({nr, 1, 1}, at::kLong);
-    std::vector<int64_t> pick;
+    std::vector<int64_t> pick, dest;
     for (int64_t i = 0; i < nr; ++i) {
-      const int64_t len = prompts.length(rows[r0 + i]);
-      const int32_t* src = prompts.ids + prompts.offsets[rows[r0 + i]];
+      const int64_t row = order[k0 + i], len = prompts.length(rows[row]) - shared;
+      const int32_t* src = prompts.ids + prompts.offsets[rows[row]] + shared;
       std::copy(src, src + len, ids.data_ptr<int64_t>() + i * tps);
       lens.data_ptr<int64_t>()[i] = len;
-      for (int64_t t = len - keep[r0 + i]; t < len; ++t) pick.push_back(i * tps + t);
+      for (int64_t t = len - keep[row], j = 0; t < len; ++t, ++j) pick.push_back(i * tps + t), dest.push_back(out_at[row] + j);
     }
-    // Causal over the real tokens. Right padding: padded queries still see the real prefix, so
-    // no row is fully masked.
-    at::Tensor ar = at::arange(tps, at::kLong);
-    at::Tensor mask = ar.view({1, 1, tps}).le(ar.view({1, tps, 1})).logical_and(ar.view({1, 1, tps}).lt(lens));
+    // The pass's own cache: a view of its rows of the batch cache when they are contiguous,
+    // else a small one copied into the batch cache after.
     KVCache part;
-    part.capacity = cache->capacity;
+    if (!contiguous) part = NewCache(nr, shared + tps);
+    part.capacity = contiguous ? cache->capacity : shared + tps;
     for (size_t l = 0; l < cache->k.size(); ++l) {
-      part.k.push_back(cache->k[l].narrow(0, r0, nr));
-      part.v.push_back(cache->v[l].narrow(0, r0, nr));
+      if (contiguous) {
+        part.k.push_back(cache->k[l].narrow(0, order[k0], nr));
+        part.v.push_back(cache->v[l].narrow(0, order[k0], nr));
+      }
+      if (shared > 0) {
+        part.k[l].narrow(2, 0, shared).copy_(prefix.k[l].narrow(0, g, 1).narrow(2, 0, shared).expand({nr, -1, -1, -1}));
+        part.v[l].narrow(2, 0, shared).copy_(prefix.v[l].narrow(0, g, 1).narrow(2, 0, shared).expand({nr, -1, -1, -1}));
+      }
+    }
+    part.length = shared;
+    at::Tensor pos = (at::arange(tps, at::kLong) + shared).unsqueeze(0).expand({nr, tps});
+    at::Tensor hidden = Forward(ids, pos, ChunkMask(nr, tps, shared, lens), &part);
+    at::Tensor picked = hidden.reshape({nr * tps, hdim}).index_select(0, at::tensor(pick, at::kLong).to(device_));
+    if (dest.front() + int64_t(dest.size()) - 1 == dest.back() && std::is_sorted(dest.begin(), dest.end()))
+      out.narrow(0, dest.front(), int64_t(dest.size())).copy_(picked);
+    else
+      out.index_copy_(0, at::tensor(dest, at::kLong).to(device_), picked);
+    const int64_t filled = shared + tps;
+    at::Tensor idx;
+    if (!contiguous) idx = at::tensor(std::vector<int64_t>(order.begin() + k0, order.begin() + k0 + nr), at::kLong).to(device_);
+    for (size_t l = 0; l < cache->k.size(); ++l) {
+      if (!contiguous) {
+        cache->k[l].narrow(2, 0, filled).index_copy_(0, idx, part.k[l].narrow(2, 0, filled));
+        cache->v[l].narrow(2, 0, filled).index_copy_(0, idx, part.v[l].narrow(2, 0, filled));
+      }
       // Slots past this pass's padding up to the batch length: keys never attended, but they
       // must be finite (0 x NaN garbage would poison the attention output).
-      if (tps < tp) part.k.back().narrow(2, tps, tp - tps).zero_(), part.v.back().narrow(2, tps, tp - tps).zero_();
+      if (filled < tp) {
+        if (contiguous) {
+          part.k[l].narrow(2, filled, tp - filled).zero_(), part.v[l].narrow(2, filled, tp - filled).zero_();
+        } else {
+          cache->k[l].narrow(2, filled, tp - filled).index_fill_(0, idx, 0);
+          cache->v[l].narrow(2, filled, tp - filled).index_fill_(0, idx, 0);
+        }
+      }
     }
-    at::Tensor hidden = Forward(ids, ar.unsqueeze(0).expand({nr, tps}), mask, &part);
-    out.narrow(0, kept, int64_t(pick.size()))
-        .copy_(hidden.reshape({nr * tps, hdim}).index_select(0, at::tensor(pick, at::kLong).to(device_)));
-    kept += int64_t(pick.size());
-    r0 += nr;
+    k0 += nr;
   }
   cache->length = tp;
   stats_->prompt_prefills += b;
-  stats_->prefill_tokens += real;
+  stats_->prefill_tokens += plan.planned_tokens;
   return out;
 }
 
@@ -158,7 +267,7 @@ at::Tensor LlamaModel::AnswerLogits(const ContrastiveRequest& req, const std::ve
   std::vector<int64_t> seq_rows(b);
   std::iota(seq_rows.begin(), seq_rows.end(), 0);
   KVCache cache;
-  at::Tensor pre = Prefill(seqs, seq_rows, keep, chunk, &cache);  // [sum keep, H]
+  at::Tensor pre = Prefill(seqs, seq_rows, keep, chunk, &cache, req.share_prefix);  // [sum keep, H]
   // Counted as answer tokens, not prompt tokens.
   const int64_t first_answer_tokens = int64_t(seq_ids.size()) - std::accumulate(lens.begin(), lens.end(), int64_t(0));
   stats_->prefill_tokens -= first_answer_tokens;
@@ -227,6 +336,13 @@ at::Tensor TokenNll(const at::Tensor& z_ctx, const at::Tensor& z_noctx, const at
   return lp.gather(1, targets.unsqueeze(1)).squeeze(1).neg();
 }
 
+// [2, N] float64 on the host: row 0 the contrastive NLL, row 1 the plain NLL under z_ctx alone
+// (retrieved_ppl); one device-to-host copy for both.
+at::Tensor BothNll(const at::Tensor& z_ctx, const at::Tensor& z_noctx, const at::Tensor& targets, double alpha) {
+  at::Tensor plain = at::log_softmax(z_ctx, -1).gather(1, targets.unsqueeze(1)).squeeze(1).neg();
+  return at::stack({TokenNll(z_ctx, z_noctx, targets, alpha), plain}).to(at::kDouble).cpu();
+}
+
 // PPL_CD per answer from per-token NLLs laid out answer after answer.
 void PerplexityPerAnswer(const double* nll, const std::vector<int64_t>& answer_lens, double* out, int64_t stride) {
   int64_t at_tok = 0;
@@ -240,7 +356,7 @@ void PerplexityPerAnswer(const double* nll, const std::vector<int64_t>& answer_l
 }  // namespace
 
 void LlamaModel::ScoreChunk(const ContrastiveRequest& req, const std::vector<int64_t>& items, double* out,
-                            const std::vector<int64_t>& out_offset, const RunContext& ctx, int64_t* done) const {
+                            double* plain, const std::vector<int64_t>& out_offset, const RunContext& ctx, int64_t* done) const {
   const int64_t n_prompts = req.prompts.count;
   std::vector<int64_t> cost(n_prompts, 0), prompt_item(n_prompts, -1);
   std::vector<int64_t> std_rows, ctx_rows;
@@ -283,21 +399,25 @@ void LlamaModel::ScoreChunk(const ContrastiveRequest& req, const std::vector<int
     std::vector<at::Tensor> z_no, tg;
     for (int64_t item : row_item) z_no.push_back(z_noctx[item]), tg.push_back(targets[item]);
     // One device-to-host copy per batch.
-    at::Tensor host = TokenNll(logits, at::cat(z_no), at::cat(tg), req.alpha).to(at::kDouble).cpu();
+    at::Tensor host = BothNll(logits, at::cat(z_no), at::cat(tg), req.alpha);
     const double* p = host.data_ptr<double>();
+    const double* q = p + host.size(1);
     for (size_t i = 0; i < batch.size(); ++i) {
       const int64_t item = row_item[i];
       const int64_t n_ctx = req.prompt_begin[item + 1] - req.prompt_begin[item] - 1;
       const int64_t c = batch[i] - req.prompt_begin[item] - 1;
       PerplexityPerAnswer(p, answer_lens[item], out + out_offset[item] + c, n_ctx);
+      PerplexityPerAnswer(q, answer_lens[item], plain + out_offset[item] + c, n_ctx);
       p += targets[item].size(0);
+      q += targets[item].size(0);
     }
     *done += int64_t(batch.size());
     ctx.Progress(*done, req.prompts.count, "prompts");
   }
 }
 
-void LlamaModel::ScoreReference(const ContrastiveRequest& req, int64_t item, double* out, const RunContext& ctx) const {
+void LlamaModel::ScoreReference(const ContrastiveRequest& req, int64_t item, double* out, double* plain,
+                                const RunContext& ctx) const {
   const int64_t p0 = req.prompt_begin[item], n_ctx = req.prompt_begin[item + 1] - p0 - 1;
   for (int64_t a = req.answer_begin[item]; a < req.answer_begin[item + 1]; ++a) {
     const int64_t len = req.answers.length(a);
@@ -317,14 +437,17 @@ void LlamaModel::ScoreReference(const ContrastiveRequest& req, int64_t item, dou
       if (p == p0) {
         z_noctx = z;
       } else {
-        at::Tensor nll = TokenNll(z, z_noctx, targets, req.alpha).to(at::kDouble).cpu();
-        PerplexityPerAnswer(nll.data_ptr<double>(), {len}, out + (a - req.answer_begin[item]) * n_ctx + (p - p0 - 1), 1);
+        at::Tensor nll = BothNll(z, z_noctx, targets, req.alpha);
+        const int64_t at = (a - req.answer_begin[item]) * n_ctx + (p - p0 - 1);
+        PerplexityPerAnswer(nll.data_ptr<double>(), {len}, out + at, 1);
+        PerplexityPerAnswer(nll.data_ptr<double>() + len, {len}, plain + at, 1);
       }
     }
   }
 }
 
-at::Tensor LlamaModel::ContrastivePerplexity(const ContrastiveRequest& req, const RunContext& ctx) const {
+at::Tensor LlamaModel::ContrastivePerplexity(const ContrastiveRequest& req, const RunContext& ctx,
+                                             at::Tensor* plain) const {
   c10::InferenceMode guard;
   const int64_t max_pos = config_.max_position_embeddings;
   std::vector<int64_t> out_offset(req.items + 1, 0);
@@ -357,10 +480,13 @@ at::Tensor LlamaModel::ContrastivePerplexity(const ContrastiveRequest& req, cons
     GR_CHECK(req.prompts.ids[k] >= 0 && req.prompts.ids[k] < config_.vocab_size, kInvalidArgument, "prompt token id ",
              req.prompts.ids[k], " out of range");
   at::Tensor out = at::full({out_offset[req.items]}, std::nan(""), at::kDouble);
+  at::Tensor plain_out = at::full({out_offset[req.items]}, std::nan(""), at::kDouble);
+  if (plain) *plain = plain_out;
   double* o = out.data_ptr<double>();
+  double* po = plain_out.data_ptr<double>();
   if (req.reference_method) {
     for (int64_t i = 0; i < req.items; ++i) {
-      ScoreReference(req, i, o + out_offset[i], ctx);
+      ScoreReference(req, i, o + out_offset[i], po + out_offset[i], ctx);
       ctx.Progress(i + 1, req.items, "items");
     }
     return out;
@@ -375,7 +501,7 @@ at::Tensor LlamaModel::ContrastivePerplexity(const ContrastiveRequest& req, cons
     chunk.push_back(i);
     chunk_tokens += tokens;
     if (chunk_tokens >= limit || i + 1 == req.items) {
-      ScoreChunk(req, chunk, o, out_offset, ctx, &done);
+      ScoreChunk(req, chunk, o, po, out_offset, ctx, &done);
       chunk.clear();
       chunk_tokens = 0;
     }
