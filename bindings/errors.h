@@ -6,6 +6,8 @@
 
 #include <string>
 
+#include "core/error.h"
+
 namespace gainrag::node {
 
 struct NativeFailure {
@@ -18,6 +20,7 @@ NativeFailure CaptureCurrentException();
 
 Napi::Error MakeError(Napi::Env env, const NativeFailure& failure);
 Napi::Error MakeError(Napi::Env env, const std::string& code, const std::string& message);
+Napi::Error MakeError(Napi::Env env, ErrorCode code, const std::string& message);
 
 // Runs `fn` on the JS thread and rethrows any C++ failure as a JS error with a code.
 template <typename Fn>

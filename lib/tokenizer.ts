@@ -3,6 +3,12 @@
 // ids[offsets[i] .. offsets[i+1])). Pairs are tokenised as two flat batches (each distinct
 // query once) and joined with the model's post-processor template, with the same truncation
 // rules as `tokenizers` (checked against it in test/tokenizer.test.ts).
+//
+// Texts are cut before tokenising when a length limit applies (cutForTokens): tokenising a
+// 50 MB passage in full only to keep its first 512 tokens took minutes and gigabytes. The cut
+// keeps MAX_CHARS_PER_TOKEN characters per allowed token and ends at whitespace, so the tokens
+// that survive the exact truncation afterwards are the same as without the cut; texts shorter
+// than the bound (every realistic one) are not touched at all.
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Tokenizer as HfTokenizer } from 'tokenizers';
@@ -17,6 +23,38 @@ export interface TokenBatch {
   typeIds?: Int32Array;
   /** rows whose text was cut to fit maxLength */
   truncated: number;
+}
+
+/**
+ * Characters one token may cover, as an upper bound for cutting text before tokenising. Large on
+ * purpose: WordPiece turns a word of up to 100 characters into pieces (longer ones into one
+ * [UNK]) and BPE merges rarely span more than ~20, so a prefix of maxTokens * 128 characters
+ * still yields more than maxTokens tokens for anything but pathological input.
+ */
+export const MAX_CHARS_PER_TOKEN = 128;
+
+/**
+ * The prefix of `text` that tokenising needs when at most `maxTokens` tokens are kept: the text
+ * itself when it is no longer than maxTokens * MAX_CHARS_PER_TOKEN characters, otherwise about
+ * that many, ending at whitespace (never inside a word or a surrogate pair).
+ */
+export function cutForTokens(text: string, maxTokens: number): string {
+  const limit = Math.max(1, Math.ceil(maxTokens)) * MAX_CHARS_PER_TOKEN;
+  if (text.length <= limit) return text;
+  // The last whitespace in the final stretch before the limit; without one, cut at the limit.
+  const window = Math.min(4096, Math.floor(limit / 4));
+  const tail = text.slice(limit - window, limit);
+  let cut = limit;
+  for (let i = tail.length - 1; i >= 0; i--) {
+    const c = tail.charCodeAt(i);
+    if (c === 32 || c === 10 || c === 9 || c === 13 || c === 0x3000 || c === 0xa0) {
+      cut = limit - window + i;
+      break;
+    }
+  }
+  const last = text.charCodeAt(cut - 1);
+  if (last >= 0xd800 && last <= 0xdbff) cut--; // keep surrogate pairs whole
+  return text.slice(0, cut);
 }
 
 export type TruncationStrategy = 'only_second' | 'only_first' | 'longest_first';
@@ -114,10 +152,22 @@ export class Tokenizer {
     return { single: count(this.template.single), pair: count(this.template.pair) };
   }
 
-  /** Raw token ids per text, no special tokens, no truncation. */
-  async encodeRaw(texts: string[]): Promise<number[][]> {
+  /**
+   * Raw token ids per text, no special tokens. With `maxTokens`, a text longer than
+   * cutForTokens' bound for maxTokens + 1 tokens is cut before tokenising, so a row may be
+   * shorter than the full text's but is still longer than maxTokens whenever the text is
+   * (rows are not clipped: longest_first compares the true lengths of texts under the bound).
+   */
+  async encodeRaw(texts: string[], options: { maxTokens?: number } = {}): Promise<number[][]> {
+    if (!Array.isArray(texts)) throw new TypeError('texts must be an array of strings');
     if (texts.length === 0) return [];
-    const encodings = await this.hf.encodeBatch(texts, { addSpecialTokens: false });
+    for (let i = 0; i < texts.length; i++) {
+      if (typeof texts[i] !== 'string') throw new TypeError(`texts[${i}] must be a string, got ${typeof texts[i]}`);
+    }
+    const max = options.maxTokens;
+    if (max !== undefined && (!Number.isInteger(max) || max < 0)) throw new RangeError(`maxTokens must be an integer >= 0, got ${String(max)}`);
+    const input = max === undefined ? texts : texts.map((t) => cutForTokens(t, max + 1));
+    const encodings = await this.hf.encodeBatch(input, { addSpecialTokens: false });
     return encodings.map((e) => e.getIds());
   }
 
@@ -127,10 +177,10 @@ export class Tokenizer {
    */
   async encodeBatch(texts: string[], options: { maxLength?: number; addSpecialTokens?: boolean } = {}): Promise<TokenBatch> {
     const add = options.addSpecialTokens ?? true;
-    const raw = await this.encodeRaw(texts);
     const specials = add ? this.specialTokens.single : 0;
     const budget = options.maxLength === undefined ? Infinity : options.maxLength - specials;
     if (budget < 0) throw new RangeError(`maxLength ${options.maxLength} is shorter than the ${specials} special tokens`);
+    const raw = await this.encodeRaw(texts, Number.isFinite(budget) ? { maxTokens: budget } : {});
     const out = new Builder();
     let truncated = 0;
     for (const ids of raw) {
@@ -160,9 +210,10 @@ export class Tokenizer {
     }
     const uniqueFirst = [...new Set(first)];
     const firstIds = new Map<string, number[]>();
-    const encodedFirst = await this.encodeRaw(uniqueFirst);
+    // Neither side can keep more than `budget` tokens, so neither is tokenised past that.
+    const encodedFirst = await this.encodeRaw(uniqueFirst, { maxTokens: budget });
     uniqueFirst.forEach((t, i) => firstIds.set(t, encodedFirst[i]));
-    const secondIds = await this.encodeRaw(second);
+    const secondIds = await this.encodeRaw(second, { maxTokens: budget });
     const out = new Builder();
     let truncated = 0;
     for (let i = 0; i < first.length; i++) {

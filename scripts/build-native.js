@@ -7,7 +7,7 @@
 // When none is found and we run as root on Debian/Ubuntu, libtorch-dev is installed with apt
 // (and said so); otherwise the script stops with what to do.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus } from 'node:os';
 import path from 'node:path';
@@ -84,6 +84,8 @@ function ensureTorch() {
 }
 
 function newestMtime(dir) {
+  // An installed package has no test/ (package.json `files`): a missing directory is no source.
+  if (!existsSync(dir)) return 0;
   let newest = 0;
   for (const entry of readdirSync(dir, { withFileTypes: true })) {
     const p = path.join(dir, entry.name);
@@ -105,6 +107,17 @@ function upToDate() {
 function main() {
   if (process.env.GAINRAG_SKIP_NATIVE_BUILD === '1') {
     log('GAINRAG_SKIP_NATIVE_BUILD=1: not building the addon');
+    return;
+  }
+  // A .node built elsewhere for this platform (CI caches, the packaging test): used as is, so an
+  // install does not need a compiler or LibTorch headers.
+  const prebuilt = process.env.GAINRAG_PREBUILT_ADDON;
+  if (prebuilt) {
+    if (!existsSync(prebuilt)) throw new Error(`GAINRAG_PREBUILT_ADDON=${prebuilt} does not exist`);
+    const dest = path.join(buildDir, 'Release', 'gainrag.node');
+    mkdirSync(path.dirname(dest), { recursive: true });
+    copyFileSync(prebuilt, dest);
+    log(`using the prebuilt addon ${prebuilt} (GAINRAG_PREBUILT_ADDON)`);
     return;
   }
   if (!force && upToDate()) {

@@ -82,7 +82,12 @@ test('a checkpoint reloads in CrossEncoder.load with identical scores; re-saving
   const expected = await t.score(q, p);
   const ce = await CrossEncoder.load(dir);
   const got = await ce.score(q, p, { maxLength: 64 });
-  assert.deepEqual(Array.from(got), Array.from(expected));
+  // Same weights, two code paths: the trainer scores with its unfused training modules,
+  // CrossEncoder with the fused inference encoder. Summation order differs, so the scores agree
+  // to float32 rounding (~1e-7 measured), not bitwise; 1e-5 relative is far below the training
+  // change checked next (> 1e-3).
+  assert.equal(got.length, expected.length);
+  assert.ok(maxRelDiff(got, expected, 1e-3) < 1e-5, `max rel diff ${maxRelDiff(got, expected, 1e-3)}`);
   const untrained = await (await CrossEncoder.load(model)).score(q, p, { maxLength: 64 });
   assert.ok(maxRelDiff(got, untrained) > 1e-3, 'the saved weights are the trained ones');
 });

@@ -13,7 +13,8 @@
 // the partial file with {append: true} and continue where it stopped.
 import { createReadStream, closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
-import { GainragError } from '../errors.js';
+import { GainragError, ioError } from '../errors.js';
+import { claimOutput, type OutputLock } from './output.js';
 import { parseJson, stringifyJson } from './json-values.js';
 
 export interface RecordAt {
@@ -60,14 +61,40 @@ export async function* readRecords(file: string): AsyncGenerator<RecordAt> {
     }
   } catch (err) {
     if (err instanceof GainragError) throw err;
-    const e = err as NodeJS.ErrnoException;
-    throw new GainragError('E_IO', `${file}: ${e.message}`, { cause: err });
+    throw ioError(err, `cannot read ${file}`);
   } finally {
     stream.destroy();
   }
 }
 
+// Records deeper than this are refused when read: V8 parses any depth, but every recursive step
+// after it (JSON.stringify in a writer, validation walks) overflows the stack with an uncoded
+// RangeError. Real QA records are < 10 levels deep.
+export const MAX_RECORD_DEPTH = 256;
+
+/** E_DATA 'NAME:LINE: ...' when `text` (one JSON document) nests deeper than MAX_RECORD_DEPTH. */
+export function checkDepth(text: string, line: number, name: string): void {
+  // Cheap bound first: a document cannot be deeper than its number of opening brackets.
+  let opens = 0;
+  for (let i = text.indexOf('[') ; i >= 0 && opens <= MAX_RECORD_DEPTH; i = text.indexOf('[', i + 1)) opens++;
+  for (let i = text.indexOf('{') ; i >= 0 && opens <= MAX_RECORD_DEPTH; i = text.indexOf('{', i + 1)) opens++;
+  if (opens <= MAX_RECORD_DEPTH) return;
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 92) i++; // skip the escaped character
+      else if (c === 34) inString = false;
+    } else if (c === 34) inString = true;
+    else if (c === 91 || c === 123) {
+      if (++depth > MAX_RECORD_DEPTH) throw new GainragError('E_DATA', `${name}:${line}: record is nested deeper than ${MAX_RECORD_DEPTH} levels`);
+    } else if (c === 93 || c === 125) depth--;
+  }
+}
+
 function parseLine(text: string, line: number, name: string): RecordAt {
+  checkDepth(text, line, name);
   try {
     return { record: parseJson(text), line };
   } catch (err) {
@@ -195,6 +222,8 @@ export interface AtomicJsonlWriterOptions {
    * crash is cut off first, so every line in the file is a complete record.
    */
   append?: boolean;
+  /** Files the job reads: opening refuses an output that is one of them (E_INVALID_ARG). */
+  inputs?: string[];
 }
 
 /** JSONL writer that only publishes the file under its final name once complete. */
@@ -207,6 +236,8 @@ export class AtomicJsonlWriter {
   private buffer: string[] = [];
   private buffered = 0;
   private readonly appendMode: boolean;
+  // `<path>.lock`: no second writer (another process, or this one) can open the same output.
+  private lock: OutputLock | undefined;
   // Writes use explicit positions: an fd opened 'r+' for resuming starts at offset 0.
   private position: number;
 
@@ -219,17 +250,32 @@ export class AtomicJsonlWriter {
     this.appendMode = append;
   }
 
+  private releaseLock(): void {
+    this.lock?.release();
+    this.lock = undefined;
+  }
+
+  /**
+   * Validates the output (see lib/io/output.ts: no directory, link, FIFO or input file) and
+   * locks it before anything is written. Errors: E_INVALID_ARG, E_LOCKED, E_IO.
+   */
   static open(file: string, options: AtomicJsonlWriterOptions = {}): AtomicJsonlWriter {
+    const { lock } = claimOutput(file, 'file', { inputs: options.inputs });
     const partial = `${file}.partial`;
     try {
+      let w: AtomicJsonlWriter;
       if (options.append && existsSync(partial)) {
         const fd = openSync(partial, 'r+');
         const kept = cutToLastNewline(fd);
-        return new AtomicJsonlWriter(file, fd, kept.lines, true, kept.bytes);
+        w = new AtomicJsonlWriter(file, fd, kept.lines, true, kept.bytes);
+      } else {
+        w = new AtomicJsonlWriter(file, openSync(partial, 'w'), 0, options.append ?? false, 0);
       }
-      return new AtomicJsonlWriter(file, openSync(partial, 'w'), 0, options.append ?? false, 0);
+      w.lock = lock;
+      return w;
     } catch (err) {
-      throw new GainragError('E_IO', `cannot open ${partial} for writing: ${(err as Error).message}`, { cause: err });
+      lock.release();
+      throw ioError(err, `cannot open ${partial} for writing`);
     }
   }
 
@@ -260,7 +306,7 @@ export class AtomicJsonlWriter {
         this.position += n;
       }
     } catch (err) {
-      throw new GainragError('E_IO', `${this.partialPath}: write failed: ${(err as Error).message}`, { cause: err });
+      throw ioError(err, `${this.partialPath}: write failed`);
     }
   }
 
@@ -275,7 +321,9 @@ export class AtomicJsonlWriter {
       closeSync(fd);
       renameSync(this.partialPath, this.path);
     } catch (err) {
-      throw new GainragError('E_IO', `${this.path}: cannot finish the output: ${(err as Error).message}`, { cause: err });
+      throw ioError(err, `${this.path}: cannot finish the output`);
+    } finally {
+      this.releaseLock();
     }
   }
 
@@ -293,6 +341,7 @@ export class AtomicJsonlWriter {
       this.fd = undefined;
       if (fd !== undefined) closeSync(fd);
       if (!keep) rmSync(this.partialPath, { force: true });
+      this.releaseLock();
     }
   }
 }

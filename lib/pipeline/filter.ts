@@ -68,7 +68,7 @@ export function emFlag(v: unknown): boolean | undefined {
 export async function filterSynthesized(options: { data: string; out: string; signal?: AbortSignal; warn?: (m: string) => void }): Promise<FilterSummary> {
   const summary: FilterSummary = { records: 0, kept: 0, skipped: 0, badScores: 0 };
   const warn = options.warn ?? (() => undefined);
-  const writer = AtomicJsonlWriter.open(options.out);
+  const writer = AtomicJsonlWriter.open(options.out, { inputs: [options.data] });
   try {
     for await (const { record, line } of readRecords(options.data)) {
       if (options.signal?.aborted) throw new GainragError('E_CANCELLED', 'filter was cancelled');

@@ -92,7 +92,7 @@ export async function toSelector(options: ToSelectorOptions): Promise<ToSelector
   if (!SCORE_FIELDS.includes(scoreField)) throw new RangeError(`scoreField must be one of ${SCORE_FIELDS.join(', ')}, got ${String(scoreField)}`);
   const warn = options.warn ?? (() => undefined);
   const summary: ToSelectorSummary = { records: 0, written: 0, skipped: 0, droppedPassages: 0, badScores: 0, scoreField };
-  const writer = AtomicJsonlWriter.open(options.out);
+  const writer = AtomicJsonlWriter.open(options.out, { inputs: [options.data] });
   try {
     for await (const { record, line } of readRecords(options.data)) {
       if (options.signal?.aborted) throw new GainragError('E_CANCELLED', 'to-selector was cancelled');

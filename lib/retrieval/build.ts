@@ -1,13 +1,14 @@
 // Index directories with a passage store: built by embedding a passage file with an encoder,
 // or imported from precomputed embeddings (.npy). The directory is assembled under
 // `<out>.partial` and renamed into place only when complete.
-import { createReadStream, existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { GainragError } from '../errors.js';
+import { GainragError, ioError } from '../errors.js';
+import { acquireOutputLock, validateOutput, type OutputLock } from '../io/output.js';
 import type { CallOptions } from '../controls.js';
 import { Encoder, type Device } from '../models/encoder.js';
 import { npyInfo, type IndexDType, type IndexMetric } from './dense-index.js';
-import { DenseIndexWriter } from './index-writer.js';
+import { DenseIndexWriter, INDEX_FORMAT } from './index-writer.js';
 import { PassageStoreWriter, readPassages, type Passage } from './passages.js';
 
 export interface BuildProgress {
@@ -42,24 +43,74 @@ export async function countPassages(file: string): Promise<number> {
   return /\.tsv$/i.test(file) ? Math.max(0, lines - 1) : lines;
 }
 
-function prepareOut(out: string): string {
-  if (existsSync(out) && !(statSync(out).isDirectory() && existsSync(path.join(out, 'manifest.json')))) {
-    throw new GainragError('E_IO', `${out} exists and is not an index directory; refusing to replace it`);
+// Marker file inside `<out>.partial`: says the directory is a half-built gainrag index, so a
+// later run may remove it. A `<out>.partial` without it is someone's data and is left alone.
+const PARTIAL_MARKER = '.gainrag-partial';
+
+/** True for a directory holding a gainrag dense index manifest (format, not just the file name). */
+export function isGainragIndexDir(dir: string): boolean {
+  try {
+    const m = JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as { format?: unknown };
+    return m?.format === INDEX_FORMAT;
+  } catch {
+    return false;
   }
+}
+
+function isEmptyDir(dir: string): boolean {
+  try {
+    return readdirSync(dir).length === 0;
+  } catch {
+    return false;
+  }
+}
+
+interface PreparedOut {
+  tmp: string;
+  lock: OutputLock;
+}
+
+/**
+ * Validates and locks `out`, then makes a fresh `<out>.partial`. Only a gainrag index (or an
+ * empty directory) at `out`, and only our own half-built `<out>.partial`, may be replaced.
+ * Errors: E_INVALID_ARG, E_LOCKED, E_IO.
+ */
+function prepareOut(out: string, inputs: string[]): PreparedOut {
+  validateOutput(out, 'dir', { inputs, label: 'out' });
+  if (existsSync(out) && !isGainragIndexDir(out) && !isEmptyDir(out)) {
+    throw new GainragError('E_INVALID_ARG', `${out} exists and is not a gainrag index (no manifest.json with format "${INDEX_FORMAT}"); refusing to replace it`);
+  }
+  const lock = acquireOutputLock(out);
   const tmp = `${out}.partial`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  return tmp;
+  try {
+    if (existsSync(tmp)) {
+      if (!existsSync(path.join(tmp, PARTIAL_MARKER)) && !isEmptyDir(tmp)) {
+        throw new GainragError('E_INVALID_ARG', `${tmp} exists and is not a partial gainrag index; remove or rename it first`);
+      }
+      rmSync(tmp, { recursive: true, force: true });
+    }
+    mkdirSync(tmp, { recursive: true });
+    writeFileSync(path.join(tmp, PARTIAL_MARKER), `${process.pid}\n`);
+  } catch (err) {
+    lock.release();
+    throw ioError(err, `cannot prepare ${tmp}`);
+  }
+  return { tmp, lock };
 }
 
 function publish(tmp: string, out: string): void {
-  if (existsSync(out)) {
-    const old = `${out}.old-${process.pid}`;
-    renameSync(out, old);
-    renameSync(tmp, out);
-    rmSync(old, { recursive: true, force: true });
-  } else {
-    renameSync(tmp, out);
+  try {
+    rmSync(path.join(tmp, PARTIAL_MARKER), { force: true });
+    if (existsSync(out)) {
+      const old = `${out}.old-${process.pid}`;
+      renameSync(out, old);
+      renameSync(tmp, out);
+      rmSync(old, { recursive: true, force: true });
+    } else {
+      renameSync(tmp, out);
+    }
+  } catch (err) {
+    throw ioError(err, `cannot publish ${out}`);
   }
 }
 
@@ -71,9 +122,10 @@ export function passageText(p: Passage, withTitle: boolean): string {
 export async function buildIndex(options: BuildIndexOptions): Promise<number> {
   const batchSize = options.batchSize ?? 256;
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError('batchSize must be a positive integer');
+  validateOutput(options.out, 'dir', { inputs: [options.passages], label: 'out' }); // before the model load
   const encoder = await Encoder.load(options.encoder, { device: options.device, maxLength: options.maxLength });
   const total = await countPassages(options.passages);
-  const tmp = prepareOut(options.out);
+  const { tmp, lock } = prepareOut(options.out, [options.passages]);
   const store = new PassageStoreWriter(tmp);
   const writer = DenseIndexWriter.create(tmp, encoder.dim, { dtype: options.dtype, metric: options.metric });
   try {
@@ -103,6 +155,8 @@ export async function buildIndex(options: BuildIndexOptions): Promise<number> {
     store.abort();
     rmSync(tmp, { recursive: true, force: true });
     throw err;
+  } finally {
+    lock.release();
   }
 }
 
@@ -117,7 +171,7 @@ export interface ImportIndexOptions extends CallOptions {
 /** Index directory from a float32/float16 .npy (row i = passage i of the passage file). */
 export async function importIndex(options: ImportIndexOptions): Promise<number> {
   const info = npyInfo(options.vectors);
-  const tmp = prepareOut(options.out);
+  const { tmp, lock } = prepareOut(options.out, [options.vectors, options.passages]);
   const store = new PassageStoreWriter(tmp);
   try {
     for await (const p of readPassages(options.passages)) store.add(p);
@@ -139,5 +193,7 @@ export async function importIndex(options: ImportIndexOptions): Promise<number> 
     store.abort();
     rmSync(tmp, { recursive: true, force: true });
     throw err;
+  } finally {
+    lock.release();
   }
 }

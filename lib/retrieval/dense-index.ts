@@ -2,7 +2,9 @@
 // engine. Vectors and queries cross the boundary as borrowed Float32Arrays; results come back as
 // external typed arrays. See native/index/dense_index.h for the on-disk format.
 import { Type, type Vector } from 'apache-arrow';
+import { checkNotShared } from '../errors.js';
 import { withControls, type CallOptions } from '../controls.js';
+import { GainragError } from '../errors.js';
 import { native, type NativeControls } from '../native.js';
 
 export type IndexDType = 'float32' | 'float16' | 'bfloat16';
@@ -99,7 +101,10 @@ function toIds(ids: BigInt64Array | readonly number[] | undefined, n: number): B
 
 /** Row-major queries from a Float32Array or an Arrow FixedSizeList<Float32> (copy only when chunked or sliced oddly). */
 export function queryMatrix(queries: QueryInput, dim: number): Float32Array {
-  if (queries instanceof Float32Array) return queries;
+  if (queries instanceof Float32Array) {
+    checkNotShared(queries, 'queries');
+    return queries;
+  }
   const v = queries as Vector;
   if (v === null || typeof v !== 'object' || !('type' in v) || !Array.isArray((v as { data?: unknown }).data)) {
     throw new TypeError('queries must be a Float32Array or an Arrow FixedSizeList<Float32> vector');
@@ -183,6 +188,7 @@ export class DenseIndex {
   /** Appends rows; ids default to consecutive integers after the largest id so far. Duplicate ids: E_INDEX. */
   async add(vectors: Float32Array, ids?: BigInt64Array | readonly number[], options: CallOptions = {}): Promise<void> {
     if (!(vectors instanceof Float32Array)) throw new TypeError('vectors must be a Float32Array');
+    checkNotShared(vectors, 'vectors');
     if (vectors.length % this.dim !== 0) throw new RangeError(`vectors length ${vectors.length} is not a multiple of dim ${this.dim}`);
     const idArray = toIds(ids, vectors.length / this.dim);
     await withControls(options, (controls) => this.raw.add(vectors, idArray, controls));

@@ -3,6 +3,7 @@
 // (manifest last). Rows get ids 0..count-1 in append order.
 import { withControls, type CallOptions } from '../controls.js';
 import { native, type NativeControls } from '../native.js';
+import { validateOutput } from '../io/output.js';
 import type { DenseIndexOptions } from './dense-index.js';
 
 interface NativeDenseIndexWriter {
@@ -12,6 +13,9 @@ interface NativeDenseIndexWriter {
   finish(): Promise<number>;
   abort(): void;
 }
+
+/** The `format` in every index manifest.json (native/index/index_files.cpp writes it). */
+export const INDEX_FORMAT = 'gainrag-dense-index';
 
 type WriterCtor = new (dir: string, dim: number, dtype: string, metric: string) => NativeDenseIndexWriter;
 
@@ -32,6 +36,7 @@ export class DenseIndexWriter {
     const metric = options.metric ?? 'ip';
     if (!['float32', 'float16', 'bfloat16'].includes(dtype)) throw new TypeError(`dtype must be float32, float16 or bfloat16, got ${String(dtype)}`);
     if (metric !== 'ip' && metric !== 'cosine') throw new TypeError(`metric must be 'ip' or 'cosine', got ${String(metric)}`);
+    validateOutput(dir, 'dir', { label: 'dir' }); // not a file, link or FIFO; parent writable
     const Ctor = (native() as unknown as { DenseIndexWriter: WriterCtor }).DenseIndexWriter;
     return new DenseIndexWriter(new Ctor(dir, dim, dtype, metric), dim);
   }

@@ -1,7 +1,8 @@
 // Small .npy reader/writer for float32 matrices in JS (queries, test data, benchmarks). Large
 // corpora are mapped natively instead (DenseIndex.fromNpy / `gainrag index import`).
-import { closeSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
-import { GainragError } from '../errors.js';
+import { readFileSync } from 'node:fs';
+import { GainragError, ioError } from '../errors.js';
+import { validateOutput, writeFileAtomic } from '../io/output.js';
 
 export interface NpyMatrix {
   data: Float32Array;
@@ -11,7 +12,12 @@ export interface NpyMatrix {
 
 /** Reads a little-endian float32, C-order, 2-D .npy file (v1-v3 headers). Errors: E_DATA. */
 export function readNpyFloat32(path: string): NpyMatrix {
-  const buf = readFileSync(path);
+  let buf: Buffer;
+  try {
+    buf = readFileSync(path);
+  } catch (err) {
+    throw ioError(err, `cannot read ${path}`);
+  }
   const fail = (msg: string): never => {
     throw new GainragError('E_DATA', `${path}: ${msg}`);
   };
@@ -19,6 +25,7 @@ export function readNpyFloat32(path: string): NpyMatrix {
   const major = buf[6];
   const headerStart = major === 1 ? 10 : 12;
   if (major !== 1 && major !== 2 && major !== 3) fail(`unsupported .npy version ${major}`);
+  if (buf.length < headerStart) fail('truncated .npy header');
   const headerLen = major === 1 ? buf.readUInt16LE(8) : buf.readUInt32LE(8);
   const offset = headerStart + headerLen;
   if (offset > buf.length) fail('truncated .npy header');
@@ -29,7 +36,7 @@ export function readNpyFloat32(path: string): NpyMatrix {
   if (descr !== '<f4') fail(`dtype ${String(descr)} is not little-endian float32 ('<f4')`);
   if (fortran !== 'False') fail('array is not in C order');
   const dims = (shape ?? '').split(',').map((s) => s.trim()).filter((s) => s.length > 0).map(Number);
-  if (dims.length !== 2 || !dims.every((d) => Number.isInteger(d) && d >= 0)) fail(`expected a 2-D array, shape is (${shape})`);
+  if (dims.length !== 2 || !dims.every((d) => Number.isSafeInteger(d) && d >= 0)) fail(`expected a 2-D array, shape is (${shape})`);
   const [rows, cols] = dims;
   if (buf.length - offset !== rows * cols * 4) fail(`data has ${buf.length - offset} bytes, shape (${rows}, ${cols}) needs ${rows * cols * 4}`);
   // Copy into an aligned buffer: the data offset inside the file buffer need not be 4-aligned in memory.
@@ -51,14 +58,7 @@ export function writeNpyFloat32(path: string, data: Float32Array, rows: number, 
   head[7] = 0;
   head.writeUInt16LE(header.length, 8);
   head.write(header, 10, 'latin1');
-  const tmp = `${path}.partial`;
-  const fd = openSync(tmp, 'w');
-  try {
-    writeSync(fd, head);
-    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off, Math.min(1 << 26, bytes.length - off));
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
+  validateOutput(path, 'file', { label: 'path' });
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  writeFileAtomic(path, [head, bytes]);
 }

@@ -204,7 +204,14 @@ export class PassageStore {
   get(row: number): Passage {
     if (!Number.isInteger(row) || row < 0 || row >= this.size) throw new GainragError('E_INDEX', `passage row ${row} is outside the store (size ${this.size})`);
     const start = this.offsets[row];
-    const length = this.offsets[row + 1] - start;
+    const end = this.offsets[row + 1];
+    // Checked per lookup (O(1)) rather than over all offsets at open: a corrupt passages.idx is
+    // E_INDEX here instead of a RangeError from Buffer.allocUnsafe or a read past the file.
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start || end > this.offsets[this.offsets.length - 1]) {
+      throw new GainragError('E_INDEX', `${this.file}: ${PASSAGE_OFFSETS_FILE} holds invalid offsets ${start}..${end} for row ${row} (store corrupted?)`);
+    }
+    const length = end - start;
+    const fd = this.openFd();
     const buf = Buffer.allocUnsafe(length);
     let got = 0;
     while (got < length) {

@@ -13,8 +13,9 @@
 // positive's score must be finite). NaN and +Infinity are rejected.
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { GainragError } from '../errors.js';
+import { GainragError, hasCode } from '../errors.js';
 import { parseJson } from '../io/json-values.js';
+import { checkDepth } from '../io/jsonl.js';
 
 export interface TrainRecord {
   query: string;
@@ -129,8 +130,14 @@ export async function loadTrainingData(file: string): Promise<TrainRecord[]> {
       if (text.length === 0) continue;
       let value: unknown;
       try {
+        checkDepth(text, lineNo, file); // a 100k-deep record would overflow the stack below
         value = parseJson(text);
       } catch (err) {
+        if (hasCode(err, 'E_DATA')) {
+          badLines++;
+          if (errors.length < MAX_REPORTED) errors.push((err as Error).message);
+          continue;
+        }
         badLines++;
         if (errors.length < MAX_REPORTED) errors.push(`${file}:${lineNo}: malformed JSON (${(err as Error).message})`);
         continue;

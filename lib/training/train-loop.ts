@@ -4,8 +4,9 @@
 // function of (seed, epoch, batch), so the saved state is just a position.
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { GainragError } from '../errors.js';
-import { loadTrainingData } from './data.js';
+import { GainragError, ioError } from '../errors.js';
+import { acquireOutputLock, validateOutput } from '../io/output.js';
+import { loadTrainingData, type TrainRecord } from './data.js';
 import { batchesPerEpoch, epochOrder, sampleBatch } from './sampling.js';
 import type { SelectorTrainer, SelectorTrainerOptions, StepResult, TrainOptions, TrainSummary } from './selector-trainer.js';
 
@@ -56,9 +57,12 @@ export async function runTraining(t: SelectorTrainer, o: TrainOptions, created: 
   checkNumber('queryMaxLength', o.queryMaxLength, 1, true);
   checkNumber('passageMaxLength', o.passageMaxLength, 1, true);
   if (typeof o.outDir !== 'string' || o.outDir.length === 0) throw new TypeError('outDir must be a non-empty string');
+  // Before reading data: a bad --out fails now, not at the first checkpoint.
+  validateOutput(o.outDir, 'dir', { inputs: [t.modelDir, ...(typeof o.data === 'string' ? [o.data] : [])], label: 'outDir' });
   const maxLength = Math.min(t.maxLength, (o.queryMaxLength ?? 512) + (o.passageMaxLength ?? 512));
   const records = typeof o.data === 'string' ? await loadTrainingData(o.data) : o.data;
   if (records.length === 0) throw new GainragError('E_DATA', 'no training records');
+  await checkQueryLengths(t, records, maxLength, typeof o.data === 'string' ? o.data : 'data');
   const seed = created.seed ?? 42;
   const gradAccum = created.gradAccum ?? 1;
   const dropLast = o.dropLast ?? true;
@@ -76,7 +80,39 @@ export async function runTraining(t: SelectorTrainer, o: TrainOptions, created: 
   // What must match for a checkpoint to continue this run.
   const run: Record<string, number | string> = { seed, batchSize, groupSize, epochs, gradAccum, records: records.length, maxLength, dropLast: String(dropLast) };
   const outDir = path.resolve(o.outDir);
-  mkdirSync(outDir, { recursive: true });
+  const lock = acquireOutputLock(outDir); // one training run per --out
+  try {
+    return await trainLocked(t, o, { outDir, run, records, epochs, batchSize, groupSize, saveSteps, maxLength, perEpoch, totalMicro, totalSteps, seed });
+  } finally {
+    lock.release();
+  }
+}
+
+interface Plan {
+  outDir: string;
+  run: Record<string, number | string>;
+  records: TrainRecord[];
+  epochs: number;
+  batchSize: number;
+  groupSize: number;
+  saveSteps: number;
+  maxLength: number;
+  perEpoch: number;
+  totalMicro: number;
+  totalSteps: number;
+  seed: number;
+}
+
+async function trainLocked(t: SelectorTrainer, o: TrainOptions, plan: Plan): Promise<TrainSummary> {
+  const { outDir, run, records, epochs, batchSize, groupSize, saveSteps, maxLength, perEpoch, totalMicro, totalSteps, seed } = plan;
+  try {
+    mkdirSync(outDir, { recursive: true });
+  } catch (err) {
+    throw ioError(err, `cannot create ${outDir}`);
+  }
+  // config.json at the top of outDir means "the last run finished": a new run removes it first,
+  // so a run killed half-way never leaves the previous model looking final next to its log.
+  rmSync(path.join(outDir, 'config.json'), { force: true });
   const logPath = path.join(outDir, LOG_FILE);
   removeStaleTemporaries(outDir);
 
@@ -114,16 +150,8 @@ export async function runTraining(t: SelectorTrainer, o: TrainOptions, created: 
     for (; batch < perEpoch; batch++) {
       if (o.signal?.aborted) throw new GainragError('E_CANCELLED', `training was cancelled at step ${step}`);
       const groups = sampleBatch(records, order, seed, epoch, batch, batchSize, groupSize);
-      let r: StepResult;
-      try {
-        r = await t.step(groups, { maxLength, signal: o.signal });
-      } catch (err) {
-        if (err instanceof RangeError && /exceeds the pair budget/.test(err.message)) {
-          const lines = groups.map((g) => records.find((rec) => rec.query === g.query)?.line).join(', ');
-          throw new GainragError('E_DATA', `a query is longer than the pair budget of ${maxLength} tokens (lines ${lines}): ${err.message}`);
-        }
-        throw err;
-      }
+      // Over-long queries were rejected up front (checkQueryLengths), with their file:line.
+      const r: StepResult = await t.step(groups, { maxLength, signal: o.signal });
       micro++;
       step = r.optimizerStep;
       lastLoss = r.loss;
@@ -159,6 +187,24 @@ export async function runTraining(t: SelectorTrainer, o: TrainOptions, created: 
     seconds,
     pairsPerSec: pairsDone / Math.max(seconds, 1e-3),
   };
+}
+
+/**
+ * Every query must leave room for at least one passage token in a pair of maxLength tokens
+ * (the trainer truncates only the passage). Checked before the first step, so a long query is
+ * an E_DATA naming FILE:LINE instead of a RangeError many steps in.
+ */
+async function checkQueryLengths(t: SelectorTrainer, records: TrainRecord[], maxLength: number, file: string): Promise<void> {
+  const budget = maxLength - t.tokenizer.specialTokens.pair;
+  const queries = [...new Set(records.map((r) => r.query))];
+  const lengths = new Map<string, number>();
+  const ids = await t.tokenizer.encodeRaw(queries, { maxTokens: budget });
+  queries.forEach((q, i) => lengths.set(q, ids[i].length));
+  const bad = records.filter((r) => (lengths.get(r.query) ?? 0) >= budget);
+  if (bad.length > 0) {
+    const where = bad.slice(0, 10).map((r) => `${file}:${r.line}`).join(', ');
+    throw new GainragError('E_DATA', `${bad.length} quer${bad.length === 1 ? 'y is' : 'ies are'} too long: a pair holds ${maxLength} tokens (${budget} after special tokens) and the query must leave room for the passage (${where}${bad.length > 10 ? ', ...' : ''}); shorten them or raise the max length`);
+  }
 }
 
 function processAlive(pid: number): boolean {

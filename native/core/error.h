@@ -9,18 +9,31 @@
 
 namespace gainrag {
 
+// THE list of error codes: every code a gainrag failure can carry, C++ or TypeScript. lib/errors.ts
+// repeats it (TypeScript cannot include this file) and test/error-contract.test.ts parses both and
+// fails when they differ. Append new codes here and there; never reuse or rename one.
+#define GAINRAG_ERROR_CODES(X)                                                        \
+  X(kInvalidArgument, "E_INVALID_ARG")  /* a bad argument or option */                \
+  X(kSafetensors, "E_SAFETENSORS")      /* malformed .safetensors */                  \
+  X(kModelConfig, "E_MODEL_CONFIG")     /* config.json missing/invalid/unsupported */ \
+  X(kShape, "E_SHAPE")                  /* tensor/matrix shape mismatch */            \
+  X(kOutOfMemory, "E_OOM")              /* an allocation failed */                    \
+  X(kCancelled, "E_CANCELLED")          /* the call was aborted */                    \
+  X(kIo, "E_IO")                        /* a file system call failed (errno kept) */  \
+  X(kIndex, "E_INDEX")                  /* a dense index is invalid or misused */     \
+  X(kData, "E_DATA")                    /* an input file holds bad data (file:line) */\
+  X(kUnsupported, "E_UNSUPPORTED")      /* valid but not implemented */               \
+  X(kTorch, "E_TORCH")                  /* LibTorch rejected an operation */          \
+  X(kInternal, "E_INTERNAL")            /* a bug: nothing the caller did */           \
+  X(kNoAddon, "E_NO_ADDON")             /* the native addon cannot be loaded (JS) */  \
+  X(kTokenizer, "E_TOKENIZER")          /* tokenizer files missing/invalid (JS) */    \
+  X(kLocked, "E_LOCKED")                /* another live process writes that output */\
+  X(kDisposed, "E_DISPOSED")            /* the object was disposed before the call */
+
 enum class ErrorCode {
-  kInvalidArgument,  // E_INVALID_ARG
-  kSafetensors,      // E_SAFETENSORS
-  kModelConfig,      // E_MODEL_CONFIG
-  kShape,            // E_SHAPE
-  kOutOfMemory,      // E_OOM
-  kCancelled,        // E_CANCELLED
-  kIo,               // E_IO
-  kIndex,            // E_INDEX
-  kData,             // E_DATA
-  kUnsupported,      // E_UNSUPPORTED
-  kInternal,         // E_INTERNAL
+#define GAINRAG_ERROR_ENUM(name, text) name,
+  GAINRAG_ERROR_CODES(GAINRAG_ERROR_ENUM)
+#undef GAINRAG_ERROR_ENUM
 };
 
 const char* ErrorCodeName(ErrorCode code);

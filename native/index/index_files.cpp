@@ -2,7 +2,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -235,13 +237,26 @@ at::Tensor MapNpyMatrix(const std::string& path, std::shared_ptr<MappedFile>* ke
     tok.erase(0, tok.find_first_not_of(' '));
     if (!tok.empty()) {
       GR_CHECK(tok.find_first_not_of("0123456789 L") == std::string::npos, kIndex, path, ": bad .npy shape ", shape);
-      dims.push_back(std::stoll(tok));
+      // Parsed by hand: std::stoll throws an uncoded std::out_of_range on a 23-digit dimension.
+      int64_t v = 0;
+      size_t digits = 0;
+      for (char c : tok) {
+        if (c < '0' || c > '9') continue;
+        GR_CHECK(v <= (INT64_MAX - 9) / 10, kIndex, path, ": .npy shape ", shape, " has a dimension too large");
+        v = v * 10 + (c - '0');
+        ++digits;
+      }
+      GR_CHECK(digits > 0, kIndex, path, ": bad .npy shape ", shape);
+      dims.push_back(v);
     }
     i = j + 1;
   }
   GR_CHECK(dims.size() == 2 && dims[1] > 0, kIndex, path, ": .npy array must be 2-D [rows, dim], shape is ", shape);
   const size_t offset = header_start + header_len;
-  const uint64_t need = static_cast<uint64_t>(dims[0]) * static_cast<uint64_t>(dims[1]) * c10::elementSize(dtype);
+  uint64_t need = 0;
+  GR_CHECK(!__builtin_mul_overflow(static_cast<uint64_t>(dims[0]), static_cast<uint64_t>(dims[1]), &need) &&
+               !__builtin_mul_overflow(need, static_cast<uint64_t>(c10::elementSize(dtype)), &need),
+           kIndex, path, ": .npy shape ", shape, " is too large");
   GR_CHECK(size - offset == need, kIndex, path, ": data has ", size - offset, " bytes but shape ", shape, " needs ", need,
            size - offset < need ? " (truncated)" : "");
   GR_CHECK(offset % c10::elementSize(dtype) == 0, kIndex, path, ": misaligned .npy data");
