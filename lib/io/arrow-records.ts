@@ -15,13 +15,14 @@
 //
 // Streams are framed here at the message level (continuation marker, metadata length, metadata,
 // body), which is what lets `merge` concatenate shard outputs without re-encoding anything.
-import { closeSync, createReadStream, fsyncSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, fstatSync, fsyncSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import {
   Bool, Field, Float32, Int64, List, Message, RecordBatch, RecordBatchStreamReader, RecordBatchStreamWriter, Schema, Struct, Utf8, makeData, vectorFromArray,
   type Data,
 } from 'apache-arrow';
 import { GainragError } from '../errors.js';
+import { stringifyJson } from './json-values.js';
 import { PassageStore } from '../retrieval/passages.js';
 
 export type ArrowKind = 'retrieval' | 'json';
@@ -58,7 +59,7 @@ function schemaFor(kind: ArrowKind, metadata: Record<string, string>): Schema {
 function fieldsJson(record: Record<string, unknown>): string {
   const shell: Record<string, unknown> = {};
   for (const k of Object.keys(record)) shell[k] = k === 'question' || k === 'answers' ? 0 : record[k];
-  return JSON.stringify(shell);
+  return stringifyJson(shell) as string; // +/-Infinity as 1e999 (json-values.ts), not null
 }
 
 function listData<T extends Int64 | Float32 | Bool>(type: T, values: Data<T>, offsets: Int32Array): Data<List<T>> {
@@ -68,7 +69,7 @@ function listData<T extends Int64 | Float32 | Bool>(type: T, values: Data<T>, of
 
 function encode(kind: ArrowKind, schema: Schema, rows: unknown[]): RecordBatch {
   if (kind === 'json') {
-    const col = vectorFromArray(rows.map((r) => JSON.stringify(r)), new Utf8());
+    const col = vectorFromArray(rows.map((r) => stringifyJson(r) as string), new Utf8());
     return new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: rows.length, nullCount: 0, children: [col.data[0]] }));
   }
   const rs = rows as RetrievalRow[];
@@ -145,10 +146,12 @@ const EOS = new Uint8Array([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
 // Streams the messages of an IPC file from disk without holding more than one message.
 export class ArrowMessageFile {
   private readonly fd: number;
+  private readonly size: number;
   private pos = 0;
   constructor(readonly file: string) {
     try {
       this.fd = openSync(file, 'r');
+      this.size = fstatSync(this.fd).size;
     } catch (err) {
       throw new GainragError('E_IO', `${file}: ${(err as Error).message}`, { cause: err });
     }
@@ -164,7 +167,7 @@ export class ArrowMessageFile {
     return got === n ? b : b.subarray(0, got);
   }
   /** Next message as raw bytes plus its kind; undefined at the end-of-stream marker. */
-  next(): { bytes: Buffer; header: number; rows: number } | undefined {
+  next(readBody = true): { bytes: Buffer; header: number; rows: number } | undefined {
     const prefix = this.read(8, this.pos);
     const name = path.basename(this.file);
     if (prefix.length < 8) throw new GainragError('E_DATA', `${name}: Arrow stream is truncated (no end-of-stream marker)`);
@@ -182,9 +185,10 @@ export class ArrowMessageFile {
     } catch (err) {
       throw new GainragError('E_DATA', `${name}: Arrow message at byte ${this.pos} is damaged (${(err as Error).message})`);
     }
-    const body = this.read(Number(msg.bodyLength), metaStart + len);
-    if (body.length < Number(msg.bodyLength)) throw new GainragError('E_DATA', `${name}: Arrow message at byte ${this.pos} is truncated`);
-    this.pos = metaStart + len + body.length;
+    const bodyLength = Number(msg.bodyLength);
+    if (metaStart + len + bodyLength > this.size) throw new GainragError('E_DATA', `${name}: Arrow message at byte ${this.pos} is truncated`);
+    const body = readBody ? this.read(bodyLength, metaStart + len) : Buffer.alloc(0);
+    this.pos = metaStart + len + bodyLength;
     const rows = msg.isRecordBatch() ? Number((msg.header() as { length: number }).length) : 0;
     return { bytes: Buffer.concat([headerBuf, body]), header: msg.headerType, rows };
   }
@@ -198,7 +202,7 @@ export function countArrowRows(file: string): number {
   const f = new ArrowMessageFile(file);
   try {
     let rows = 0;
-    for (let m = f.next(); m; m = f.next()) rows += m.rows;
+    for (let m = f.next(false); m; m = f.next(false)) rows += m.rows;
     return rows;
   } finally {
     f.close();
@@ -304,6 +308,8 @@ export interface ArrowReadOptions {
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export async function* readArrowRecords(file: string, options: ArrowReadOptions = {}, skip = 0): AsyncGenerator<any> {
   const name = path.basename(file);
+  // The framing is checked first (headers only): a truncated stream is an error, not fewer rows.
+  countArrowRows(file);
   const stream = createReadStream(file, { highWaterMark: 1 << 20 });
   let store: PassageStore | undefined;
   try {
