@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseJson, stringifyJson } from '../lib/io/json-values.js';
 import { AtomicJsonlWriter, readRecords } from '../lib/io/jsonl.js';
+import { AtomicArrowWriter, readArrowRecords } from '../lib/io/arrow-records.js';
 import { loadTrainingData, NEG_INF_TEACHER_SCORE } from '../lib/training/data.js';
 import { batchesPerEpoch } from '../lib/training/sampling.js';
 import { filterSynthesized } from '../lib/pipeline/filter.js';
@@ -100,6 +101,14 @@ test('writers: +/-Infinity as 1e999 / -1e999, NaN as null; 1e999 read then writt
   for await (const { record } of readRecords(input)) w.write(record);
   w.close();
   assert.equal(readFileSync(out, 'utf8'), '{"question":"q","PPL_CD":1e999,"low":-1e999}\n');
+  // The Arrow stage stream keeps them too.
+  const arrow = path.join(work, 'inf.arrow');
+  const aw = new AtomicArrowWriter(arrow, 'json');
+  aw.write({ question: 'q', PPL_CD: Infinity, low: -Infinity, nan: NaN });
+  aw.close();
+  const back = [];
+  for await (const r of readArrowRecords(arrow)) back.push(r);
+  assert.deepEqual(back, [{ question: 'q', PPL_CD: Infinity, low: -Infinity, nan: null }]);
 });
 
 test('filter reads a Python-written synthesis file (Infinity is the worst PPL_CD)', async () => {

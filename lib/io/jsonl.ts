@@ -25,11 +25,13 @@ export interface RecordAt {
 }
 
 /** Streams the records of a JSONL file or of a JSON array file. Errors: E_IO, E_DATA 'FILE:LINE: ...'. */
-export async function* readRecords(file: string): AsyncGenerator<RecordAt> {
-  const stream = createReadStream(file, { encoding: 'utf8', highWaterMark: 1 << 20 });
+export async function* readRecords(file: string, from?: { byte: number; line: number }): AsyncGenerator<RecordAt> {
+  // `from` starts a JSONL file mid-way, at a line start (lib/io/records.ts finds shard offsets).
+  const stream = createReadStream(file, { encoding: 'utf8', highWaterMark: 1 << 20, start: from?.byte ?? 0 });
   const name = path.basename(file);
-  let mode: 'unknown' | 'jsonl' | 'array' = 'unknown';
+  let mode: 'unknown' | 'jsonl' | 'array' = from && from.byte > 0 ? 'jsonl' : 'unknown';
   const lines = new LineSplitter();
+  if (from) lines.line = from.line;
   const array = new ArraySplitter(name);
   try {
     for await (const chunk of stream as AsyncIterable<string>) {
@@ -45,17 +47,19 @@ export async function* readRecords(file: string): AsyncGenerator<RecordAt> {
         if (mode === 'array') array.startAt(lines.line);
       }
       if (mode === 'jsonl') {
-        const out: RecordAt[] = [];
-        lines.push(text, (line, no) => out.push(parseLine(line, no, name)));
-        yield* out;
+        // Lines are parsed as they are consumed: a reader that stops early (a shard's range)
+        // never trips over a damaged line after its end.
+        const out: [string, number][] = [];
+        lines.push(text, (line, no) => out.push([line, no]));
+        for (const [line, no] of out) yield parseLine(line, no, name);
       } else {
         yield* array.push(text);
       }
     }
     if (mode === 'jsonl') {
-      const out: RecordAt[] = [];
-      lines.end((line, no) => out.push(parseLine(line, no, name)));
-      yield* out;
+      const out: [string, number][] = [];
+      lines.end((line, no) => out.push([line, no]));
+      for (const [line, no] of out) yield parseLine(line, no, name);
     } else if (mode === 'array') {
       array.end();
     }

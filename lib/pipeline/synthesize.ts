@@ -31,8 +31,11 @@
 // questions into the same batches as an uninterrupted run: as the partial file always ends at a
 // batch boundary (unless a write was torn), the final file is byte-identical to an uninterrupted
 // run's (the engine's padded batches round differently when grouped differently, ~1e-7 relative).
+// Batches are blocks of `batchQuestions` input positions (less the skipped records), so a shard
+// or cluster chunk that starts on a block boundary (lib/io/records.ts) batches as one run does.
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { readRecords, AtomicJsonlWriter } from '../io/jsonl.js';
+import { readRecords } from '../io/jsonl.js';
+import { countRecords, openStageOutput, readStageInput, shardOf, type Range, type RecordFormat, type Shard } from '../io/records.js';
 import { GainragError } from '../errors.js';
 import { emMaxOverGold, f1MaxOverGold } from '../metrics/index.js';
 import { bestPassageIndex } from './filter.js';
@@ -79,6 +82,12 @@ export interface SynthesizeOptions {
   signal?: AbortSignal;
   onProgress?: (done: number, total: number, note: string) => void;
   warn?: (message: string) => void;
+  /** Output format (default JSONL; --resume needs JSONL). */
+  format?: RecordFormat;
+  /** Only this shard of the input (see lib/io/records.ts). */
+  shard?: Shard;
+  /** Only these input positions (cluster chunks); overrides shard. */
+  range?: Range;
 }
 
 export interface SynthesizeSummary {
@@ -155,9 +164,12 @@ export async function synthesize(lm: SynthesisModel, options: SynthesizeOptions)
 
   let bestCorrect = 0;
   // Count for progress; a damaged record is reported by the main pass, after the work before it.
+  if (options.resume && options.format === 'arrow') throw new GainragError('E_INVALID_ARG', '--resume is supported for JSONL outputs only; rerun without --resume or write JSONL');
   let total = 0;
+  const range = options.range ?? (await shardOf(options.data, options.shard, batchQuestions));
   try {
-    for await (const _ of readRecords(options.data)) total++;
+    const all = await countRecords(options.data);
+    total = range ? Math.max(0, Math.min(range.end, all) - range.start) : all;
   } catch (err) {
     if ((err as { code?: string }).code !== 'E_DATA') throw err;
   }
@@ -180,7 +192,7 @@ export async function synthesize(lm: SynthesisModel, options: SynthesizeOptions)
     pseudoMaxNewTokens, chatTemplate: options.chatTemplate ?? 'auto', systemPrompt, generator: generator.description,
   };
   const settingsPath = `${options.out}.partial.settings.json`;
-  const writer = AtomicJsonlWriter.open(options.out, { append: options.resume ?? false });
+  const writer = openStageOutput(options.out, { format: options.format ?? 'jsonl', kind: 'json', append: options.resume ?? false, inputs: [options.data] });
   try {
     if (writer.resumedRecords > 0 && existsSync(settingsPath)) {
       const before = JSON.parse(readFileSync(settingsPath, 'utf8')) as Record<string, unknown>;
@@ -325,9 +337,9 @@ export async function synthesize(lm: SynthesisModel, options: SynthesizeOptions)
     };
 
     report('start');
-    const input = readRecords(options.data)[Symbol.asyncIterator]();
+    const input = readStageInput(options.data, { range })[Symbol.asyncIterator]();
     for (;;) {
-      let next: IteratorResult<{ record: any; line: number }>; // eslint-disable-line @typescript-eslint/no-explicit-any
+      let next: IteratorResult<{ record: any; line: number; position: number }>; // eslint-disable-line @typescript-eslint/no-explicit-any
       try {
         next = await input.next();
       } catch (err) {
@@ -336,7 +348,7 @@ export async function synthesize(lm: SynthesisModel, options: SynthesizeOptions)
         throw err;
       }
       if (next.done) break;
-      const { record, line } = next.value;
+      const { record, line, position } = next.value;
       summary.records++;
       if (signal?.aborted) throw new GainragError('E_CANCELLED', 'synthesis was cancelled');
       seen++;
@@ -365,9 +377,9 @@ export async function synthesize(lm: SynthesisModel, options: SynthesizeOptions)
         skip(err);
         report('skipped');
       }
-      // Batches line up with absolute output positions, so a resumed run groups (and rounds) the
-      // remaining questions exactly as an uninterrupted one does.
-      if (batch.length >= batchQuestions - ((summary.resumed + summary.written) % batchQuestions)) await flushBatch();
+      // Batches are blocks of absolute input positions, so a resumed run, a shard and a cluster
+      // chunk group (and round) their questions exactly as one uninterrupted run does.
+      if ((position + 1) % batchQuestions === 0) await flushBatch();
     }
     if (matched < done.length) throw new GainragError('E_DATA', `${writer.partialPath} has ${done.length} records but the input only matches ${matched}; start without --resume`);
     await flushBatch();

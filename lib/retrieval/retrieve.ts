@@ -1,7 +1,7 @@
 // GainRAG stage 1: embed questions, exact top-k over an index directory, attach passages with
 // DPR hasanswer flags, stream the records to a JSONL file, and report Recall@k.
 import { GainragError } from '../errors.js';
-import { AtomicJsonlWriter, readRecords } from '../io/jsonl.js';
+import { openStageOutput, readStageInput, shardOf, type Range, type RecordFormat, type RecordWriter, type Shard } from '../io/records.js';
 import { Encoder, type Device } from '../models/encoder.js';
 import { DenseIndex } from './dense-index.js';
 import { AnswerMatcher, DEFAULT_RECALL_KS, RecallAccumulator, dprTokens } from './has-answer.js';
@@ -20,6 +20,42 @@ export interface RetrieveOptions {
   device?: Device;
   signal?: AbortSignal;
   onProgress?: (questions: number) => void;
+  /** Output format (default JSONL); Arrow stores passage rows, resolved from the index's store when read. */
+  format?: RecordFormat;
+  /** Only this shard of the input (boundaries on multiples of batchSize, see lib/io/records.ts). */
+  shard?: Shard;
+  /** Only these input positions (the cluster runner's chunks); overrides shard. */
+  range?: Range;
+  /** Index, store and encoder already loaded (a cluster worker keeps them across chunks). */
+  resources?: RetrieveResources;
+}
+
+export interface RetrieveResources {
+  index: DenseIndex;
+  store: PassageStore;
+  encoder: Encoder;
+}
+
+/** Opens what retrieval needs and checks that the pieces fit together. */
+export async function openRetrieveResources(options: Pick<RetrieveOptions, 'index' | 'encoder' | 'device' | 'maxLength'>): Promise<RetrieveResources> {
+  const index = await DenseIndex.open(options.index);
+  const store = PassageStore.open(options.index);
+  if (store.size !== index.size) {
+    store.close();
+    throw new GainragError('E_INDEX', `${options.index}: the passage store has ${store.size} passages but the index ${index.size} vectors`);
+  }
+  let encoder: Encoder;
+  try {
+    encoder = await Encoder.load(options.encoder, { device: options.device, maxLength: options.maxLength });
+  } catch (err) {
+    store.close();
+    throw err;
+  }
+  if (encoder.dim !== index.dim) {
+    store.close();
+    throw new GainragError('E_SHAPE', `the encoder embeds in ${encoder.dim} dimensions but the index has ${index.dim}`);
+  }
+  return { index, store, encoder };
 }
 
 export interface RetrieveSummary {
@@ -59,20 +95,28 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
   const batchSize = options.batchSize ?? 512;
   if (!Number.isInteger(topK) || topK < 1) throw new RangeError('topK must be a positive integer');
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError('batchSize must be a positive integer');
-  const index = await DenseIndex.open(options.index);
-  if (topK > index.size) throw new RangeError(`top-k ${topK} exceeds the index size ${index.size}`);
-  const store = PassageStore.open(options.index);
-  if (store.size !== index.size) {
-    store.close();
-    throw new GainragError('E_INDEX', `${options.index}: the passage store has ${store.size} passages but the index ${index.size} vectors`);
+  const range = options.range ?? (await shardOf(options.data, options.shard, batchSize));
+  const { index, store, encoder } = options.resources ?? (await openRetrieveResources(options));
+  const ownStore = !options.resources;
+  if (topK > index.size) {
+    if (ownStore) store.close();
+    throw new RangeError(`top-k ${topK} exceeds the index size ${index.size}`);
   }
-  const encoder = await Encoder.load(options.encoder, { device: options.device, maxLength: options.maxLength });
-  if (encoder.dim !== index.dim) {
-    store.close();
-    throw new GainragError('E_SHAPE', `the encoder embeds in ${encoder.dim} dimensions but the index has ${index.dim}`);
-  }
+  const arrow = options.format === 'arrow';
   const recall = new RecallAccumulator(DEFAULT_RECALL_KS.filter((k) => k <= topK));
-  const writer = AtomicJsonlWriter.open(options.out);
+  let writer: RecordWriter;
+  try {
+    writer = openStageOutput(options.out, {
+      format: options.format ?? 'jsonl',
+      kind: 'retrieval',
+      // Same for every shard of one job (merge insists on identical schemas).
+      metadata: { 'gainrag.index': path.resolve(options.index), 'gainrag.passages': String(store.size) },
+      inputs: [options.data],
+    });
+  } catch (err) {
+    if (ownStore) store.close();
+    throw err;
+  }
   const name = path.basename(options.data);
   let questions = 0;
   let withAnswers = 0;
@@ -100,16 +144,18 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
           let hasanswer = false;
           if (matcher.usable) hasanswer = matcher.matchesTokens((entry.tokens ??= dprTokens(p.text)));
           hits.push(hasanswer);
-          ctxs.push({ id: p.id, title: p.title, text: p.text, score: scores[q * topK + j], hasanswer });
+          if (!arrow) ctxs.push({ id: p.id, title: p.title, text: p.text, score: scores[q * topK + j], hasanswer });
         }
         recall.add(hits); // all false without answers: a miss, as the reference counts it
-        writer.write({ ...b.record, ctxs });
+        if (arrow) writer.write({ record: b.record, ids: ids.subarray(q * topK, q * topK + hits.length), scores: scores.subarray(q * topK, q * topK + hits.length), hasanswer: hits });
+        else writer.write({ ...b.record, ctxs });
       });
+      writer.flush(); // one Arrow record batch per search batch
       questions += batch.length;
       batch = [];
       options.onProgress?.(questions);
     };
-    for await (const { record, line } of readRecords(options.data)) {
+    for await (const { record, line } of readStageInput(options.data, { range })) {
       const { question, answers } = checkRecord(record, `${name}:${line}`);
       batch.push({ record, question, answers });
       if (batch.length >= batchSize) await flush();
@@ -120,7 +166,7 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
     writer.abort();
     throw err;
   } finally {
-    store.close();
+    if (ownStore) store.close();
   }
   return { questions, withAnswers, withoutAnswers: questions - withAnswers, topK, recall: recall.result(), out: options.out };
 }

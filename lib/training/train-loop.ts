@@ -7,6 +7,7 @@ import path from 'node:path';
 import { GainragError, ioError } from '../errors.js';
 import { acquireOutputLock, validateOutput } from '../io/output.js';
 import { loadTrainingData, type TrainRecord } from './data.js';
+import { stringifyJson } from '../io/json-values.js';
 import { batchesPerEpoch, epochOrder, sampleBatch } from './sampling.js';
 import type { SelectorTrainer, SelectorTrainerOptions, StepResult, TrainOptions, TrainSummary } from './selector-trainer.js';
 
@@ -160,7 +161,7 @@ async function trainLocked(t: SelectorTrainer, o: TrainOptions, plan: Plan): Pro
       const pairsPerSec = pairsDone / Math.max(elapsed, 1e-3);
       const etaSec = ((totalMicro - micro) * (elapsed / Math.max(1, micro - startMicro)));
       const entry = { step, micro, epoch: epoch + 1, loss: r.loss, lr: r.lr, gradNorm: r.gradNorm, pairsPerSec, elapsedSec: elapsed };
-      writeFileSync(logPath, `${JSON.stringify(entry)}\n`, { flag: 'a' });
+      writeFileSync(logPath, `${stringifyJson(entry)}\n`, { flag: 'a' }); // an infinite grad norm stays 1e999, not null
       o.onProgress?.({ epoch: epoch + 1, epochs, micro, totalMicro, step, totalSteps, loss: r.loss, lr: r.lr, gradNorm: r.gradNorm, pairsPerSec, etaSec });
       if (saveSteps > 0 && r.updated && step % saveSteps === 0) {
         // The state names the next batch to run, so resuming continues right after this one.

@@ -10,6 +10,7 @@ import { convertCommand } from './convert.js';
 import { indexCommand } from './index-build.js';
 import { retrieveCommand } from './retrieve.js';
 import { mergeCommand } from './merge.js';
+import { clusterCommand } from './cluster.js';
 import { selectCommand } from './select.js';
 import { evaluateCommand } from './evaluate.js';
 
@@ -28,4 +29,5 @@ export const commands: CommandModule<any, any>[] = [
   evaluateCommand,
   convertCommand,
   mergeCommand,
+  clusterCommand,
 ];

@@ -3,8 +3,9 @@ import type { CommandModule } from 'yargs';
 import { countPassages } from '../../retrieval/build.js';
 import { progressReporter, withInterrupt } from '../../retrieval/cli-progress.js';
 import { retrieve, type RetrieveSummary } from '../../retrieval/retrieve.js';
+import { scaleArgs, withScaleOptions, type ScaleArgs } from '../../scale/cli-options.js';
 
-interface Args {
+interface Args extends ScaleArgs {
   json: boolean;
   index: string;
   encoder: string;
@@ -20,7 +21,7 @@ export const retrieveCommand: CommandModule<{ json: boolean }, Args> = {
   command: 'retrieve',
   describe: 'retrieve the top-k passages for each question (JSON/JSONL {question, answers}) into a JSONL file',
   builder: (y) =>
-    y
+    withScaleOptions(y)
       .option('index', { type: 'string', demandOption: true, describe: 'index directory (gainrag index build/import)' })
       .option('encoder', { type: 'string', demandOption: true, describe: 'bi-encoder model directory (the one that built the index)' })
       .option('data', { type: 'string', demandOption: true, describe: 'questions: JSON array or JSONL of {question, answers}' })
@@ -31,7 +32,8 @@ export const retrieveCommand: CommandModule<{ json: boolean }, Args> = {
       .option('device', { type: 'string', describe: 'encoder device: cpu, cuda, cuda:N' }) as never,
   handler: async (argv) => {
     const t0 = performance.now();
-    const total = /\.jsonl$/i.test(argv.data) ? await countPassages(argv.data) : undefined;
+    const scale = scaleArgs(argv);
+    const total = /\.jsonl$/i.test(argv.data) && !scale.shard ? await countPassages(argv.data) : undefined;
     const progress = progressReporter('retrieve', 'questions');
     let summary: RetrieveSummary;
     try {
@@ -46,6 +48,7 @@ export const retrieveCommand: CommandModule<{ json: boolean }, Args> = {
           maxLength: argv['max-length'],
           device: argv.device as never,
           signal,
+          ...scale,
           onProgress: (done) => progress.update(done, total),
         }),
       );

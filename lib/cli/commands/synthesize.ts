@@ -9,8 +9,9 @@ import { checkSynthesizeOptions, synthesize, type SynthesizeOptions, type Synthe
 import { OpenAIGenerator } from '../../pipeline/openai-generate.js';
 import { DEFAULT_SYSTEM_PROMPT, DEFAULT_TASK, TASK_INSTRUCTIONS } from '../../pipeline/prompts.js';
 import { hasCode } from '../../errors.js';
+import { scaleArgs, withScaleOptions, type ScaleArgs } from '../../scale/cli-options.js';
 
-interface Args {
+interface Args extends ScaleArgs {
   json: boolean;
   data: string;
   llm: string;
@@ -38,7 +39,7 @@ export const synthesizeCommand: CommandModule<{ json: boolean }, Args> = {
   command: 'synthesize',
   describe: 'score retrieved passages by the gain they give the LLM (contrastive perplexity) and answer with each',
   builder: (y) =>
-    y
+    withScaleOptions(y)
       .option('data', { type: 'string', demandOption: true, describe: 'retrieval output (JSONL or JSON array of {question, answers, ctxs})' })
       .option('llm', { type: 'string', demandOption: true, describe: 'Hugging Face causal LM directory' })
       .option('out', { type: 'string', demandOption: true, describe: 'output JSONL (written as OUT.partial, renamed when complete)' })
@@ -88,6 +89,7 @@ export const synthesizeCommand: CommandModule<{ json: boolean }, Args> = {
       resume: argv.resume,
       batchQuestions: argv['batch-questions'],
       modelId: path.resolve(argv.llm),
+      ...scaleArgs(argv),
       generator,
       signal: controller.signal,
     };
