@@ -336,6 +336,24 @@ export function rankCandidates(scores: ArrayLike<number>): number[] {
   return Array.from({ length: scores.length }, (_, i) => i).sort((a, b) => key(b) - key(a) || a - b);
 }
 
+/**
+ * Select's checks of one record, for stages that must use the same questions (compare): the
+ * usable retrieved ctxs (pseudo entries and passages without text taken out, at most
+ * `candidates`) and the pseudo-passage the record carries, or why select would skip it.
+ */
+export function prepareSelectRecord(
+  record: unknown, where: string, opts: { candidates: number; kDocs: number; pseudoPassage: boolean }, warn: (m: string) => void = () => undefined,
+): { ctxs: object[]; pseudo: string | undefined } | { skip: string; reason: string } {
+  try {
+    const q = prepare(record, where, opts.candidates, opts.kDocs, true, { droppedPassages: 0 }, warn);
+    if (!opts.pseudoPassage && q.candidates.length < opts.kDocs) throw new Skip('short-ctxs', `${where}: ${q.candidates.length} retrieved passage(s) with text, fewer than --k-docs ${opts.kDocs} (E_DATA)`);
+    return { ctxs: q.candidates.map((c) => c.ctx), pseudo: q.pseudo };
+  } catch (err) {
+    if (err instanceof Skip) return { skip: err.message, reason: err.reason };
+    throw err;
+  }
+}
+
 function prepare(
   record: unknown, where: string, candidates: number, kDocs: number, usePseudo: boolean,
   summary: { droppedPassages: number }, warn: (m: string) => void,

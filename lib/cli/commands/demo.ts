@@ -1,11 +1,16 @@
-// The main job: the round-1 GainRAG pipeline on the bundled data and models, stage by stage
-// through the same CLI commands a user would run. Each stage's output is written atomically by
-// that stage, so a finished stage is skipped when the demo is run again.
+// The main job: the whole GainRAG pipeline on the bundled data, stage by stage through the same
+// CLI commands a user would run: index -> retrieve -> split -> synthesize -> filter -> to-selector
+// -> train -> select -> generate -> evaluate -> compare. The questions are split into train and
+// test by a hash of their id (stable under reordering and resizing); the selector is trained on
+// train questions and judged on the held-out test questions only. Every stage writes its output
+// atomically and records its summary and wall time under stages/, so a finished stage is skipped
+// when the demo runs again and the final table still shows what it took.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CommandModule } from 'yargs';
+import { formatComparison, type CompareSummary } from '../../pipeline/compare.js';
 
 const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..');
 const mainJs = path.join(packageRoot, 'dist', 'lib', 'cli', 'main.js');
@@ -15,98 +20,242 @@ interface DemoArgs {
   out: string;
   questions: number;
   synthesize: number;
+  'test-share': number;
+  'top-k': number;
+  'k-docs': string;
+  'max-new-tokens': number;
+  encoder?: string;
+  reranker?: string;
+  llm?: string;
+  passages?: string;
+  data?: string;
 }
 
 interface Stage {
   name: string;
+  /** Its presence means the stage is done (every command publishes its output atomically). */
   output: string;
-  args: string[];
+  args?: string[];
+  /** In-process work instead of a command (returns the summary). */
+  run?: () => Record<string, unknown>;
   /** Runs before the command (e.g. writes the stage's input subset). */
   prepare?: () => void;
+  /** What the throughput column counts, from the summary. */
+  rate?: (s: Record<string, unknown>, seconds: number) => string;
 }
 
-/** Writes the first `n` non-empty lines of `src` to `dst` (atomically) unless `dst` exists. */
-function headLines(src: string, dst: string, n: number): void {
-  if (existsSync(dst)) return;
-  const lines = readFileSync(src, 'utf8').split('\n').filter((l) => l.trim().length > 0).slice(0, n);
-  writeFileSync(`${dst}.partial`, `${lines.join('\n')}\n`);
-  renameSync(`${dst}.partial`, dst);
+interface StageResult {
+  name: string;
+  seconds: number;
+  rate: string;
+  resumed: boolean;
+  summary: Record<string, unknown>;
 }
 
-function countLines(file: string): number {
-  const text = readFileSync(file, 'utf8');
-  return text.split('\n').filter((l) => l.trim().length > 0).length;
+function writeAtomic(file: string, text: string): void {
+  writeFileSync(`${file}.partial`, text);
+  renameSync(`${file}.partial`, file);
 }
+
+function nonEmptyLines(file: string): string[] {
+  return readFileSync(file, 'utf8').split('\n').filter((l) => l.trim().length > 0);
+}
+
+/** FNV-1a of a string: the deterministic train/test split. */
+export function splitHash(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h;
+}
+
+/** True for a held-out test question: the hash of its id (or question) falls in the test share. */
+export function isTestQuestion(record: { id?: unknown; question?: unknown }, share: number): boolean {
+  const key = String(record.id ?? record.question);
+  return splitHash(key) % 1000 < Math.round(share * 1000);
+}
+
+const perSecond = (n: unknown, unit: string, seconds: number) => (typeof n === 'number' && seconds > 0 ? `${(n / seconds).toFixed(1)} ${unit}/s` : '-');
 
 export const demoCommand: CommandModule<{ json: boolean }, DemoArgs> = {
   command: 'demo',
-  describe: 'run the GainRAG pipeline (index, retrieve, synthesize, filter, to-selector, train) on the bundled data',
+  describe: 'run the whole GainRAG pipeline (index ... train, select, generate, compare) on the bundled data; resumable',
   builder: (y) =>
     y
       .option('out', { type: 'string', default: 'out/demo', describe: 'working directory for every stage' })
-      .option('questions', { type: 'number', default: 200, describe: 'questions to retrieve for' })
-      .option('synthesize', { type: 'number', default: 24, describe: 'questions to synthesize gain signals for' }) as never,
+      .option('questions', { type: 'number', default: 200, describe: 'questions to retrieve for (train + test)' })
+      .option('synthesize', { type: 'number', default: 24, describe: 'train questions to synthesize gain signals for' })
+      .option('test-share', { type: 'number', default: 0.2, describe: 'share of questions held out for select/generate/compare (by a hash of the id)' })
+      .option('top-k', { type: 'number', default: 20, describe: 'passages retrieved per question (and reranked by select)' })
+      .option('k-docs', { type: 'string', default: '1,5', describe: 'passages in the prompt for compare (select keeps the largest)' })
+      .option('max-new-tokens', { type: 'number', default: 16, describe: 'tokens per generated answer (the bundled LLM never stops early)' })
+      .option('encoder', { type: 'string', describe: 'bi-encoder directory (default: bundled random-weight bert-tiny)' })
+      .option('reranker', { type: 'string', describe: 'reranker to train the selector from, and the reranker baseline (default: bundled xlmr-tiny-reranker)' })
+      .option('llm', { type: 'string', describe: 'causal LM directory (default: bundled random-weight llama-tiny)' })
+      .option('passages', { type: 'string', describe: 'passages file (default: data/demo/passages.jsonl)' })
+      .option('data', { type: 'string', describe: 'questions file {question, answers} (default: data/demo/questions.jsonl)' }) as never,
   handler: (argv) => {
     const data = path.join(packageRoot, 'data', 'demo');
     const models = path.join(packageRoot, 'models');
+    const encoder = argv.encoder ?? path.join(models, 'bert-tiny');
+    const reranker = argv.reranker ?? path.join(models, 'xlmr-tiny-reranker');
+    const llm = argv.llm ?? path.join(models, 'llama-tiny');
+    const bundled = !argv.encoder && !argv.reranker && !argv.llm;
+    const share = argv['test-share'];
+    if (!(share > 0 && share < 1)) throw new RangeError(`--test-share must be in (0, 1), got ${share}`);
+    const ks = argv['k-docs'].split(',').map(Number);
+    const maxK = Math.max(...ks);
     const out = path.resolve(argv.out);
-    mkdirSync(out, { recursive: true });
+    const stagesDir = path.join(out, 'stages');
+    mkdirSync(stagesDir, { recursive: true });
     const file = (name: string) => path.join(out, name);
+    const notice = bundled
+      ? 'NOTE: the bundled models have RANDOM weights. The numbers below show that every stage runs end to end, not GainRAG\'s quality; pass --encoder/--reranker/--llm to run the same pipeline on real models.'
+      : 'models: ' + [encoder, reranker, llm].join(', ');
+    process.stderr.write(`demo: ${notice}\n`);
+    // `gainrag generate` is built alongside this command; without it the demo stops after select.
+    const hasGenerate = existsSync(path.join(path.dirname(fileURLToPath(import.meta.url)), 'generate.js'));
+    const llmArgs = ['--llm', llm, '--max-new-tokens', String(argv['max-new-tokens'])];
     const stages: Stage[] = [
       {
         name: 'index build',
         output: file('index'),
-        args: ['index', 'build', '--passages', path.join(data, 'passages.jsonl'), '--encoder', path.join(models, 'bert-tiny'), '--out', file('index')],
+        args: ['index', 'build', '--passages', argv.passages ?? path.join(data, 'passages.jsonl'), '--encoder', encoder, '--out', file('index')],
+        rate: (s, t) => perSecond(s.passages, 'passages', t),
       },
       {
         name: 'retrieve',
         output: file('retrieved.jsonl'),
-        prepare: () => headLines(path.join(data, 'questions.jsonl'), file('questions.jsonl'), argv.questions),
-        args: ['retrieve', '--index', file('index'), '--encoder', path.join(models, 'bert-tiny'), '--data', file('questions.jsonl'),
-          '--top-k', '20', '--out', file('retrieved.jsonl')],
+        prepare: () => {
+          if (!existsSync(file('questions.jsonl'))) writeAtomic(file('questions.jsonl'), `${nonEmptyLines(argv.data ?? path.join(data, 'questions.jsonl')).slice(0, argv.questions).join('\n')}\n`);
+        },
+        args: ['retrieve', '--index', file('index'), '--encoder', encoder, '--data', file('questions.jsonl'), '--top-k', String(argv['top-k']), '--out', file('retrieved.jsonl')],
+        rate: (s, t) => perSecond(s.questions, 'questions', t),
+      },
+      {
+        name: 'split',
+        output: file('test-retrieved.jsonl'),
+        run: () => {
+          const train: string[] = [];
+          const test: string[] = [];
+          for (const line of nonEmptyLines(file('retrieved.jsonl'))) (isTestQuestion(JSON.parse(line), share) ? test : train).push(line);
+          writeAtomic(file('train-retrieved.jsonl'), `${train.join('\n')}\n`);
+          writeAtomic(file('test-retrieved.jsonl'), `${test.join('\n')}\n`);
+          return { train: train.length, test: test.length, share };
+        },
       },
       {
         name: 'synthesize',
         output: file('synthesized.jsonl'),
-        prepare: () => headLines(file('retrieved.jsonl'), file('retrieved-subset.jsonl'), argv.synthesize),
-        args: ['synthesize', '--data', file('retrieved-subset.jsonl'), '--llm', path.join(models, 'llama-tiny'), '--top-k', '5',
-          '--max-new-tokens', '8', '--pseudo-max-new-tokens', '48', '--out', file('synthesized.jsonl'), '--resume'],
+        prepare: () => {
+          if (!existsSync(file('train-subset.jsonl'))) writeAtomic(file('train-subset.jsonl'), `${nonEmptyLines(file('train-retrieved.jsonl')).slice(0, argv.synthesize).join('\n')}\n`);
+        },
+        args: ['synthesize', '--data', file('train-subset.jsonl'), '--llm', llm, '--top-k', '5', '--max-new-tokens', '8', '--pseudo-max-new-tokens', '48',
+          '--out', file('synthesized.jsonl'), '--resume'],
+        rate: (s, t) => perSecond(s.written, 'questions', t),
       },
-      { name: 'filter', output: file('filtered.jsonl'), args: ['filter', '--data', file('synthesized.jsonl'), '--out', file('filtered.jsonl')] },
+      { name: 'filter', output: file('filtered.jsonl'), args: ['filter', '--data', file('synthesized.jsonl'), '--out', file('filtered.jsonl')], rate: (s, t) => perSecond(s.records, 'questions', t) },
       {
         name: 'to-selector',
         output: file('selector-train.jsonl'),
         // The bundled LLM has random weights, so its answers rarely match (filter keeps few or no
         // questions). The demo therefore converts all synthesized questions; a real run converts
         // the filtered file.
-        args: ['to-selector', '--data', file('synthesized.jsonl'), '--out', file('selector-train.jsonl')],
+        args: ['to-selector', '--data', file(bundled ? 'synthesized.jsonl' : 'filtered.jsonl'), '--out', file('selector-train.jsonl')],
+        rate: (s, t) => perSecond(s.written, 'questions', t),
       },
       {
         name: 'train',
         output: path.join(file('selector'), 'model.safetensors'),
-        args: ['train', '--model', path.join(models, 'xlmr-tiny-reranker'), '--data', file('selector-train.jsonl'), '--out', file('selector'),
+        args: ['train', '--model', reranker, '--data', file('selector-train.jsonl'), '--out', file('selector'),
           '--group-size', '4', '--batch-size', '4', '--epochs', '1', '--query-max-len', '64', '--passage-max-len', '128', '--resume'],
+        rate: (s) => (typeof s.pairsPerSec === 'number' ? `${s.pairsPerSec.toFixed(1)} pairs/s` : '-'),
       },
+      {
+        name: 'select',
+        output: file('selected.jsonl'),
+        args: ['select', '--data', file('test-retrieved.jsonl'), '--selector', file('selector'), '--llm', llm, '--candidates', String(argv['top-k']),
+          '--k-docs', String(maxK), '--pseudo-max-new-tokens', '48', '--out', file('selected.jsonl'), '--resume'],
+        rate: (s) => (typeof s.pairsPerSecond === 'number' ? `${s.pairsPerSecond.toFixed(1)} pairs/s` : '-'),
+      },
+      ...(hasGenerate
+        ? [
+            {
+              name: 'generate',
+              output: file('answers.jsonl'),
+              args: ['generate', '--data', file('selected.jsonl'), ...llmArgs, '--k-docs', '1', '--out', file('answers.jsonl'), '--resume'],
+              rate: (s: Record<string, unknown>, t: number) => (typeof s.tokensPerSecond === 'number' ? `${s.tokensPerSecond.toFixed(1)} tokens/s` : perSecond(s.written, 'questions', t)),
+            },
+            {
+              name: 'evaluate',
+              output: path.join(stagesDir, 'evaluate.json'), // its stage record is its output
+              args: ['evaluate', '--data', file('answers.jsonl')],
+              rate: (s: Record<string, unknown>, t: number) => perSecond(s.records, 'records', t),
+            },
+            {
+              name: 'compare',
+              output: file(path.join('compare', 'compare.json')),
+              args: ['compare', '--data', file('test-retrieved.jsonl'), ...llmArgs, '--selector', file('selector'), '--reranker', reranker,
+                '--k-docs', argv['k-docs'], '--candidates', String(argv['top-k']), '--pseudo-max-new-tokens', '48', '--out', file('compare'), '--resume'],
+              rate: (s: Record<string, unknown>, t: number) => perSecond(Array.isArray(s.rows) ? s.rows.length * Number(s.questions) : undefined, 'answers', t),
+            },
+          ]
+        : []),
     ];
-    const summary: Record<string, unknown> = {};
+    const results: StageResult[] = [];
     for (const stage of stages) {
+      const record = path.join(stagesDir, `${stage.name.replace(/\s+/g, '-')}.json`);
       if (existsSync(stage.output)) {
-        process.stderr.write(`demo: ${stage.name}: done before (${path.relative(process.cwd(), stage.output)})\n`);
+        // Done by an earlier run; its time is known when that run recorded it.
+        const before = existsSync(record) ? (JSON.parse(readFileSync(record, 'utf8')) as StageResult) : { name: stage.name, seconds: Number.NaN, rate: '-', summary: {} };
+        process.stderr.write(`demo: ${stage.name}: done before (${path.relative(process.cwd(), stage.output) || stage.output})\n`);
+        results.push({ ...before, resumed: true });
         continue;
       }
       stage.prepare?.();
-      process.stderr.write(`demo: ${stage.name}\n$ gainrag ${stage.args.join(' ')}\n`);
-      const r = spawnSync(process.execPath, [mainJs, ...stage.args, '--json'], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
-      if (r.status !== 0) throw new Error(`demo stage '${stage.name}' failed (exit ${r.status})`);
-      const text = r.stdout.trim();
-      try {
-        summary[stage.name] = text ? JSON.parse(text.split('\n').pop()!) : {};
-      } catch {
-        summary[stage.name] = text;
+      const t0 = performance.now();
+      let summary: Record<string, unknown> = {};
+      if (stage.run) {
+        process.stderr.write(`demo: ${stage.name}\n`);
+        summary = stage.run();
+      } else {
+        const args = stage.args as string[];
+        process.stderr.write(`demo: ${stage.name}\n$ gainrag ${args.join(' ')}\n`);
+        const r = spawnSync(process.execPath, [mainJs, ...args, '--json'], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
+        if (r.status !== 0) throw new Error(`demo stage '${stage.name}' failed (exit ${r.status}); rerun the demo to continue from the finished stages`);
+        const text = r.stdout.trim();
+        try {
+          summary = text ? JSON.parse(text.split('\n').pop() as string) : {};
+        } catch {
+          summary = { output: text };
+        }
       }
+      const seconds = (performance.now() - t0) / 1000;
+      const result: StageResult = { name: stage.name, seconds, rate: stage.rate?.(summary, seconds) ?? '-', resumed: false, summary };
+      writeAtomic(record, JSON.stringify(result));
+      results.push(result);
     }
-    summary.filtered = existsSync(file('filtered.jsonl')) ? countLines(file('filtered.jsonl')) : null;
-    if (argv.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
-    else process.stdout.write(`demo finished; outputs in ${out}\n${JSON.stringify(summary, null, 2)}\n`);
+    const comparison = existsSync(file(path.join('compare', 'compare.json')))
+      ? (JSON.parse(readFileSync(file(path.join('compare', 'compare.json')), 'utf8')) as CompareSummary)
+      : undefined;
+    if (argv.json) {
+      process.stdout.write(`${JSON.stringify({ notice, out, stages: results, comparison: comparison ?? null })}\n`);
+      return;
+    }
+    const w = Math.max(...results.map((r) => r.name.length));
+    const lines = [
+      `demo finished; outputs in ${out}`,
+      '',
+      `${'stage'.padEnd(w)}  ${'seconds'.padStart(8)}  throughput`,
+      `${'-'.repeat(w)}  ${'-'.repeat(8)}  ${'-'.repeat(20)}`,
+      ...results.map((r) => `${r.name.padEnd(w)}  ${(Number.isFinite(r.seconds) ? r.seconds.toFixed(1) : '-').padStart(8)}  ${r.rate}${r.resumed ? '  (earlier run)' : ''}`),
+      '',
+    ];
+    if (comparison) lines.push(formatComparison(comparison));
+    else lines.push('compare: not run (this build has no `gainrag generate`)\n');
+    lines.push(notice);
+    process.stdout.write(`${lines.join('\n')}\n`);
   },
 };

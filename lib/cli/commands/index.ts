@@ -13,6 +13,7 @@ import { mergeCommand } from './merge.js';
 import { clusterCommand } from './cluster.js';
 import { selectCommand } from './select.js';
 import { evaluateCommand } from './evaluate.js';
+import { compareCommand } from './compare.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 // In pipeline order, as `gainrag --help` lists them.
@@ -27,6 +28,7 @@ export const commands: CommandModule<any, any>[] = [
   trainCommand,
   selectCommand,
   evaluateCommand,
+  compareCommand,
   convertCommand,
   mergeCommand,
   clusterCommand,

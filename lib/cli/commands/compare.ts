@@ -1,0 +1,109 @@
+// `gainrag compare`: no retrieval vs top-K retrieval vs an off-the-shelf reranker vs the GainRAG
+// selector + pseudo-passage, on the same questions, with one table (lib/pipeline/compare.ts).
+import type { CommandModule } from 'yargs';
+import path from 'node:path';
+import { CausalLM } from '../../models/causal-lm.js';
+import { CrossEncoder } from '../../models/cross-encoder.js';
+import { checkCompareOptions, compare, formatComparison, type CompareOptions } from '../../pipeline/compare.js';
+import { DEFAULT_TASK, TASK_INSTRUCTIONS, promptWrapper } from '../../pipeline/prompts.js';
+import { nativeGenerator } from '../../pipeline/synthesize.js';
+import { progressReporter } from '../../retrieval/cli-progress.js';
+import { generatorOptions, pseudoWriter, type GeneratorArgs } from './select.js';
+import { hasCode } from '../../errors.js';
+
+interface Args extends GeneratorArgs {
+  json: boolean;
+  data: string;
+  out: string;
+  selector?: string;
+  reranker?: string;
+  'k-docs': string;
+  candidates: number;
+  task: string;
+  'max-new-tokens'?: number;
+  'pseudo-max-new-tokens': number;
+  'batch-questions': number;
+  resume: boolean;
+}
+
+export function parseKList(text: string): number[] {
+  const ks = String(text).split(',').map((s) => s.trim()).filter((s) => s !== '').map(Number);
+  if (ks.length === 0 || ks.some((k) => !Number.isInteger(k) || k < 1)) throw new RangeError(`--k-docs must be a comma-separated list of positive integers, got "${text}"`);
+  return ks;
+}
+
+export const compareCommand: CommandModule<{ json: boolean }, Args> = {
+  command: 'compare',
+  describe: 'GainRAG vs no retrieval, top-K retrieval and a reranker on the same questions: answers + one EM/F1 table',
+  builder: (y) =>
+    generatorOptions(y, 'causal LM that answers (and writes pseudo-passages for the selector run)')
+      .option('data', { type: 'string', demandOption: true, describe: 'retrieval output (JSONL or JSON array of {question, answers, ctxs})' })
+      .option('out', { type: 'string', demandOption: true, describe: 'directory for every run (input.jsonl, <run>-k<K>.answers.jsonl, compare.json)' })
+      .option('selector', { type: 'string', describe: 'trained GainRAG selector (cross-encoder directory); its run adds the pseudo-passage' })
+      .option('reranker', { type: 'string', describe: 'off-the-shelf reranker (cross-encoder directory) for the reranker baseline' })
+      .option('k-docs', { type: 'string', default: '1,5', describe: 'passages in the prompt, one table row per run and K' })
+      .option('candidates', { type: 'number', default: 100, describe: 'retrieved passages the reranker / selector choose from' })
+      .option('task', { type: 'string', default: DEFAULT_TASK, describe: `task instruction by name (${Object.keys(TASK_INSTRUCTIONS).join(', ')})` })
+      .option('max-new-tokens', { type: 'number', describe: 'tokens per answer (default: that of gainrag generate)' })
+      .option('pseudo-max-new-tokens', { type: 'number', default: 256, describe: 'tokens per pseudo-passage' })
+      .option('batch-questions', { type: 'number', default: 32, describe: 'questions per selector call' })
+      .option('resume', { type: 'boolean', default: false, describe: 'keep finished runs under --out and continue unfinished ones' })
+      .epilog(
+        "The no-retrieval row is a real run: the reference's run_baselines.py builds that baseline from an empty prompt list, " +
+          'so its published no-retrieval number is not a measurement. Seconds of the reranker and gainrag rows include their reranking stage.',
+      ) as never,
+  handler: async (argv) => {
+    if (!argv.llm && !argv['generate-url']) throw new TypeError('compare needs --llm DIR or --generate-url URL to answer');
+    const options: CompareOptions = {
+      data: argv.data, outDir: argv.out, kDocs: parseKList(argv['k-docs']), candidates: argv.candidates, task: argv.task,
+      maxNewTokens: argv['max-new-tokens'], pseudoMaxNewTokens: argv['pseudo-max-new-tokens'], batchQuestions: argv['batch-questions'],
+      resume: argv.resume, generateUrl: argv['generate-url'], llm: argv.llm,
+      selectorId: argv.selector ? path.resolve(argv.selector) : undefined, rerankerId: argv.reranker ? path.resolve(argv.reranker) : undefined,
+    };
+    checkCompareOptions(options);
+    const load = { device: argv.device as never, dtype: argv.dtype };
+    if (argv['generate-url']) {
+      options.llm = undefined; // answers come from the server; --llm only lends its chat template
+      const w = argv.selector ? await pseudoWriter(argv) : undefined;
+      options.pseudoGenerator = w?.generator;
+      options.wrapPrompt = w?.wrap;
+    } else {
+      const lm = await CausalLM.load(argv.llm as string, load);
+      options.lm = lm; // loaded once for answers and pseudo-passages
+      options.llm = undefined;
+      options.pseudoGenerator = nativeGenerator(lm);
+      options.wrapPrompt = promptWrapper(lm, argv['chat-template'], Boolean(lm.tokenizer.config.chatTemplate), argv['system-prompt']);
+    }
+    if (argv.selector) options.selector = await CrossEncoder.load(argv.selector, load);
+    if (argv.reranker) options.reranker = await CrossEncoder.load(argv.reranker, load);
+    const controller = new AbortController();
+    const onSignal = () => controller.abort();
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    let progress = progressReporter('compare', 'questions');
+    try {
+      const summary = await compare({
+        ...options, signal: controller.signal,
+        onStage: (name) => {
+          progress.stop();
+          progress = progressReporter(`compare: ${name}`, 'questions');
+          process.stderr.write(`compare: ${name}\n`);
+        },
+        onProgress: (done, total) => progress.update(done, total),
+        warn: (m) => process.stderr.write(`gainrag: warning: ${m}\n`),
+      });
+      progress.stop();
+      process.stdout.write(argv.json ? `${JSON.stringify(summary)}\n` : formatComparison(summary));
+    } catch (err) {
+      progress.stop();
+      if (hasCode(err, 'E_CANCELLED') || controller.signal.aborted) {
+        process.stderr.write(`gainrag: interrupted; finished runs are under ${argv.out}, continue with --resume\n`);
+        process.exit(130);
+      }
+      throw err;
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+  },
+};

@@ -1,0 +1,258 @@
+// `compare`: GainRAG against its baselines on the same questions, as in the paper's tables:
+//   no-retrieval   the LLM alone (the reference's run_baselines.py generates this one from an
+//                  empty prompt list, so its number is meaningless; here it is a real run);
+//   retrieval      the top-K retrieved passages, in retrieval order;
+//   reranker       the top-K of an off-the-shelf cross-encoder over the candidates;
+//   gainrag        the top-K of the trained selector over the candidates + the pseudo-passage.
+// Every run reads `input.jsonl` under the output directory: the records of --data that all four
+// runs can use (select's validation with K = the largest --k-docs; passages without text and
+// pseudo entries taken out of ctxs), so every row of the table is over the same questions.
+// Answers come from generateAnswers (lib/pipeline/generate.ts); EM/F1 are recomputed from each
+// answers file by evaluate(), Recall@K from the ctxs each run answered with (DPR matching).
+// Each stage writes its file atomically plus `<file>.summary.json`; with `resume` a stage whose
+// file and summary exist is not run again, and an unfinished one continues from its partial file.
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { GainragError } from '../errors.js';
+import { AtomicJsonlWriter, readRecords } from '../io/jsonl.js';
+import { AnswerMatcher } from '../retrieval/has-answer.js';
+import { evaluate } from './evaluate.js';
+import { prepareSelectRecord, select, type PairScorer, type SelectSummary } from './select.js';
+import type { TextGenerator } from './openai-generate.js';
+
+/** The part of lib/pipeline/generate.ts that compare uses. */
+export interface GenerateAnswersOptions {
+  data: string;
+  out: string;
+  lm?: unknown;
+  llm?: string;
+  generateUrl?: string;
+  kDocs?: number;
+  task?: string;
+  noRetrieval?: boolean;
+  maxNewTokens?: number;
+  resume?: boolean;
+  signal?: AbortSignal;
+  onProgress?: (done: number, total: number) => void;
+  warn?: (message: string) => void;
+}
+export type GenerateAnswers = (options: GenerateAnswersOptions) => Promise<{ seconds?: number; tokensPerSecond?: number }>;
+
+/** Loads generateAnswers from lib/pipeline/generate.ts (E_UNSUPPORTED when this build has none). */
+export async function loadGenerateAnswers(): Promise<GenerateAnswers> {
+  // Resolved at run time: the generate stage is built alongside (see its own file).
+  const spec = new URL('./generate.js', import.meta.url).href;
+  let mod: { generateAnswers?: GenerateAnswers };
+  try {
+    mod = (await import(spec)) as { generateAnswers?: GenerateAnswers };
+  } catch (err) {
+    throw new GainragError('E_UNSUPPORTED', `this build has no answer generation (lib/pipeline/generate.ts): ${(err as Error).message}`, { cause: err });
+  }
+  if (typeof mod.generateAnswers !== 'function') throw new GainragError('E_UNSUPPORTED', 'lib/pipeline/generate.ts does not export generateAnswers');
+  return mod.generateAnswers;
+}
+
+export interface CompareOptions {
+  data: string;
+  outDir: string;
+  /** How answers are generated: a loaded CausalLM (lm), a model directory, or a server URL. */
+  lm?: unknown;
+  llm?: string;
+  generateUrl?: string;
+  selector?: PairScorer;
+  reranker?: PairScorer;
+  /** Writes pseudo-passages for the selector run. */
+  pseudoGenerator?: TextGenerator;
+  wrapPrompt?: (raw: string) => string;
+  pseudoMaxNewTokens?: number;
+  kDocs?: number[];
+  candidates?: number;
+  task?: string;
+  maxNewTokens?: number;
+  batchQuestions?: number;
+  resume?: boolean;
+  /** Identify the models in select's resume check. */
+  selectorId?: string;
+  rerankerId?: string;
+  /** Default: loadGenerateAnswers(). */
+  generateAnswers?: GenerateAnswers;
+  signal?: AbortSignal;
+  onStage?: (name: string) => void;
+  onProgress?: (done: number, total: number) => void;
+  warn?: (message: string) => void;
+}
+
+export interface CompareRow {
+  run: 'no-retrieval' | 'retrieval' | 'reranker' | 'gainrag';
+  /** Passages in the prompt (0 for no retrieval). */
+  k: number;
+  questions: number;
+  EM: number;
+  F1: number;
+  /** Share of questions with an answer in the K passages given to the LLM; null without retrieval. */
+  recall: number | null;
+  /** Generation plus, for reranker/gainrag, the whole reranking stage (shared by every K). */
+  seconds: number;
+  questionsPerSecond: number;
+  answers: string;
+}
+
+export interface CompareSummary {
+  outDir: string;
+  records: number;
+  questions: number;
+  skipped: number;
+  kDocs: number[];
+  rows: CompareRow[];
+  /** select summaries of the reranking runs. */
+  reranker?: SelectSummary;
+  gainrag?: SelectSummary;
+}
+
+function parseKs(ks: number[] | undefined): number[] {
+  const out = ks ?? [1, 5];
+  if (!Array.isArray(out) || out.length === 0) throw new RangeError('kDocs must be a non-empty list');
+  for (const k of out) if (!Number.isInteger(k) || k < 1) throw new RangeError(`kDocs entries must be positive integers, got ${k}`);
+  return [...new Set(out)].sort((a, b) => a - b);
+}
+
+/** Validates the options (TypeError/RangeError); cheap, call it before loading models. */
+export function checkCompareOptions(options: CompareOptions): { kDocs: number[]; candidates: number } {
+  if (typeof options?.data !== 'string' || options.data === '') throw new TypeError('data must be a file path');
+  if (typeof options.outDir !== 'string' || options.outDir === '') throw new TypeError('outDir must be a directory path');
+  if (options.lm === undefined && !options.llm && !options.generateUrl) throw new TypeError('compare needs an LLM: lm, llm or generateUrl');
+  const kDocs = parseKs(options.kDocs);
+  const candidates = options.candidates ?? 100;
+  if (!Number.isInteger(candidates) || candidates < kDocs[kDocs.length - 1]) throw new RangeError(`candidates must be an integer >= the largest kDocs (${kDocs[kDocs.length - 1]}), got ${candidates}`);
+  return { kDocs, candidates };
+}
+
+export async function compare(options: CompareOptions): Promise<CompareSummary> {
+  const { kDocs, candidates } = checkCompareOptions(options);
+  const maxK = kDocs[kDocs.length - 1];
+  const generateAnswers = options.generateAnswers ?? (await loadGenerateAnswers());
+  const warn = options.warn ?? (() => undefined);
+  const dir = options.outDir;
+  mkdirSync(dir, { recursive: true });
+  const file = (name: string) => path.join(dir, name);
+  const resume = options.resume ?? false;
+  const finished = (out: string) => resume && existsSync(out) && existsSync(`${out}.summary.json`);
+  const saveSummary = (out: string, value: unknown) => {
+    writeFileSync(`${out}.summary.json.tmp`, JSON.stringify(value));
+    renameSync(`${out}.summary.json.tmp`, `${out}.summary.json`);
+  };
+  const loadSummary = <T>(out: string): T => JSON.parse(readFileSync(`${out}.summary.json`, 'utf8')) as T;
+
+  // 1. The common question set.
+  const input = file('input.jsonl');
+  let prep: { records: number; questions: number; skipped: number };
+  if (finished(input)) prep = loadSummary(input);
+  else {
+    options.onStage?.('input');
+    prep = { records: 0, questions: 0, skipped: 0 };
+    const writer = AtomicJsonlWriter.open(input);
+    try {
+      for await (const { record, line } of readRecords(options.data)) {
+        prep.records++;
+        const ok = prepareSelectRecord(record, `${options.data}:${line}`, { candidates, kDocs: maxK, pseudoPassage: false });
+        if ('skip' in ok) {
+          prep.skipped++;
+          warn(`skipped ${ok.skip}`);
+          continue;
+        }
+        writer.write({ ...record, ...(ok.pseudo !== undefined ? { pseudo_passage: ok.pseudo } : {}), ctxs: ok.ctxs });
+        prep.questions++;
+      }
+      writer.close();
+    } catch (err) {
+      writer.abort();
+      throw err;
+    }
+    saveSummary(input, prep);
+  }
+  if (prep.questions === 0) throw new GainragError('E_DATA', `${options.data}: no record usable by every run (see the warnings)`);
+
+  const rows: CompareRow[] = [];
+  const summary: CompareSummary = { outDir: dir, records: prep.records, questions: prep.questions, skipped: prep.skipped, kDocs, rows };
+  const llm = { lm: options.lm, llm: options.llm, generateUrl: options.generateUrl };
+  const common = { task: options.task, maxNewTokens: options.maxNewTokens, signal: options.signal, onProgress: options.onProgress, warn };
+
+  const answer = async (run: CompareRow['run'], data: string, k: number, extraSeconds: number) => {
+    const out = file(k === 0 ? 'no-retrieval.answers.jsonl' : `${run}-k${k}.answers.jsonl`);
+    let seconds: number;
+    if (finished(out)) seconds = loadSummary<{ seconds: number }>(out).seconds;
+    else {
+      options.onStage?.(`${run}${k > 0 ? ` k=${k}` : ''}`);
+      const t0 = performance.now();
+      const g = await generateAnswers({ ...llm, ...common, data, out, kDocs: Math.max(k, 1), noRetrieval: k === 0, resume });
+      seconds = (performance.now() - t0) / 1000;
+      saveSummary(out, { ...g, seconds });
+    }
+    const ev = await evaluate({ data: out });
+    if (ev.evaluated !== prep.questions) warn(`${out}: ${ev.evaluated} answers for ${prep.questions} questions`);
+    const total = seconds + extraSeconds;
+    rows.push({
+      run, k, questions: ev.evaluated, EM: ev.EM, F1: ev.F1, recall: k === 0 ? null : await recallAt(data, k), seconds: total,
+      questionsPerSecond: ev.evaluated / Math.max(total, 1e-9), answers: out,
+    });
+  };
+
+  const rerank = async (name: 'reranker' | 'gainrag', scorer: PairScorer, pseudo: boolean, modelId?: string): Promise<{ out: string; s: SelectSummary }> => {
+    const out = file(name === 'gainrag' ? 'selected.jsonl' : 'reranked.jsonl');
+    if (finished(out)) return { out, s: loadSummary<SelectSummary>(out) };
+    options.onStage?.(`${name} select`);
+    const s = await select(scorer, {
+      data: input, out, kDocs: maxK, candidates, pseudoPassage: pseudo, generator: pseudo ? options.pseudoGenerator : undefined,
+      wrapPrompt: options.wrapPrompt, pseudoMaxNewTokens: options.pseudoMaxNewTokens, batchQuestions: options.batchQuestions, resume, modelId,
+      signal: options.signal, onProgress: options.onProgress, warn,
+    });
+    if (s.questions !== prep.questions) warn(`${out}: ${s.questions} questions selected of ${prep.questions}`);
+    saveSummary(out, s);
+    return { out, s };
+  };
+
+  // 2. The runs, cheapest first.
+  await answer('no-retrieval', input, 0, 0);
+  for (const k of kDocs) await answer('retrieval', input, k, 0);
+  if (options.reranker) {
+    const { out, s } = await rerank('reranker', options.reranker, false, options.rerankerId);
+    summary.reranker = s;
+    for (const k of kDocs) await answer('reranker', out, k, s.seconds);
+  }
+  if (options.selector) {
+    const { out, s } = await rerank('gainrag', options.selector, true, options.selectorId);
+    summary.gainrag = s;
+    for (const k of kDocs) await answer('gainrag', out, k, s.seconds);
+  }
+  writeFileSync(file('compare.json.tmp'), JSON.stringify(summary, null, 1));
+  renameSync(file('compare.json.tmp'), file('compare.json'));
+  return summary;
+}
+
+/** Share of records with a DPR answer match among the first k ctxs. */
+async function recallAt(file: string, k: number): Promise<number> {
+  let n = 0;
+  let hit = 0;
+  for await (const { record } of readRecords(file)) {
+    n++;
+    const m = new AnswerMatcher((record.answers as string[]).filter((a) => a.trim() !== ''));
+    if ((record.ctxs as { text: string }[]).slice(0, k).some((c) => m.matches(c.text))) hit++;
+  }
+  return n === 0 ? 0 : hit / n;
+}
+
+/** One text table: a row per run and K. */
+export function formatComparison(s: CompareSummary): string {
+  const head = ['run', 'K', 'EM', 'F1', 'Recall@K', 'seconds', 'q/s'];
+  const body = s.rows.map((r) => [
+    r.run, String(r.k), r.EM.toFixed(2), r.F1.toFixed(2), r.recall === null ? '-' : `${(100 * r.recall).toFixed(1)}%`, r.seconds.toFixed(1), r.questionsPerSecond.toFixed(2),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  return [
+    `compare on ${s.questions} questions (${s.skipped} of ${s.records} records skipped); answers under ${s.outDir}`,
+    line(head),
+    line(widths.map((w) => '-'.repeat(w))),
+    ...body.map(line),
+  ].join('\n') + '\n';
+}
