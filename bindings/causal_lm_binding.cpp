@@ -23,7 +23,7 @@ RaggedTokens BorrowRagged(const Napi::CallbackInfo& info, size_t first, std::vec
   BorrowedTokens tokens = ReadBorrowedTokens(info, first, /*with_types=*/false);
   Guard(info.Env(), [&] { ValidateRagged(tokens.ragged(), tokens.ids.numel()); });
   keep->insert(keep->end(), tokens.keep.begin(), tokens.keep.end());
-  return tokens.ragged();  // points into JS-owned memory, kept alive through `keep`
+  return tokens.ragged();  // points into native copies, kept alive through `keep`
 }
 
 // Per item and context prompt, the minimum PPL_CD over the item's answers (off the JS thread).
@@ -56,7 +56,8 @@ class CausalLMWrap : public Napi::ObjectWrap<CausalLMWrap> {
                         InstanceMethod<&CausalLMWrap::ResetStats>("resetStats"),
                         InstanceMethod<&CausalLMWrap::Contrastive>("contrastive"),
                         InstanceMethod<&CausalLMWrap::LastLogits>("lastLogits"),
-                        InstanceMethod<&CausalLMWrap::Generate>("generate")});
+                        InstanceMethod<&CausalLMWrap::Generate>("generate"),
+                        InstanceMethod<&CausalLMWrap::Dispose>("dispose")});
   }
 
   explicit CausalLMWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CausalLMWrap>(info) {
@@ -66,9 +67,20 @@ class CausalLMWrap : public Napi::ObjectWrap<CausalLMWrap> {
   }
 
  private:
+  // dispose() drops this wrapper's reference; running calls hold their own (`Model model`), so
+  // the weights are freed when the last one settles. Every later call: E_DISPOSED.
+  const Model& Live(Napi::Env env) const {
+    if (!model_) throw MakeError(env, "E_DISPOSED", "this CausalLM was disposed");
+    return model_;
+  }
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    model_.reset();
+    return info.Env().Undefined();
+  }
+
   Napi::Value Info(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    const LlamaConfig& c = model_->config();
+    const LlamaConfig& c = Live(env)->config();
     Napi::Object o = Napi::Object::New(env);
     o.Set("modelType", c.model_type);
     o.Set("vocabSize", double(c.vocab_size));
@@ -86,7 +98,7 @@ class CausalLMWrap : public Napi::ObjectWrap<CausalLMWrap> {
   }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {
-    LlamaStats s = model_->stats();
+    LlamaStats s = Live(info.Env())->stats();
     Napi::Object o = Napi::Object::New(info.Env());
     o.Set("promptPrefills", double(s.prompt_prefills));
     o.Set("prefillTokens", double(s.prefill_tokens));
@@ -99,7 +111,7 @@ class CausalLMWrap : public Napi::ObjectWrap<CausalLMWrap> {
   }
 
   Napi::Value ResetStats(const Napi::CallbackInfo& info) {
-    model_->ResetStats();
+    Live(info.Env())->ResetStats();
     return info.Env().Undefined();
   }
 
@@ -113,8 +125,9 @@ class CausalLMWrap : public Napi::ObjectWrap<CausalLMWrap> {
     ContrastiveRequest req;
     req.prompts = BorrowRagged(info, 0, &keep);
     req.answers = BorrowRagged(info, 2, &keep);
-    at::Tensor pb = BorrowTypedArray1D(info[4], at::kInt, "promptBegin");
-    at::Tensor ab = BorrowTypedArray1D(info[5], at::kInt, "answerBegin");
+    // Copies (detach-safe, see marshal.h), kept alive through `keep` for the raw pointers below.
+    at::Tensor pb = CopyTypedArray1D(info[4], at::kInt, "promptBegin");
+    at::Tensor ab = CopyTypedArray1D(info[5], at::kInt, "answerBegin");
     if (pb.numel() < 1 || pb.numel() != ab.numel())
       throw Napi::RangeError::New(env, "promptBegin and answerBegin must both have items + 1 entries");
     req.items = pb.numel() - 1;
@@ -126,15 +139,15 @@ class CausalLMWrap : public Napi::ObjectWrap<CausalLMWrap> {
       ValidateRagged(pcheck, req.prompts.count);
       ValidateRagged(acheck, req.answers.count);
     });
-    keep.push_back(info[4]);
-    keep.push_back(info[5]);
+    keep.push_back(TensorKeeper(env, pb));
+    keep.push_back(TensorKeeper(env, ab));
     if (!info[6].IsNumber()) throw Napi::TypeError::New(env, "alpha must be a number");
     req.alpha = info[6].As<Napi::Number>().DoubleValue();
     req.reference_method = info[7].ToBoolean().Value();
     if (!info[8].IsUndefined() && !info[8].IsBoolean()) throw Napi::TypeError::New(env, "sharePrefix must be a boolean");
     req.share_prefix = info[8].IsUndefined() || info[8].As<Napi::Boolean>().Value();
     auto result = std::make_shared<std::array<at::Tensor, 4>>();
-    Model model = model_;
+    Model model = Live(env);
     return StartTask(
         env, "gainrag.CausalLM.contrastive",
         [model, req, result](const RunContext& ctx) {
@@ -161,7 +174,7 @@ class CausalLMWrap : public Napi::ObjectWrap<CausalLMWrap> {
     RaggedTokens prompts = BorrowRagged(info, 0, &keep);
     int64_t last_n = RequireInt(info[2], "lastN", 1, 1 << 20);
     auto result = std::make_shared<at::Tensor>();
-    Model model = model_;
+    Model model = Live(env);
     return StartTask(
         env, "gainrag.CausalLM.lastLogits",
         [model, prompts, last_n, result](const RunContext& ctx) { *result = model->LastLogits(prompts, last_n, ctx); },
@@ -175,7 +188,7 @@ class CausalLMWrap : public Napi::ObjectWrap<CausalLMWrap> {
     RaggedTokens prompts = BorrowRagged(info, 0, &keep);
     int64_t max_new = RequireInt(info[2], "maxNewTokens", 1, 1 << 20);
     auto result = std::make_shared<std::pair<at::Tensor, at::Tensor>>();
-    Model model = model_;
+    Model model = Live(env);
     return StartTask(
         env, "gainrag.CausalLM.generate",
         [model, prompts, max_new, result](const RunContext& ctx) { *result = model->GenerateGreedy(prompts, max_new, ctx); },

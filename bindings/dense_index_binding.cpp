@@ -1,6 +1,10 @@
 // JS class DenseIndex (raw; lib/retrieval/dense-index.ts is the typed wrapper).
 // Every data-moving call runs off the JS thread. Searches share the index; add/setDevice take it
-// exclusively, so a search never sees a half-grown storage.
+// exclusively, so a search never sees a half-grown storage. Inputs are copied on the JS thread
+// (marshal.h: a detached ArrayBuffer must not free memory under a worker). Adds run in call
+// order (a FifoGate ticket taken at call time), so consecutive ids follow the calls, not lock
+// order. dispose() drops this object's reference: running tasks hold their own, so memory is
+// freed when the last of them settles; later calls fail with E_DISPOSED.
 #include <mutex>
 #include <shared_mutex>
 
@@ -17,6 +21,7 @@ namespace {
 struct IndexHolder {
   std::shared_ptr<DenseIndex> index;
   std::shared_mutex mutex;
+  std::shared_ptr<FifoGate> add_order = std::make_shared<FifoGate>();
   std::atomic<int64_t> size{0};  // read by the JS getter without taking the lock
 };
 
@@ -43,7 +48,9 @@ class DenseIndexWrap : public Napi::ObjectWrap<DenseIndexWrap> {
                         InstanceMethod<&DenseIndexWrap::Save>("save"),
                         InstanceMethod<&DenseIndexWrap::SaveFiles>("saveFiles"),
                         InstanceMethod<&DenseIndexWrap::SetDevice>("setDevice"),
-                        InstanceMethod<&DenseIndexWrap::Row>("row")});
+                        InstanceMethod<&DenseIndexWrap::Row>("row"),
+                        InstanceMethod<&DenseIndexWrap::Dispose>("dispose"),
+                        InstanceAccessor<&DenseIndexWrap::Disposed>("disposed")});
   }
 
   explicit DenseIndexWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DenseIndexWrap>(info) {
@@ -62,70 +69,88 @@ class DenseIndexWrap : public Napi::ObjectWrap<DenseIndexWrap> {
   }
 
  private:
-  Napi::Value Size(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(holder_->size.load())); }
-  Napi::Value Dim(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(holder_->index->dim())); }
+  // Every method starts here: E_DISPOSED once dispose() ran.
+  const std::shared_ptr<IndexHolder>& Live(Napi::Env env) const {
+    if (!holder_) throw MakeError(env, "E_DISPOSED", "this DenseIndex was disposed");
+    return holder_;
+  }
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    holder_.reset();
+    return info.Env().Undefined();
+  }
+  Napi::Value Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !holder_); }
+  Napi::Value Size(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(Live(info.Env())->size.load())); }
+  Napi::Value Dim(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(Live(info.Env())->index->dim())); }
   Napi::Value DType(const Napi::CallbackInfo& info) {
-    return Napi::String::New(info.Env(), DTypeString(holder_->index->dtype()));
+    return Napi::String::New(info.Env(), DTypeString(Live(info.Env())->index->dtype()));
   }
   Napi::Value MetricGetter(const Napi::CallbackInfo& info) {
-    return Napi::String::New(info.Env(), MetricName(holder_->index->metric()));
+    return Napi::String::New(info.Env(), MetricName(Live(info.Env())->index->metric()));
   }
   Napi::Value Device(const Napi::CallbackInfo& info) {
-    std::shared_lock lock(holder_->mutex);
+    std::shared_lock lock(Live(info.Env())->mutex);
     return Napi::String::New(info.Env(), holder_->index->device().str());
   }
 
   // add(vectors: Float32Array, ids?: BigInt64Array, controls?)
   Napi::Value Add(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    const int64_t dim = holder_->index->dim();
-    at::Tensor flat = BorrowTypedArray1D(info[0], at::kFloat, "vectors");
-    if (flat.numel() % dim != 0)
-      throw Napi::RangeError::New(env, "vectors length " + std::to_string(flat.numel()) + " is not a multiple of dim " +
+    auto holder = Live(env);
+    const int64_t dim = holder->index->dim();
+    // Check the length before copying (a wrong call should not cost a copy).
+    at::Tensor view = BorrowTypedArray1D(info[0], at::kFloat, "vectors");
+    if (view.numel() % dim != 0)
+      throw Napi::RangeError::New(env, "vectors length " + std::to_string(view.numel()) + " is not a multiple of dim " +
                                            std::to_string(dim));
-    const int64_t n = flat.numel() / dim;
-    at::Tensor vectors = flat.view({n, dim});
+    const int64_t n = view.numel() / dim;
     at::Tensor ids;
-    if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull()) ids = BorrowTypedArray(info[1], at::kLong, {n}, "ids");
-    auto holder = holder_;
+    if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull()) ids = CopyTypedArray(info[1], at::kLong, {n}, "ids");
+    TaskControls controls = ReadControls(ControlsArg(info, 2));
+    at::Tensor vectors = view.clone().view({n, dim});
+    auto turn = FifoGate::Take(holder->add_order);
     return StartTask(
         env, "gainrag.DenseIndex.add",
-        [holder, vectors, ids](const RunContext& ctx) {
+        [holder, vectors, ids, turn](const RunContext& ctx) {
+          FifoGate::Turn my_turn(*turn, ctx);
           std::unique_lock lock(holder->mutex);
           holder->index->Add(vectors, ids, ctx);
           holder->size = holder->index->size();
         },
-        nullptr, ReadControls(ControlsArg(info, 2)), {info[0], info.Length() > 1 ? info[1] : env.Undefined()});
+        nullptr, controls);
   }
 
   // addNpy(path, controls?): appends the rows of a float32/float16 .npy file with consecutive ids.
   Napi::Value AddNpy(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     std::string path = RequireString(info[0], "path");
-    auto holder = holder_;
+    auto holder = Live(env);
     auto added = std::make_shared<int64_t>(0);
+    TaskControls controls = ReadControls(ControlsArg(info, 1));
+    auto turn = FifoGate::Take(holder->add_order);
     return StartTask(
         env, "gainrag.DenseIndex.addNpy",
-        [holder, path, added](const RunContext& ctx) {
+        [holder, path, added, turn](const RunContext& ctx) {
           at::Tensor m = MapNpyMatrix(path);
+          FifoGate::Turn my_turn(*turn, ctx);
           std::unique_lock lock(holder->mutex);
           holder->index->Add(m, at::Tensor(), ctx);
           holder->size = holder->index->size();
           *added = m.size(0);
         },
         [added](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, double(*added)); },
-        ReadControls(ControlsArg(info, 1)));
+        controls);
   }
 
   // search(queries: Float32Array, k, {corpusBlock?, queryBlock?, queryGroup?}, controls?) -> {ids, scores}
   Napi::Value Search(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    const int64_t dim = holder_->index->dim();
+    auto holder = Live(env);
+    const int64_t dim = holder->index->dim();
     at::Tensor flat = BorrowTypedArray1D(info[0], at::kFloat, "queries");
     if (flat.numel() % dim != 0)
       throw Napi::RangeError::New(env, "queries length " + std::to_string(flat.numel()) + " is not a multiple of dim " +
                                            std::to_string(dim));
-    const int64_t size = holder_->size.load();
+    const int64_t size = holder->size.load();
     if (size == 0) throw MakeError(env, "E_INDEX", "cannot search an empty index");
     const int64_t k = RequireInt(info[1], "k", 1, size);
     SearchOptions options;
@@ -137,8 +162,8 @@ class DenseIndexWrap : public Napi::ObjectWrap<DenseIndexWrap> {
       if (options.corpus_block < 0 || options.query_block < 0 || options.query_group < 0)
         throw Napi::RangeError::New(env, "corpusBlock, queryBlock and queryGroup must be positive");
     }
-    at::Tensor queries = flat.view({flat.numel() / dim, dim});
-    auto holder = holder_;
+    TaskControls controls = ReadControls(ControlsArg(info, 3));
+    at::Tensor queries = flat.clone().view({flat.numel() / dim, dim});  // Q x dim: small next to the corpus
     auto result = std::make_shared<SearchResult>();
     return StartTask(
         env, "gainrag.DenseIndex.search",
@@ -152,12 +177,12 @@ class DenseIndexWrap : public Napi::ObjectWrap<DenseIndexWrap> {
           out.Set("scores", TensorToTypedArray(env, result->scores));
           return out;
         },
-        ReadControls(ControlsArg(info, 3)), {info[0]});
+        controls);
   }
 
   Napi::Value SaveImpl(const Napi::CallbackInfo& info, bool files_only) {
     std::string dir = RequireString(info[0], "dir");
-    auto holder = holder_;
+    auto holder = Live(info.Env());
     return StartTask(
         info.Env(), "gainrag.DenseIndex.save",
         [holder, dir, files_only](const RunContext& ctx) {
@@ -172,19 +197,21 @@ class DenseIndexWrap : public Napi::ObjectWrap<DenseIndexWrap> {
 
   Napi::Value SetDevice(const Napi::CallbackInfo& info) {
     std::string name = RequireString(info[0], "device");
+    auto holder = Live(info.Env());
     return Guard(info.Env(), [&] {
       at::Device device = ParseDevice(name);
-      std::unique_lock lock(holder_->mutex);
-      holder_->index->SetDevice(device);
+      std::unique_lock lock(holder->mutex);
+      holder->index->SetDevice(device);
       return info.Env().Undefined();
     });
   }
 
   Napi::Value Row(const Napi::CallbackInfo& info) {
-    const int64_t r = RequireInt(info[0], "row", 0, std::max<int64_t>(0, holder_->size.load() - 1));
+    auto holder = Live(info.Env());
+    const int64_t r = RequireInt(info[0], "row", 0, std::max<int64_t>(0, holder->size.load() - 1));
     return Guard(info.Env(), [&] {
-      std::shared_lock lock(holder_->mutex);
-      return TensorToTypedArray(info.Env(), holder_->index->Row(r));
+      std::shared_lock lock(holder->mutex);
+      return TensorToTypedArray(info.Env(), holder->index->Row(r));
     });
   }
 
@@ -233,7 +260,8 @@ class DenseIndexWriterWrap : public Napi::ObjectWrap<DenseIndexWriterWrap> {
     if (flat.numel() % dim != 0)
       throw Napi::RangeError::New(env, "vectors length " + std::to_string(flat.numel()) + " is not a multiple of dim " +
                                            std::to_string(dim));
-    at::Tensor vectors = flat.view({flat.numel() / dim, dim});
+    TaskControls controls = ReadControls(ControlsArg(info, 1));
+    at::Tensor vectors = flat.clone().view({flat.numel() / dim, dim});  // detach-safe copy (marshal.h)
     auto state = state_;
     return StartTask(
         env, "gainrag.DenseIndexWriter.append",
@@ -242,7 +270,7 @@ class DenseIndexWriterWrap : public Napi::ObjectWrap<DenseIndexWriterWrap> {
           state->writer->Append(vectors, ctx);
           state->count = state->writer->count();
         },
-        nullptr, ReadControls(ControlsArg(info, 1)), {info[0]});
+        nullptr, controls);
   }
 
   Napi::Value AppendNpy(const Napi::CallbackInfo& info) {
@@ -293,11 +321,15 @@ Napi::Value CreateDenseIndex(const Napi::CallbackInfo& info) {
   return DenseIndexWrap::New(env, index);
 }
 
+// openDenseIndex(dir, verify?: 'full' | 'header')
 Napi::Value OpenDenseIndex(const Napi::CallbackInfo& info) {
   std::string dir = RequireString(info[0], "dir");
+  std::string mode = info.Length() > 1 && !info[1].IsUndefined() ? RequireString(info[1], "verify") : "full";
+  if (mode != "full" && mode != "header") throw Napi::RangeError::New(info.Env(), "verify must be 'full' or 'header', got '" + mode + "'");
+  const DenseIndex::Verify verify = mode == "full" ? DenseIndex::Verify::kFull : DenseIndex::Verify::kHeader;
   auto result = std::make_shared<std::shared_ptr<DenseIndex>>();
   return StartTask(
-      info.Env(), "gainrag.openDenseIndex", [dir, result](const RunContext&) { *result = DenseIndex::Open(dir); },
+      info.Env(), "gainrag.openDenseIndex", [dir, verify, result](const RunContext&) { *result = DenseIndex::Open(dir, verify); },
       [result](Napi::Env env) -> Napi::Value { return DenseIndexWrap::New(env, *result); });
 }
 

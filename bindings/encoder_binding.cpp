@@ -1,6 +1,8 @@
 // JS classes Encoder (pooled embeddings) and CrossEncoder (classifier scores) over one native
-// EncoderModel. Both are created by async loaders; token batches come in as borrowed Int32Arrays
-// (ids + Arrow-style offsets) and results go out as external Float32Arrays.
+// EncoderModel. Both are created by async loaders; token batches come in as Int32Arrays (ids +
+// Arrow-style offsets, copied on the JS thread: marshal.h) and results go out as external
+// Float32Arrays. dispose() drops the wrapper's model reference; running calls hold their own,
+// so the weights are freed when the last one settles. Later calls fail with E_DISPOSED.
 #include "bindings/addon_data.h"
 #include "bindings/async_task.h"
 #include "bindings/marshal.h"
@@ -47,6 +49,7 @@ using BatchedFn = at::Tensor (*)(const EncoderModel&, const RaggedTokens&, const
 
 Napi::Value RunModel(const Napi::CallbackInfo& info, const ModelPtr& model, BatchedFn fn, const char* name) {
   Napi::Env env = info.Env();
+  if (!model) throw MakeError(env, "E_DISPOSED", std::string(name) + ": the model was disposed");
   BorrowedTokens tokens = ReadBorrowedTokens(info);
   EncodeRequest req = ReadRequest(info[3], env);
   TaskControls controls = ReadControls(info[4]);
@@ -64,7 +67,8 @@ Napi::Value RunModel(const Napi::CallbackInfo& info, const ModelPtr& model, Batc
 class EncoderWrap : public Napi::ObjectWrap<EncoderWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "Encoder", {InstanceMethod<&EncoderWrap::Embed>("embed")});
+    return DefineClass(env, "Encoder", {InstanceMethod<&EncoderWrap::Embed>("embed"),
+                                        InstanceMethod<&EncoderWrap::Dispose>("dispose")});
   }
   explicit EncoderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EncoderWrap>(info) {
     if (info.Length() != 1 || !info[0].IsExternal())
@@ -76,13 +80,18 @@ class EncoderWrap : public Napi::ObjectWrap<EncoderWrap> {
  private:
   // embed(ids, offsets, typeIds?, {pooling, normalize, batchTokens, maxRows}, controls) -> Float32Array n x dim
   Napi::Value Embed(const Napi::CallbackInfo& info) { return RunModel(info, model_, &EncodeBatched, "gainrag.embed"); }
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    model_.reset();
+    return info.Env().Undefined();
+  }
   ModelPtr model_;
 };
 
 class CrossEncoderWrap : public Napi::ObjectWrap<CrossEncoderWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "CrossEncoder", {InstanceMethod<&CrossEncoderWrap::Score>("score")});
+    return DefineClass(env, "CrossEncoder", {InstanceMethod<&CrossEncoderWrap::Score>("score"),
+                                             InstanceMethod<&CrossEncoderWrap::Dispose>("dispose")});
   }
   explicit CrossEncoderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CrossEncoderWrap>(info) {
     if (info.Length() != 1 || !info[0].IsExternal())
@@ -94,6 +103,10 @@ class CrossEncoderWrap : public Napi::ObjectWrap<CrossEncoderWrap> {
  private:
   // score(ids, offsets, typeIds?, {batchTokens, maxRows}, controls) -> Float32Array n x numLabels
   Napi::Value Score(const Napi::CallbackInfo& info) { return RunModel(info, model_, &ScoreBatched, "gainrag.score"); }
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    model_.reset();
+    return info.Env().Undefined();
+  }
   ModelPtr model_;
 };
 

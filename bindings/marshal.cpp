@@ -1,5 +1,6 @@
 #include "bindings/marshal.h"
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -53,6 +54,8 @@ at::Tensor BorrowTypedArray(const Napi::Value& value, at::ScalarType expected, s
   Napi::TypedArray arr = value.As<Napi::TypedArray>();
   if (arr.TypedArrayType() != TypedArrayTypeFor(expected))
     throw Napi::TypeError::New(env, std::string(what) + " must be a " + TypedArrayName(expected));
+  if (arr.ArrayBuffer().IsDetached())
+    throw Napi::TypeError::New(env, std::string(what) + "'s ArrayBuffer is detached (it was transferred)");
   int64_t numel = 1;
   for (int64_t d : shape) numel *= d;
   if (static_cast<int64_t>(arr.ElementLength()) != numel)
@@ -68,6 +71,53 @@ at::Tensor BorrowTypedArray1D(const Napi::Value& value, at::ScalarType expected,
   if (!value.IsTypedArray()) throw Napi::TypeError::New(env, std::string(what) + " must be a " + TypedArrayName(expected));
   int64_t n = static_cast<int64_t>(value.As<Napi::TypedArray>().ElementLength());
   return BorrowTypedArray(value, expected, {n}, what);
+}
+
+at::Tensor CopyTypedArray(const Napi::Value& value, at::ScalarType expected, std::vector<int64_t> shape,
+                          const char* what) {
+  return BorrowTypedArray(value, expected, std::move(shape), what).clone();
+}
+
+at::Tensor CopyTypedArray1D(const Napi::Value& value, at::ScalarType expected, const char* what) {
+  return BorrowTypedArray1D(value, expected, what).clone();
+}
+
+Napi::Value TensorKeeper(Napi::Env env, at::Tensor tensor) {
+  auto ext = Napi::External<at::Tensor>::New(env, new at::Tensor(std::move(tensor)),
+                                             [](Napi::Env, at::Tensor* t) { delete t; });
+  // A plain object around the external: task keep_alive lists reference objects only.
+  Napi::Object holder = Napi::Object::New(env);
+  holder.Set("tensor", ext);
+  return holder;
+}
+
+std::shared_ptr<FifoGate::Ticket> FifoGate::Take(const std::shared_ptr<FifoGate>& gate) {
+  std::lock_guard<std::mutex> lock(gate->mu_);
+  return std::make_shared<Ticket>(gate, gate->next_++);
+}
+
+void FifoGate::Ticket::Wait(const RunContext& ctx) {
+  std::unique_lock<std::mutex> lock(gate_->mu_);
+  while (gate_->serving_ != number_) {
+    if (ctx.cancelled()) {
+      lock.unlock();
+      Finish();
+      ctx.ThrowIfCancelled();
+    }
+    gate_->cv_.wait_for(lock, std::chrono::milliseconds(20));
+  }
+}
+
+void FifoGate::Ticket::Finish() {
+  std::lock_guard<std::mutex> lock(gate_->mu_);
+  if (finished_) return;
+  finished_ = true;
+  gate_->finished_early_.insert(number_);
+  while (!gate_->finished_early_.empty() && *gate_->finished_early_.begin() == gate_->serving_) {
+    gate_->finished_early_.erase(gate_->finished_early_.begin());
+    ++gate_->serving_;
+  }
+  gate_->cv_.notify_all();
 }
 
 Napi::Value TensorToTypedArray(Napi::Env env, at::Tensor tensor) {
@@ -115,15 +165,15 @@ RaggedTokens BorrowedTokens::ragged() const {
 BorrowedTokens ReadBorrowedTokens(const Napi::CallbackInfo& info, size_t first, bool with_types) {
   Napi::Env env = info.Env();
   BorrowedTokens a;
-  a.ids = BorrowTypedArray1D(info[first], at::kInt, "ids");
-  a.offsets = BorrowTypedArray1D(info[first + 1], at::kInt, "offsets");
+  a.ids = CopyTypedArray1D(info[first], at::kInt, "ids");
+  a.offsets = CopyTypedArray1D(info[first + 1], at::kInt, "offsets");
   if (a.offsets.numel() < 1) throw Napi::RangeError::New(env, "offsets must hold count + 1 entries (at least [0])");
-  a.keep = {info[first], info[first + 1]};
+  a.keep = {TensorKeeper(env, a.ids), TensorKeeper(env, a.offsets)};
   Napi::Value types = with_types ? info[first + 2] : env.Undefined();
   if (!types.IsUndefined() && !types.IsNull()) {
-    a.type_ids = BorrowTypedArray1D(types, at::kInt, "typeIds");
+    a.type_ids = CopyTypedArray1D(types, at::kInt, "typeIds");
     if (a.type_ids.numel() != a.ids.numel()) throw Napi::RangeError::New(env, "typeIds must have one entry per id");
-    a.keep.push_back(types);
+    a.keep.push_back(TensorKeeper(env, a.type_ids));
   }
   return a;
 }

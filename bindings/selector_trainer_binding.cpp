@@ -1,7 +1,10 @@
 // JS class SelectorTrainer over the native trainer. Created by createSelectorTrainer(dir, opts)
 // (async: loading and copying the weights takes a while). Token batches come in as borrowed
-// Int32Arrays (ids + offsets [+ typeIds]) and teacher scores as a borrowed Float32Array; every
-// step, save and load runs off the JS thread.
+// Int32Arrays (ids + offsets [+ typeIds]) and teacher scores as a Float32Array, both copied on
+// the JS thread (marshal.h); every step, save and load runs off the JS thread. Steps run in
+// call order (a FifoGate ticket taken at call time): the native mutex alone would let two
+// unawaited steps run in either order. dispose() drops this object's reference (running
+// tasks keep their own); later calls fail with E_DISPOSED.
 #include <cmath>
 
 #include "bindings/addon_data.h"
@@ -78,7 +81,8 @@ class SelectorTrainerWrap : public Napi::ObjectWrap<SelectorTrainerWrap> {
                         InstanceMethod<&SelectorTrainerWrap::Save>("save"),
                         InstanceMethod<&SelectorTrainerWrap::LoadState>("loadState"),
                         InstanceMethod<&SelectorTrainerWrap::SetSchedule>("setSchedule"),
-                        InstanceMethod<&SelectorTrainerWrap::Info>("info")});
+                        InstanceMethod<&SelectorTrainerWrap::Info>("info"),
+                        InstanceMethod<&SelectorTrainerWrap::Dispose>("dispose")});
   }
 
   explicit SelectorTrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SelectorTrainerWrap>(info) {
@@ -91,20 +95,21 @@ class SelectorTrainerWrap : public Napi::ObjectWrap<SelectorTrainerWrap> {
   // step(ids, offsets, typeIds?, teacher: Float32Array, groups, groupSize, controls?)
   Napi::Value Step(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
+    TrainerPtr trainer = Live(env);
     BorrowedTokens tokens = ReadBorrowedTokens(info);
     int64_t groups = RequireInt(info[4], "groups", 1, int64_t(1) << 31);
     int64_t group_size = RequireInt(info[5], "groupSize", 2, int64_t(1) << 31);
-    at::Tensor teacher = BorrowTypedArray(info[3], at::kFloat, {groups * group_size}, "teacher");
+    at::Tensor teacher = CopyTypedArray(info[3], at::kFloat, {groups * group_size}, "teacher");
     if (tokens.offsets.numel() - 1 != groups * group_size)
       throw Napi::RangeError::New(env, "token rows (" + std::to_string(tokens.offsets.numel() - 1) +
                                            ") must equal groups x groupSize (" + std::to_string(groups * group_size) + ")");
     TaskControls controls = ReadControls(info[6]);
-    tokens.keep.push_back(info[3]);
-    auto trainer = trainer_;
     auto result = std::make_shared<StepResult>();
+    auto turn = FifoGate::Take(step_order_);
     return StartTask(
         env, "gainrag.SelectorTrainer.step",
-        [trainer, tokens, teacher, groups, group_size, result](const RunContext& ctx) {
+        [trainer, tokens, teacher, groups, group_size, result, turn](const RunContext& ctx) {
+          FifoGate::Turn my_turn(*turn, ctx);
           *result = trainer->Step(tokens.ragged(), teacher.data_ptr<float>(), groups, group_size, ctx);
         },
         [result](Napi::Env env) -> Napi::Value {
@@ -123,9 +128,9 @@ class SelectorTrainerWrap : public Napi::ObjectWrap<SelectorTrainerWrap> {
   // score(ids, offsets, typeIds?, controls?) -> Promise<Float32Array>
   Napi::Value Score(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
+    TrainerPtr trainer = Live(env);
     BorrowedTokens tokens = ReadBorrowedTokens(info);
     TaskControls controls = ReadControls(info[3]);
-    auto trainer = trainer_;
     auto out = std::make_shared<at::Tensor>();
     return StartTask(
         env, "gainrag.SelectorTrainer.score",
@@ -160,7 +165,7 @@ class SelectorTrainerWrap : public Napi::ObjectWrap<SelectorTrainerWrap> {
     } else if (!info[1].IsUndefined()) {
       throw Napi::TypeError::New(env, "options must be an object");
     }
-    auto trainer = trainer_;
+    TrainerPtr trainer = Live(env);
     return StartTask(
         env, "gainrag.SelectorTrainer.save",
         [trainer, dir, with_state, files, replace](const RunContext&) { trainer->Save(dir, with_state, files, replace); },
@@ -170,7 +175,7 @@ class SelectorTrainerWrap : public Napi::ObjectWrap<SelectorTrainerWrap> {
   Napi::Value LoadState(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     std::string dir = RequireString(info[0], "dir");
-    auto trainer = trainer_;
+    TrainerPtr trainer = Live(env);
     return StartTask(
         env, "gainrag.SelectorTrainer.loadState", [trainer, dir](const RunContext&) { trainer->LoadState(dir); },
         [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
@@ -180,12 +185,14 @@ class SelectorTrainerWrap : public Napi::ObjectWrap<SelectorTrainerWrap> {
   Napi::Value SetSchedule(const Napi::CallbackInfo& info) {
     int64_t warmup = RequireInt(info[0], "warmupSteps", 0, int64_t(1) << 40);
     int64_t total = RequireInt(info[1], "totalSteps", 0, int64_t(1) << 40);
-    Guard(info.Env(), [&] { trainer_->SetSchedule(warmup, total); });
+    TrainerPtr trainer = Live(info.Env());
+    Guard(info.Env(), [&] { trainer->SetSchedule(warmup, total); });
     return info.Env().Undefined();
   }
 
   Napi::Value Info(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
+    Live(env);
     Napi::Object r = Napi::Object::New(env);
     const EncoderConfig& c = trainer_->model().config();
     r.Set("modelType", c.model_type);
@@ -199,7 +206,17 @@ class SelectorTrainerWrap : public Napi::ObjectWrap<SelectorTrainerWrap> {
     return r;
   }
 
+  const TrainerPtr& Live(Napi::Env env) const {
+    if (!trainer_) throw MakeError(env, "E_DISPOSED", "this SelectorTrainer was disposed");
+    return trainer_;
+  }
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    trainer_.reset();
+    return info.Env().Undefined();
+  }
+
   TrainerPtr trainer_;
+  std::shared_ptr<FifoGate> step_order_ = std::make_shared<FifoGate>();
 };
 
 // createSelectorTrainer(dir, options) -> Promise<SelectorTrainer>

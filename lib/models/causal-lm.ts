@@ -5,6 +5,7 @@
 // engine's output buffers.
 import { DataType, Field, Float64, Int32, List, Utf8, makeData, makeVector, vectorFromArray, type Data, type Vector } from 'apache-arrow';
 import { withControls, type CallOptions } from '../controls.js';
+import { GainragError } from '../errors.js';
 import { native, type NativeControls } from '../native.js';
 import { Tokenizer, type TokenBatch } from '../tokenizer.js';
 import { renderChatTemplate, type ChatMessage, type ChatTemplateOptions } from './chat-template.js';
@@ -134,6 +135,8 @@ interface NativeCausalLM {
     alpha: number, reference: boolean, sharePrefix: boolean, controls: NativeControls): Promise<ContrastiveFlat>;
   lastLogits(ids: Int32Array, offsets: Int32Array, lastN: number, controls: NativeControls): Promise<Float32Array>;
   generate(ids: Int32Array, offsets: Int32Array, maxNewTokens: number, controls: NativeControls): Promise<{ ids: Int32Array; offsets: Int32Array }>;
+  /** Drops the wrapper's reference to the weights (running calls keep theirs). */
+  dispose(): void;
 }
 
 /** Engine output of a contrastive call: (item, answer, context) and (item, context) layouts. */
@@ -212,13 +215,37 @@ export class CausalLM {
   readonly info: CausalLMInfo;
   /** Counters of the most recent call on this instance (concurrent calls mix their counts). */
   lastStats: CausalLMStats | undefined;
-  private readonly model: NativeCausalLM;
+  private handle: NativeCausalLM | null;
 
   private constructor(dir: string, model: NativeCausalLM, tokenizer: Tokenizer) {
     this.dir = dir;
-    this.model = model;
+    this.handle = model;
     this.tokenizer = tokenizer;
     this.info = model.info;
+  }
+
+  /** The native model, or E_DISPOSED after dispose(). */
+  private get model(): NativeCausalLM {
+    if (this.handle === null) throw new GainragError('E_DISPOSED', 'this CausalLM was disposed');
+    return this.handle;
+  }
+
+  /**
+   * Frees the weights. Idempotent. Calls already running hold their own reference and finish
+   * normally (the memory goes when the last settles); later calls fail with E_DISPOSED.
+   */
+  async dispose(): Promise<void> {
+    const h = this.handle;
+    this.handle = null;
+    h?.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+
+  get disposed(): boolean {
+    return this.handle === null;
   }
 
   /** Loads a Hugging Face Llama directory (config.json, safetensors, tokenizer.json). */

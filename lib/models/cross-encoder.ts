@@ -2,6 +2,7 @@
 // BERT sequence-classification checkpoints. Pairs are joined by the tokenizer's own pair
 // template and truncated like `tokenizers` does (only_second by default, as rerankers use).
 import { withControls } from '../controls.js';
+import { GainragError } from '../errors.js';
 import { native, type NativeControls } from '../native.js';
 import { Tokenizer, type TruncationStrategy } from '../tokenizer.js';
 import {
@@ -41,16 +42,41 @@ export class CrossEncoder {
   /** Default tokens per pair (special tokens included). */
   readonly maxLength: number;
   readonly tokenizer: Tokenizer;
-  private readonly model: NativeCrossEncoder;
+  private handle: NativeCrossEncoder | null;
   private readonly positions: number;
 
   private constructor(model: NativeCrossEncoder, tokenizer: Tokenizer, maxLength: number) {
-    this.model = model;
+    this.handle = model;
     this.tokenizer = tokenizer;
     this.maxLength = maxLength;
     this.dim = model.dim;
     this.numLabels = model.numLabels;
     this.positions = model.maxTokens;
+  }
+
+  /** The native model, or E_DISPOSED after dispose(). */
+  private get model(): NativeCrossEncoder {
+    if (this.handle === null) throw new GainragError('E_DISPOSED', 'this CrossEncoder was disposed');
+    return this.handle;
+  }
+
+  /**
+   * Frees the weights. Idempotent. Calls already running hold their own reference to the
+   * model and finish normally (the memory goes when the last settles); later calls fail
+   * with E_DISPOSED.
+   */
+  async dispose(): Promise<void> {
+    const h = this.handle;
+    this.handle = null;
+    h?.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+
+  get disposed(): boolean {
+    return this.handle === null;
   }
 
   /** Loads a sequence-classification checkpoint (E_MODEL_CONFIG when it has no classifier head). */

@@ -3,6 +3,7 @@
 // embeddings come back as one external Float32Array (n x dim, row-major).
 import { DataType, Field, FixedSizeList, Float32, makeData, makeVector, type Vector } from 'apache-arrow';
 import { withControls, type CallOptions } from '../controls.js';
+import { GainragError } from '../errors.js';
 import { native, type NativeControls } from '../native.js';
 import { Tokenizer } from '../tokenizer.js';
 
@@ -44,6 +45,8 @@ export interface NativeEncoderModel {
   readonly modelType: string;
   readonly dtype: string;
   readonly device: string;
+  /** Drops the wrapper's reference to the weights (running calls keep theirs). */
+  dispose(): void;
 }
 
 export interface NativeRunOptions {
@@ -132,14 +135,39 @@ export class Encoder {
   readonly maxLength: number;
   readonly pooling: Pooling;
   readonly tokenizer: Tokenizer;
-  private readonly model: NativeEncoder;
+  private handle: NativeEncoder | null;
 
   private constructor(model: NativeEncoder, tokenizer: Tokenizer, pooling: Pooling, maxLength: number) {
-    this.model = model;
+    this.handle = model;
     this.tokenizer = tokenizer;
     this.pooling = pooling;
     this.maxLength = maxLength;
     this.dim = model.dim;
+  }
+
+  /** The native model, or E_DISPOSED after dispose(). */
+  private get model(): NativeEncoder {
+    if (this.handle === null) throw new GainragError('E_DISPOSED', 'this Encoder was disposed');
+    return this.handle;
+  }
+
+  /**
+   * Frees the weights. Idempotent. Calls already running hold their own reference to the
+   * model and finish normally (the memory goes when the last settles); later calls fail
+   * with E_DISPOSED.
+   */
+  async dispose(): Promise<void> {
+    const h = this.handle;
+    this.handle = null;
+    h?.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+
+  get disposed(): boolean {
+    return this.handle === null;
   }
 
   /** Loads a BERT / XLM-R checkpoint directory (config.json, safetensors, tokenizer.json). */

@@ -10,6 +10,14 @@ import { native, type NativeControls } from '../native.js';
 export type IndexDType = 'float32' | 'float16' | 'bfloat16';
 export type IndexMetric = 'ip' | 'cosine';
 
+/**
+ * How much of an index directory `DenseIndex.open` checks. Both check file sizes, the manifest
+ * checksum (an edited metric/dtype/count is E_INDEX) and ids.bin (checksum; ids non-negative
+ * and unique). 'full' (default) also reads vectors.bin once: its checksum and no NaN/Inf rows,
+ * about one second per few GB. 'header' skips that pass for huge indexes on trusted storage.
+ */
+export type IndexVerify = 'full' | 'header';
+
 export interface DenseIndexOptions {
   /** Storage type of the rows (default float32). 16-bit rows are upcast per block when searching. */
   dtype?: IndexDType;
@@ -56,11 +64,12 @@ interface NativeDenseIndex {
   saveFiles(dir: string, controls: NativeControls): Promise<void>;
   setDevice(device: string): void;
   row(i: number): Float32Array;
+  dispose(): void;
 }
 
 interface IndexAddon {
   createDenseIndex(dim: number, dtype: string, metric: string): NativeDenseIndex;
-  openDenseIndex(dir: string): Promise<NativeDenseIndex>;
+  openDenseIndex(dir: string, verify: IndexVerify): Promise<NativeDenseIndex>;
   npyInfo(path: string): { rows: number; dim: number; dtype: 'float32' | 'float16' };
 }
 
@@ -94,6 +103,8 @@ function toIds(ids: BigInt64Array | readonly number[] | undefined, n: number): B
   for (let i = 0; i < n; i++) {
     const v = ids[i];
     if (!Number.isSafeInteger(v)) throw new TypeError(`ids[${i}] must be a safe integer, got ${String(v)}`);
+    // -1 is the "no result" slot in search output; any negative id is ambiguous.
+    if (v < 0) throw new RangeError(`ids[${i}] must be >= 0, got ${v}`);
     out[i] = BigInt(v);
   }
   return out;
@@ -118,11 +129,13 @@ export function queryMatrix(queries: QueryInput, dim: number): Float32Array {
   }
   if (type.listSize !== dim) throw new RangeError(`query vectors have ${type.listSize} values, the index has dimension ${dim}`);
   if (v.nullCount > 0) throw new TypeError('queries contain null vectors');
+  // Arrow JS slices child buffers when it slices a vector: values.values already starts at this
+  // chunk's first list (its own element 0; `offset` only records where that was), which is how
+  // Arrow's own element access reads it. Adding d.offset/values.offset again read other rows.
   const parts: Float32Array[] = v.data.map((d) => {
-    const values = d.children[0];
-    const flat = values.values as Float32Array;
-    const start = (values.offset + d.offset * dim);
-    return flat.subarray(start, start + d.length * dim);
+    const flat = d.children[0].values as Float32Array;
+    if (flat.length < d.length * dim) throw new RangeError('Arrow queries: child values are shorter than length x dim');
+    return flat.subarray(0, d.length * dim);
   });
   if (parts.length === 1) return parts[0];
   const out = new Float32Array(v.length * dim);
@@ -135,10 +148,35 @@ export function queryMatrix(queries: QueryInput, dim: number): Float32Array {
 }
 
 export class DenseIndex {
-  private readonly raw: NativeDenseIndex;
+  private handle: NativeDenseIndex | null;
 
   private constructor(raw: NativeDenseIndex) {
-    this.raw = raw;
+    this.handle = raw;
+  }
+
+  /** The native index, or E_DISPOSED after dispose(). */
+  private get raw(): NativeDenseIndex {
+    if (this.handle === null) throw new GainragError('E_DISPOSED', 'this DenseIndex was disposed');
+    return this.handle;
+  }
+
+  /**
+   * Releases the index (its memory and mapped files). Idempotent. Calls already running keep
+   * their own reference and finish normally; the memory goes when the last of them settles.
+   * Any later call fails with E_DISPOSED.
+   */
+  async dispose(): Promise<void> {
+    const h = this.handle;
+    this.handle = null;
+    h?.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+
+  get disposed(): boolean {
+    return this.handle === null;
   }
 
   /** An empty index of the given dimension. */
@@ -163,10 +201,16 @@ export class DenseIndex {
     return index;
   }
 
-  /** Opens an index directory; the vectors are memory-mapped, not read. */
-  static async open(dir: string): Promise<DenseIndex> {
+  /**
+   * Opens an index directory; the vectors are memory-mapped. Corrupt or edited contents are
+   * E_INDEX (see IndexVerify for what is checked). A vectors.bin rewritten in place after open
+   * makes later searches fail with E_INDEX (it is checked before each search).
+   */
+  static async open(dir: string, options: { verify?: IndexVerify } = {}): Promise<DenseIndex> {
     if (typeof dir !== 'string' || dir.length === 0) throw new TypeError('dir must be a non-empty string');
-    return new DenseIndex(await addon().openDenseIndex(dir));
+    const verify = options.verify ?? 'full';
+    if (verify !== 'full' && verify !== 'header') throw new RangeError(`verify must be 'full' or 'header', got ${String(verify)}`);
+    return new DenseIndex(await addon().openDenseIndex(dir, verify));
   }
 
   get size(): number {

@@ -168,11 +168,18 @@ export class PassageStoreWriter {
 
 /** Random access to the passages of an index directory by row. */
 export class PassageStore {
+  // null once closed: the number must never be used again, because the OS hands the same fd
+  // to the next file anyone opens (a read would return another file's bytes, a second close
+  // would close someone else's file).
+  private fd: number | null;
+
   private constructor(
-    private readonly fd: number,
+    fd: number,
     private readonly offsets: Float64Array,
     private readonly file: string,
-  ) {}
+  ) {
+    this.fd = fd;
+  }
 
   static open(dir: string): PassageStore {
     const file = path.join(dir, PASSAGES_FILE);
@@ -215,7 +222,7 @@ export class PassageStore {
     const buf = Buffer.allocUnsafe(length);
     let got = 0;
     while (got < length) {
-      const n = readSync(this.fd, buf, got, length - got, start + got);
+      const n = readSync(fd, buf, got, length - got, start + got);
       if (n === 0) throw new GainragError('E_INDEX', `${this.file}: unexpected end of file at row ${row}`);
       got += n;
     }
@@ -226,7 +233,28 @@ export class PassageStore {
     }
   }
 
+  private openFd(): number {
+    if (this.fd === null) throw new GainragError('E_DISPOSED', `passage store ${this.file} was closed`);
+    return this.fd;
+  }
+
+  get closed(): boolean {
+    return this.fd === null;
+  }
+
+  /** Closes the file. Idempotent; get() afterwards is E_DISPOSED. */
   close(): void {
-    closeSync(this.fd);
+    const fd = this.fd;
+    this.fd = null;
+    if (fd !== null) closeSync(fd);
+  }
+
+  /** close() as the async dispose protocol (`await using store = PassageStore.open(dir)`). */
+  async dispose(): Promise<void> {
+    this.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.close();
   }
 }

@@ -5,6 +5,7 @@
 // step; the native side gets flat Int32Arrays and runs forward, backward and AdamW.
 import path from 'node:path';
 import { withControls, type CallOptions } from '../controls.js';
+import { GainragError } from '../errors.js';
 import { native, type NativeControls } from '../native.js';
 import { Tokenizer } from '../tokenizer.js';
 import type { TrainRecord } from './data.js';
@@ -109,6 +110,7 @@ interface NativeSelectorTrainer {
   loadState(dir: string): Promise<void>;
   setSchedule(warmupSteps: number, totalSteps: number): void;
   info(): { modelType: string; hiddenSize: number; numLayers: number; maxTokens: number; parameters: number; optimizerStep: number; microStep: number; lossScale: number };
+  dispose(): void;
 }
 
 interface TrainerAddon {
@@ -120,12 +122,15 @@ export class SelectorTrainer {
   readonly tokenizer: Tokenizer;
   readonly maxLength: number;
   private readonly options: SelectorTrainerOptions;
-  private readonly trainer: NativeSelectorTrainer;
+  private handle: NativeSelectorTrainer | null;
+  // Steps run strictly in call order: tokenising is async, so without this chain two unawaited
+  // step() calls could reach the engine in either order (and train on a different sequence).
+  private stepQueue: Promise<unknown> = Promise.resolve();
 
   private constructor(modelDir: string, tokenizer: Tokenizer, trainer: NativeSelectorTrainer, options: SelectorTrainerOptions) {
     this.modelDir = modelDir;
     this.tokenizer = tokenizer;
-    this.trainer = trainer;
+    this.handle = trainer;
     this.options = options;
     const limit = trainer.info().maxTokens;
     this.maxLength = Math.min(options.maxLength ?? limit, limit);
@@ -165,6 +170,30 @@ export class SelectorTrainer {
     return new SelectorTrainer(modelDir, tokenizer, trainer, options);
   }
 
+  /** The native trainer, or E_DISPOSED after dispose(). */
+  private get trainer(): NativeSelectorTrainer {
+    if (this.handle === null) throw new GainragError('E_DISPOSED', 'this SelectorTrainer was disposed');
+    return this.handle;
+  }
+
+  /**
+   * Frees the weights and optimizer state. Idempotent. A step already running holds its own
+   * reference and finishes; later calls (queued steps included) fail with E_DISPOSED.
+   */
+  async dispose(): Promise<void> {
+    const h = this.handle;
+    this.handle = null;
+    h?.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+
+  get disposed(): boolean {
+    return this.handle === null;
+  }
+
   get optimizerStep(): number {
     return this.trainer.info().optimizerStep;
   }
@@ -200,10 +229,15 @@ export class SelectorTrainer {
       }
     });
     const maxLength = options.maxLength ?? this.maxLength;
-    return withControls(options, async (controls) => {
-      const batch = await this.tokenizer.encodePairs(queries, passages, { maxLength, truncation: 'only_second' });
-      return this.trainer.step(batch.ids, batch.offsets, batch.typeIds, teacher, groups.length, size, controls);
-    });
+    void this.trainer; // E_DISPOSED now, not after the queue
+    const run = this.stepQueue.then(() =>
+      withControls(options, async (controls) => {
+        const batch = await this.tokenizer.encodePairs(queries, passages, { maxLength, truncation: 'only_second' });
+        return this.trainer.step(batch.ids, batch.offsets, batch.typeIds, teacher, groups.length, size, controls);
+      }),
+    );
+    this.stepQueue = run.catch(() => undefined);
+    return run;
   }
 
   /** Scores of (queries[i], passages[i]) under the current weights (dropout off). */

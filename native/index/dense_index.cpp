@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "cuda/kernel_search.h"
 #include "index/topk_cpu.h"
 
 namespace gainrag {
@@ -63,6 +64,7 @@ at::Tensor DenseIndex::Rows(int64_t begin, int64_t end) const {
 
 at::Tensor DenseIndex::Row(int64_t r) const {
   GR_CHECK(r >= 0 && r < size(), kInvalidArgument, "row ", r, " out of range [0, ", size(), ")");
+  if (r < mapped_rows_) mapped_file_->CheckUnchanged(ErrorCode::kIndex);
   return Rows(r, r + 1).to(at::kFloat).reshape({dim_});
 }
 
@@ -134,6 +136,7 @@ void DenseIndex::Add(const at::Tensor& vectors, const at::Tensor& ids, const Run
   }
   std::vector<int64_t> sorted = fresh;
   std::sort(sorted.begin(), sorted.end());
+  GR_CHECK(sorted.front() >= 0, kIndex, "id ", sorted.front(), " is negative (ids must be >= 0; -1 means no result)");
   CheckNewIds(sorted);
 
   if (!owned_.defined() || owned_rows_ + n > owned_.size(0)) {
@@ -163,12 +166,16 @@ void DenseIndex::SetDevice(at::Device device) {
   device_ = device;
   device_rows_ = at::Tensor();
   device_rows_count_ = -1;
+#ifdef GAINRAG_WITH_CUDA_KERNELS
+  kernel_cache_.reset();
+#endif
 }
 
 SearchResult DenseIndex::Search(const at::Tensor& queries, int64_t k, const RunContext& ctx,
                                 const SearchOptions& options) const {
   c10::InferenceMode guard;
   GR_CHECK(size() > 0, kIndex, "cannot search an empty index");
+  if (mapped_file_) mapped_file_->CheckUnchanged(ErrorCode::kIndex);
   GR_CHECK(queries.dim() == 2, kShape, "queries must be a [Q, dim] matrix");
   GR_CHECK(queries.size(1) == dim_, kShape, "queries have dimension ", queries.size(1), " but the index has ", dim_);
   GR_CHECK(queries.scalar_type() == at::kFloat, kInvalidArgument, "queries must be float32");
@@ -181,7 +188,14 @@ SearchResult DenseIndex::Search(const at::Tensor& queries, int64_t k, const RunC
     return {at::empty({0, k}, at::TensorOptions().dtype(at::kLong)), at::empty({0, k}, at::TensorOptions().dtype(at::kFloat))};
   }
 #ifdef GAINRAG_WITH_CUDA
-  if (device_.is_cuda()) return SearchCuda(q, k, ctx, options);
+  if (device_.is_cuda()) {
+#ifdef GAINRAG_WITH_CUDA_KERNELS
+    // Opt-in until the kernels have been checked on a GPU (bench/gpu/kernels.sh); k > 2048
+    // stays on the LibTorch path.
+    if ((options.cuda_kernels || CudaKernelsRequestedByEnv()) && k <= 2048) return SearchCudaKernels(q, k, ctx, options);
+#endif
+    return SearchCuda(q, k, ctx, options);
+  }
 #endif
   return SearchCpu(q, k, ctx, options);
 }

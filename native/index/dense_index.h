@@ -6,8 +6,11 @@
 // (normalised at add) and normalise queries, so both metrics search by inner product.
 //
 // On disk (a directory): manifest.json {format: "gainrag-dense-index", version: 1, dim, dtype,
-// count, metric}, vectors.bin (count x dim, row-major, little-endian, dtype elements) and ids.bin
-// (count int64 LE).
+// count, metric, checksums: {vectors, ids, manifest}}, vectors.bin (count x dim, row-major,
+// little-endian, dtype elements) and ids.bin (count int64 LE). The checksums (checksum.h, hex)
+// cover each file and, for `manifest`, the other fields plus both file checksums, so an edited
+// metric or reordered ids are caught at open. Manifests written before checksums existed are
+// still read (their ids are validated, nothing else can be).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -35,7 +38,13 @@ struct SearchOptions {
   // Queries whose top-k buffers are kept while the corpus is scanned once (0: as many as fit
   // ~256 MiB of buffers; rounded up to whole query blocks).
   int64_t query_group = 0;
+  // CUDA only, opt-in: gainrag's own scoring/selection kernels (native/cuda/kernel_search.h)
+  // instead of the LibTorch path, for k <= 2048, in a build with -DGAINRAG_CUDA_KERNELS=ON.
+  // GAINRAG_CUDA_KERNELS=1 in the environment turns them on too. Ignored elsewhere.
+  bool cuda_kernels = false;
 };
+
+class KernelCorpusCache;  // native/cuda/kernel_search.h
 
 struct SearchResult {
   at::Tensor ids;     // int64 [Q, k]
@@ -46,16 +55,23 @@ class DenseIndex {
  public:
   DenseIndex(int64_t dim, at::ScalarType dtype, Metric metric);
 
-  // Opens an index directory; vectors are mapped, not read. Error(kIndex) for a malformed index.
-  static std::shared_ptr<DenseIndex> Open(const std::string& dir);
+  // Opens an index directory; vectors are mapped. Error(kIndex) for a malformed index: sizes,
+  // the manifest checksum, ids.bin (checksum; ids non-negative and unique) are always checked;
+  // kFull also reads vectors.bin once (checksum, no NaN/Inf rows), which costs one pass over the
+  // file (~seconds per 10 GB) — kHeader skips that for huge indexes whose files are trusted.
+  enum class Verify { kFull, kHeader };
+  static std::shared_ptr<DenseIndex> Open(const std::string& dir, Verify verify = Verify::kFull);
 
   // Appends rows. vectors: float32 (or 16-bit float) [n, dim], any CPU tensor; ids: int64 [n], or undefined for
   // consecutive ids after the largest so far. Error(kData) on NaN/Inf (or values the storage type
-  // cannot hold), Error(kIndex) on a duplicate id, Error(kShape) on a dimension mismatch.
+  // cannot hold), Error(kIndex) on a duplicate or negative id (-1 means "no result" in search
+  // output), Error(kShape) on a dimension mismatch.
   // All-or-nothing: on error the index is unchanged.
   void Add(const at::Tensor& vectors, const at::Tensor& ids, const RunContext& ctx = RunContext());
 
-  // Exact top-k. queries: float32 [Q, dim]. Error(kIndex) if the index is empty, kInvalidArgument
+  // Exact top-k. queries: float32 [Q, dim]. Error(kIndex) if the index is empty or its mapped
+  // vectors.bin was modified in place since open (checked first: reading a truncated mapping
+  // would kill the process with SIGBUS), kInvalidArgument
   // if k is not in [1, size], kData on non-finite queries. Equal scores are ordered by row (the
   // row added first wins) on CPU; on CUDA their order is whatever at::topk gives.
   // CPU: blocked GEMM (OpenBLAS through ATen) + a threshold filter per query (topk_cpu.h); the
@@ -91,6 +107,12 @@ class DenseIndex {
 #ifdef GAINRAG_WITH_CUDA
   SearchResult SearchCuda(const at::Tensor& queries, int64_t k, const RunContext& ctx,
                           const SearchOptions& options) const;
+#endif
+#ifdef GAINRAG_WITH_CUDA_KERNELS
+  // Defined in native/cuda/dense_index_kernels.cpp; device copies kept in kernel_cache_.
+  SearchResult SearchCudaKernels(const at::Tensor& queries, int64_t k, const RunContext& ctx,
+                                 const SearchOptions& options) const;
+  mutable std::shared_ptr<KernelCorpusCache> kernel_cache_;
 #endif
 
   int64_t dim_;
@@ -129,8 +151,10 @@ class DenseIndex {
 // type), L2-normalised for cosine. Error(kData) names the offending row as first_row + i.
 void ConvertRows(const at::Tensor& rows, at::Tensor dst, Metric metric, int64_t first_row);
 
-// Writes `dir`/manifest.json (atomically) describing an index of `count` rows.
-void WriteIndexManifest(const std::string& dir, int64_t dim, at::ScalarType dtype, int64_t count, Metric metric);
+// Writes `dir`/manifest.json (atomically) describing an index of `count` rows whose files have
+// the given checksums (Checksum::Hex of vectors.bin and ids.bin).
+void WriteIndexManifest(const std::string& dir, int64_t dim, at::ScalarType dtype, int64_t count, Metric metric,
+                        const std::string& vectors_checksum, const std::string& ids_checksum);
 
 // Reads a .npy header (v1/v2/v3; '<f4' or '<f2', C order, 2-D) and returns the mapped matrix
 // (float32 or float16) without copying. Error(kIndex) for anything else.

@@ -14,7 +14,9 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "core/tensor_util.h"
+#include "index/checksum.h"
 #include "index/dense_index.h"
+#include "io/safetensors.h"
 
 namespace gainrag {
 namespace {
@@ -72,6 +74,22 @@ void WritePartsAtomically(const std::string& path, const std::vector<std::pair<c
   }
 }
 
+// The manifest's own checksum: its fields in a fixed order, so editing any of them (or either
+// file checksum) is detected without depending on how the JSON was formatted.
+std::string ManifestChecksum(int64_t dim, const std::string& dtype, int64_t count, const std::string& metric,
+                             const std::string& vectors, const std::string& ids) {
+  std::ostringstream canon;
+  canon << kFormat << '\n' << kVersion << '\n' << dim << '\n' << dtype << '\n' << count << '\n' << metric << '\n'
+        << vectors << '\n' << ids << '\n';
+  const std::string text = canon.str();
+  Checksum c;
+  c.Update(text.data(), text.size());
+  return c.Hex();
+}
+
+// Bytes hashed per step when verifying vectors.bin (also the NaN scan granularity).
+constexpr size_t kVerifyStep = size_t{64} << 20;
+
 bool IsIndexDir(const std::filesystem::path& dir) {
   std::error_code ec;
   if (std::filesystem::is_empty(dir, ec) && !ec) return true;
@@ -82,16 +100,20 @@ bool IsIndexDir(const std::filesystem::path& dir) {
 
 }  // namespace
 
-void WriteIndexManifest(const std::string& dir, int64_t dim, at::ScalarType dtype, int64_t count, Metric metric) {
+void WriteIndexManifest(const std::string& dir, int64_t dim, at::ScalarType dtype, int64_t count, Metric metric,
+                        const std::string& vectors_checksum, const std::string& ids_checksum) {
   std::ostringstream manifest;
   manifest << "{\"format\": \"" << kFormat << "\", \"version\": " << kVersion << ", \"dim\": " << dim
            << ", \"dtype\": \"" << DTypeName(dtype) << "\", \"count\": " << count << ", \"metric\": \""
-           << MetricName(metric) << "\"}\n";
+           << MetricName(metric) << "\", \"checksums\": {\"vectors\": \"" << vectors_checksum << "\", \"ids\": \""
+           << ids_checksum << "\", \"manifest\": \""
+           << ManifestChecksum(dim, DTypeName(dtype), count, MetricName(metric), vectors_checksum, ids_checksum)
+           << "\"}}\n";
   const std::string text = manifest.str();
   WriteFileAtomically(dir + "/manifest.json", text.data(), text.size());
 }
 
-std::shared_ptr<DenseIndex> DenseIndex::Open(const std::string& dir) {
+std::shared_ptr<DenseIndex> DenseIndex::Open(const std::string& dir, Verify verify) {
   const std::string manifest_path = dir + "/manifest.json";
   json::Value m;
   try {
@@ -122,6 +144,21 @@ std::shared_ptr<DenseIndex> DenseIndex::Open(const std::string& dir) {
   } catch (const Error& e) {
     GR_FAIL(kIndex, manifest_path, ": ", e.what());
   }
+  // Checksums: absent only in manifests written before they existed.
+  std::string sum_vectors, sum_ids;
+  if (const json::Value* sums = m.find("checksums"); sums != nullptr && !sums->is_null()) {
+    auto hex = [&](const char* key) {
+      const json::Value* v = sums->is_object() ? sums->find(key) : nullptr;
+      GR_CHECK(v != nullptr && v->is_string() && v->as_string().size() == 16, kIndex, manifest_path,
+               ": 'checksums.", key, "' must be a 16-digit hex string");
+      return v->as_string();
+    };
+    sum_vectors = hex("vectors");
+    sum_ids = hex("ids");
+    GR_CHECK(hex("manifest") == ManifestChecksum(dim.as_int(), field("dtype").as_string(), count.as_int(),
+                                                 field("metric").as_string(), sum_vectors, sum_ids),
+             kIndex, manifest_path, ": manifest checksum mismatch (a field such as metric, dtype or count was edited)");
+  }
   auto index = std::make_shared<DenseIndex>(dim.as_int(), dtype, metric);
   const int64_t n = count.as_int();
 
@@ -133,6 +170,28 @@ std::shared_ptr<DenseIndex> DenseIndex::Open(const std::string& dir) {
   GR_CHECK(ids->size() == static_cast<uint64_t>(n) * 8, kIndex, dir, "/ids.bin has ", ids->size(), " bytes but ", n,
            " ids need ", n * 8, (ids->size() < static_cast<uint64_t>(n) * 8 ? " (truncated)" : ""));
 
+  if (!sum_ids.empty()) {
+    Checksum c;
+    c.Update(ids->data(), ids->size());
+    GR_CHECK(c.Hex() == sum_ids, kIndex, dir, "/ids.bin does not match its checksum (edited or corrupt)");
+  }
+  if (verify == Verify::kFull && n > 0) {
+    // One pass over the file: the checksum, and NaN/Inf rows (legacy indexes have no checksum,
+    // and a NaN row would silently never be returned).
+    Checksum c;
+    const size_t row_bytes = static_cast<size_t>(dim.as_int()) * c10::elementSize(dtype);
+    const size_t step = std::max(row_bytes, kVerifyStep / row_bytes * row_bytes);
+    const DType raw = dtype == at::kHalf ? DType::kF16 : dtype == at::kBFloat16 ? DType::kBF16 : DType::kF32;
+    for (size_t off = 0; off < vectors->size(); off += step) {
+      const size_t len = std::min(step, vectors->size() - off);
+      c.Update(vectors->data() + off, len);
+      const int64_t bad = FirstNonFinite(raw, vectors->data() + off, static_cast<int64_t>(len / c10::elementSize(dtype)));
+      GR_CHECK(bad < 0, kIndex, dir, "/vectors.bin row ", static_cast<int64_t>(off / row_bytes) + bad / dim.as_int(),
+               " holds NaN or Inf");
+    }
+    GR_CHECK(sum_vectors.empty() || c.Hex() == sum_vectors, kIndex, dir,
+             "/vectors.bin does not match its checksum (edited or corrupt)");
+  }
   if (n > 0) {
     index->mapped_file_ = vectors;
     index->mapped_ = at::from_blob(const_cast<uint8_t*>(vectors->data()), {n, dim.as_int()},
@@ -142,8 +201,18 @@ std::shared_ptr<DenseIndex> DenseIndex::Open(const std::string& dir) {
     index->ids_.resize(static_cast<size_t>(n));
     std::memcpy(index->ids_.data(), ids->data(), static_cast<size_t>(n) * 8);
     for (int64_t i = 0; i < n; ++i) {
+      GR_CHECK(index->ids_[i] >= 0, kIndex, dir, "/ids.bin row ", i, " holds id ", index->ids_[i],
+               " (ids must be non-negative; -1 means no result)");
       if (index->ids_[i] != i) index->ids_consecutive_ = false;
       index->max_id_ = std::max(index->max_id_, index->ids_[i]);
+    }
+    if (!index->ids_consecutive_) {
+      std::vector<int64_t> sorted = index->ids_;
+      std::sort(sorted.begin(), sorted.end());
+      auto dup = std::adjacent_find(sorted.begin(), sorted.end());
+      GR_CHECK(dup == sorted.end(), kIndex, dir, "/ids.bin holds id ", (dup == sorted.end() ? 0 : *dup), " twice");
+      index->sorted_ids_.swap(sorted);  // reused by the duplicate check of later adds
+      index->sorted_valid_ = true;
     }
   }
   return index;
@@ -153,13 +222,17 @@ void DenseIndex::SaveFiles(const std::string& dir, const RunContext& ctx) const 
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   GR_CHECK(!ec, kIo, "cannot create directory ", dir, ": ", ec.message());
+  if (mapped_file_) mapped_file_->CheckUnchanged(ErrorCode::kIndex);
   const size_t row_bytes = static_cast<size_t>(dim_) * c10::elementSize(dtype_);
   std::vector<std::pair<const uint8_t*, size_t>> parts;
   if (mapped_rows_ > 0) parts.emplace_back(static_cast<const uint8_t*>(mapped_.data_ptr()), mapped_rows_ * row_bytes);
   if (owned_rows_ > 0) parts.emplace_back(static_cast<const uint8_t*>(owned_.data_ptr()), owned_rows_ * row_bytes);
+  Checksum sum_vectors, sum_ids;
+  for (const auto& [data, size] : parts) sum_vectors.Update(data, size);
+  sum_ids.Update(ids_.data(), ids_.size() * 8);
   WritePartsAtomically(dir + "/vectors.bin", parts, ctx);
   WritePartsAtomically(dir + "/ids.bin", {{reinterpret_cast<const uint8_t*>(ids_.data()), ids_.size() * 8}}, ctx);
-  WriteIndexManifest(dir, dim_, dtype_, size(), metric_);
+  WriteIndexManifest(dir, dim_, dtype_, size(), metric_, sum_vectors.Hex(), sum_ids.Hex());
 }
 
 void DenseIndex::Save(const std::string& dir, const RunContext& ctx) const {

@@ -67,16 +67,20 @@ void DenseIndexWriter::Append(const at::Tensor& vectors, const RunContext& ctx) 
   for (int64_t i = 0; i < n; ++i) ids[i] = count_ + i;
   const long vec_pos = std::ftell(vectors_);
   const long ids_pos = std::ftell(ids_);
+  Checksum sum_vectors = sum_vectors_, sum_ids = sum_ids_;  // committed only if the call succeeds
   try {
     for (int64_t b = 0; b < n; b += kChunk) {
       const int64_t e = std::min(n, b + kChunk);
       at::Tensor chunk = staging_.slice(0, 0, e - b);
       // Converted twice for inputs over one chunk: cheaper than holding them all converted.
       if (n > kChunk) ConvertRows(vectors.slice(0, b, e), chunk, metric_, count_ + b);
-      WriteAll(vectors_, chunk.data_ptr(), static_cast<size_t>(chunk.numel() * chunk.element_size()), vectors_tmp_);
+      const size_t bytes = static_cast<size_t>(chunk.numel() * chunk.element_size());
+      WriteAll(vectors_, chunk.data_ptr(), bytes, vectors_tmp_);
+      sum_vectors.Update(chunk.data_ptr(), bytes);
       ctx.Progress(e, n, "write");
     }
     WriteAll(ids_, ids.data(), ids.size() * 8, ids_tmp_);
+    sum_ids.Update(ids.data(), ids.size() * 8);
   } catch (...) {
     // Roll back to the state before this call.
     std::fflush(vectors_);
@@ -89,6 +93,8 @@ void DenseIndexWriter::Append(const at::Tensor& vectors, const RunContext& ctx) 
     throw;
   }
   count_ += n;
+  sum_vectors_ = sum_vectors;
+  sum_ids_ = sum_ids;
 }
 
 void DenseIndexWriter::Finish() {
@@ -104,7 +110,7 @@ void DenseIndexWriter::Finish() {
     Abort();
     throw;
   }
-  WriteIndexManifest(dir_, dim_, dtype_, count_, metric_);
+  WriteIndexManifest(dir_, dim_, dtype_, count_, metric_, sum_vectors_.Hex(), sum_ids_.Hex());
 }
 
 void DenseIndexWriter::Abort() {

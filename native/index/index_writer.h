@@ -11,6 +11,7 @@
 #include <string>
 
 #include "core/run_context.h"
+#include "index/checksum.h"
 #include "index/dense_index.h"
 
 namespace gainrag {
@@ -43,6 +44,7 @@ class DenseIndexWriter {
   FILE* ids_ = nullptr;
   std::string vectors_tmp_, ids_tmp_;
   at::Tensor staging_;  // converted chunk in the storage type
+  Checksum sum_vectors_, sum_ids_;  // over the bytes written so far (for the manifest)
 };
 
 }  // namespace gainrag

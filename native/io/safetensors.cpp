@@ -62,9 +62,29 @@ int64_t TensorInfo::numel() const {
   return n;
 }
 
-std::shared_ptr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
+int64_t FirstNonFinite(DType dtype, const uint8_t* data, int64_t numel) {
+  // A value is NaN or Inf exactly when all its exponent bits are set.
+  auto scan = [&](auto word, uint64_t mask) -> int64_t {
+    using W = decltype(word);
+    for (int64_t i = 0; i < numel; ++i) {
+      W w;
+      std::memcpy(&w, data + i * int64_t(sizeof(W)), sizeof(W));
+      if ((uint64_t(w) & mask) == mask) return i;
+    }
+    return -1;
+  };
+  switch (dtype) {
+    case DType::kF64: return scan(uint64_t{0}, 0x7FF0000000000000ULL);
+    case DType::kF32: return scan(uint32_t{0}, 0x7F800000ULL);
+    case DType::kF16: return scan(uint16_t{0}, 0x7C00ULL);
+    case DType::kBF16: return scan(uint16_t{0}, 0x7F80ULL);
+    default: return -1;
+  }
+}
+
+std::shared_ptr<SafetensorsFile> SafetensorsFile::Open(const std::string& path, MappedFile::Mode mode) {
   auto st = std::shared_ptr<SafetensorsFile>(new SafetensorsFile());
-  st->file_ = MappedFile::Open(path);
+  st->file_ = MappedFile::Open(path, mode);
   const size_t size = st->file_->size();
   const uint8_t* bytes = st->file_->data();
   GR_CHECK(size >= 8, kSafetensors, path, ": file is ", size, " bytes, too short for a safetensors header");
@@ -150,8 +170,13 @@ const TensorInfo* SafetensorsFile::find(const std::string& name) const {
 std::shared_ptr<WeightFiles> WeightFiles::Open(const std::string& path) {
   auto wf = std::shared_ptr<WeightFiles>(new WeightFiles());
   auto add_shard = [&](const std::string& file) {
-    auto shard = SafetensorsFile::Open(file);
-    for (const auto& t : shard->tensors()) wf->shard_of_[t.name] = wf->shards_.size();
+    auto shard = SafetensorsFile::Open(file, MappedFile::Mode::kOwned);
+    for (const auto& t : shard->tensors()) {
+      const int64_t bad = FirstNonFinite(t.dtype, shard->data(t), t.numel());
+      GR_CHECK(bad < 0, kSafetensors, file, ": tensor '", t.name, "' holds NaN or Inf (element ", bad,
+               "); the checkpoint is corrupt or diverged");
+      wf->shard_of_[t.name] = wf->shards_.size();
+    }
     wf->shards_.push_back(shard);
   };
   const bool is_file = path.size() > 12 && path.compare(path.size() - 12, 12, ".safetensors") == 0;

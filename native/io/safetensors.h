@@ -29,7 +29,10 @@ struct TensorInfo {
 
 class SafetensorsFile {
  public:
-  static std::shared_ptr<SafetensorsFile> Open(const std::string& path);
+  // kMapped: data stays in the page cache (readSafetensors, checkpoints read once); kOwned:
+  // read into process memory (models, which must survive the file being rewritten in place).
+  static std::shared_ptr<SafetensorsFile> Open(const std::string& path,
+                                               MappedFile::Mode mode = MappedFile::Mode::kMapped);
 
   const std::string& path() const { return file_->path(); }
   const std::vector<TensorInfo>& tensors() const { return tensors_; }  // in file order
@@ -49,7 +52,9 @@ class SafetensorsFile {
 // `model.safetensors.index.json` (`weight_map`: tensor name -> shard file).
 class WeightFiles {
  public:
-  // `path` is a model directory or a single .safetensors file.
+  // `path` is a model directory or a single .safetensors file. The weights are read into memory
+  // the process owns (see MappedFile::Mode::kOwned) and every floating-point tensor is checked
+  // for NaN/Inf: Error(kSafetensors) naming the tensor, rather than a model that outputs NaN.
   static std::shared_ptr<WeightFiles> Open(const std::string& path);
 
   bool has(const std::string& name) const;
@@ -63,6 +68,10 @@ class WeightFiles {
   std::vector<std::shared_ptr<SafetensorsFile>> shards_;
   std::map<std::string, size_t> shard_of_;
 };
+
+// Index of the first NaN/Inf element of a floating-point tensor's raw bytes, or -1 (also for
+// integer dtypes). Reads the bits directly: no temporary tensor as large as the weights.
+int64_t FirstNonFinite(DType dtype, const uint8_t* data, int64_t numel);
 
 // A tensor to write: raw little-endian bytes already laid out row-major.
 struct TensorBytes {

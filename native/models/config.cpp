@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -65,6 +66,25 @@ class Fields {
   std::string where_;
 };
 
+// Upper bounds far above any real checkpoint: a config number past one is an edited or
+// corrupt file, and checking it here stops the loader from sizing vectors and tensors by it
+// (num_hidden_layers: 30000000 would reserve gigabytes before the first missing tensor).
+constexpr int64_t kMaxLayers = 1024;
+constexpr int64_t kMaxWidth = int64_t{1} << 20;      // hidden, intermediate, head sizes
+constexpr int64_t kMaxVocab = int64_t{1} << 24;
+constexpr int64_t kMaxPositions = int64_t{1} << 24;
+
+void CheckLimit(const std::string& where, const char* key, int64_t value, int64_t limit) {
+  GR_CHECK(value <= limit, kModelConfig, where, ": field '", key, "' is ", value, ", above the limit of ", limit,
+           " (corrupt or unsupported config)");
+}
+
+// eps fields divide by sqrt(var + eps): NaN, <= 0 or absurd values give NaN outputs, not errors.
+void CheckEps(const std::string& where, const char* key, double eps) {
+  GR_CHECK(std::isfinite(eps) && eps > 0 && eps < 1, kModelConfig, where, ": field '", key,
+           "' must be a finite number in (0, 1), got ", eps);
+}
+
 }  // namespace
 
 bool FileExists(const std::string& path) {
@@ -73,6 +93,9 @@ bool FileExists(const std::string& path) {
 }
 
 std::string ReadTextFile(const std::string& path) {
+  // Opening a FIFO for reading blocks until a writer appears: refuse anything but a file.
+  struct stat st {};
+  GR_CHECK(::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode), kIo, path, " is missing or not a regular file");
   std::ifstream in(path, std::ios::binary);
   GR_CHECK(in.good(), kIo, "cannot open ", path);
   std::ostringstream ss;
@@ -115,6 +138,18 @@ EncoderConfig LoadEncoderConfig(const std::string& dir) {
     c.num_labels = static_cast<int64_t>(labels->as_object().size());
   c.num_labels = f.Int("num_labels", false, c.num_labels);
   GR_CHECK(c.max_tokens() > 0, kModelConfig, dir, "/config.json: max_position_embeddings too small");
+  const std::string where = dir + "/config.json";
+  CheckEps(where, "layer_norm_eps", c.layer_norm_eps);
+  CheckLimit(where, "num_hidden_layers", c.num_layers, kMaxLayers);
+  CheckLimit(where, "hidden_size", c.hidden_size, kMaxWidth);
+  CheckLimit(where, "intermediate_size", c.intermediate_size, kMaxWidth);
+  CheckLimit(where, "num_attention_heads", c.num_heads, kMaxWidth);
+  CheckLimit(where, "vocab_size", c.vocab_size, kMaxVocab);
+  CheckLimit(where, "max_position_embeddings", c.max_position_embeddings, kMaxPositions);
+  GR_CHECK(c.type_vocab_size >= 0 && c.type_vocab_size <= 1024, kModelConfig, where,
+           ": field 'type_vocab_size' must be in [0, 1024], got ", c.type_vocab_size);
+  GR_CHECK(c.num_labels >= 0 && c.num_labels <= kMaxWidth, kModelConfig, where, ": field 'num_labels' must be in [0, ",
+           kMaxWidth, "], got ", c.num_labels);
   return c;
 }
 
@@ -160,7 +195,29 @@ LlamaConfig LoadLlamaConfig(const std::string& dir) {
   }
   GR_CHECK(c.rope.type == "default" || c.rope.type == "llama3" || c.rope.type == "linear", kModelConfig, dir,
            "/config.json: rope_type '", c.rope.type, "' is not supported (default, linear, llama3)");
-  GR_CHECK(c.rope.theta > 0, kModelConfig, dir, "/config.json: rope_theta must be positive");
+  GR_CHECK(std::isfinite(c.rope.theta) && c.rope.theta > 0, kModelConfig, dir, "/config.json: rope_theta must be positive");
+  // factor divides the frequencies, and llama3 divides by (high - low): 0 or NaN there turns
+  // every rotary angle into NaN/Inf.
+  GR_CHECK(std::isfinite(c.rope.factor) && c.rope.factor > 0, kModelConfig, dir,
+           "/config.json: rope factor must be a positive number, got ", c.rope.factor);
+  if (c.rope.type == "llama3") {
+    GR_CHECK(std::isfinite(c.rope.low_freq_factor) && std::isfinite(c.rope.high_freq_factor) &&
+                 c.rope.low_freq_factor > 0 && c.rope.high_freq_factor > c.rope.low_freq_factor,
+             kModelConfig, dir, "/config.json: llama3 rope needs 0 < low_freq_factor < high_freq_factor");
+    GR_CHECK(c.rope.original_max_position_embeddings > 0, kModelConfig, dir,
+             "/config.json: original_max_position_embeddings must be positive");
+  }
+  {
+    const std::string where = dir + "/config.json";
+    CheckEps(where, "rms_norm_eps", c.rms_norm_eps);
+    CheckLimit(where, "num_hidden_layers", c.num_layers, kMaxLayers);
+    CheckLimit(where, "hidden_size", c.hidden_size, kMaxWidth);
+    CheckLimit(where, "intermediate_size", c.intermediate_size, kMaxWidth);
+    CheckLimit(where, "num_attention_heads", c.num_heads, kMaxWidth);
+    CheckLimit(where, "head_dim", c.head_dim, kMaxWidth);
+    CheckLimit(where, "vocab_size", c.vocab_size, kMaxVocab);
+    CheckLimit(where, "max_position_embeddings", c.max_position_embeddings, kMaxPositions);
+  }
 
   c.bos_token_id = f.Int("bos_token_id", false, -1);
   c.pad_token_id = f.Int("pad_token_id", false, -1);

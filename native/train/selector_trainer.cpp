@@ -118,6 +118,11 @@ StepResult SelectorTrainer::Step(const RaggedTokens& tokens, const float* teache
                                  const RunContext& ctx) {
   std::lock_guard<std::mutex> lock(mu_);
   ctx.ThrowIfCancelled();
+  // A linear schedule with no total decays to lr 0 at once: every step would silently do
+  // nothing. Callers set the schedule first (setSchedule / totalSteps, or train()).
+  GR_CHECK(options_.schedule == LrSchedule::kConstant || options_.total_steps > 0, kInvalidArgument,
+           "step() before the learning-rate schedule is known: call setSchedule(warmupSteps, totalSteps) (or pass "
+           "totalSteps, or use train()) first; with totalSteps 0 the linear schedule has lr 0");
   GR_CHECK(groups >= 1 && group_size >= 2, kInvalidArgument, "a step needs >= 1 group of >= 2 passages, got ", groups,
            " x ", group_size);
   GR_CHECK(tokens.count == groups * group_size, kShape, "expected ", groups * group_size, " pair rows (", groups, " x ",
@@ -144,6 +149,9 @@ StepResult SelectorTrainer::Step(const RaggedTokens& tokens, const float* teache
     at::Tensor student = model_->Classify(h).select(1, 0).to(at::kFloat).view({groups, group_size});
     loss = ListwiseKdLoss(student, target.to(dev));
   }
+  // Honour an abort that arrived during the forward pass: nothing has changed yet (no
+  // gradients, no step counters), so the trainer is exactly as before this call.
+  ctx.ThrowIfCancelled();
   double factor = 1.0 / double(options_.grad_accum);
   if (options_.compute_dtype == at::kHalf) factor *= loss_scale_;
   (factor == 1.0 ? loss : loss * factor).backward();
