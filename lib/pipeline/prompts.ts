@@ -67,6 +67,24 @@ export function retrievedPrompt(instruction: string, question: string, title: st
   return fill(INSTRUCTION_WITH_RETRIEVAL, { passage: passageBlock(title, text), instruction, input: question });
 }
 
+/**
+ * The reference's evaluation evidence (rag_generation.py): for each passage i (1-based)
+ * `Passage #{i}{title}\nPassage #{i}{text}`, no space and no `title:`/`text:` labels (unlike the
+ * synthesis block above), the passages joined by a blank line.
+ */
+export function evaluationEvidence(passages: readonly { title: string; text: string }[]): string {
+  return passages.map((p, k) => `Passage #${k + 1}${p.title}\nPassage #${k + 1}${p.text}`).join('\n\n');
+}
+
+/**
+ * The reference's evaluation prompt: `{evidence}\n\n### Instruction:...` over the given
+ * passages, or the passage-free standard prompt when `passages` is null (--no-retrieval).
+ */
+export function evaluationPrompt(instruction: string, question: string, passages: readonly { title: string; text: string }[] | null): string {
+  if (passages === null) return standardPrompt(instruction, question);
+  return fill(INSTRUCTION_WITH_RETRIEVAL, { passage: evaluationEvidence(passages), instruction, input: question });
+}
+
 export function backgroundPrompt(question: string): string {
   return `${BACKGROUND_INSTRUCTION} Question: ${question}`;
 }

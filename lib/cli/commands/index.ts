@@ -12,6 +12,7 @@ import { retrieveCommand } from './retrieve.js';
 import { mergeCommand } from './merge.js';
 import { clusterCommand } from './cluster.js';
 import { selectCommand } from './select.js';
+import { generateCommand } from './generate.js';
 import { evaluateCommand } from './evaluate.js';
 import { compareCommand } from './compare.js';
 
@@ -27,6 +28,7 @@ export const commands: CommandModule<any, any>[] = [
   toSelectorCommand,
   trainCommand,
   selectCommand,
+  generateCommand,
   evaluateCommand,
   compareCommand,
   convertCommand,
