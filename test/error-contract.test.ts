@@ -181,3 +181,18 @@ test('a record nested 100k levels deep is E_DATA at FILE:LINE (reader, CLI and t
   writeFileSync(train, `{"query": "q", "pos": ["p"], "neg": ["n"], "pos_scores": [1], "neg_scores": ${'['.repeat(depth)}${']'.repeat(depth)}}\n`);
   await assert.rejects(loadTrainingData(train), { code: 'E_DATA' });
 });
+
+test('an over-long training query is E_DATA naming FILE:LINE before any step (not a RangeError later)', async () => {
+  const { SelectorTrainer } = await import('../lib/training/selector-trainer.js');
+  const data = path.join(work, 'long-query.jsonl');
+  const ok = { query: 'find code', pos: ['the source code'], neg: ['a b', 'c d'], pos_scores: [-0.7], neg_scores: [-2.3, -2.4] };
+  const long = { ...ok, query: Array.from({ length: 60 }, (_, i) => `word${i}`).join(' ') };
+  writeFileSync(data, [ok, ok, ok, long].map((r) => JSON.stringify(r)).join('\n') + '\n');
+  const t = await SelectorTrainer.create(fixture('xlmr-tiny-reranker'), { lr: 1e-4 });
+  let steps = 0;
+  await assert.rejects(
+    t.train({ data, outDir: path.join(work, 'long-query-out'), epochs: 1, batchSize: 2, groupSize: 3, queryMaxLength: 8, passageMaxLength: 8, onProgress: () => steps++ }),
+    (err: { code?: string; message?: string }) => err.code === 'E_DATA' && /long-query\.jsonl:4/.test(err.message ?? ''),
+  );
+  assert.equal(steps, 0, 'rejected before the first step');
+});

@@ -150,3 +150,43 @@ test('pair arguments are checked', async () => {
   // only_second cannot help when the query alone overflows the budget
   await assert.rejects(tok.encodePairs(['word '.repeat(50)], ['b'], { maxLength: 16 }), RangeError);
 });
+
+// Issue #13 item 6: a 50 MB text used to be tokenised in full before truncation (minutes,
+// gigabytes). The tokenizer now hands `tokenizers` at most a bounded prefix, and the tokens that
+// survive truncation are the same as when the whole text is tokenised.
+test('huge texts are cut before tokenising, with the same truncated tokens', async () => {
+  const { MAX_CHARS_PER_TOKEN, cutForTokens } = await import('../lib/tokenizer.js');
+  const words = ['license', 'copyright', 'Überprüfung', 'naïve', 'déjà', 'program', '数据', 'x1', 'source,', 'the'];
+  const text = (n: number) => Array.from({ length: n }, (_, i) => words[(i * 7) % words.length]).join(' ');
+  const huge = `${text(1000)} `.repeat(7000); // ~50 MB
+  assert.ok(huge.length > 45e6);
+  const medium = text(3000); // longer than the cut bound below, short enough to tokenise whole
+  for (const name of ['bert-tiny', 'xlmr-tiny-reranker']) {
+    const tok = Tokenizer.load(fixture(name));
+    const hf = (tok as unknown as { hf: { encodeBatch: (t: string[], o: unknown) => Promise<unknown> } }).hf;
+    const seen: number[] = [];
+    const original = hf.encodeBatch.bind(hf);
+    hf.encodeBatch = (texts: string[], o: unknown) => {
+      seen.push(...texts.map((t) => t.length));
+      return original(texts, o);
+    };
+    const maxLength = 64;
+    const budget = maxLength - tok.specialTokens.single;
+    const cut = await tok.encodeBatch([huge], { maxLength });
+    assert.equal(cut.truncated, 1);
+    assert.equal(cut.offsets[1], maxLength);
+    assert.ok(Math.max(...seen) <= (budget + 1) * MAX_CHARS_PER_TOKEN, `${name}: tokenizers saw ${Math.max(...seen)} characters`);
+    assert.ok(medium.length > (budget + 1) * MAX_CHARS_PER_TOKEN, 'the medium text is cut too');
+    const full = (await tok.encodeRaw([medium]))[0];
+    const row = rows(await tok.encodeBatch([medium], { maxLength }))[0];
+    assert.deepEqual(row.slice(1, -1), full.slice(0, budget), `${name}: same tokens as tokenising the whole text`);
+    const pairs = rows(await tok.encodePairs(['a question', 'a question'], [huge, medium], { maxLength }));
+    assert.equal(pairs[0].length, maxLength);
+    assert.deepEqual(pairs[0], pairs[1], `${name}: same passage prefix, same pair tokens`);
+  }
+  // The prefix ends at whitespace, never inside a word or a surrogate pair.
+  const c = cutForTokens(huge, 10);
+  assert.ok(c.length <= 10 * MAX_CHARS_PER_TOKEN && /\S$/.test(c) && huge[c.length] === ' ');
+  assert.equal(cutForTokens('short text', 10), 'short text');
+  assert.ok(!/[\ud800-\udbff]$/.test(cutForTokens('😀'.repeat(5000), 3)));
+});
