@@ -21,7 +21,8 @@ import {
   Bool, Field, Float32, Int64, List, Message, RecordBatch, RecordBatchStreamReader, RecordBatchStreamWriter, Schema, Struct, Utf8, makeData, vectorFromArray,
   type Data,
 } from 'apache-arrow';
-import { GainragError } from '../errors.js';
+import { GainragError, ioError } from '../errors.js';
+import { claimOutput, type OutputLock } from './output.js';
 import { stringifyJson } from './json-values.js';
 import { PassageStore } from '../retrieval/passages.js';
 
@@ -221,14 +222,18 @@ export class AtomicArrowWriter {
   private position = 0;
   private wroteSchema = false;
   private readonly schema: Schema;
+  // Validated and locked like every output (lib/io/output.ts): no second writer, no link/FIFO.
+  private lock: OutputLock | undefined;
 
-  constructor(readonly path: string, readonly kind: ArrowKind, metadata: Record<string, string> = {}) {
+  constructor(readonly path: string, readonly kind: ArrowKind, metadata: Record<string, string> = {}, inputs: string[] = []) {
     this.partialPath = `${path}.partial`;
     this.schema = schemaFor(kind, metadata);
+    this.lock = claimOutput(path, 'file', { inputs }).lock;
     try {
       this.fd = openSync(this.partialPath, 'w');
     } catch (err) {
-      throw new GainragError('E_IO', `cannot open ${this.partialPath} for writing: ${(err as Error).message}`, { cause: err });
+      this.lock.release();
+      throw ioError(err, `cannot open ${this.partialPath} for writing`);
     }
   }
 
@@ -284,7 +289,9 @@ export class AtomicArrowWriter {
       closeSync(fd);
       renameSync(this.partialPath, this.path);
     } catch (err) {
-      throw new GainragError('E_IO', `${this.path}: cannot finish the output: ${(err as Error).message}`, { cause: err });
+      throw ioError(err, `${this.path}: cannot finish the output`);
+    } finally {
+      this.lock?.release();
     }
   }
 
@@ -293,6 +300,7 @@ export class AtomicArrowWriter {
     closeSync(this.fd);
     this.fd = undefined;
     rmSync(this.partialPath, { force: true });
+    this.lock?.release();
   }
 }
 

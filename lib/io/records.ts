@@ -231,7 +231,7 @@ export interface WriterOptions {
 export function openStageOutput(file: string, options: WriterOptions): RecordWriter {
   if (options.format === 'jsonl') return AtomicJsonlWriter.open(file, { append: options.append, inputs: options.inputs });
   if (options.append) throw new GainragError('E_INVALID_ARG', `${path.basename(file)}: --resume is supported for JSONL outputs only; rerun without --resume or write JSONL`);
-  return new AtomicArrowWriter(file, options.kind ?? 'json', options.metadata);
+  return new AtomicArrowWriter(file, options.kind ?? 'json', options.metadata, options.inputs);
 }
 
 /** Resolves --shard into a range of `file` (undefined: the whole input). */
