@@ -170,15 +170,20 @@ class LenientParser {
     const s = this.s;
     const start = this.i;
     let j = start + 1;
+    let escaped = false;
     for (;;) {
       const c = s.charCodeAt(j);
       if (Number.isNaN(c)) this.fail('unterminated string');
-      if (c === 0x5c) j += 2;
-      else if (c === 0x22) break;
+      if (c === 0x5c) {
+        escaped = true;
+        j += 2;
+      } else if (c === 0x22) break;
+      else if (c < 0x20) this.fail('control character in a string');
       else j++;
     }
     this.i = j + 1;
-    return JSON.parse(s.slice(start, j + 1)) as string;
+    // Without escapes the text is the value; with them JSON.parse decodes exactly.
+    return escaped ? (JSON.parse(s.slice(start, j + 1)) as string) : s.slice(start + 1, j);
   }
 
   private scalar(): unknown {
