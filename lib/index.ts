@@ -13,7 +13,7 @@ export { loadTrainingData, checkRecord, type TrainRecord } from './training/data
 export { latestCheckpoint } from './training/train-loop.js';
 export { normalizeAnswer, regexMatch, exactMatch, tokenF1, emMaxOverGold, f1MaxOverGold } from './metrics/index.js';
 export { synthesize, checkSynthesizeOptions, nativeGenerator, type SynthesisModel, type SynthesizeOptions, type SynthesizeSummary } from './pipeline/synthesize.js';
-export { filterSynthesized, bestPassageIndex, type FilterSummary } from './pipeline/filter.js';
+export { filterSynthesized, bestPassageIndex, readPerplexity, SCORE_FIELDS, type ScoreField, type FilterSummary } from './pipeline/filter.js';
 export { toSelector, selectorRecord, gainScore, SELECTOR_PROMPT, type SelectorRecord, type ToSelectorSummary } from './pipeline/to-selector.js';
 export { OpenAIGenerator, type OpenAIGeneratorOptions, type TextGenerator, type GenerationPrompt } from './pipeline/openai-generate.js';
 export { TASK_INSTRUCTIONS, taskInstruction, standardPrompt, retrievedPrompt, backgroundPrompt, DEFAULT_SYSTEM_PROMPT, type ChatTemplateMode } from './pipeline/prompts.js';
@@ -24,4 +24,5 @@ export { buildIndex, importIndex, type BuildIndexOptions, type ImportIndexOption
 export { retrieve, type RetrieveOptions, type RetrieveSummary, type Ctx } from './retrieval/retrieve.js';
 export { readNpyFloat32, writeNpyFloat32, type NpyMatrix } from './retrieval/npy.js';
 export { readRecords, AtomicJsonlWriter, type RecordAt, type AtomicJsonlWriterOptions } from './io/jsonl.js';
+export { parseJson, stringifyJson } from './io/json-values.js';
 export { DenseIndexWriter } from './retrieval/index-writer.js';
