@@ -15,6 +15,9 @@ export { normalizeAnswer, regexMatch, exactMatch, tokenF1, emMaxOverGold, f1MaxO
 export { synthesize, checkSynthesizeOptions, nativeGenerator, type SynthesisModel, type SynthesizeOptions, type SynthesizeSummary } from './pipeline/synthesize.js';
 export { filterSynthesized, bestPassageIndex, readPerplexity, SCORE_FIELDS, type ScoreField, type FilterSummary } from './pipeline/filter.js';
 export { toSelector, selectorRecord, gainScore, SELECTOR_PROMPT, type SelectorRecord, type ToSelectorSummary } from './pipeline/to-selector.js';
+export { select, checkSelectOptions, prepareSelectRecord, rankCandidates, type PairScorer, type SelectOptions, type SelectSummary } from './pipeline/select.js';
+export { evaluate, formatEvaluation, type EvaluateOptions, type EvaluateSummary } from './pipeline/evaluate.js';
+export { compare, checkCompareOptions, formatComparison, type CompareOptions, type CompareSummary, type CompareRow } from './pipeline/compare.js';
 export { OpenAIGenerator, type OpenAIGeneratorOptions, type TextGenerator, type GenerationPrompt } from './pipeline/openai-generate.js';
 export { TASK_INSTRUCTIONS, taskInstruction, standardPrompt, retrievedPrompt, backgroundPrompt, DEFAULT_SYSTEM_PROMPT, type ChatTemplateMode } from './pipeline/prompts.js';
 export { DenseIndex, npyInfo, type IndexDType, type IndexMetric, type DenseIndexOptions, type FromVectorsOptions, type SearchOptions as IndexSearchOptions, type SearchResult as IndexSearchResult, type QueryInput } from './retrieval/dense-index.js';
