@@ -3,7 +3,11 @@
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <vector>
 
 #include "core/error.h"
@@ -20,6 +24,26 @@ constexpr int64_t kDefaultCorpusBlock = 8192;
 constexpr int64_t kDefaultQueryBlock = 1024;
 // Rows converted per step in Add (bounds the temporary float copy).
 constexpr int64_t kAddChunk = 65536;
+
+// Out-of-core search (issue #10): pages of the mapped vectors.bin that a search has read stay in
+// the process's resident set until the kernel reclaims them, so scanning an index near or above
+// RAM size pushes everything else out first. When the mapped part is larger than
+// GAINRAG_MAPPED_RESIDENT_MAX bytes (default: half of physical memory), each block is dropped
+// from the resident set once scored (MADV_DONTNEED; the mapping is never written, so its pages
+// are simply read again from the file or page cache) and the next block is requested ahead
+// (MADV_WILLNEED): resident memory stays about two blocks. Below the limit nothing changes.
+int64_t MappedResidentLimit() {
+  if (const char* v = std::getenv("GAINRAG_MAPPED_RESIDENT_MAX")) return std::atoll(v);
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? int64_t(pages) * page / 2 : int64_t{1} << 62;
+}
+
+void AdviseRange(const void* begin, size_t bytes, int advice) {
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t a = reinterpret_cast<uintptr_t>(begin) & ~(page - 1);
+  const uintptr_t e = (reinterpret_cast<uintptr_t>(begin) + bytes + page - 1) & ~(page - 1);
+  if (e > a) madvise(reinterpret_cast<void*>(a), e - a, advice);  // advice only: errors are harmless
+}
 
 // Index of the first row of a [n, d] tensor holding a non-finite value, or -1.
 int64_t FirstNonFiniteRow(const at::Tensor& x) {
@@ -221,6 +245,8 @@ SearchResult DenseIndex::SearchCpu(const at::Tensor& q, int64_t k, const RunCont
   const int64_t corpus_steps = (n + cb - 1) / cb + (mapped_rows_ > 0 && owned_rows_ > 0 ? 1 : 0);
   const int64_t total = ((nq + group - 1) / group) * corpus_steps;
   int64_t done = 0;
+  const int64_t row_bytes = dim_ * int64_t(mapped_rows_ > 0 ? mapped_.element_size() : 0);
+  const bool stream_mapped = mapped_rows_ > 0 && mapped_rows_ * row_bytes > MappedResidentLimit();
   for (int64_t g0 = 0; g0 < nq; g0 += group) {
     const int64_t g1 = std::min(nq, g0 + group);
     std::vector<RunningTopK> topk;
@@ -230,6 +256,10 @@ SearchResult DenseIndex::SearchCpu(const at::Tensor& q, int64_t k, const RunCont
       const int64_t r1 = std::min(r0 + cb, PartEnd(r0));
       const int64_t nb = r1 - r0;
       at::Tensor block = Rows(r0, r1);
+      const bool release = stream_mapped && r1 <= mapped_rows_;
+      if (release && r1 < mapped_rows_)
+        AdviseRange(static_cast<const char*>(mapped_.data_ptr()) + r1 * row_bytes,
+                    size_t(std::min(cb, mapped_rows_ - r1) * row_bytes), MADV_WILLNEED);
       if (dtype_ != at::kFloat) block = upcast_buf.slice(0, 0, nb).copy_(block);
       for (size_t b = 0; b < topk.size(); ++b) {
         const int64_t q0 = g0 + int64_t(b) * qb;
@@ -242,6 +272,8 @@ SearchResult DenseIndex::SearchCpu(const at::Tensor& q, int64_t k, const RunCont
           for (int64_t row = begin; row < end; ++row) state.Push(row, s + row * nb, nb, r0);
         });
       }
+      if (release)
+        AdviseRange(static_cast<const char*>(mapped_.data_ptr()) + r0 * row_bytes, size_t(nb * row_bytes), MADV_DONTNEED);
       r0 = r1;
       ctx.Progress(++done, total, "search");
     }
