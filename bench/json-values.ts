@@ -21,20 +21,22 @@ function record(infinite: boolean) {
   };
 }
 
-// Best of five rounds (other processes share the cores), after a warm-up round.
-function time(label: string, n: number, fn: () => unknown): number {
-  for (let i = 0; i < n; i++) fn();
-  let ms = Infinity;
-  for (let round = 0; round < 5; round++) {
-    const t0 = performance.now();
-    for (let i = 0; i < n; i++) fn();
-    ms = Math.min(ms, (performance.now() - t0) / n);
+// Every candidate runs once per round, rounds interleaved (so load spikes and GC hit all of them
+// alike); each keeps its best round of seven, after a warm-up round.
+function timeAll(n: number, cases: [string, () => unknown][]): number[] {
+  const best = cases.map(() => Infinity);
+  for (let round = 0; round < 8; round++) {
+    cases.forEach(([, fn], k) => {
+      const t0 = performance.now();
+      for (let i = 0; i < n; i++) fn();
+      if (round > 0) best[k] = Math.min(best[k], (performance.now() - t0) / n);
+    });
   }
-  process.stdout.write(`${label.padEnd(58)} ${(ms * 1000).toFixed(1).padStart(8)} us/record\n`);
-  return ms;
+  cases.forEach(([label], k) => process.stdout.write(`${label.padEnd(58)} ${(best[k] * 1000).toFixed(1).padStart(8)} us/record\n`));
+  return best;
 }
 
-const N = 200;
+const N = 100;
 const finite = record(false);
 const withInf = record(true);
 const plainText = JSON.stringify(finite);
@@ -44,12 +46,14 @@ if (!pythonText.includes(':Infinity')) throw new Error('bench: no Infinity token
 const ourText = stringifyJson(withInf)!;
 
 process.stdout.write(`records of ${plainText.length} characters\n`);
-const sPlain = time('JSON.stringify (baseline; loses Infinity)', N, () => JSON.stringify(finite));
-const sFinite = time('stringifyJson, all finite (walk + JSON.stringify)', N, () => stringifyJson(finite));
-const sInf = time('stringifyJson, one Infinity (replacer path)', N, () => stringifyJson(withInf));
-const pPlain = time('JSON.parse (baseline)', N, () => JSON.parse(plainText));
-const pOurs = time('parseJson of our output (1e999: fast path)', N, () => parseJson(ourText));
-const pPy = time('parseJson of Python text (Infinity: fallback parser)', N, () => parseJson(pythonText));
+const [sPlain, sFinite, sInf, pPlain, pOurs, pPy] = timeAll(N, [
+  ['JSON.stringify (baseline; loses Infinity)', () => JSON.stringify(finite)],
+  ['stringifyJson, all finite (walk + JSON.stringify)', () => stringifyJson(finite)],
+  ['stringifyJson, one Infinity (replacer path)', () => stringifyJson(withInf)],
+  ['JSON.parse (baseline)', () => JSON.parse(plainText)],
+  ['parseJson of our output (1e999: fast path)', () => parseJson(ourText)],
+  ['parseJson of Python text (Infinity: fallback parser)', () => parseJson(pythonText)],
+]);
 process.stdout.write(
   [
     `write, finite records:     ${(sFinite / sPlain).toFixed(2)}x the time of JSON.stringify`,
