@@ -142,6 +142,29 @@ test('train data: Python-written scores; -Infinity negatives get zero teacher we
   });
 });
 
+test('train on reference selector data with -Infinity negatives: same run as a teacher weight of 0', () => {
+  // softmax gives exp(-1e4 - max) = 0 in float32 as it gives exp(-Infinity) = 0 in FlagEmbedding,
+  // so the run with -1e4 stand-ins is what a -Infinity negative must train like.
+  const write = (name: string, low: string) => {
+    const file = path.join(work, name);
+    const rows = Array.from({ length: 4 }, (_, i) =>
+      `{"query": "query ${i}", "pos": ["answer ${i}"], "neg": ["other ${i}", "noise ${i}"], "pos_scores": [-0.5], "neg_scores": [-2.0, ${low}]}`);
+    writeFileSync(file, `${rows.join('\n')}\n`);
+    return file;
+  };
+  const losses = (data: string, out: string) => {
+    const r = cli(['train', '--model', fixture('xlmr-tiny-reranker'), '--data', data, '--out', out, '--batch-size', '2', '--group-size', '3', '--epochs', '1',
+      '--query-max-len', '8', '--passage-max-len', '8', '--seed', '5', '--json']);
+    assert.equal(r.status, 0, r.stderr);
+    return readFileSync(path.join(out, 'train_log.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { loss: number }).loss);
+  };
+  const withInf = losses(write('neginf.jsonl', '-Infinity'), path.join(work, 'neginf'));
+  const withLow = losses(write('neglow.jsonl', '-1e4'), path.join(work, 'neglow'));
+  assert.equal(withInf.length, 2);
+  assert.ok(withInf.every(Number.isFinite), `losses ${withInf}`);
+  withInf.forEach((l, i) => assert.ok(Math.abs(l - withLow[i]) <= 1e-6 * Math.max(1, Math.abs(withLow[i])), `step ${i + 1}: ${l} vs ${withLow[i]}`));
+});
+
 test('to-selector --score-field: PPL_CD by default, retrieved_ppl as the reference sorts; --help says so', async () => {
   const psg = (title: string, cd: number, plain: number) => ({ title, text: `text ${title}`, PPL_CD: cd, retrieved_ppl: plain, EM_with_retrieval: true });
   const data = path.join(work, 'scores.jsonl');
