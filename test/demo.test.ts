@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { isTestQuestion } from '../lib/cli/commands/demo.js';
-import { cliPath, dataDir, repoRoot } from './helpers.js';
+import { cliPath, dataDir } from './helpers.js';
 
 const work = mkdtempSync(path.join(tmpdir(), 'gainrag-demo-'));
 process.on('exit', () => rmSync(work, { recursive: true, force: true }));
@@ -34,9 +34,8 @@ test('gainrag demo runs every stage, resumes, and ends with the stage and compar
     '--test-share', '0.25', '--top-k', '8', '--k-docs', '1,3', '--max-new-tokens', '4'];
   const r = spawnSync(process.execPath, args, { encoding: 'utf8', cwd: work });
   assert.equal(r.status, 0, r.stderr);
-  const hasGenerate = existsSync(path.join(repoRoot, 'dist', 'lib', 'cli', 'commands', 'generate.js'));
   const outputs = ['index', 'retrieved.jsonl', 'train-retrieved.jsonl', 'test-retrieved.jsonl', 'synthesized.jsonl', 'filtered.jsonl', 'selector-train.jsonl',
-    path.join('selector', 'model.safetensors'), 'selected.jsonl', ...(hasGenerate ? ['answers.jsonl', path.join('compare', 'compare.json')] : [])];
+    path.join('selector', 'model.safetensors'), 'selected.jsonl', 'answers.jsonl', path.join('compare', 'compare.json')];
   for (const o of outputs) assert.ok(existsSync(path.join(out, o)), `${o} missing`);
 
   // Selection and answers are for held-out questions only.
@@ -47,24 +46,20 @@ test('gainrag demo runs every stage, resumes, and ends with the stage and compar
   assert.ok(test.every((q) => isTestQuestion(q, 0.25)));
 
   assert.match(r.stdout, /RANDOM weights/);
-  for (const stage of ['index build', 'retrieve', 'split', 'synthesize', 'filter', 'to-selector', 'train', 'select', ...(hasGenerate ? ['generate', 'evaluate', 'compare'] : [])]) {
+  for (const stage of ['index build', 'retrieve', 'split', 'synthesize', 'filter', 'to-selector', 'train', 'select', 'generate', 'evaluate', 'compare']) {
     assert.match(r.stdout, new RegExp(`^${stage}\\s+\\d+\\.\\d\\s+`, 'm'), `stage ${stage} not in the table`);
   }
-  if (hasGenerate) {
-    const cmp = JSON.parse(readFileSync(path.join(out, 'compare', 'compare.json'), 'utf8'));
-    assert.equal(cmp.questions, test.length);
-    assert.deepEqual(cmp.rows.map((x: { run: string; k: number }) => `${x.run}:${x.k}`),
-      ['no-retrieval:0', 'retrieval:1', 'retrieval:3', 'reranker:1', 'reranker:3', 'gainrag:1', 'gainrag:3']);
-    for (const run of ['no-retrieval', 'retrieval', 'reranker', 'gainrag']) assert.match(r.stdout, new RegExp(`^${run}\\s+\\d`, 'm'));
-    assert.equal(readJsonl(path.join(out, 'answers.jsonl')).length, test.length);
-  } else {
-    assert.match(r.stdout, /compare: not run/);
-  }
+  const cmp = JSON.parse(readFileSync(path.join(out, 'compare', 'compare.json'), 'utf8'));
+  assert.equal(cmp.questions, test.length);
+  assert.deepEqual(cmp.rows.map((x: { run: string; k: number }) => `${x.run}:${x.k}`),
+    ['no-retrieval:0', 'retrieval:1', 'retrieval:3', 'reranker:1', 'reranker:3', 'gainrag:1', 'gainrag:3']);
+  for (const run of ['no-retrieval', 'retrieval', 'reranker', 'gainrag']) assert.match(r.stdout, new RegExp(`^${run}\\s+\\d`, 'm'));
+  assert.equal(readJsonl(path.join(out, 'answers.jsonl')).length, test.length);
 
   // Second run: every stage is done before; the tables are printed again from the records.
   const again = spawnSync(process.execPath, args, { encoding: 'utf8', cwd: work });
   assert.equal(again.status, 0, again.stderr);
-  assert.equal((again.stderr.match(/: done before/g) ?? []).length, hasGenerate ? 11 : 8);
+  assert.equal((again.stderr.match(/: done before/g) ?? []).length, 11);
   assert.doesNotMatch(again.stderr, /^\$ gainrag/m);
   assert.match(again.stdout, /\(earlier run\)/);
 });

@@ -7,7 +7,7 @@
 // Every run reads `input.jsonl` under the output directory: the records of --data that all four
 // runs can use (select's validation with K = the largest --k-docs; passages without text and
 // pseudo entries taken out of ctxs), so every row of the table is over the same questions.
-// Answers come from generateAnswers (lib/pipeline/generate.ts); EM/F1 are recomputed from each
+// Answers come from generateAnswers (lib/pipeline/generate.ts), K passages each; EM/F1 are recomputed from each
 // answers file by evaluate(), Recall@K from the ctxs each run answered with (DPR matching).
 // Each stage writes its file atomically plus `<file>.summary.json`; with `resume` a stage whose
 // file and summary exist is not run again, and an unfinished one continues from its partial file.
@@ -19,44 +19,21 @@ import { AnswerMatcher } from '../retrieval/has-answer.js';
 import { evaluate } from './evaluate.js';
 import { prepareSelectRecord, select, type PairScorer, type SelectSummary } from './select.js';
 import type { TextGenerator } from './openai-generate.js';
+import { generateAnswers as defaultGenerateAnswers, type GenerateAnswersOptions } from './generate.js';
+import type { CausalLM } from '../models/causal-lm.js';
 
-/** The part of lib/pipeline/generate.ts that compare uses. */
-export interface GenerateAnswersOptions {
-  data: string;
-  out: string;
-  lm?: unknown;
-  llm?: string;
-  generateUrl?: string;
-  kDocs?: number;
-  task?: string;
-  noRetrieval?: boolean;
-  maxNewTokens?: number;
-  resume?: boolean;
-  signal?: AbortSignal;
-  onProgress?: (done: number, total: number) => void;
-  warn?: (message: string) => void;
-}
-export type GenerateAnswers = (options: GenerateAnswersOptions) => Promise<{ seconds?: number; tokensPerSecond?: number }>;
+/** Writes answers for one run (generateAnswers; tests may stand in their own). */
+export type GenerateAnswers = (options: GenerateAnswersOptions) => Promise<{ seconds?: number }>;
 
-/** Loads generateAnswers from lib/pipeline/generate.ts (E_UNSUPPORTED when this build has none). */
-export async function loadGenerateAnswers(): Promise<GenerateAnswers> {
-  // Resolved at run time: the generate stage is built alongside (see its own file).
-  const spec = new URL('./generate.js', import.meta.url).href;
-  let mod: { generateAnswers?: GenerateAnswers };
-  try {
-    mod = (await import(spec)) as { generateAnswers?: GenerateAnswers };
-  } catch (err) {
-    throw new GainragError('E_UNSUPPORTED', `this build has no answer generation (lib/pipeline/generate.ts): ${(err as Error).message}`, { cause: err });
-  }
-  if (typeof mod.generateAnswers !== 'function') throw new GainragError('E_UNSUPPORTED', 'lib/pipeline/generate.ts does not export generateAnswers');
-  return mod.generateAnswers;
-}
+/** generateAnswers settings passed through to every run. */
+export type GenerationSettings = Pick<GenerateAnswersOptions,
+  'instruction' | 'chatTemplate' | 'systemPrompt' | 'generateModel' | 'generateTimeoutMs' | 'generateConcurrency' | 'device' | 'dtype'>;
 
 export interface CompareOptions {
   data: string;
   outDir: string;
   /** How answers are generated: a loaded CausalLM (lm), a model directory, or a server URL. */
-  lm?: unknown;
+  lm?: CausalLM;
   llm?: string;
   generateUrl?: string;
   selector?: PairScorer;
@@ -74,7 +51,9 @@ export interface CompareOptions {
   /** Identify the models in select's resume check. */
   selectorId?: string;
   rerankerId?: string;
-  /** Default: loadGenerateAnswers(). */
+  /** Passed to every generateAnswers call. */
+  generation?: GenerationSettings;
+  /** Default: generateAnswers of lib/pipeline/generate.ts. */
   generateAnswers?: GenerateAnswers;
   signal?: AbortSignal;
   onStage?: (name: string) => void;
@@ -130,7 +109,7 @@ export function checkCompareOptions(options: CompareOptions): { kDocs: number[];
 export async function compare(options: CompareOptions): Promise<CompareSummary> {
   const { kDocs, candidates } = checkCompareOptions(options);
   const maxK = kDocs[kDocs.length - 1];
-  const generateAnswers = options.generateAnswers ?? (await loadGenerateAnswers());
+  const generateAnswers = options.generateAnswers ?? defaultGenerateAnswers;
   const warn = options.warn ?? (() => undefined);
   const dir = options.outDir;
   mkdirSync(dir, { recursive: true });
@@ -175,7 +154,7 @@ export async function compare(options: CompareOptions): Promise<CompareSummary> 
   const rows: CompareRow[] = [];
   const summary: CompareSummary = { outDir: dir, records: prep.records, questions: prep.questions, skipped: prep.skipped, kDocs, rows };
   const llm = { lm: options.lm, llm: options.llm, generateUrl: options.generateUrl };
-  const common = { task: options.task, maxNewTokens: options.maxNewTokens, signal: options.signal, onProgress: options.onProgress, warn };
+  const common = { ...options.generation, task: options.task, maxNewTokens: options.maxNewTokens, signal: options.signal, onProgress: options.onProgress, warn };
 
   const answer = async (run: CompareRow['run'], data: string, k: number, extraSeconds: number) => {
     const out = file(k === 0 ? 'no-retrieval.answers.jsonl' : `${run}-k${k}.answers.jsonl`);

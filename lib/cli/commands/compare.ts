@@ -7,6 +7,7 @@ import { CrossEncoder } from '../../models/cross-encoder.js';
 import { checkCompareOptions, compare, formatComparison, type CompareOptions } from '../../pipeline/compare.js';
 import { DEFAULT_TASK, TASK_INSTRUCTIONS, promptWrapper } from '../../pipeline/prompts.js';
 import { nativeGenerator } from '../../pipeline/synthesize.js';
+import { DEFAULT_MAX_NEW_TOKENS } from '../../pipeline/generate.js';
 import { progressReporter } from '../../retrieval/cli-progress.js';
 import { generatorOptions, pseudoWriter, type GeneratorArgs } from './select.js';
 import { hasCode } from '../../errors.js';
@@ -44,7 +45,7 @@ export const compareCommand: CommandModule<{ json: boolean }, Args> = {
       .option('k-docs', { type: 'string', default: '1,5', describe: 'passages in the prompt, one table row per run and K' })
       .option('candidates', { type: 'number', default: 100, describe: 'retrieved passages the reranker / selector choose from' })
       .option('task', { type: 'string', default: DEFAULT_TASK, describe: `task instruction by name (${Object.keys(TASK_INSTRUCTIONS).join(', ')})` })
-      .option('max-new-tokens', { type: 'number', describe: 'tokens per answer (default: that of gainrag generate)' })
+      .option('max-new-tokens', { type: 'number', default: DEFAULT_MAX_NEW_TOKENS, describe: 'tokens per answer (as gainrag generate)' })
       .option('pseudo-max-new-tokens', { type: 'number', default: 256, describe: 'tokens per pseudo-passage' })
       .option('batch-questions', { type: 'number', default: 32, describe: 'questions per selector call' })
       .option('resume', { type: 'boolean', default: false, describe: 'keep finished runs under --out and continue unfinished ones' })
@@ -58,12 +59,16 @@ export const compareCommand: CommandModule<{ json: boolean }, Args> = {
       data: argv.data, outDir: argv.out, kDocs: parseKList(argv['k-docs']), candidates: argv.candidates, task: argv.task,
       maxNewTokens: argv['max-new-tokens'], pseudoMaxNewTokens: argv['pseudo-max-new-tokens'], batchQuestions: argv['batch-questions'],
       resume: argv.resume, generateUrl: argv['generate-url'], llm: argv.llm,
+      generation: {
+        chatTemplate: argv['chat-template'], systemPrompt: argv['system-prompt'], generateModel: argv['generate-model'],
+        generateTimeoutMs: argv['generate-timeout'] * 1000, generateConcurrency: argv['generate-concurrency'],
+      },
       selectorId: argv.selector ? path.resolve(argv.selector) : undefined, rerankerId: argv.reranker ? path.resolve(argv.reranker) : undefined,
     };
     checkCompareOptions(options);
     const load = { device: argv.device as never, dtype: argv.dtype };
     if (argv['generate-url']) {
-      options.llm = undefined; // answers come from the server; --llm only lends its chat template
+      // Answers come from the server; --llm (if any) only lends its tokenizer and chat template.
       const w = argv.selector ? await pseudoWriter(argv) : undefined;
       options.pseudoGenerator = w?.generator;
       options.wrapPrompt = w?.wrap;

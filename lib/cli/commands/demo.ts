@@ -115,8 +115,6 @@ export const demoCommand: CommandModule<{ json: boolean }, DemoArgs> = {
       ? 'NOTE: the bundled models have RANDOM weights. The numbers below show that every stage runs end to end, not GainRAG\'s quality; pass --encoder/--reranker/--llm to run the same pipeline on real models.'
       : 'models: ' + [encoder, reranker, llm].join(', ');
     process.stderr.write(`demo: ${notice}\n`);
-    // `gainrag generate` is built alongside this command; without it the demo stops after select.
-    const hasGenerate = existsSync(path.join(path.dirname(fileURLToPath(import.meta.url)), 'generate.js'));
     const llmArgs = ['--llm', llm, '--max-new-tokens', String(argv['max-new-tokens'])];
     const stages: Stage[] = [
       {
@@ -180,29 +178,25 @@ export const demoCommand: CommandModule<{ json: boolean }, DemoArgs> = {
           '--k-docs', String(maxK), '--pseudo-max-new-tokens', '48', '--out', file('selected.jsonl'), '--resume'],
         rate: (s) => (typeof s.pairsPerSecond === 'number' ? `${s.pairsPerSecond.toFixed(1)} pairs/s` : '-'),
       },
-      ...(hasGenerate
-        ? [
-            {
-              name: 'generate',
-              output: file('answers.jsonl'),
-              args: ['generate', '--data', file('selected.jsonl'), ...llmArgs, '--k-docs', '1', '--out', file('answers.jsonl'), '--resume'],
-              rate: (s: Record<string, unknown>, t: number) => (typeof s.tokensPerSecond === 'number' ? `${s.tokensPerSecond.toFixed(1)} tokens/s` : perSecond(s.written, 'questions', t)),
-            },
-            {
-              name: 'evaluate',
-              output: path.join(stagesDir, 'evaluate.json'), // its stage record is its output
-              args: ['evaluate', '--data', file('answers.jsonl')],
-              rate: (s: Record<string, unknown>, t: number) => perSecond(s.records, 'records', t),
-            },
-            {
-              name: 'compare',
-              output: file(path.join('compare', 'compare.json')),
-              args: ['compare', '--data', file('test-retrieved.jsonl'), ...llmArgs, '--selector', file('selector'), '--reranker', reranker,
-                '--k-docs', argv['k-docs'], '--candidates', String(argv['top-k']), '--pseudo-max-new-tokens', '48', '--out', file('compare'), '--resume'],
-              rate: (s: Record<string, unknown>, t: number) => perSecond(Array.isArray(s.rows) ? s.rows.length * Number(s.questions) : undefined, 'answers', t),
-            },
-          ]
-        : []),
+      {
+        name: 'generate',
+        output: file('answers.jsonl'),
+        args: ['generate', '--data', file('selected.jsonl'), ...llmArgs, '--k-docs', '1', '--out', file('answers.jsonl'), '--resume'],
+        rate: (s, t) => (typeof s.tokensPerSecond === 'number' ? `${s.tokensPerSecond.toFixed(1)} tokens/s` : perSecond(s.written, 'questions', t)),
+      },
+      {
+        name: 'evaluate',
+        output: path.join(stagesDir, 'evaluate.json'), // its stage record is its output
+        args: ['evaluate', '--data', file('answers.jsonl')],
+        rate: (s, t) => perSecond(s.records, 'records', t),
+      },
+      {
+        name: 'compare',
+        output: file(path.join('compare', 'compare.json')),
+        args: ['compare', '--data', file('test-retrieved.jsonl'), ...llmArgs, '--selector', file('selector'), '--reranker', reranker,
+          '--k-docs', argv['k-docs'], '--candidates', String(argv['top-k']), '--pseudo-max-new-tokens', '48', '--out', file('compare'), '--resume'],
+        rate: (s, t) => perSecond(Array.isArray(s.rows) ? s.rows.length * Number(s.questions) : undefined, 'answers', t),
+      },
     ];
     const results: StageResult[] = [];
     for (const stage of stages) {
@@ -254,7 +248,6 @@ export const demoCommand: CommandModule<{ json: boolean }, DemoArgs> = {
       '',
     ];
     if (comparison) lines.push(formatComparison(comparison));
-    else lines.push('compare: not run (this build has no `gainrag generate`)\n');
     lines.push(notice);
     process.stdout.write(`${lines.join('\n')}\n`);
   },
