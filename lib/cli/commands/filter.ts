@@ -18,6 +18,9 @@ export const filterCommand: CommandModule<{ json: boolean }, Args> = {
   handler: async (argv) => {
     const summary = await filterSynthesized({ data: argv.data, out: argv.out, warn: (m) => process.stderr.write(`gainrag: warning: ${m}\n`) });
     if (argv.json) process.stdout.write(`${JSON.stringify({ output: argv.out, ...summary })}\n`);
-    else process.stdout.write(`kept ${summary.kept} of ${summary.records} questions (${summary.skipped} skipped) -> ${argv.out}\n`);
+    else {
+      const bad = summary.badScores > 0 ? `, ${summary.badScores} passages with a negative/NaN PPL_CD ignored` : '';
+      process.stdout.write(`kept ${summary.kept} of ${summary.records} questions (${summary.skipped} skipped${bad}) -> ${argv.out}\n`);
+    }
   },
 };
