@@ -11,7 +11,10 @@ import { RecordBatchStreamReader, Type } from 'apache-arrow';
 import { AtomicArrowWriter, countArrowRows } from '../lib/io/arrow-records.js';
 import { readStageInput, inputFormat } from '../lib/io/records.js';
 import { readRecords } from '../lib/io/jsonl.js';
-import { cliPath, dataDir, fixture } from './helpers.js';
+import { cliPath, dataDir, repoRoot } from './helpers.js';
+
+// The bundled tiny models (the same as test/fixtures), read only.
+const model = (name: string) => path.join(repoRoot, 'models', name);
 
 const work = mkdtempSync(path.join(tmpdir(), 'gainrag-arrow-'));
 process.on('exit', () => rmSync(work, { recursive: true, force: true }));
@@ -36,8 +39,8 @@ test('retrieve --format arrow: typed columns, the JSONL records back, smaller on
   const questions = path.join(work, 'questions.jsonl');
   writeFileSync(questions, readFileSync(path.join(squad, 'questions.jsonl'), 'utf8').trim().split('\n').slice(5200, 5230).join('\n') + '\n');
   const index = path.join(work, 'index');
-  cli(['index', 'build', '--passages', passages, '--encoder', fixture('bert-tiny'), '--out', index, '--batch-size', '40']);
-  const args = ['retrieve', '--index', index, '--encoder', fixture('bert-tiny'), '--data', questions, '--top-k', '10', '--batch-size', '8'];
+  cli(['index', 'build', '--passages', passages, '--encoder', model('bert-tiny'), '--out', index, '--batch-size', '40']);
+  const args = ['retrieve', '--index', index, '--encoder', model('bert-tiny'), '--data', questions, '--top-k', '10', '--batch-size', '8'];
   const jsonl = path.join(work, 'r.jsonl');
   const arrow = path.join(work, 'r.out'); // format by flag, not extension
   cli([...args, '--out', jsonl]);
@@ -80,7 +83,7 @@ test('retrieve --format arrow: typed columns, the JSONL records back, smaller on
   const other = path.join(work, 'index-other');
   const few = path.join(work, 'few.jsonl');
   writeFileSync(few, readFileSync(passages, 'utf8').split('\n').slice(0, 20).join('\n') + '\n');
-  cli(['index', 'build', '--passages', few, '--encoder', fixture('bert-tiny'), '--out', other]);
+  cli(['index', 'build', '--passages', few, '--encoder', model('bert-tiny'), '--out', other]);
   await assert.rejects(all(arrow, other), { code: 'E_INDEX', message: /80 passages/ });
 
   // Damaged streams fail with E_DATA, never garbage.
@@ -91,7 +94,7 @@ test('retrieve --format arrow: typed columns, the JSONL records back, smaller on
   assert.throws(() => countArrowRows(cut), { code: 'E_DATA' });
 
   // --resume is JSONL-only: a clear error, not a corrupt stream.
-  const s = cli(['synthesize', '--data', arrow, '--llm', fixture('llama-tiny'), '--out', path.join(work, 's.arrow'), '--resume'], false);
+  const s = cli(['synthesize', '--data', arrow, '--llm', model('llama-tiny'), '--out', path.join(work, 's.arrow'), '--resume'], false);
   assert.equal(s.status, 1);
   assert.match(s.stderr, /JSONL outputs only.*\(E_INVALID_ARG\)/);
 });

@@ -11,7 +11,10 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { cliPath, dataDir, fixture } from './helpers.js';
+import { cliPath, dataDir, repoRoot } from './helpers.js';
+
+// The bundled tiny models (the same as test/fixtures), read only.
+const model = (name: string) => path.join(repoRoot, 'models', name);
 
 const work = mkdtempSync(path.join(tmpdir(), 'gainrag-cluster-'));
 const squad = path.join(dataDir, 'squad_v1.1_dev_open');
@@ -99,12 +102,12 @@ test('cluster: kill a worker mid-chunk and restart Redis; merged output equals o
   const questions = path.join(work, 'questions.jsonl');
   writeFileSync(questions, questionLines.join('\n') + '\n');
   const index = path.join(work, 'index');
-  cli(['index', 'build', '--passages', passages, '--encoder', fixture('bert-tiny'), '--out', index, '--batch-size', '64']);
+  cli(['index', 'build', '--passages', passages, '--encoder', model('bert-tiny'), '--out', index, '--batch-size', '64']);
   const retrieved = path.join(work, 'retrieved.jsonl');
-  cli(['retrieve', '--index', index, '--encoder', fixture('bert-tiny'), '--data', questions, '--top-k', '3', '--batch-size', '4', '--out', retrieved]);
+  cli(['retrieve', '--index', index, '--encoder', model('bert-tiny'), '--data', questions, '--top-k', '3', '--batch-size', '4', '--out', retrieved]);
 
   // The single-process reference for the stage the cluster runs.
-  const synthArgs = ['--llm', fixture('llama-tiny'), '--top-k', '2', '--batch-questions', '3', '--max-new-tokens', '4', '--pseudo-max-new-tokens', '24'];
+  const synthArgs = ['--llm', model('llama-tiny'), '--top-k', '2', '--batch-questions', '3', '--max-new-tokens', '4', '--pseudo-max-new-tokens', '24'];
   const reference = path.join(work, 'reference.jsonl');
   cli(['synthesize', '--data', retrieved, '--out', reference, ...synthArgs]);
 
@@ -143,7 +146,7 @@ test('cluster: kill a worker mid-chunk and restart Redis; merged output equals o
   const badOut = path.join(work, 'bad-out.arrow');
   const failing = watched(process.execPath, [
     cliPath, 'cluster', 'submit', '--stage', 'retrieve', '--data', badQuestions, '--out', badOut, '--redis', url, '--chunk-size', '4', '--attempts', '2',
-    '--', '--index', index, '--encoder', fixture('bert-tiny'), '--top-k', '3', '--batch-size', '4',
+    '--', '--index', index, '--encoder', model('bert-tiny'), '--top-k', '3', '--batch-size', '4',
   ]);
   const failCode = await failing.exited;
   assert.equal(failCode, 1, failing.text());

@@ -9,7 +9,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { chunkRanges, countRecords, parseShard, readStageInput, shardRange } from '../lib/io/records.js';
 import { readRecords } from '../lib/io/jsonl.js';
-import { cliPath, dataDir, fixture } from './helpers.js';
+import { cliPath, dataDir, repoRoot } from './helpers.js';
+
+// The bundled tiny models (the same as test/fixtures), read only.
+const model = (name: string) => path.join(repoRoot, 'models', name);
 
 const work = mkdtempSync(path.join(tmpdir(), 'gainrag-shard-'));
 process.on('exit', () => rmSync(work, { recursive: true, force: true }));
@@ -79,8 +82,8 @@ test('retrieve and synthesize: --shard + merge equals the unsharded output byte 
   const questions = path.join(work, 'questions.jsonl');
   writeFileSync(questions, readFileSync(path.join(squad, 'questions.jsonl'), 'utf8').trim().split('\n').slice(5300, 5340).join('\n') + '\n');
   const index = path.join(work, 'index');
-  cli(['index', 'build', '--passages', passages, '--encoder', fixture('bert-tiny'), '--out', index, '--batch-size', '48']);
-  const rArgs = ['--index', index, '--encoder', fixture('bert-tiny'), '--data', questions, '--top-k', '4', '--batch-size', '8'];
+  cli(['index', 'build', '--passages', passages, '--encoder', model('bert-tiny'), '--out', index, '--batch-size', '48']);
+  const rArgs = ['--index', index, '--encoder', model('bert-tiny'), '--data', questions, '--top-k', '4', '--batch-size', '8'];
 
   for (const ext of ['jsonl', 'arrow']) {
     const whole = path.join(work, `r.${ext}`);
@@ -99,7 +102,7 @@ test('retrieve and synthesize: --shard + merge equals the unsharded output byte 
   // Arrow retrieval output, the unsharded run the JSONL one: the same records either way.
   const r8 = path.join(work, 'r8.jsonl');
   writeFileSync(r8, readFileSync(path.join(work, 'r.jsonl'), 'utf8').split('\n').slice(0, 8).join('\n') + '\n');
-  const sArgs = ['--llm', fixture('llama-tiny'), '--top-k', '2', '--batch-questions', '2', '--max-new-tokens', '3', '--pseudo-max-new-tokens', '8'];
+  const sArgs = ['--llm', model('llama-tiny'), '--top-k', '2', '--batch-questions', '2', '--max-new-tokens', '3', '--pseudo-max-new-tokens', '8'];
   const whole = path.join(work, 's.jsonl');
   cli(['synthesize', '--data', r8, '--out', whole, ...sArgs]);
   const rArrow = path.join(work, 'r.arrow');

@@ -23,7 +23,7 @@ import {
 } from 'apache-arrow';
 import { GainragError, ioError } from '../errors.js';
 import { claimOutput, type OutputLock } from './output.js';
-import { stringifyJson } from './json-values.js';
+import { parseJson, stringifyJson } from './json-values.js';
 import { PassageStore } from '../retrieval/passages.js';
 
 export type ArrowKind = 'retrieval' | 'json';
@@ -240,7 +240,7 @@ export class AtomicArrowWriter {
   /** Queues one record (kind json: any JSON value; kind retrieval: a RetrievalRow). */
   write(row: unknown): void {
     if (this.fd === undefined) throw new GainragError('E_IO', `${this.path}: writer is closed`);
-    if (this.kind === 'json' && JSON.stringify(row) === undefined) throw new TypeError('AtomicArrowWriter.write: record is not JSON-serialisable');
+    if (this.kind === 'json' && stringifyJson(row) === undefined) throw new TypeError('AtomicArrowWriter.write: record is not JSON-serialisable');
     this.rows.push(row);
   }
 
@@ -346,7 +346,7 @@ export async function* readArrowRecords(file: string, options: ArrowReadOptions 
       kind ??= batch.schema.metadata.get('gainrag.kind');
       if (kind === 'json') {
         const col = batch.getChildAt(0)!;
-        for (let i = left; i < batch.numRows; i++) yield JSON.parse(col.get(i) as string);
+        for (let i = left; i < batch.numRows; i++) yield parseJson(col.get(i) as string); // 1e999 back to Infinity
       } else if (kind === 'retrieval') {
         if (!store) {
           const dir = options.indexDir ?? batch.schema.metadata.get('gainrag.index');
@@ -389,7 +389,7 @@ function* decodeRetrieval(batch: RecordBatch, store: PassageStore, from: number)
   const hitBits = hits.values.values as Uint8Array;
   const cache = new Map<number, { id: string; title: string; text: string }>();
   for (let i = from; i < batch.numRows; i++) {
-    const record = JSON.parse(fields.get(i) as string) as Record<string, unknown>;
+    const record = parseJson(fields.get(i) as string) as Record<string, unknown>;
     record.question = question.get(i);
     if ('answers' in record) record.answers = [...(answers.get(i) as Iterable<string>)];
     const ctxs = [];
