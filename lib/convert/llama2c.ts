@@ -7,7 +7,8 @@
 // BPE (metaspace ▁, byte fallback <0xXX>) whose merges follow llama2.c's score order.
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { GainragError } from '../errors.js';
+import { GainragError, ioError } from '../errors.js';
+import { validateOutput } from '../io/output.js';
 
 export interface Llama2cHeader {
   dim: number;
@@ -201,7 +202,7 @@ export function convertLlama2c(options: ConvertLlama2cOptions): { out: string; h
   for (const [k, v] of Object.entries({ checkpoint, tokenizer, out })) {
     if (typeof v !== 'string' || v.length === 0) throw new TypeError(`${k} must be a non-empty path`);
   }
-  const target = path.resolve(out);
+  const target = validateOutput(out, 'dir', { inputs: [checkpoint, tokenizer], label: 'out' }); // not a file/link, parent writable
   if (existsSync(target) && readdirSync(target).length > 0 && !options.overwrite) {
     throw new GainragError('E_IO', `${target} exists and is not empty (pass overwrite to replace it)`);
   }
@@ -210,7 +211,7 @@ export function convertLlama2c(options: ConvertLlama2cOptions): { out: string; h
     ckpt = readFileSync(checkpoint);
     tok = readFileSync(tokenizer);
   } catch (err) {
-    throw new GainragError('E_IO', (err as Error).message, { cause: err });
+    throw ioError(err, 'cannot read the llama2.c files');
   }
   const { header, tensors } = convertLlama2cWeights(ckpt, checkpoint);
   const vocab = readLlama2cTokenizer(tok, header.vocabSize, tokenizer);
