@@ -25,7 +25,8 @@
 // than K ('short-ctxs'). Passages with empty text are dropped (counted). Invalid JSON stops the run;
 // finished groups stay in `<out>.partial` for `resume`.
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, renameSync, rmSync, ftruncateSync, writeFileSync } from 'node:fs';
-import { AtomicJsonlWriter, readRecords } from '../io/jsonl.js';
+import { readRecords } from '../io/jsonl.js';
+import { countRecords, openStageOutput, readStageInput, shardOf, type Range, type RecordFormat, type Shard } from '../io/records.js';
 import { GainragError } from '../errors.js';
 import { AnswerMatcher } from '../retrieval/has-answer.js';
 import { backgroundPrompt } from './prompts.js';
@@ -64,6 +65,12 @@ export interface SelectOptions {
   signal?: AbortSignal;
   onProgress?: (done: number, total: number) => void;
   warn?: (message: string) => void;
+  /** Output format (default JSONL; --resume needs JSONL). */
+  format?: RecordFormat;
+  /** Only this shard of the input (lib/io/records.ts; byte-identical merge when no record is skipped). */
+  shard?: Shard;
+  /** Only these input positions (cluster chunks); overrides shard. */
+  range?: Range;
 }
 
 export interface SelectSummary {
@@ -167,6 +174,8 @@ export async function select(selector: PairScorer, options: SelectOptions): Prom
   const wrap = options.wrapPrompt ?? ((p: string) => p);
   const signal = options.signal;
   const started = performance.now();
+  if (options.resume && options.format === 'arrow') throw new GainragError('E_INVALID_ARG', '--resume is supported for JSONL outputs only; rerun without --resume or write JSONL');
+  const range = options.range ?? (await shardOf(options.data, options.shard, batchQuestions));
   const summary: SelectSummary = {
     input: options.data, output: options.out, records: 0, questions: 0, written: 0, resumed: 0, skipped: 0, skippedReasons: {},
     droppedPassages: 0, kDocs, candidates, pseudoGenerated: 0, pseudoReused: 0, originRecall: {}, rerankRecall: {}, pseudoSelected: 0,
@@ -204,7 +213,8 @@ export async function select(selector: PairScorer, options: SelectOptions): Prom
 
   let total = 0;
   try {
-    for await (const _ of readRecords(options.data)) total++;
+    const all = await countRecords(options.data);
+    total = range ? Math.max(0, Math.min(range.end, all) - range.start) : all;
   } catch (err) {
     if ((err as { code?: string }).code !== 'E_DATA') throw err; // reported by the main pass
   }
@@ -228,7 +238,7 @@ export async function select(selector: PairScorer, options: SelectOptions): Prom
   }
   writeFileSync(`${settingsPath}.tmp`, JSON.stringify(settings, null, 1));
   renameSync(`${settingsPath}.tmp`, settingsPath);
-  const writer = AtomicJsonlWriter.open(options.out, { append: options.resume ?? false });
+  const writer = openStageOutput(options.out, { format: options.format ?? 'jsonl', kind: 'json', append: options.resume ?? false });
   try {
     const done: string[] = [];
     if (writer.resumedRecords > 0) {
@@ -294,7 +304,7 @@ export async function select(selector: PairScorer, options: SelectOptions): Prom
     };
 
     let matched = 0;
-    for await (const { record, line } of readRecords(options.data)) {
+    for await (const { record, line } of readStageInput(options.data, { range })) {
       summary.records++;
       if (signal?.aborted) throw new GainragError('E_CANCELLED', 'select was cancelled');
       seen++;

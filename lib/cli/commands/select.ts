@@ -13,6 +13,7 @@ import { OpenAIGenerator, type TextGenerator } from '../../pipeline/openai-gener
 import { DEFAULT_SYSTEM_PROMPT, promptWrapper, type ChatTemplateMode } from '../../pipeline/prompts.js';
 import { progressReporter } from '../../retrieval/cli-progress.js';
 import { hasCode } from '../../errors.js';
+import { scaleArgs, withScaleOptions, type ScaleArgs } from '../../scale/cli-options.js';
 
 export interface GeneratorArgs {
   llm?: string;
@@ -26,7 +27,7 @@ export interface GeneratorArgs {
   dtype?: 'float32' | 'float16' | 'bfloat16';
 }
 
-interface Args extends GeneratorArgs {
+interface Args extends GeneratorArgs, ScaleArgs {
   json: boolean;
   data: string;
   selector: string;
@@ -100,7 +101,7 @@ export const selectCommand: CommandModule<{ json: boolean }, Args> = {
   command: 'select',
   describe: "rerank retrieved passages + the LLM's pseudo-passage with the trained selector; keep the top K",
   builder: (y) =>
-    generatorOptions(y, 'causal LM that writes missing pseudo-passages (background prompt of synthesize)')
+    withScaleOptions(generatorOptions(y, 'causal LM that writes missing pseudo-passages (background prompt of synthesize)'))
       .option('data', { type: 'string', demandOption: true, describe: 'retrieval output (JSONL or JSON array of {question, answers, ctxs})' })
       .option('selector', { type: 'string', demandOption: true, describe: 'trained selector (cross-encoder directory; gainrag train)' })
       .option('out', { type: 'string', demandOption: true, describe: 'output JSONL (written as OUT.partial, renamed when complete)' })
@@ -117,6 +118,7 @@ export const selectCommand: CommandModule<{ json: boolean }, Args> = {
       data: argv.data, out: argv.out, kDocs: argv['k-docs'], candidates: argv.candidates, pseudoPassage: argv['pseudo-passage'],
       pseudoMaxNewTokens: argv['pseudo-max-new-tokens'], batchQuestions: argv['batch-questions'], maxLength: argv['max-length'],
       batchTokens: argv['batch-tokens'], resume: argv.resume, modelId: path.resolve(argv.selector),
+      ...scaleArgs(argv),
     };
     checkSelectOptions(options); // before the (slow) model loads
     const selector = await CrossEncoder.load(argv.selector, { device: argv.device as never, dtype: argv.dtype });
