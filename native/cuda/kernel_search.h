@@ -55,6 +55,11 @@ std::shared_ptr<KernelCorpusCache> NewKernelCorpusCache();
 // Error(kOutOfMemory) / Error(kInternal) for CUDA failures. `cache` may be null (nothing kept).
 void KernelSearch(const KernelSearchRequest& req, KernelCorpusCache* cache, float* out_scores, int64_t* out_pos);
 
+// True when KernelSearch keeps its exactness promise for this k: the 16-bit pass must be able to
+// keep at least 64 candidates more than k (k' <= 2048), so k <= 1984. DenseIndex sends larger k
+// to the LibTorch path; KernelSearch itself accepts k <= 2048 (the tail may then differ).
+inline bool KernelSearchExactFor(int64_t k) { return k >= 1 && k <= 2048 - 64; }
+
 // GAINRAG_CUDA_KERNELS is "1" / "on" / "true" (read each call).
 bool CudaKernelsRequestedByEnv();
 // GAINRAG_CUDA_SHARDS: unset -> {fallback}; "all" -> every visible device; "0,2" -> that list.

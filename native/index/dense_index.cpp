@@ -214,9 +214,10 @@ SearchResult DenseIndex::Search(const at::Tensor& queries, int64_t k, const RunC
 #ifdef GAINRAG_WITH_CUDA
   if (device_.is_cuda()) {
 #ifdef GAINRAG_WITH_CUDA_KERNELS
-    // Opt-in until the kernels have been checked on a GPU (bench/gpu/kernels.sh); k > 2048
-    // stays on the LibTorch path.
-    if ((options.cuda_kernels || CudaKernelsRequestedByEnv()) && k <= 2048) return SearchCudaKernels(q, k, ctx, options);
+    // Opt-in until the kernels have been checked on a GPU (bench/gpu/kernels.sh); k > 1984
+    // stays on the LibTorch path (see KernelSearchExactFor).
+    if ((options.cuda_kernels || CudaKernelsRequestedByEnv()) && KernelSearchExactFor(k))
+      return SearchCudaKernels(q, k, ctx, options);
 #endif
     return SearchCuda(q, k, ctx, options);
   }

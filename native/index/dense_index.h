@@ -39,7 +39,7 @@ struct SearchOptions {
   // ~256 MiB of buffers; rounded up to whole query blocks).
   int64_t query_group = 0;
   // CUDA only, opt-in: gainrag's own scoring/selection kernels (native/cuda/kernel_search.h)
-  // instead of the LibTorch path, for k <= 2048, in a build with -DGAINRAG_CUDA_KERNELS=ON.
+  // instead of the LibTorch path, for k <= 1984, in a build with -DGAINRAG_CUDA_KERNELS=ON.
   // GAINRAG_CUDA_KERNELS=1 in the environment turns them on too. Ignored elsewhere.
   bool cuda_kernels = false;
 };
