@@ -22,7 +22,8 @@
 // - invalid JSON stops the run; what was written stays in OUT.partial for --resume.
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { AtomicJsonlWriter, readRecords } from '../io/jsonl.js';
+import { readRecords } from '../io/jsonl.js';
+import { countRecords, openStageOutput, readStageInput, shardOf, type Range, type RecordFormat, type Shard } from '../io/records.js';
 import { GainragError } from '../errors.js';
 import { emMaxOverGold, f1MaxOverGold } from '../metrics/index.js';
 import { AnswerMatcher, RecallAccumulator } from '../retrieval/has-answer.js';
@@ -69,6 +70,12 @@ export interface GenerateAnswersOptions {
   signal?: AbortSignal;
   onProgress?: (done: number, total: number, note: string) => void;
   warn?: (message: string) => void;
+  /** Output format (default JSONL; --resume needs JSONL). */
+  format?: RecordFormat;
+  /** Only this shard of the input (lib/io/records.ts; byte-identical merge when no record is skipped). */
+  shard?: Shard;
+  /** Only these input positions (cluster chunks); overrides shard. */
+  range?: Range;
 }
 
 export interface GenerateSummary {
@@ -224,6 +231,8 @@ export async function generateAnswers(options: GenerateAnswersOptions): Promise<
   const warn = options.warn ?? (() => undefined);
   const signal = options.signal;
   const started = Date.now();
+  if (options.resume && options.format === 'arrow') throw new GainragError('E_INVALID_ARG', '--resume is supported for JSONL outputs only; rerun without --resume or write JSONL');
+  const range = options.range ?? (await shardOf(options.data, options.shard, batchQuestions));
   const summary: GenerateSummary = {
     input: options.data, output: options.out, records: 0, written: 0, resumed: 0, skipped: 0, skippedReasons: {}, shortCtxs: 0, droppedPassages: 0,
     truncated: 0, EM: 0, F1: 0, recall: null, kDocs, maxNewTokens, stoppedAtLimit: null, generatedTokens: null, seconds: 0, tokensPerSecond: null, recordsPerSecond: 0,
@@ -259,7 +268,8 @@ export async function generateAnswers(options: GenerateAnswersOptions): Promise<
   }
   let total = 0;
   try {
-    for await (const _ of readRecords(options.data)) total++;
+    const all = await countRecords(options.data);
+    total = range ? Math.max(0, Math.min(range.end, all) - range.start) : all;
   } catch (err) {
     if ((err as { code?: string }).code !== 'E_DATA') throw err;
   }
@@ -277,7 +287,7 @@ export async function generateAnswers(options: GenerateAnswersOptions): Promise<
     kDocs, noRetrieval, instruction, maxNewTokens, chatTemplate: options.chatTemplate ?? 'auto', systemPrompt,
   };
   const settingsPath = `${options.out}.partial.settings.json`;
-  const writer = AtomicJsonlWriter.open(options.out, { append: options.resume ?? false });
+  const writer = openStageOutput(options.out, { format: options.format ?? 'jsonl', kind: 'json', append: options.resume ?? false });
   try {
     if (writer.resumedRecords > 0 && existsSync(settingsPath)) {
       const before = JSON.parse(readFileSync(settingsPath, 'utf8')) as Record<string, unknown>;
@@ -389,7 +399,7 @@ export async function generateAnswers(options: GenerateAnswersOptions): Promise<
     };
 
     let matched = 0;
-    const input = readRecords(options.data)[Symbol.asyncIterator]();
+    const input = readStageInput(options.data, { range })[Symbol.asyncIterator]();
     report('start');
     for (;;) {
       let next: IteratorResult<{ record: unknown; line: number }>;

@@ -6,8 +6,9 @@ import cliProgress from 'cli-progress';
 import { checkGenerateOptions, generateAnswers, DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_NEW_TOKENS_NOTE, type GenerateAnswersOptions, type GenerateSummary } from '../../pipeline/generate.js';
 import { DEFAULT_SYSTEM_PROMPT, DEFAULT_TASK, TASK_INSTRUCTIONS } from '../../pipeline/prompts.js';
 import { hasCode } from '../../errors.js';
+import { scaleArgs, withScaleOptions, type ScaleArgs } from '../../scale/cli-options.js';
 
-interface Args {
+interface Args extends ScaleArgs {
   json: boolean;
   data: string;
   out: string;
@@ -33,7 +34,7 @@ export const generateCommand: CommandModule<{ json: boolean }, Args> = {
   command: 'generate',
   describe: 'answer each question with the LLM from its top-K passages (continuous batching) and score EM/F1',
   builder: (y) =>
-    y
+    withScaleOptions(y)
       .option('data', { type: 'string', demandOption: true, describe: 'JSONL or JSON array of {question, answers, ctxs} (select or retrieve output)' })
       .option('out', { type: 'string', demandOption: true, describe: 'output JSONL: each record plus generated, EM (0/1), F1 (written as OUT.partial, renamed when complete)' })
       .option('llm', { type: 'string', describe: 'Hugging Face causal LM directory (with --generate-url: its tokenizer and chat template only)' })
@@ -81,6 +82,7 @@ export const generateCommand: CommandModule<{ json: boolean }, Args> = {
       device: argv.device,
       dtype: argv.dtype,
       signal: controller.signal,
+      ...scaleArgs(argv),
     };
     checkGenerateOptions(options); // before the (slow) model load
     const tty = process.stderr.isTTY === true;
