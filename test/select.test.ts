@@ -5,12 +5,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import { createServer } from 'node:http';
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { CrossEncoder } from '../lib/models/cross-encoder.js';
 import { hasAnswer } from '../lib/retrieval/has-answer.js';
 import { rankCandidates, select } from '../lib/pipeline/select.js';
+import { backgroundPrompt } from '../lib/pipeline/prompts.js';
 import { cliPath, dataDir, fixture } from './helpers.js';
 
 const work = mkdtempSync(path.join(tmpdir(), 'gainrag-select-'));
@@ -221,4 +223,45 @@ test('select(): an aborted signal stops with E_CANCELLED and publishes nothing',
   controller.abort();
   await assert.rejects(select(ce, { data, out, pseudoPassage: false, signal: controller.signal }), { code: 'E_CANCELLED' });
   assert.equal(existsSync(out), false);
+});
+
+test('--generate-url: pseudo-passages from an OpenAI-compatible server, with the background prompt', async () => {
+  const data = headLines(retrievedFile(), 6, path.join(work, 'retrieved6.jsonl'));
+  const seen: { prompt: string; max_tokens: number; temperature: number }[] = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => (body += d));
+    req.on('end', () => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      if (req.url === '/v1/models') return res.end(JSON.stringify({ data: [{ id: 'served' }] }));
+      const b = JSON.parse(body);
+      seen.push(b);
+      res.end(JSON.stringify({ choices: [{ index: 0, text: `background of: ${b.prompt.slice(b.prompt.lastIndexOf('Question: ') + 10)}` }] }));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  try {
+    const out = path.join(work, 'served.jsonl');
+    // Asynchronous child: this process must keep serving while it runs.
+    const child = spawn(process.execPath, [cliPath, 'select', '--data', data, '--selector', reranker, '--out', out, '--generate-url', url,
+      '--pseudo-max-new-tokens', '12', '--k-docs', String(TOP + 1), '--json'], { cwd: work });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    assert.equal(code, 0, stderr);
+    assert.equal(JSON.parse(stdout).pseudoGenerated, 6);
+    const inputs = readJsonl(data);
+    assert.deepEqual(seen.map((b) => b.prompt).sort(), inputs.map((q) => backgroundPrompt(q.question)).sort());
+    assert.ok(seen.every((b) => b.max_tokens === 12 && b.temperature === 0));
+    readJsonl(out).forEach((rec, i) => {
+      assert.equal(rec.pseudo_passage, `background of: ${inputs[i].question}`);
+      assert.equal(rec.ctxs.filter((c: { pseudo?: boolean; text: string }) => c.pseudo && c.text === rec.pseudo_passage).length, 1);
+    });
+  } finally {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
 });

@@ -112,7 +112,7 @@ export const demoCommand: CommandModule<{ json: boolean }, DemoArgs> = {
     mkdirSync(stagesDir, { recursive: true });
     const file = (name: string) => path.join(out, name);
     const notice = bundled
-      ? 'NOTE: the bundled models have RANDOM weights. The numbers below show that every stage runs end to end, not GainRAG\'s quality; pass --encoder/--reranker/--llm to run the same pipeline on real models.'
+      ? 'NOTE: the bundled models have RANDOM weights: the numbers of this run show that every stage runs end to end, not GainRAG\'s quality; pass --encoder/--reranker/--llm to run the same pipeline on real models.'
       : 'models: ' + [encoder, reranker, llm].join(', ');
     process.stderr.write(`demo: ${notice}\n`);
     const llmArgs = ['--llm', llm, '--max-new-tokens', String(argv['max-new-tokens'])];
