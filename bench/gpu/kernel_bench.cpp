@@ -195,7 +195,11 @@ int RunSpeed(int64_t n, int k) {
   at::manual_seed(7);
   const auto dev = at::TensorOptions().device(at::kCUDA);
   at::Tensor p = at::randn({n, dim}, dev.dtype(at::kHalf));
-  p = p / p.to(at::kFloat).norm(2, {1}, true).to(at::kHalf);
+  // Normalised in 1M-row chunks (a whole fp32 copy of 8M x 768 would be 24 GB).
+  for (int64_t c = 0; c < n; c += 1 << 20) {
+    at::Tensor part = p.slice(0, c, std::min(n, c + (1 << 20)));
+    part.copy_(part.to(at::kFloat) / part.to(at::kFloat).norm(2, {1}, true));
+  }
   at::Tensor q = at::randn({nq, dim}, dev.dtype(at::kFloat));
   q = q / q.norm(2, {1}, true);
   at::Tensor qh = q.cpu().contiguous();
