@@ -5,15 +5,16 @@
 // would fail this test instead of killing the runner).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { makeData, makeVector, FixedSizeList, Field, Float32 } from 'apache-arrow';
 import { DenseIndex, DenseIndexWriter, hasCode } from '../lib/index.js';
 import { repoRoot } from './helpers.js';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'gainrag-index-validation-'));
+after(() => rmSync(tmp, { recursive: true, force: true }));
 const dim = 8;
 const n = 6;
 

@@ -1,5 +1,7 @@
 #include "io/safetensors.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cstring>
 #include <fstream>
@@ -28,6 +30,7 @@ bool MulOverflows(uint64_t a, uint64_t b, uint64_t* out) {
 }
 
 std::string ReadText(const std::string& path) {
+  RequireRegularFile(path);  // an ifstream on a FIFO blocks until a writer appears
   std::ifstream in(path, std::ios::binary);
   GR_CHECK(in.good(), kIo, "cannot open ", path);
   std::ostringstream ss;
@@ -35,9 +38,11 @@ std::string ReadText(const std::string& path) {
   return ss.str();
 }
 
+// Whether anything exists at `path` (stat, no open: opening a FIFO blocks). A FIFO or device
+// found here is then rejected by MappedFile::Open with a clear E_IO.
 bool IsFile(const std::string& path) {
-  std::ifstream in(path);
-  return in.good();
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && !S_ISDIR(st.st_mode);
 }
 
 }  // namespace
