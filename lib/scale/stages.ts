@@ -8,12 +8,17 @@ import { GainragError } from '../errors.js';
 import type { Range, RecordFormat } from '../io/records.js';
 import { retrieveCommand } from '../cli/commands/retrieve.js';
 import { synthesizeCommand } from '../cli/commands/synthesize.js';
+import { pseudoWriter, selectCommand } from '../cli/commands/select.js';
+import { generateCommand } from '../cli/commands/generate.js';
+import { select } from '../pipeline/select.js';
+import { generateAnswers } from '../pipeline/generate.js';
+import { CrossEncoder } from '../models/cross-encoder.js';
 import { openRetrieveResources, retrieve, type RetrieveResources } from '../retrieval/retrieve.js';
 import { synthesize } from '../pipeline/synthesize.js';
 import { OpenAIGenerator } from '../pipeline/openai-generate.js';
 import { CausalLM } from '../models/causal-lm.js';
 
-export const STAGES = ['retrieve', 'synthesize'] as const;
+export const STAGES = ['retrieve', 'synthesize', 'select', 'generate'] as const;
 export type StageName = (typeof STAGES)[number];
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -47,6 +52,8 @@ function cached<T>(cache: ModelCache, key: string, load: () => Promise<T>): Prom
 const commands: Record<StageName, CommandModule> = {
   retrieve: retrieveCommand as unknown as CommandModule,
   synthesize: synthesizeCommand as unknown as CommandModule,
+  select: selectCommand as unknown as CommandModule,
+  generate: generateCommand as unknown as CommandModule,
 };
 
 /** Parses a stage's CLI arguments with its own builder; --data and --out are the runner's. Errors: E_INVALID_ARG. */
@@ -88,7 +95,27 @@ export async function runChunk(task: ChunkTask, cache: ModelCache): Promise<numb
     });
     return s.questions;
   }
-  const lm = await cached(cache, `synthesize\0${path.resolve(a.llm)}\0${device}\0${a.dtype}`, () => CausalLM.load(a.llm, { device, dtype: a.dtype }));
+  const causalLM = () => cached(cache, `causal-lm\0${path.resolve(a.llm)}\0${device}\0${a.dtype}`, () => CausalLM.load(a.llm, { device, dtype: a.dtype }));
+  const common = { data: task.data, out: task.out, format: task.format, range: task.range, signal: task.signal, batchQuestions: a['batch-questions'] };
+  if (task.stage === 'select') {
+    const selector = await cached(cache, `select\0${path.resolve(a.selector)}\0${device}\0${a.dtype}`, () => CrossEncoder.load(a.selector, { device, dtype: a.dtype }));
+    const key = `pseudo\0${a.llm}\0${a['generate-url']}\0${a['generate-model']}\0${device}\0${a.dtype}\0${a['chat-template']}\0${a['system-prompt']}`;
+    const writer = a['pseudo-passage'] ? await cached(cache, key, () => pseudoWriter({ ...a, device } as never)) : undefined;
+    const s = await select(selector, {
+      ...common, kDocs: a['k-docs'], candidates: a.candidates, pseudoPassage: a['pseudo-passage'], pseudoMaxNewTokens: a['pseudo-max-new-tokens'],
+      maxLength: a['max-length'], batchTokens: a['batch-tokens'], modelId: path.resolve(a.selector), generator: writer?.generator, wrapPrompt: writer?.wrap,
+    });
+    return s.written;
+  }
+  if (task.stage === 'generate') {
+    const s = await generateAnswers({
+      ...common, lm: a['generate-url'] || !a.llm ? undefined : await causalLM(), llm: a.llm, generateUrl: a['generate-url'], generateModel: a['generate-model'],
+      generateTimeoutMs: a['generate-timeout'] * 1000, generateConcurrency: a['generate-concurrency'], kDocs: a['k-docs'], task: a.task, instruction: a.instruction,
+      noRetrieval: a['no-retrieval'], maxNewTokens: a['max-new-tokens'], chatTemplate: a['chat-template'], systemPrompt: a['system-prompt'], device, dtype: a.dtype,
+    });
+    return s.written;
+  }
+  const lm = await causalLM();
   const generator = a['generate-url']
     ? new OpenAIGenerator({ url: a['generate-url'], model: a['generate-model'], timeoutMs: a['generate-timeout'] * 1000, concurrency: a['generate-concurrency'], systemPrompt: a['system-prompt'] })
     : undefined;
