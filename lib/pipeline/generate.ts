@@ -38,7 +38,9 @@ import { DEFAULT_SYSTEM_PROMPT, evaluationEvidence, evaluationPrompt, promptWrap
  * stories260K): see DEFAULT_MAX_NEW_TOKENS_NOTE; the CLI prints it in --help.
  */
 export const DEFAULT_MAX_NEW_TOKENS = 64;
-export const DEFAULT_MAX_NEW_TOKENS_NOTE = 'default 64';
+export const DEFAULT_MAX_NEW_TOKENS_NOTE =
+  'measured by bench/max-new-tokens.ts on the demo questions (K=1 and no retrieval): against 2048, 64 changed EM on <=1% of records ' +
+  'and F1 on <=2% (llama-tiny, stories260K), 256 on <=1%; tiny models that seldom stop, so re-measure with yours';
 /** New tokens always left to the answer: a longer prompt has its evidence cut. */
 const MIN_ROOM = 64;
 
