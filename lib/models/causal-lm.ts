@@ -5,7 +5,7 @@
 // engine's output buffers.
 import { DataType, Field, Float64, Int32, List, Utf8, makeData, makeVector, vectorFromArray, type Data, type Vector } from 'apache-arrow';
 import { withControls, type CallOptions } from '../controls.js';
-import { GainragError } from '../errors.js';
+import { Lifetime } from '../lifetime.js';
 import { native, type NativeControls } from '../native.js';
 import { Tokenizer, type TokenBatch } from '../tokenizer.js';
 import { renderChatTemplate, type ChatMessage, type ChatTemplateOptions } from './chat-template.js';
@@ -215,37 +215,41 @@ export class CausalLM {
   readonly info: CausalLMInfo;
   /** Counters of the most recent call on this instance (concurrent calls mix their counts). */
   lastStats: CausalLMStats | undefined;
-  private handle: NativeCausalLM | null;
+  private readonly life: Lifetime<NativeCausalLM>;
 
   private constructor(dir: string, model: NativeCausalLM, tokenizer: Tokenizer) {
     this.dir = dir;
-    this.handle = model;
+    this.life = new Lifetime(model, 'CausalLM', (m) => m.dispose());
     this.tokenizer = tokenizer;
     this.info = model.info;
+    // Every public async call counts as running until it settles (see lib/lifetime.ts).
+    this.contrastivePerplexity = this.life.guard(this.contrastivePerplexity) as typeof this.contrastivePerplexity;
+    this.contrastivePerplexityColumns = this.life.guard(this.contrastivePerplexityColumns);
+    this.generate = this.life.guard(this.generate) as typeof this.generate;
+    this.generateIds = this.life.guard(this.generateIds);
+    this.lastLogitsIds = this.life.guard(this.lastLogitsIds);
+    this.lastLogits = this.life.guard(this.lastLogits);
   }
 
   /** The native model, or E_DISPOSED after dispose(). */
   private get model(): NativeCausalLM {
-    if (this.handle === null) throw new GainragError('E_DISPOSED', 'this CausalLM was disposed');
-    return this.handle;
+    return this.life.get();
   }
 
   /**
-   * Frees the weights. Idempotent. Calls already running hold their own reference and finish
-   * normally (the memory goes when the last settles); later calls fail with E_DISPOSED.
+   * Frees the weights. Idempotent. New calls fail with E_DISPOSED at once; calls already
+   * running (tokenising included) finish first, then the memory is released.
    */
   async dispose(): Promise<void> {
-    const h = this.handle;
-    this.handle = null;
-    h?.dispose();
+    await this.life.dispose();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    await this.dispose();
+    await this.life.dispose();
   }
 
   get disposed(): boolean {
-    return this.handle === null;
+    return this.life.disposed;
   }
 
   /** Loads a Hugging Face Llama directory (config.json, safetensors, tokenizer.json). */

@@ -2,7 +2,7 @@
 // BERT sequence-classification checkpoints. Pairs are joined by the tokenizer's own pair
 // template and truncated like `tokenizers` does (only_second by default, as rerankers use).
 import { withControls } from '../controls.js';
-import { GainragError } from '../errors.js';
+import { Lifetime } from '../lifetime.js';
 import { native, type NativeControls } from '../native.js';
 import { Tokenizer, type TruncationStrategy } from '../tokenizer.js';
 import {
@@ -42,11 +42,12 @@ export class CrossEncoder {
   /** Default tokens per pair (special tokens included). */
   readonly maxLength: number;
   readonly tokenizer: Tokenizer;
-  private handle: NativeCrossEncoder | null;
+  private readonly life: Lifetime<NativeCrossEncoder>;
   private readonly positions: number;
 
   private constructor(model: NativeCrossEncoder, tokenizer: Tokenizer, maxLength: number) {
-    this.handle = model;
+    this.life = new Lifetime(model, 'CrossEncoder', (m) => m.dispose());
+    this.score = this.life.guard(this.score);
     this.tokenizer = tokenizer;
     this.maxLength = maxLength;
     this.dim = model.dim;
@@ -56,27 +57,23 @@ export class CrossEncoder {
 
   /** The native model, or E_DISPOSED after dispose(). */
   private get model(): NativeCrossEncoder {
-    if (this.handle === null) throw new GainragError('E_DISPOSED', 'this CrossEncoder was disposed');
-    return this.handle;
+    return this.life.get();
   }
 
   /**
-   * Frees the weights. Idempotent. Calls already running hold their own reference to the
-   * model and finish normally (the memory goes when the last settles); later calls fail
-   * with E_DISPOSED.
+   * Frees the weights. Idempotent. New calls fail with E_DISPOSED at once; calls already
+   * running (tokenising included) finish first, then the memory is released (lib/lifetime.ts).
    */
   async dispose(): Promise<void> {
-    const h = this.handle;
-    this.handle = null;
-    h?.dispose();
+    await this.life.dispose();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    await this.dispose();
+    await this.life.dispose();
   }
 
   get disposed(): boolean {
-    return this.handle === null;
+    return this.life.disposed;
   }
 
   /** Loads a sequence-classification checkpoint (E_MODEL_CONFIG when it has no classifier head). */

@@ -3,7 +3,7 @@
 // embeddings come back as one external Float32Array (n x dim, row-major).
 import { DataType, Field, FixedSizeList, Float32, makeData, makeVector, type Vector } from 'apache-arrow';
 import { withControls, type CallOptions } from '../controls.js';
-import { GainragError } from '../errors.js';
+import { Lifetime } from '../lifetime.js';
 import { native, type NativeControls } from '../native.js';
 import { Tokenizer } from '../tokenizer.js';
 
@@ -135,10 +135,11 @@ export class Encoder {
   readonly maxLength: number;
   readonly pooling: Pooling;
   readonly tokenizer: Tokenizer;
-  private handle: NativeEncoder | null;
+  private readonly life: Lifetime<NativeEncoder>;
 
   private constructor(model: NativeEncoder, tokenizer: Tokenizer, pooling: Pooling, maxLength: number) {
-    this.handle = model;
+    this.life = new Lifetime(model, 'Encoder', (m) => m.dispose());
+    this.embed = this.life.guard(this.embed);
     this.tokenizer = tokenizer;
     this.pooling = pooling;
     this.maxLength = maxLength;
@@ -147,27 +148,23 @@ export class Encoder {
 
   /** The native model, or E_DISPOSED after dispose(). */
   private get model(): NativeEncoder {
-    if (this.handle === null) throw new GainragError('E_DISPOSED', 'this Encoder was disposed');
-    return this.handle;
+    return this.life.get();
   }
 
   /**
-   * Frees the weights. Idempotent. Calls already running hold their own reference to the
-   * model and finish normally (the memory goes when the last settles); later calls fail
-   * with E_DISPOSED.
+   * Frees the weights. Idempotent. New calls fail with E_DISPOSED at once; calls already
+   * running (tokenising included) finish first, then the memory is released (lib/lifetime.ts).
    */
   async dispose(): Promise<void> {
-    const h = this.handle;
-    this.handle = null;
-    h?.dispose();
+    await this.life.dispose();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    await this.dispose();
+    await this.life.dispose();
   }
 
   get disposed(): boolean {
-    return this.handle === null;
+    return this.life.disposed;
   }
 
   /** Loads a BERT / XLM-R checkpoint directory (config.json, safetensors, tokenizer.json). */

@@ -5,7 +5,7 @@
 // step; the native side gets flat Int32Arrays and runs forward, backward and AdamW.
 import path from 'node:path';
 import { withControls, type CallOptions } from '../controls.js';
-import { GainragError } from '../errors.js';
+import { Lifetime } from '../lifetime.js';
 import { native, type NativeControls } from '../native.js';
 import { Tokenizer } from '../tokenizer.js';
 import type { TrainRecord } from './data.js';
@@ -122,7 +122,7 @@ export class SelectorTrainer {
   readonly tokenizer: Tokenizer;
   readonly maxLength: number;
   private readonly options: SelectorTrainerOptions;
-  private handle: NativeSelectorTrainer | null;
+  private readonly life: Lifetime<NativeSelectorTrainer>;
   // Steps run strictly in call order: tokenising is async, so without this chain two unawaited
   // step() calls could reach the engine in either order (and train on a different sequence).
   private stepQueue: Promise<unknown> = Promise.resolve();
@@ -130,7 +130,11 @@ export class SelectorTrainer {
   private constructor(modelDir: string, tokenizer: Tokenizer, trainer: NativeSelectorTrainer, options: SelectorTrainerOptions) {
     this.modelDir = modelDir;
     this.tokenizer = tokenizer;
-    this.handle = trainer;
+    this.life = new Lifetime(trainer, 'SelectorTrainer', (t) => t.dispose());
+    this.step = this.life.guard(this.step);
+    this.score = this.life.guard(this.score);
+    this.save = this.life.guard(this.save);
+    this.loadState = this.life.guard(this.loadState);
     this.options = options;
     const limit = trainer.info().maxTokens;
     this.maxLength = Math.min(options.maxLength ?? limit, limit);
@@ -172,26 +176,24 @@ export class SelectorTrainer {
 
   /** The native trainer, or E_DISPOSED after dispose(). */
   private get trainer(): NativeSelectorTrainer {
-    if (this.handle === null) throw new GainragError('E_DISPOSED', 'this SelectorTrainer was disposed');
-    return this.handle;
+    this.life.check();
+    return this.life.get();
   }
 
   /**
-   * Frees the weights and optimizer state. Idempotent. A step already running holds its own
-   * reference and finishes; later calls (queued steps included) fail with E_DISPOSED.
+   * Frees the weights and optimizer state. Idempotent. New calls fail with E_DISPOSED at once;
+   * calls already made (queued steps included) finish first, then the memory is released.
    */
   async dispose(): Promise<void> {
-    const h = this.handle;
-    this.handle = null;
-    h?.dispose();
+    await this.life.dispose();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    await this.dispose();
+    await this.life.dispose();
   }
 
   get disposed(): boolean {
-    return this.handle === null;
+    return this.life.disposed;
   }
 
   get optimizerStep(): number {
@@ -229,7 +231,6 @@ export class SelectorTrainer {
       }
     });
     const maxLength = options.maxLength ?? this.maxLength;
-    void this.trainer; // E_DISPOSED now, not after the queue
     const run = this.stepQueue.then(() =>
       withControls(options, async (controls) => {
         const batch = await this.tokenizer.encodePairs(queries, passages, { maxLength, truncation: 'only_second' });
