@@ -19,7 +19,8 @@ export { select, checkSelectOptions, prepareSelectRecord, rankCandidates, type P
 export { evaluate, formatEvaluation, type EvaluateOptions, type EvaluateSummary } from './pipeline/evaluate.js';
 export { compare, checkCompareOptions, formatComparison, type CompareOptions, type CompareSummary, type CompareRow } from './pipeline/compare.js';
 export { OpenAIGenerator, type OpenAIGeneratorOptions, type TextGenerator, type GenerationPrompt } from './pipeline/openai-generate.js';
-export { TASK_INSTRUCTIONS, taskInstruction, standardPrompt, retrievedPrompt, backgroundPrompt, DEFAULT_SYSTEM_PROMPT, type ChatTemplateMode } from './pipeline/prompts.js';
+export { TASK_INSTRUCTIONS, taskInstruction, standardPrompt, retrievedPrompt, backgroundPrompt, evaluationPrompt, evaluationEvidence, DEFAULT_SYSTEM_PROMPT, type ChatTemplateMode } from './pipeline/prompts.js';
+export { generateAnswers, checkGenerateOptions, DEFAULT_MAX_NEW_TOKENS, type GenerateAnswersOptions, type GenerateSummary } from './pipeline/generate.js';
 export { DenseIndex, npyInfo, type IndexDType, type IndexMetric, type DenseIndexOptions, type FromVectorsOptions, type SearchOptions as IndexSearchOptions, type SearchResult as IndexSearchResult, type QueryInput } from './retrieval/dense-index.js';
 export { hasAnswer, dprTokens, AnswerMatcher, recallAtK, RecallAccumulator, DEFAULT_RECALL_KS } from './retrieval/has-answer.js';
 export { readPassages, PassageStore, type Passage } from './retrieval/passages.js';
