@@ -193,7 +193,7 @@ void SearchShard(const KernelSearchRequest& req, const Shard& sh, const void* re
   const int k = req.k;
   const int kk = cuda_select::OversampledK(k, n, req.oversample);
   const int threads = 256;
-  GR_CHECK(cuda_select::PlanSelect(kk, threads).slots > 0, kInvalidArgument, "CUDA kernels select k <= ",
+  GR_CHECK(cuda_select::PlanSelect(kk, threads * cuda_select::kSelectItems).slots > 0, kInvalidArgument, "CUDA kernels select k <= ",
            cuda_select::kMaxK, ", got ", kk);
   const int64_t dim = req.dim;
   const size_t eb = ElemBytes(req.type);

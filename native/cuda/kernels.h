@@ -18,7 +18,8 @@ int FillEmpty(float* scores, int32_t* pos, int64_t n, void* stream);
 
 // Folds one score tile into the running top-k of `rows` queries. scores: [rows, ld] fp32 on the
 // device, tile_n <= ld columns used; column c is corpus position base + c. state_*: [rows, k],
-// best first. threads: the chunk size (a multiple of 32, at most 1024).
+// best first. threads: a multiple of 32, at most 1024; each chunk is threads * kSelectItems
+// scores (select_core.h).
 int SelectTile(const float* scores, int64_t ld, int rows, int tile_n, int32_t base, float* state_scores,
                int32_t* state_pos, int k, int threads, void* stream);
 

@@ -28,6 +28,9 @@ namespace cuda_select {
 constexpr int kMaxK = 2048;
 // Largest slot count (running k + candidate area), a power of two: 4096 x 8 bytes = 32 KiB.
 constexpr int kMaxSlots = 4096;
+// Scores each thread reads per chunk: a chunk is threads * kSelectItems scores. Several loads in
+// flight per thread are what lets the scan run near memory bandwidth.
+constexpr int kSelectItems = 4;
 // Empty slot: loses against every finite score (scores are finite: inputs are validated).
 constexpr int32_t kEmptyPos = 0x7fffffff;
 
@@ -48,7 +51,7 @@ struct SelectPlan {
   int k;         // entries kept per query
   int slots;     // power of two >= k + chunk: running entries followed by the candidate area
   int capacity;  // candidate area size (slots - k)
-  int chunk;     // scores scanned between two flush decisions (= threads per block)
+  int chunk;     // scores scanned between two flush decisions (threads * kSelectItems)
 };
 
 // Sizes the slots so that at least one full chunk always fits after a flush, and the candidate

@@ -33,7 +33,8 @@ __device__ void BlockBitonicSort(float* s, int32_t* p, int n) {
   }
 }
 
-// One block per query row. Shared memory: plan.slots scores, then plan.slots positions.
+// One block per query row, plan.chunk / kSelectItems threads. Shared memory: plan.slots scores,
+// then plan.slots positions.
 __global__ void SelectTileKernel(const float* __restrict__ scores, int64_t ld, int tile_n, int32_t base,
                                  float* state_s, int32_t* state_p, SelectPlan plan) {
   extern __shared__ float smem[];
@@ -52,12 +53,19 @@ __global__ void SelectTileKernel(const float* __restrict__ scores, int64_t ld, i
   float thr_s = s[k - 1];
   int32_t thr_p = p[k - 1];
   for (int c = 0; c < tile_n; c += plan.chunk) {
-    const int i = c + threadIdx.x;
-    if (i < tile_n) {
-      const float v = in[i];
-      if (Better(v, base + i, thr_s, thr_p)) {
+    // kSelectItems coalesced loads per thread first (all in flight together), then the filter.
+    float v[cuda_select::kSelectItems];
+#pragma unroll
+    for (int j = 0; j < cuda_select::kSelectItems; ++j) {
+      const int i = c + j * int(blockDim.x) + int(threadIdx.x);
+      v[j] = i < tile_n ? in[i] : cuda_select::EmptyScore();
+    }
+#pragma unroll
+    for (int j = 0; j < cuda_select::kSelectItems; ++j) {
+      const int i = c + j * int(blockDim.x) + int(threadIdx.x);
+      if (i < tile_n && Better(v[j], base + i, thr_s, thr_p)) {
         const int slot = atomicAdd(&count, 1);
-        s[k + slot] = v;
+        s[k + slot] = v[j];
         p[k + slot] = base + i;
       }
     }
@@ -158,7 +166,7 @@ int FillEmpty(float* scores, int32_t* pos, int64_t n, void* stream) {
 
 int SelectTile(const float* scores, int64_t ld, int rows, int tile_n, int32_t base, float* state_scores,
                int32_t* state_pos, int k, int threads, void* stream) {
-  const SelectPlan plan = cuda_select::PlanSelect(k, threads);
+  const SelectPlan plan = cuda_select::PlanSelect(k, threads * cuda_select::kSelectItems);
   if (plan.slots == 0 || threads % 32 != 0 || threads > 1024) return cudaErrorInvalidValue;
   if (rows <= 0 || tile_n <= 0) return cudaSuccess;
   const size_t shmem = size_t(plan.slots) * (sizeof(float) + sizeof(int32_t));

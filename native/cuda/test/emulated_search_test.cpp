@@ -67,10 +67,11 @@ int FillEmpty(float* s, int32_t* p, int64_t n, void*) {
 int SelectTile(const float* scores, int64_t ld, int rows, int tile_n, int32_t base, float* ss, int32_t* sp, int k,
                int threads, void*) {
   ++launches;
-  std::vector<int> order(threads);
-  for (int i = 0; i < threads; ++i) order[i] = i;
+  const int chunk = threads * cs::kSelectItems;  // as the kernel sizes its chunks
+  std::vector<int> order(chunk);
+  for (int i = 0; i < chunk; ++i) order[i] = i;
   std::shuffle(order.begin(), order.end(), order_rng);
-  return cs::SelectTileHost(scores, ld, rows, tile_n, base, ss, sp, k, threads, order) < 0 ? 1 : 0;
+  return cs::SelectTileHost(scores, ld, rows, tile_n, base, ss, sp, k, chunk, order) < 0 ? 1 : 0;
 }
 
 int Rescore(const float* queries, const void* rows, RowType type, int64_t dim, const int32_t* pos, int nq, int kk,

@@ -198,6 +198,9 @@ int main() {
     CheckSelection(100, 256, 60000, 50, 2, levels, false, seed++);
     CheckSelection(1000, 256, 70000, 16384, 2, levels, true, seed++);
     CheckSelection(2048, 256, 120000, 65536, 2, levels, true, seed++);
+    // The production plans: 256 threads x kSelectItems = 1024-score chunks, k' = 200 and 2000.
+    CheckSelection(200, 256 * kSelectItems, 150000, 65536, 2, levels, true, seed++);
+    CheckSelection(2000, 256 * kSelectItems, 150000, 65536, 1, levels, true, seed++);
   }
   CheckSelection(300, 256, 200, 64, 2, 0, true, seed++);   // fewer scores than k: empty-padded
   CheckSelection(2048, 1024, 3000, 3000, 1, 2, true, seed++);  // the largest plan: 4096 slots, 1024 threads
