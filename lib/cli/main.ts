@@ -4,6 +4,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { commands } from './commands/index.js';
+import { withCode } from '../errors.js';
 
 async function main(): Promise<void> {
   let cli = yargs(hideBin(process.argv))
@@ -25,7 +26,9 @@ async function main(): Promise<void> {
   await cli.parseAsync();
 }
 
-main().catch((err: Error & { code?: string }) => {
+main().catch((caught: Error & { code?: string }) => {
+  // Every failure leaves with a code from the shared list (lib/errors.ts), also a stray one.
+  const err: Error & { code?: string } = withCode(caught instanceof Error ? caught : new Error(String(caught)));
   process.stderr.write(`gainrag: ${err.message}${err.code ? ` (${err.code})` : ''}\n`);
   if (process.env.GAINRAG_DEBUG) process.stderr.write(`${err.stack}\n`);
   process.exit(1);
