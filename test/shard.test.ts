@@ -75,7 +75,7 @@ test('countRecords and readStageInput ranges: JSONL with blank lines and CRLF, J
   await assert.rejects(read(f, 0, 3), { code: 'E_DATA', message: /blank\.jsonl:2:/ });
 });
 
-test('retrieve and synthesize: --shard + merge equals the unsharded output byte for byte (JSONL and Arrow)', async () => {
+test('retrieve, synthesize, select, generate: --shard + merge equals the unsharded output byte for byte (JSONL and Arrow)', async () => {
   // Held-apart slice: questions 5300-5339 and the last 96 passages of the bundled SQuAD data.
   const passages = path.join(work, 'passages.jsonl');
   writeFileSync(passages, readFileSync(path.join(squad, 'passages.jsonl'), 'utf8').trim().split('\n').slice(-96).join('\n') + '\n');
@@ -122,6 +122,24 @@ test('retrieve and synthesize: --shard + merge equals the unsharded output byte 
   const jsonl = [];
   for await (const r of readRecords(whole)) jsonl.push(JSON.stringify(r.record));
   assert.deepEqual(records, jsonl, 'synthesize Arrow output holds the JSONL records');
+
+  // select (reranker, no pseudo-passage) and generate: JSONL shards from the Arrow retrieval output,
+  // Arrow shards from the JSONL one; each merged equals its unsharded run.
+  const selArgs = ['--selector', model('xlmr-tiny-reranker'), '--no-pseudo-passage', '--batch-questions', '8', '--candidates', '4', '--k-docs', '2'];
+  const genArgs = ['--llm', model('llama-tiny'), '--batch-questions', '4', '--max-new-tokens', '3'];
+  for (const [stage, args, input, n] of [['select', selArgs, 'r', 2], ['generate', genArgs, 'sel8', 2]] as const) {
+    if (stage === 'generate') writeFileSync(path.join(work, 'sel8.jsonl'), readFileSync(path.join(work, 'sel.jsonl'), 'utf8').split('\n').slice(0, 8).join('\n') + '\n');
+    for (const [ext, from] of [['jsonl', 'arrow'], ['arrow', 'jsonl']] as const) {
+      const src = stage === 'select' ? path.join(work, `${input}.${from}`) : path.join(work, `${input}.jsonl`);
+      const whole = path.join(work, stage === 'select' && ext === 'jsonl' ? 'sel.jsonl' : `${stage}-whole.${ext}`);
+      cli([stage, ...args, '--data', path.join(work, `${input}.jsonl`), '--out', whole]);
+      const parts = Array.from({ length: n }, (_, i) => path.join(work, `${stage}-${i}.${ext}`));
+      parts.forEach((p, i) => cli([stage, ...args, '--data', src, '--out', p, '--shard', `${i}/${n}`]));
+      const joined = path.join(work, `${stage}-merged.${ext}`);
+      cli(['merge', ...parts, '--out', joined]);
+      assert.ok(readFileSync(joined).equals(readFileSync(whole)), `${stage} ${ext}: merged shards differ from the unsharded output`);
+    }
+  }
 
   // merge refuses what cannot be one job's shards.
   const bad = cli(['merge', path.join(work, 'r0.jsonl'), path.join(work, 'r1.arrow'), '--out', path.join(work, 'x.jsonl')], false);
