@@ -93,11 +93,42 @@ struct DeviceBuffer {
   T* as() const { return static_cast<T*>(ptr); }
 };
 
+// Pinned host memory is slow to allocate (the pages are locked one by one): buffers are kept in a
+// small process-wide pool and reused by later searches (ReleaseKernelBuffers frees them).
+std::mutex pinned_mutex;
+std::vector<std::pair<size_t, void*>> pinned_pool;
+constexpr size_t kPinnedPoolMax = 8;
+
 struct PinnedBuffer {
   void* ptr = nullptr;
-  explicit PinnedBuffer(size_t bytes) { CudaCheck(cudaHostAlloc(&ptr, bytes > 0 ? bytes : 1, cudaHostAllocDefault), "cudaHostAlloc"); }
+  size_t bytes = 0;
+  explicit PinnedBuffer(size_t want) {
+    want = std::max<size_t>(want, 1);
+    {
+      std::lock_guard<std::mutex> lock(pinned_mutex);
+      size_t best = pinned_pool.size();
+      for (size_t i = 0; i < pinned_pool.size(); ++i)
+        if (pinned_pool[i].first >= want && (best == pinned_pool.size() || pinned_pool[i].first < pinned_pool[best].first))
+          best = i;
+      if (best < pinned_pool.size()) {
+        bytes = pinned_pool[best].first;
+        ptr = pinned_pool[best].second;
+        pinned_pool.erase(pinned_pool.begin() + long(best));
+        return;
+      }
+    }
+    bytes = (want + (size_t{1} << 20) - 1) & ~((size_t{1} << 20) - 1);  // whole MiB: easier reuse
+    CudaCheck(cudaHostAlloc(&ptr, bytes, cudaHostAllocDefault), "cudaHostAlloc");
+  }
   ~PinnedBuffer() {
-    if (ptr) cudaFreeHost(ptr);
+    if (!ptr) return;
+    std::lock_guard<std::mutex> lock(pinned_mutex);
+    pinned_pool.emplace_back(bytes, ptr);
+    if (pinned_pool.size() > kPinnedPoolMax) {
+      auto smallest = std::min_element(pinned_pool.begin(), pinned_pool.end());
+      cudaFreeHost(smallest->second);
+      pinned_pool.erase(smallest);
+    }
   }
   PinnedBuffer(const PinnedBuffer&) = delete;
   PinnedBuffer& operator=(const PinnedBuffer&) = delete;
@@ -275,8 +306,15 @@ void SearchShard(const KernelSearchRequest& req, const Shard& sh, const void* re
               "Rescore");
     CudaCheck(cuda_kernels::SortRows(state_s.as<float>(), state_p.as<int32_t>(), int(nq), kk, compute.s), "SortRows");
   }
-  CudaCheck(cudaMemcpyAsync(hs, state_s.ptr, size_t(nq) * kk * 4, cudaMemcpyDeviceToHost, compute.s), "download");
-  CudaCheck(cudaMemcpyAsync(hp, state_p.ptr, size_t(nq) * kk * 4, cudaMemcpyDeviceToHost, compute.s), "download");
+  // Resident: rows are sorted on the device, so only their first min(k, k') entries come back.
+  const int keep = std::min(k, kk);
+  const int stride = resident ? keep : kk;
+  CudaCheck(cudaMemcpy2DAsync(hs, size_t(stride) * 4, state_s.ptr, size_t(kk) * 4, size_t(stride) * 4, size_t(nq),
+                              cudaMemcpyDeviceToHost, compute.s),
+            "download");
+  CudaCheck(cudaMemcpy2DAsync(hp, size_t(stride) * 4, state_p.ptr, size_t(kk) * 4, size_t(stride) * 4, size_t(nq),
+                              cudaMemcpyDeviceToHost, compute.s),
+            "download");
   CudaCheck(cudaStreamSynchronize(compute.s), "search");
   if (!resident) {
     // Streamed shard: the rows are on the host, so the exact rescoring is done here.
@@ -311,9 +349,9 @@ void SearchShard(const KernelSearchRequest& req, const Shard& sh, const void* re
   }
   for (int64_t q = 0; q < nq; ++q) {
     for (int j = 0; j < k; ++j) {
-      const bool have = j < kk && hp[q * kk + j] != cuda_select::kEmptyPos;
-      out_s[q * k + j] = have ? hs[q * kk + j] : cuda_select::EmptyScore();
-      out_p[q * k + j] = have ? sh.begin + hp[q * kk + j] : -1;
+      const bool have = j < keep && hp[q * stride + j] != cuda_select::kEmptyPos;
+      out_s[q * k + j] = have ? hs[q * stride + j] : cuda_select::EmptyScore();
+      out_p[q * k + j] = have ? sh.begin + hp[q * stride + j] : -1;
     }
   }
 }
@@ -340,6 +378,12 @@ std::vector<int> ResolveDevices(const std::vector<int>& wanted) {
 }
 
 }  // namespace
+
+void ReleaseKernelBuffers() {
+  std::lock_guard<std::mutex> lock(pinned_mutex);
+  for (auto& b : pinned_pool) cudaFreeHost(b.second);
+  pinned_pool.clear();
+}
 
 std::shared_ptr<KernelCorpusCache> NewKernelCorpusCache() { return std::make_shared<KernelCorpusCache>(); }
 

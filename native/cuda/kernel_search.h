@@ -55,6 +55,9 @@ std::shared_ptr<KernelCorpusCache> NewKernelCorpusCache();
 // Error(kOutOfMemory) / Error(kInternal) for CUDA failures. `cache` may be null (nothing kept).
 void KernelSearch(const KernelSearchRequest& req, KernelCorpusCache* cache, float* out_scores, int64_t* out_pos);
 
+// Frees the pinned host buffers that searches keep for reuse (at most 8).
+void ReleaseKernelBuffers();
+
 // True when KernelSearch keeps its exactness promise for this k: the 16-bit pass must be able to
 // keep at least 64 candidates more than k (k' <= 2048), so k <= 1984. DenseIndex sends larger k
 // to the LibTorch path; KernelSearch itself accepts k <= 2048 (the tail may then differ).
