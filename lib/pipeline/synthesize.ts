@@ -36,6 +36,8 @@
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { readRecords } from '../io/jsonl.js';
 import { countRecords, openStageOutput, readStageInput, shardOf, type Range, type RecordFormat, type Shard } from '../io/records.js';
+import { validateOutput } from '../io/output.js';
+import { cutForTokens, MAX_CHARS_PER_TOKEN } from '../tokenizer.js';
 import { GainragError } from '../errors.js';
 import { emMaxOverGold, f1MaxOverGold } from '../metrics/index.js';
 import { bestPassageIndex } from './filter.js';
@@ -128,6 +130,7 @@ function positiveInt(name: string, v: number): number {
 export function checkSynthesizeOptions(options: SynthesizeOptions) {
   if (typeof options?.data !== 'string' || options.data === '') throw new TypeError('data must be a file path');
   if (typeof options.out !== 'string' || options.out === '') throw new TypeError('out must be a file path');
+  validateOutput(options.out, 'file', { inputs: [options.data], label: 'out' });
   const alpha = options.alpha ?? 0.5;
   if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha < 0 || alpha > MAX_ALPHA) {
     throw new RangeError(`alpha must be a number in [0, ${MAX_ALPHA}], got ${String(alpha)}`);
@@ -175,11 +178,28 @@ export async function synthesize(lm: SynthesisModel, options: SynthesizeOptions)
   }
 
   if (options.resume && !existsSync(`${options.out}.partial`) && existsSync(options.out)) {
-    // A finished run: nothing to redo (start without --resume to recompute).
-    for await (const { record } of readRecords(options.out)) {
+    // A finished run: nothing to redo (start without --resume to recompute). But only if the
+    // file really is this stage's output for this input: an unrelated file at --out must not
+    // turn into "already complete" with exit 0.
+    const inputQuestions = readRecords(options.data)[Symbol.asyncIterator]();
+    for await (const { record, line } of readRecords(options.out)) {
+      if (!isSynthesizeRecord(record)) {
+        throw new GainragError('E_INVALID_ARG', `${options.out}:${line}: not a synthesize output (records need question and passages[].PPL_CD); refusing --resume onto it`);
+      }
+      let found = false;
+      for (let next = await inputQuestions.next(); !next.done; next = await inputQuestions.next()) {
+        if (next.value.record?.question === record.question) {
+          found = true;
+          break;
+        }
+      }
+      if (!found) {
+        throw new GainragError('E_DATA', `${options.out}:${line}: question "${String(record.question).slice(0, 80)}" is not in ${options.data} (in order); it is the output of another input, start without --resume`);
+      }
       summary.resumed++;
       if (isBestCorrect(record)) bestCorrect++;
     }
+    await inputQuestions.return?.(undefined);
     warn(`${options.out} is already complete; nothing to resume`);
     summary.records = summary.resumed;
     summary.bestPassageEM = summary.resumed > 0 ? bestCorrect / summary.resumed : 0;
@@ -259,6 +279,8 @@ export async function synthesize(lm: SynthesisModel, options: SynthesizeOptions)
             retrieval_score: p.retrieval_score,
             prompt_retrieved: retrievedPrompt(instruction, q.question, p.title, p.promptText),
             PPL_CD: ppl[i].min[j],
+            // Plain perplexity given the passage (the reference's data2selector sort key).
+            retrieved_ppl: ppl[i].plainMin?.[j] ?? null,
             EM_with_retrieval: emMaxOverGold(prediction, q.golds),
             F1_with_retrieval: f1MaxOverGold(prediction, q.golds),
             generated: prediction,
@@ -280,19 +302,18 @@ export async function synthesize(lm: SynthesisModel, options: SynthesizeOptions)
     // drops a passage whose prompt does not fit even with no text (a huge title).
     const fitPassages = async (q: Question, from: number) => {
       const ps = q.passages.slice(from);
-      const prompts = ps.map((p) => wrap(retrievedPrompt(instruction, q.question, p.title, p.text)));
+      // A passage never keeps more tokens than the context holds: cut huge texts before tokenising.
+      const prompts = ps.map((p) => wrap(retrievedPrompt(instruction, q.question, p.title, cutForTokens(p.text, lm.contextLength))));
       const lengths = (await lm.tokenizer.encodeRaw(prompts)).map((t) => t.length);
       const unfit = new Set<Passage>();
       for (let i = 0; i < ps.length; i++) {
         if (lengths[i] <= q.budget) continue;
         const p = ps[i];
-        const [ids] = await lm.tokenizer.encodeRaw([p.text]);
+        const [ids] = await lm.tokenizer.encodeRaw([cutForTokens(p.text, lm.contextLength)]);
         let keep = ids.length - (lengths[i] - q.budget);
         for (let attempt = 0; ; attempt++) {
           // Re-tokenising the joined prompt can merge differently at the cut: measure again.
           p.promptText = keep > 0 ? await lm.tokenizer.decode(ids.slice(0, keep), true) : '';
-            // Plain perplexity given the passage (the reference's data2selector sort key).
-            retrieved_ppl: ppl[i].plainMin?.[j] ?? null,
           const [t] = await lm.tokenizer.encodeRaw([wrap(retrievedPrompt(instruction, q.question, p.title, p.promptText))]);
           if (t.length <= q.budget) break;
           if (keep <= 0) {
@@ -317,6 +338,9 @@ export async function synthesize(lm: SynthesisModel, options: SynthesizeOptions)
     const prepare = async (record: unknown, line: number): Promise<Question> => {
       const where = `${options.data}:${line}`;
       const q = validate(record, where, topK, usePseudo, warn, summary);
+      if (q.question.length > lm.contextLength * MAX_CHARS_PER_TOKEN) {
+        throw new Skip('prompt-too-long', `${where}: the question (${q.question.length} characters) cannot fit the model's context (${lm.contextLength} tokens) (E_DATA)`);
+      }
       const answerIds = await lm.tokenizer.encodeRaw(q.scoring);
       const usable = q.scoring.filter((_, i) => answerIds[i].length > 0);
       if (usable.length < q.scoring.length) {
@@ -431,3 +455,11 @@ function isBestCorrect(record: { passages?: { PPL_CD: number | null; EM_with_ret
   return Boolean(ps[bestPassageIndex(ps)].EM_with_retrieval);
 }
 
+// The shape every record synthesize writes has (and other stages' outputs do not).
+function isSynthesizeRecord(record: unknown): record is { question: string; passages: { PPL_CD: number | null; EM_with_retrieval: boolean }[] } {
+  const r = record as { question?: unknown; passages?: unknown };
+  return (
+    typeof r === 'object' && r !== null && typeof r.question === 'string' && Array.isArray(r.passages) &&
+    r.passages.every((p) => typeof p === 'object' && p !== null && 'PPL_CD' in p)
+  );
+}

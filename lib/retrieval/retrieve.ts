@@ -2,6 +2,7 @@
 // DPR hasanswer flags, stream the records to a JSONL file, and report Recall@k.
 import { GainragError } from '../errors.js';
 import { openStageOutput, readStageInput, shardOf, type Range, type RecordFormat, type RecordWriter, type Shard } from '../io/records.js';
+import { validateOutput } from '../io/output.js';
 import { Encoder, type Device } from '../models/encoder.js';
 import { DenseIndex } from './dense-index.js';
 import { AnswerMatcher, DEFAULT_RECALL_KS, RecallAccumulator, dprTokens } from './has-answer.js';
@@ -95,6 +96,7 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
   const batchSize = options.batchSize ?? 512;
   if (!Number.isInteger(topK) || topK < 1) throw new RangeError('topK must be a positive integer');
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError('batchSize must be a positive integer');
+  validateOutput(options.out, 'file', { inputs: [options.data], label: 'out' }); // before loading anything
   const range = options.range ?? (await shardOf(options.data, options.shard, batchSize));
   const { index, store, encoder } = options.resources ?? (await openRetrieveResources(options));
   const ownStore = !options.resources;
