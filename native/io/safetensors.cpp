@@ -68,13 +68,22 @@ int64_t TensorInfo::numel() const {
 }
 
 int64_t FirstNonFinite(DType dtype, const uint8_t* data, int64_t numel) {
-  // A value is NaN or Inf exactly when all its exponent bits are set.
-  auto scan = [&](auto word, uint64_t mask) -> int64_t {
+  // A value is NaN or Inf exactly when all its exponent bits are set. Blocks are scanned
+  // without an early exit (so the compiler vectorises the loop); only a block that has a hit
+  // is searched again for its first one.
+  auto scan = [&](auto word, uint64_t mask_bits) -> int64_t {
     using W = decltype(word);
-    for (int64_t i = 0; i < numel; ++i) {
-      W w;
-      std::memcpy(&w, data + i * int64_t(sizeof(W)), sizeof(W));
-      if ((uint64_t(w) & mask) == mask) return i;
+    const W mask = static_cast<W>(mask_bits);
+    constexpr int64_t kBlock = 4096;
+    W buf[kBlock];
+    for (int64_t b = 0; b < numel; b += kBlock) {
+      const int64_t len = std::min(kBlock, numel - b);
+      std::memcpy(buf, data + b * int64_t(sizeof(W)), size_t(len) * sizeof(W));  // alignment-safe
+      bool hit = false;
+      for (int64_t i = 0; i < len; ++i) hit |= (buf[i] & mask) == mask;
+      if (!hit) continue;
+      for (int64_t i = 0; i < len; ++i)
+        if ((buf[i] & mask) == mask) return b + i;
     }
     return -1;
   };
