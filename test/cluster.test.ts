@@ -160,3 +160,16 @@ test('cluster: kill a worker mid-chunk and restart Redis; merged output equals o
   redis.child.kill('SIGTERM');
   await redis.exited;
 });
+
+test('cluster submit: unreachable Redis is an E_IO error, not a hang; bad stage flags fail before anything is queued', async () => {
+  const { submit } = await import('../lib/scale/cluster.js');
+  const data = path.join(work, 'one.jsonl');
+  writeFileSync(data, '{"question": "q", "answers": ["a"]}\n');
+  const dead = await freePort(); // nothing listens there
+  const base = { stage: 'retrieve', data, out: path.join(work, 'never.jsonl'), redis: `redis://127.0.0.1:${dead}`, chunkSize: 4, connectTimeoutMs: 500 };
+  await assert.rejects(submit({ ...base, args: ['--index', 'i', '--encoder', 'e'] }), { code: 'E_IO', message: /cannot reach Redis/ });
+  await assert.rejects(submit({ ...base, args: ['--index', 'i'] }), { code: 'E_INVALID_ARG', message: /encoder/ });
+  await assert.rejects(submit({ ...base, args: ['--index', 'i', '--encoder', 'e', '--shard', '0/2'] }), { code: 'E_INVALID_ARG', message: /set by the runner/ });
+  await assert.rejects(submit({ ...base, stage: 'train', args: [] }), { code: 'E_INVALID_ARG', message: /--stage must be one of/ });
+  assert.equal(existsSync(base.out), false);
+});

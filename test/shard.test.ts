@@ -7,8 +7,15 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { chunkRanges, countRecords, parseShard, readStageInput, shardRange } from '../lib/io/records.js';
-import { readRecords } from '../lib/io/jsonl.js';
+import { chunkRanges, countRecords, parseShard, readStageInput, shardRange, type RecordFormat, type Shard } from '../lib/io/records.js';
+import { buildIndex } from '../lib/retrieval/build.js';
+import { openRetrieveResources, retrieve } from '../lib/retrieval/retrieve.js';
+import { synthesize } from '../lib/pipeline/synthesize.js';
+import { select } from '../lib/pipeline/select.js';
+import { generateAnswers } from '../lib/pipeline/generate.js';
+import { mergeOutputs } from '../lib/scale/merge.js';
+import { CausalLM } from '../lib/models/causal-lm.js';
+import { CrossEncoder } from '../lib/models/cross-encoder.js';
 import { cliPath, dataDir, repoRoot } from './helpers.js';
 
 // The bundled tiny models (the same as test/fixtures), read only.
@@ -77,80 +84,71 @@ test('countRecords and readStageInput ranges: JSONL with blank lines and CRLF, J
 
 test('retrieve, synthesize, select, generate: --shard + merge equals the unsharded output byte for byte (JSONL and Arrow)', async () => {
   // Held-apart slice: questions 5300-5339 and the last 96 passages of the bundled SQuAD data.
+  // Stages run in this process with each model loaded once (CLI spawns cost seconds each on a
+  // busy machine); the CLI's --shard and merge are checked against them below.
   const passages = path.join(work, 'passages.jsonl');
   writeFileSync(passages, readFileSync(path.join(squad, 'passages.jsonl'), 'utf8').trim().split('\n').slice(-96).join('\n') + '\n');
   const questions = path.join(work, 'questions.jsonl');
   writeFileSync(questions, readFileSync(path.join(squad, 'questions.jsonl'), 'utf8').trim().split('\n').slice(5300, 5340).join('\n') + '\n');
   const index = path.join(work, 'index');
-  cli(['index', 'build', '--passages', passages, '--encoder', model('bert-tiny'), '--out', index, '--batch-size', '48']);
-  const rArgs = ['--index', index, '--encoder', model('bert-tiny'), '--data', questions, '--top-k', '4', '--batch-size', '8'];
-
-  for (const ext of ['jsonl', 'arrow']) {
-    const whole = path.join(work, `r.${ext}`);
-    cli(['retrieve', ...rArgs, '--out', whole]);
-    const shards = [0, 1, 2].map((i) => path.join(work, `r${i}.${ext}`));
-    shards.forEach((s, i) => cli(['retrieve', ...rArgs, '--out', s, '--shard', `${i}/3`]));
-    const sizes = await Promise.all(shards.map((s) => countRecords(s)));
-    assert.deepEqual(sizes, [8, 16, 16], 'shards are whole batches of 8');
-    const merged = path.join(work, `r-merged.${ext}`);
-    const m = cli(['merge', ...shards, '--out', merged, '--json']);
-    assert.equal(JSON.parse(m.stdout).records, 40);
-    assert.ok(readFileSync(merged).equals(readFileSync(whole)), `retrieve ${ext}: merged shards differ from the unsharded output`);
-  }
-
-  // synthesize on the first 8 retrieved questions, batches of 2, 2 shards; the shards read the
-  // Arrow retrieval output, the unsharded run the JSONL one: the same records either way.
-  const r8 = path.join(work, 'r8.jsonl');
-  writeFileSync(r8, readFileSync(path.join(work, 'r.jsonl'), 'utf8').split('\n').slice(0, 8).join('\n') + '\n');
-  const sArgs = ['--llm', model('llama-tiny'), '--top-k', '2', '--batch-questions', '2', '--max-new-tokens', '3', '--pseudo-max-new-tokens', '8'];
-  const whole = path.join(work, 's.jsonl');
-  cli(['synthesize', '--data', r8, '--out', whole, ...sArgs]);
-  const rArrow = path.join(work, 'r.arrow');
-  // Shard 0/5 of the 40 Arrow records (aligned to 2) is records 0-7: the same questions.
-  const s0 = path.join(work, 's-from-arrow.jsonl');
-  cli(['synthesize', '--data', rArrow, '--out', s0, '--shard', '0/5', ...sArgs]);
-  assert.ok(readFileSync(s0).equals(readFileSync(whole)), 'synthesize from Arrow input equals synthesize from JSONL input');
-  const shards = [0, 1].map((i) => path.join(work, `s${i}.arrow`));
-  shards.forEach((s, i) => cli(['synthesize', '--data', r8, '--out', s, '--shard', `${i}/2`, ...sArgs]));
-  const wholeArrow = path.join(work, 's.arrow');
-  cli(['synthesize', '--data', r8, '--out', wholeArrow, ...sArgs]);
-  const merged = path.join(work, 's-merged.arrow');
-  cli(['merge', ...shards, '--out', merged]);
-  assert.ok(readFileSync(merged).equals(readFileSync(wholeArrow)), 'synthesize arrow: merged shards differ from the unsharded output');
-  const records = [];
-  for await (const r of readStageInput(merged)) records.push(JSON.stringify(r.record));
-  const jsonl = [];
-  for await (const r of readRecords(whole)) jsonl.push(JSON.stringify(r.record));
-  assert.deepEqual(records, jsonl, 'synthesize Arrow output holds the JSONL records');
-
-  // select (reranker, no pseudo-passage) and generate: JSONL shards from the Arrow retrieval output,
-  // Arrow shards from the JSONL one; each merged equals its unsharded run.
-  const selArgs = ['--selector', model('xlmr-tiny-reranker'), '--no-pseudo-passage', '--batch-questions', '8', '--candidates', '4', '--k-docs', '2'];
-  const genArgs = ['--llm', model('llama-tiny'), '--batch-questions', '4', '--max-new-tokens', '3'];
-  for (const [stage, args, input, n] of [['select', selArgs, 'r', 2], ['generate', genArgs, 'sel8', 2]] as const) {
-    if (stage === 'generate') writeFileSync(path.join(work, 'sel8.jsonl'), readFileSync(path.join(work, 'sel.jsonl'), 'utf8').split('\n').slice(0, 8).join('\n') + '\n');
-    for (const [ext, from] of [['jsonl', 'arrow'], ['arrow', 'jsonl']] as const) {
-      const src = stage === 'select' ? path.join(work, `${input}.${from}`) : path.join(work, `${input}.jsonl`);
-      const whole = path.join(work, stage === 'select' && ext === 'jsonl' ? 'sel.jsonl' : `${stage}-whole.${ext}`);
-      cli([stage, ...args, '--data', path.join(work, `${input}.jsonl`), '--out', whole]);
-      const parts = Array.from({ length: n }, (_, i) => path.join(work, `${stage}-${i}.${ext}`));
-      parts.forEach((p, i) => cli([stage, ...args, '--data', src, '--out', p, '--shard', `${i}/${n}`]));
-      const joined = path.join(work, `${stage}-merged.${ext}`);
-      cli(['merge', ...parts, '--out', joined]);
-      assert.ok(readFileSync(joined).equals(readFileSync(whole)), `${stage} ${ext}: merged shards differ from the unsharded output`);
+  await buildIndex({ passages, encoder: model('bert-tiny'), out: index, batchSize: 48 });
+  const resources = await openRetrieveResources({ index, encoder: model('bert-tiny') });
+  const lm = await CausalLM.load(model('llama-tiny'));
+  const selector = await CrossEncoder.load(model('xlmr-tiny-reranker'));
+  const f = (name: string) => path.join(work, name);
+  const same = (a: string, b: string, what: string) => assert.ok(readFileSync(f(a)).equals(readFileSync(f(b))), `${what}: ${a} differs from ${b}`);
+  const stages = {
+    retrieve: (data: string, out: string, format: RecordFormat, shard?: Shard) =>
+      retrieve({ index, encoder: model('bert-tiny'), data: f(data), out: f(out), topK: 4, batchSize: 8, resources, format, shard }),
+    synthesize: (data: string, out: string, format: RecordFormat, shard?: Shard) =>
+      synthesize(lm, { data: f(data), out: f(out), topK: 2, batchQuestions: 2, maxNewTokens: 3, pseudoMaxNewTokens: 8, format, shard }),
+    select: (data: string, out: string, format: RecordFormat, shard?: Shard) =>
+      select(selector, { data: f(data), out: f(out), pseudoPassage: false, batchQuestions: 8, candidates: 4, kDocs: 2, format, shard }),
+    generate: (data: string, out: string, format: RecordFormat, shard?: Shard) =>
+      generateAnswers({ lm, data: f(data), out: f(out), batchQuestions: 4, maxNewTokens: 3, format, shard }),
+  };
+  // stage, its input (unsharded run), the input its shards read (the other format), shard count
+  const plan = [
+    ['retrieve', 'questions.jsonl', 'questions.jsonl', 3],
+    ['synthesize', 'r8.jsonl', 'r8.arrow', 2],
+    ['select', 'retrieve.jsonl', 'retrieve.arrow', 2],
+    ['generate', 's8.jsonl', 's8.jsonl', 2],
+  ] as const;
+  for (const [stage, input, shardInput, n] of plan) {
+    if (stage === 'synthesize') {
+      writeFileSync(f('r8.jsonl'), readFileSync(f('retrieve.jsonl'), 'utf8').split('\n').slice(0, 8).join('\n') + '\n');
+      await stages.retrieve('questions.jsonl', 'r8.arrow', 'arrow', { index: 0, count: 5 }); // records 0-7
     }
+    if (stage === 'generate') writeFileSync(f('s8.jsonl'), readFileSync(f('select.jsonl'), 'utf8').split('\n').slice(0, 8).join('\n') + '\n');
+    for (const format of ['jsonl', 'arrow'] as const) {
+      await stages[stage](input, `${stage}.${format}`, format);
+      const parts = Array.from({ length: n }, (_, i) => `${stage}-${i}.${format}`);
+      for (const [i, part] of parts.entries()) await stages[stage](shardInput, part, format, { index: i, count: n });
+      const merged = await mergeOutputs(parts.map(f), f(`${stage}-merged.${format}`));
+      assert.equal(merged.records, await countRecords(f(`${stage}.${format}`)));
+      same(`${stage}-merged.${format}`, `${stage}.${format}`, `${stage} ${format}: merged shards vs the unsharded run`);
+    }
+    // The Arrow output holds the JSONL records.
+    const a = [];
+    for await (const r of readStageInput(f(`${stage}.arrow`))) a.push(JSON.stringify(r.record));
+    assert.equal(a.join('\n') + '\n', readFileSync(f(`${stage}.jsonl`), 'utf8'), `${stage}: Arrow records differ from JSONL`);
   }
+  assert.deepEqual(await Promise.all([0, 1, 2].map((i) => countRecords(f(`retrieve-${i}.jsonl`)))), [8, 16, 16], 'shards are whole batches of 8');
 
-  // merge refuses what cannot be one job's shards.
-  const bad = cli(['merge', path.join(work, 'r0.jsonl'), path.join(work, 'r1.arrow'), '--out', path.join(work, 'x.jsonl')], false);
-  assert.equal(bad.status, 1);
-  assert.match(bad.stderr, /is arrow but .* is jsonl.*\(E_DATA\)/);
-  const mixed = cli(['merge', path.join(work, 'r0.arrow'), path.join(work, 's0.arrow'), '--out', path.join(work, 'x.arrow')], false);
-  assert.match(mixed.stderr, /schema differs.*\(E_DATA\)/);
-  assert.equal(existsSync(path.join(work, 'x.arrow')), false);
-  assert.equal(existsSync(path.join(work, 'x.arrow.partial')), false);
-  const self = cli(['merge', path.join(work, 'r0.jsonl'), '--out', path.join(work, 'r0.jsonl')], false);
-  assert.match(self.stderr, /E_INVALID_ARG/);
-  const shardBad = cli(['retrieve', ...rArgs, '--out', path.join(work, 'y.jsonl'), '--shard', '3/3'], false);
+  // The CLI: --shard on a stage, and merge, give the same bytes.
+  const rArgs = ['--index', index, '--encoder', model('bert-tiny'), '--data', questions, '--top-k', '4', '--batch-size', '8'];
+  cli(['retrieve', ...rArgs, '--out', f('cli-1.arrow'), '--shard', '1/3']);
+  same('cli-1.arrow', 'retrieve-1.arrow', 'gainrag retrieve --shard 1/3');
+  const m = cli(['merge', f('retrieve-0.arrow'), f('cli-1.arrow'), f('retrieve-2.arrow'), '--out', f('cli-merged.arrow'), '--json']);
+  assert.equal(JSON.parse(m.stdout).records, 40);
+  same('cli-merged.arrow', 'retrieve.arrow', 'gainrag merge');
+  const shardBad = cli(['retrieve', ...rArgs, '--out', f('y.jsonl'), '--shard', '3/3'], false);
   assert.match(shardBad.stderr, /out of range.*\(E_INVALID_ARG\)/);
+
+  // merge refuses what cannot be one job's shards, and leaves nothing behind.
+  await assert.rejects(mergeOutputs([f('retrieve-0.jsonl'), f('retrieve-1.arrow')], f('x.jsonl')), { code: 'E_DATA', message: /is arrow but .* is jsonl/ });
+  await assert.rejects(mergeOutputs([f('retrieve-0.arrow'), f('select-0.arrow')], f('x.arrow')), { code: 'E_DATA', message: /schema differs/ });
+  assert.equal(existsSync(f('x.arrow')) || existsSync(f('x.arrow.partial')), false);
+  await assert.rejects(mergeOutputs([f('retrieve-0.jsonl')], f('retrieve-0.jsonl')), { code: 'E_INVALID_ARG' });
+  resources.store.close();
 });

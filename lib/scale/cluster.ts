@@ -69,6 +69,8 @@ export interface SubmitOptions {
   workDir?: string;
   attempts?: number;
   pollMs?: number;
+  /** How long the first connection to Redis may take (default 15 s). */
+  connectTimeoutMs?: number;
   log?: (line: string) => void;
 }
 
@@ -90,6 +92,19 @@ export interface SubmitSummary {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** The first connection must succeed within `ms` (later drops are waited out): no silent hang on a wrong URL. */
+async function reachable(ready: Promise<unknown>, url: string, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new GainragError('E_IO', `cannot reach Redis at ${url} within ${ms / 1000} s (is redis-server running there?)`)), ms);
+  });
+  try {
+    await Promise.race([ready, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 // Errors cross Redis as text: keep the code in front so the submitter can report it.
@@ -130,6 +145,7 @@ export async function submit(options: SubmitOptions): Promise<SubmitSummary> {
   const queue = new Queue<ChunkJobData>(options.queue ?? DEFAULT_QUEUE, { connection: redisConnection(options.redis) });
   queue.on('error', () => undefined); // connection drops are retried; the poll loop reports them
   try {
+    await reachable(queue.waitUntilReady(), options.redis, options.connectTimeoutMs ?? 15_000);
     await queue.addBulk(
       ranges.map((range, k) => ({
         name: `chunk-${k}`,
@@ -189,6 +205,8 @@ export interface WorkerOptions {
   lockMs?: number;
   /** How often the stalled-job check runs (ms). */
   stalledMs?: number;
+  /** How long the first connection to Redis may take (default 15 s). */
+  connectTimeoutMs?: number;
   log?: (line: string) => void;
   signal?: AbortSignal;
 }
@@ -224,7 +242,12 @@ export async function runWorker(options: WorkerOptions): Promise<{ chunks: numbe
     maxStalledCount: 3,
   });
   worker.on('error', () => undefined); // reconnects are automatic
-  await worker.waitUntilReady();
+  try {
+    await reachable(worker.waitUntilReady(), options.redis, options.connectTimeoutMs ?? 15_000);
+  } catch (err) {
+    await worker.close(true).catch(() => undefined);
+    throw err;
+  }
   log(`worker ${me}: ready on ${options.queue ?? DEFAULT_QUEUE}`);
   await new Promise<void>((resolve) => {
     if (options.signal?.aborted) resolve();
