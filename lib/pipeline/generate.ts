@@ -23,6 +23,7 @@
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { readRecords } from '../io/jsonl.js';
+import { validateOutput } from '../io/output.js';
 import { countRecords, openStageOutput, readStageInput, shardOf, type Range, type RecordFormat, type Shard } from '../io/records.js';
 import { GainragError } from '../errors.js';
 import { emMaxOverGold, f1MaxOverGold } from '../metrics/index.js';
@@ -134,6 +135,7 @@ function positiveInt(name: string, v: number): number {
 export function checkGenerateOptions(o: GenerateAnswersOptions) {
   if (typeof o?.data !== 'string' || o.data === '') throw new TypeError('data must be a file path');
   if (typeof o.out !== 'string' || o.out === '') throw new TypeError('out must be a file path');
+  validateOutput(o.out, 'file', { inputs: [o.data], label: 'out' });
   if (!o.lm && !o.llm && !o.generateUrl) throw new TypeError('one of lm, llm or generateUrl is required');
   if (o.chatTemplate !== undefined && o.chatTemplate !== 'auto' && o.chatTemplate !== 'none') throw new RangeError(`chatTemplate must be 'auto' or 'none'`);
   return {
