@@ -21,7 +21,7 @@ export { compare, checkCompareOptions, formatComparison, type CompareOptions, ty
 export { OpenAIGenerator, type OpenAIGeneratorOptions, type TextGenerator, type GenerationPrompt } from './pipeline/openai-generate.js';
 export { TASK_INSTRUCTIONS, taskInstruction, standardPrompt, retrievedPrompt, backgroundPrompt, evaluationPrompt, evaluationEvidence, DEFAULT_SYSTEM_PROMPT, type ChatTemplateMode } from './pipeline/prompts.js';
 export { generateAnswers, checkGenerateOptions, DEFAULT_MAX_NEW_TOKENS, type GenerateAnswersOptions, type GenerateSummary } from './pipeline/generate.js';
-export { DenseIndex, npyInfo, type IndexDType, type IndexMetric, type DenseIndexOptions, type FromVectorsOptions, type SearchOptions as IndexSearchOptions, type SearchResult as IndexSearchResult, type QueryInput } from './retrieval/dense-index.js';
+export { DenseIndex, npyInfo, type IndexVerify, type IndexDType, type IndexMetric, type DenseIndexOptions, type FromVectorsOptions, type SearchOptions as IndexSearchOptions, type SearchResult as IndexSearchResult, type QueryInput } from './retrieval/dense-index.js';
 export { hasAnswer, dprTokens, AnswerMatcher, recallAtK, RecallAccumulator, DEFAULT_RECALL_KS } from './retrieval/has-answer.js';
 export { readPassages, PassageStore, type Passage } from './retrieval/passages.js';
 export { buildIndex, importIndex, type BuildIndexOptions, type ImportIndexOptions } from './retrieval/build.js';
