@@ -183,6 +183,8 @@ export async function submit(options: SubmitOptions): Promise<SubmitSummary> {
     }
     if (failures.length > 0) {
       failures.sort((a, b) => a.chunk - b.chunk);
+      // The run is over: take its jobs out of Redis (chunk outputs stay in the work directory).
+      await Promise.all(ranges.map((_, k) => queue.remove(jobId(k)).catch(() => 0)));
       const lines = failures.map((f) => `chunk ${f.chunk} (records ${f.range.start}-${f.range.end - 1}) failed after ${f.attempts} attempt(s): ${f.error} (${f.code})`);
       const err = new GainragError(failures[0].code, `${lines.join('\n  ')}\n  cluster: ${failures.length} of ${ranges.length} chunks failed; no output written`);
       (err as GainragError & { failures?: ChunkFailure[] }).failures = failures;
