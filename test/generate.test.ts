@@ -247,3 +247,31 @@ test('CLI end to end on the fixture LLM: --json summary, evidence cut to fit, --
   assert.notEqual(r3.status, 0);
   assert.match(r3.stderr, /--llm DIR or --generate-url URL/);
 });
+
+test('AbortSignal stops at a batch boundary with E_CANCELLED; --resume then writes what an uninterrupted run writes', async () => {
+  const records = Array.from({ length: 5 }, (_, i) => {
+    answersByQuestion.set(`abort question ${i}?`, `answer ${i}`);
+    return { question: `abort question ${i}?`, answers: [`answer ${i}`], ctxs: [ctx(`t${i}`, `text ${i}`)] };
+  });
+  const data = writeJsonl('abort.jsonl', records);
+  const whole = path.join(tmp, 'abort.whole.jsonl');
+  await generateAnswers({ data, out: whole, generateUrl: url, generateModel: 'fake', batchQuestions: 2 });
+  const out = path.join(tmp, 'abort.out.jsonl');
+  const controller = new AbortController();
+  const run = generateAnswers({
+    data, out, generateUrl: url, generateModel: 'fake', batchQuestions: 2, signal: controller.signal,
+    onProgress: (_done, _total, note) => note === 'written' && controller.abort(),
+  });
+  await assert.rejects(run, (e: Error & { code?: string }) => e.code === 'E_CANCELLED');
+  assert.equal(existsSync(out), false);
+  assert.equal(readJsonl(`${out}.partial`).length, 2);
+  const s = await generateAnswers({ data, out, generateUrl: url, generateModel: 'fake', batchQuestions: 2, resume: true });
+  assert.equal(s.resumed, 2);
+  assert.equal(s.written, 3);
+  assert.equal(readFileSync(out, 'utf8'), readFileSync(whole, 'utf8'));
+  // Resuming with other settings is refused rather than mixing two kinds of records.
+  const other = path.join(tmp, 'abort.other.jsonl');
+  const c2 = new AbortController();
+  await assert.rejects(generateAnswers({ data, out: other, generateUrl: url, generateModel: 'fake', batchQuestions: 2, signal: c2.signal, onProgress: (_d, _t, note) => note === 'written' && c2.abort() }));
+  await assert.rejects(generateAnswers({ data, out: other, generateUrl: url, generateModel: 'fake', batchQuestions: 2, kDocs: 2, resume: true }), (e: Error & { code?: string }) => e.code === 'E_INVALID_ARG' && /kDocs/.test(e.message));
+});
