@@ -261,34 +261,34 @@ void SearchShard(const KernelSearchRequest& req, const Shard& sh, const void* re
   }
   int64_t t_index = 0;
   try {
-  for (int64_t r0 = 0; r0 < n; r0 += tile, ++t_index) {
-    if (req.check_cancelled) req.check_cancelled();
-    const int64_t nt = std::min(tile, n - r0);
-    const void* rows;
-    const int b = int(t_index % 2);
-    if (resident) {
-      rows = static_cast<const uint8_t*>(resident) + size_t(r0 * dim) * eb;
-    } else {
-      if (t_index >= 2) CudaCheck(cudaEventSynchronize(consumed[b].e), "staging wait");
-      GatherRows(req, sh.begin + r0, sh.begin + r0 + nt, static_cast<uint8_t*>(pinned[b]->ptr));
-      CudaCheck(cudaMemcpyAsync(dtile[b]->ptr, pinned[b]->ptr, size_t(nt * dim) * eb, cudaMemcpyHostToDevice, copy.s),
-                "tile upload");
-      CudaCheck(cudaEventRecord(uploaded[b].e, copy.s), "event");
-      CudaCheck(cudaStreamWaitEvent(compute.s, uploaded[b].e, 0), "event wait");
-      rows = dtile[b]->ptr;
+    for (int64_t r0 = 0; r0 < n; r0 += tile, ++t_index) {
+      if (req.check_cancelled) req.check_cancelled();
+      const int64_t nt = std::min(tile, n - r0);
+      const void* rows;
+      const int b = int(t_index % 2);
+      if (resident) {
+        rows = static_cast<const uint8_t*>(resident) + size_t(r0 * dim) * eb;
+      } else {
+        if (t_index >= 2) CudaCheck(cudaEventSynchronize(consumed[b].e), "staging wait");
+        GatherRows(req, sh.begin + r0, sh.begin + r0 + nt, static_cast<uint8_t*>(pinned[b]->ptr));
+        CudaCheck(cudaMemcpyAsync(dtile[b]->ptr, pinned[b]->ptr, size_t(nt * dim) * eb, cudaMemcpyHostToDevice, copy.s),
+                  "tile upload");
+        CudaCheck(cudaEventRecord(uploaded[b].e, copy.s), "event");
+        CudaCheck(cudaStreamWaitEvent(compute.s, uploaded[b].e, 0), "event wait");
+        rows = dtile[b]->ptr;
+      }
+      for (int64_t q0 = 0; q0 < nq; q0 += qb) {
+        const int rq = int(std::min(qb, nq - q0));
+        const void* qptr = static_cast<const uint8_t*>(qg) + size_t(q0 * dim) * (req.type == RowType::kFloat32 ? 4 : 2);
+        BlasCheck(cuda_kernels::GemmScores(sh.device, compute.s, req.type, rows, int(nt), qptr, rq, int(dim),
+                                           scores.as<float>(), tile),
+                  "GemmEx");
+        CudaCheck(cuda_kernels::SelectTile(scores.as<float>(), tile, rq, int(nt), int32_t(r0), state_s.as<float>() + q0 * kk,
+                                           state_p.as<int32_t>() + q0 * kk, kk, threads, compute.s),
+                  "SelectTile");
+      }
+      if (!resident) CudaCheck(cudaEventRecord(consumed[b].e, compute.s), "event");
     }
-    for (int64_t q0 = 0; q0 < nq; q0 += qb) {
-      const int rq = int(std::min(qb, nq - q0));
-      const void* qptr = static_cast<const uint8_t*>(qg) + size_t(q0 * dim) * (req.type == RowType::kFloat32 ? 4 : 2);
-      BlasCheck(cuda_kernels::GemmScores(sh.device, compute.s, req.type, rows, int(nt), qptr, rq, int(dim),
-                                         scores.as<float>(), tile),
-                "GemmEx");
-      CudaCheck(cuda_kernels::SelectTile(scores.as<float>(), tile, rq, int(nt), int32_t(r0), state_s.as<float>() + q0 * kk,
-                                         state_p.as<int32_t>() + q0 * kk, kk, threads, compute.s),
-                "SelectTile");
-    }
-    if (!resident) CudaCheck(cudaEventRecord(consumed[b].e, compute.s), "event");
-  }
   } catch (...) {
     // Cancelled or failed mid-stream: let queued work finish before its buffers are freed.
     cudaStreamSynchronize(copy.s);
