@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { cliPath, dataDir, fixture, maxRelDiff, readReference } from './helpers.js';
 import { Tokenizer } from '../lib/tokenizer.js';
+import { CausalLM } from '../lib/models/causal-lm.js';
 import { DEFAULT_SYSTEM_PROMPT } from '../lib/pipeline/prompts.js';
 
 interface Reference {
@@ -89,6 +90,13 @@ test('fixture question: PPL_CD, prompts and greedy answers match the transformer
   assert.deepEqual(rec.passages.map((p: { prompt_retrieved: string }) => p.prompt_retrieved), ref.context_prompts);
   const ppl = rec.passages.map((p: { PPL_CD: number }) => p.PPL_CD);
   assert.ok(maxRelDiff(ppl, ref.contrastive_ppl_min_over_answers) < 1e-4, `PPL_CD ${ppl} vs ${ref.contrastive_ppl_min_over_answers}`);
+  // retrieved_ppl: the plain perplexity given the passage, min over answers = PPL_CD at alpha 0
+  // (computed here by the library with alpha 0, a different formula path through the engine).
+  const plain = rec.passages.map((p: { retrieved_ppl: number }) => p.retrieved_ppl);
+  const lm = await CausalLM.load(llm);
+  const [a0] = await lm.contrastivePerplexity([{ standardPrompt: ref.standard_prompt, contextPrompts: ref.context_prompts, answers: ref.answers }], { alpha: 0 });
+  assert.ok(maxRelDiff(plain, a0.min) < 1e-5, `retrieved_ppl ${plain} vs ${a0.min}`);
+  assert.ok(maxRelDiff(plain, ppl) > 1e-3, 'retrieved_ppl is not PPL_CD');
   assert.deepEqual(rec.passages.map((p: { has_answer: boolean }) => p.has_answer), [true, false, false]);
   assert.deepEqual(rec.passages.map((p: { retrieval_score: number }) => p.retrieval_score), [10, 9, 8]);
   // transformers' greedy tokens for the first two prompts, decoded, are the recorded answers
