@@ -242,6 +242,11 @@ test('CLI end to end on the fixture LLM: --json summary, evidence cut to fit, --
   assert.equal(JSON.parse(r2.stdout).resumed, 4);
   assert.equal(readFileSync(resumed, 'utf8'), readFileSync(out, 'utf8'));
   assert.equal(existsSync(`${resumed}.partial`), false);
+  // --no-retrieval: the question alone, so no evidence to cut.
+  const r4 = cli(['generate', '--data', data, '--llm', llm, '--no-retrieval', '--max-new-tokens', '4', '--json', '--out', path.join(tmp, 'squad.none.jsonl')]);
+  assert.equal(r4.status, 0, r4.stderr);
+  assert.equal(JSON.parse(r4.stdout).truncated, 0);
+  assert.equal(readJsonl(path.join(tmp, 'squad.none.jsonl')).length, 6);
   // Neither --llm nor --generate-url: a usage error before any work.
   const r3 = cli(['generate', '--data', data, '--out', path.join(tmp, 'none.jsonl')]);
   assert.notEqual(r3.status, 0);

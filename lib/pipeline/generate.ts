@@ -105,7 +105,10 @@ export interface GenerateSummary {
   /** Answers (this run) that ran to their token limit without EOS. */
   stoppedAtLimit: number | null;
   generatedTokens: number | null;
+  /** Whole run, model load included. */
   seconds: number;
+  /** Seconds inside the generation calls (what tokensPerSecond divides by). */
+  generateSeconds: number;
   tokensPerSecond: number | null;
   recordsPerSecond: number;
 }
@@ -239,7 +242,7 @@ export async function generateAnswers(options: GenerateAnswersOptions): Promise<
   const range = options.range ?? (await shardOf(options.data, options.shard, batchQuestions));
   const summary: GenerateSummary = {
     input: options.data, output: options.out, records: 0, written: 0, resumed: 0, skipped: 0, skippedReasons: {}, shortCtxs: 0, droppedPassages: 0,
-    truncated: 0, EM: 0, F1: 0, recall: null, kDocs, maxNewTokens, stoppedAtLimit: null, generatedTokens: null, seconds: 0, tokensPerSecond: null, recordsPerSecond: 0,
+    truncated: 0, EM: 0, F1: 0, recall: null, kDocs, maxNewTokens, stoppedAtLimit: null, generatedTokens: null, seconds: 0, generateSeconds: 0, tokensPerSecond: null, recordsPerSecond: 0,
   };
   let emSum = 0;
   let f1Sum = 0;
@@ -257,7 +260,7 @@ export async function generateAnswers(options: GenerateAnswersOptions): Promise<
     summary.recall = recall.count > 0 ? recall.result() : null;
     summary.seconds = (Date.now() - started) / 1000;
     summary.recordsPerSecond = summary.written / Math.max(summary.seconds, 1e-9);
-    if (summary.generatedTokens !== null) summary.tokensPerSecond = summary.generatedTokens / Math.max(summary.seconds, 1e-9);
+    if (summary.generatedTokens !== null) summary.tokensPerSecond = summary.generatedTokens / Math.max(summary.generateSeconds, 1e-9);
     return summary;
   };
 
@@ -386,7 +389,9 @@ export async function generateAnswers(options: GenerateAnswersOptions): Promise<
       const prompts = batch.map((b) => ({ raw: b.raw, wrapped: b.prompt }));
       const ns = await lengths(prompts.map((p) => p.wrapped));
       const limits = ns.map((n) => (tokenizer ? Math.max(1, Math.min(maxNewTokens, backend.contextLength - n)) : maxNewTokens));
+      const t0 = performance.now();
       const r = await backend.generate(prompts, limits, signal, (k) => report('generating', k));
+      summary.generateSeconds += (performance.now() - t0) / 1000;
       batch.forEach((b, i) => {
         const generated = r.texts[i];
         const out: Record<string, unknown> = { ...b.record, generated, EM: emMaxOverGold(generated, b.golds) ? 1 : 0, F1: f1MaxOverGold(generated, b.golds) };

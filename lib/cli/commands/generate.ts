@@ -20,7 +20,7 @@ interface Args extends ScaleArgs {
   'k-docs': number;
   task: string;
   instruction?: string;
-  'no-retrieval': boolean;
+  retrieval: boolean;
   'max-new-tokens': number;
   'chat-template': 'auto' | 'none';
   'system-prompt': string;
@@ -45,7 +45,8 @@ export const generateCommand: CommandModule<{ json: boolean }, Args> = {
       .option('k-docs', { type: 'number', default: 1, describe: 'passages in the prompt, from the top of ctxs' })
       .option('task', { type: 'string', default: DEFAULT_TASK, describe: `task instruction by name (${Object.keys(TASK_INSTRUCTIONS).join(', ')})` })
       .option('instruction', { type: 'string', describe: 'task instruction text (overrides --task)' })
-      .option('no-retrieval', { type: 'boolean', default: false, describe: 'answer from the question alone (the no-retrieval baseline)' })
+      // yargs reads --no-X as X = false, so the flag is declared as `retrieval`.
+      .option('retrieval', { type: 'boolean', default: true, describe: '--no-retrieval: answer from the question alone (the no-retrieval baseline)' })
       .option('max-new-tokens', { type: 'number', default: DEFAULT_MAX_NEW_TOKENS, describe: `greedy tokens per answer, stopping at EOS (the reference lets vLLM run to 2048; ${DEFAULT_MAX_NEW_TOKENS_NOTE})` })
       .option('chat-template', { choices: ['auto', 'none'] as const, default: 'auto' as const, describe: "auto: wrap prompts in the model's chat template when it has one" })
       .option('system-prompt', { type: 'string', default: DEFAULT_SYSTEM_PROMPT, defaultDescription: "the reference's", describe: "system message for chat templates ('' for none)" })
@@ -73,7 +74,7 @@ export const generateCommand: CommandModule<{ json: boolean }, Args> = {
       kDocs: argv['k-docs'],
       task: argv.task,
       instruction: argv.instruction,
-      noRetrieval: argv['no-retrieval'],
+      noRetrieval: !argv.retrieval,
       maxNewTokens: argv['max-new-tokens'],
       chatTemplate: argv['chat-template'],
       systemPrompt: argv['system-prompt'],
@@ -131,7 +132,7 @@ export const generateCommand: CommandModule<{ json: boolean }, Args> = {
     }
     const reasons = Object.entries(summary.skippedReasons).map(([k, v]) => `${k}: ${v}`).join(', ');
     const recall = summary.recall ? Object.entries(summary.recall).map(([k, v]) => `@${k} ${(100 * v).toFixed(1)}`).join('  ') : 'n/a (no ctxs)';
-    const speed = summary.tokensPerSecond !== null ? `${summary.tokensPerSecond.toFixed(1)} tokens/s, ` : '';
+    const speed = summary.tokensPerSecond !== null ? `${summary.tokensPerSecond.toFixed(1)} tokens/s while generating (${summary.generateSeconds.toFixed(1)} s), ` : '';
     process.stdout.write(
       [
         `wrote      ${summary.output} (${summary.written} new + ${summary.resumed} resumed records of ${summary.records})`,
