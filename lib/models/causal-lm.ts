@@ -77,7 +77,8 @@ export interface ContrastiveOptions extends CallOptions {
    */
   method?: 'cached' | 'reference';
   /**
-   * Shared-prefix prefill (default true): leading tokens common to the prompts of a batch (chat
+   * Shared-prefix prefill (default: true on CPU, false on CUDA where it is not yet measured):
+   * leading tokens common to the prompts of a batch (chat
    * header, system prompt, passage label; a title several passages share) are run once and
    * their keys/values reused. Same results within float rounding; false runs every prompt in
    * full (for comparisons).
@@ -393,7 +394,9 @@ export class CausalLM {
     if (typeof alpha !== 'number' || !Number.isFinite(alpha)) throw new RangeError('alpha must be a finite number');
     const method = options.method ?? 'cached';
     if (method !== 'cached' && method !== 'reference') throw new RangeError(`method must be 'cached' or 'reference'`);
-    const sharePrefix = options.sharePrefix ?? true;
+    // On by default on CPU, where it is measured (bench/synthesis.ts); on CUDA it is unproven
+    // and opt-in.
+    const sharePrefix = options.sharePrefix ?? this.info.device === 'cpu';
     if (typeof sharePrefix !== 'boolean') throw new TypeError('sharePrefix must be a boolean');
     const { prompts, answers, pBegin, aBegin } = batch;
     const items = pBegin.length - 1;
