@@ -45,6 +45,7 @@ const INTERESTING = [0x00, 0xff, 0x7f, 0x80, 0x22, 0x7b, 0x7d, 0x5b, 0x5d, 0x2c,
 
 /** One random byte-level mutation, biased towards the first `hot` bytes (the header). */
 export function mutateBytes(rng: Rng, data: Uint8Array, hot: number): Uint8Array {
+  if (data.length === 0) return Uint8Array.of(INTERESTING[rng.int(INTERESTING.length)]); // nothing left to mutate
   const span = Math.max(1, rng.next() < 0.85 ? Math.min(hot, data.length) : data.length);
   const at = rng.int(span);
   const out = Buffer.from(data);
