@@ -172,6 +172,12 @@ test('train: a run killed into a finished --out does not leave the old model loo
   await assert.rejects(t2.train({ ...opts, signal: ac.signal, onProgress: () => ac.abort() }), { code: 'E_CANCELLED' });
   assert.equal(existsSync(path.join(out, 'config.json')), false, 'old config.json would make the old weights look like this run');
   assert.equal(readFileSync(path.join(out, 'train_log.jsonl'), 'utf8').trim().split('\n').length, 1);
+  // A directory that is not a training output (someone's project) is refused, its files kept.
+  const project = path.join(work, 'project');
+  mkdirSync(project);
+  writeFileSync(path.join(project, 'config.json'), '{"mine": true}');
+  await assert.rejects(t2.train({ ...opts, outDir: project }), { code: 'E_INVALID_ARG', message: /not a gainrag training directory/ });
+  assert.equal(readFileSync(path.join(project, 'config.json'), 'utf8'), '{"mine": true}');
   // --out equal to the model directory is refused before anything is touched.
   await assert.rejects(t2.train({ ...opts, outDir: fixture('xlmr-tiny-reranker') }), { code: 'E_INVALID_ARG' });
   assert.ok(existsSync(path.join(fixture('xlmr-tiny-reranker'), 'config.json')));

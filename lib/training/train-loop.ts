@@ -111,6 +111,12 @@ async function trainLocked(t: SelectorTrainer, o: TrainOptions, plan: Plan): Pro
   } catch (err) {
     throw ioError(err, `cannot create ${outDir}`);
   }
+  // Only an empty directory or an earlier run's output (it has the log) is ours to write into:
+  // --out pointing at some project directory must not lose its config.json to this run.
+  const entries = readdirSync(outDir);
+  if (entries.length > 0 && !entries.includes(LOG_FILE)) {
+    throw new GainragError('E_INVALID_ARG', `${outDir} is not empty and holds no ${LOG_FILE}: not a gainrag training directory; choose a new or empty --out`);
+  }
   // config.json at the top of outDir means "the last run finished": a new run removes it first,
   // so a run killed half-way never leaves the previous model looking final next to its log.
   rmSync(path.join(outDir, 'config.json'), { force: true });
