@@ -8,9 +8,8 @@ import { checkCompareOptions, compare, formatComparison, type CompareOptions } f
 import { DEFAULT_TASK, TASK_INSTRUCTIONS, promptWrapper } from '../../pipeline/prompts.js';
 import { nativeGenerator } from '../../pipeline/synthesize.js';
 import { DEFAULT_MAX_NEW_TOKENS } from '../../pipeline/generate.js';
-import { progressReporter } from '../../retrieval/cli-progress.js';
+import { progressReporter, runResumable, stageWarner } from '../../retrieval/cli-progress.js';
 import { generatorOptions, pseudoWriter, type GeneratorArgs } from './select.js';
-import { hasCode } from '../../errors.js';
 
 interface Args extends GeneratorArgs {
   json: boolean;
@@ -81,34 +80,19 @@ export const compareCommand: CommandModule<{ json: boolean }, Args> = {
     }
     if (argv.selector) options.selector = await CrossEncoder.load(argv.selector, load);
     if (argv.reranker) options.reranker = await CrossEncoder.load(argv.reranker, load);
-    const controller = new AbortController();
-    const onSignal = () => controller.abort();
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
     let progress = progressReporter('compare', 'questions');
-    try {
-      const summary = await compare({
-        ...options, signal: controller.signal,
+    const summary = await runResumable(() => progress, `finished runs are under ${argv.out}, continue with --resume`, (signal) =>
+      compare({
+        ...options, signal,
         onStage: (name) => {
           progress.stop();
           progress = progressReporter(`compare: ${name}`, 'questions');
           process.stderr.write(`compare: ${name}\n`);
         },
         onProgress: (done, total) => progress.update(done, total),
-        warn: (m) => process.stderr.write(`gainrag: warning: ${m}\n`),
-      });
-      progress.stop();
-      process.stdout.write(argv.json ? `${JSON.stringify(summary)}\n` : formatComparison(summary));
-    } catch (err) {
-      progress.stop();
-      if (hasCode(err, 'E_CANCELLED') || controller.signal.aborted) {
-        process.stderr.write(`gainrag: interrupted; finished runs are under ${argv.out}, continue with --resume\n`);
-        process.exit(130);
-      }
-      throw err;
-    } finally {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    }
+        warn: (m) => stageWarner(progress)(m),
+      }),
+    );
+    process.stdout.write(argv.json ? `${JSON.stringify(summary)}\n` : formatComparison(summary));
   },
 };

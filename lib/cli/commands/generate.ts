@@ -2,10 +2,9 @@
 // its top-K ctxs (or none), score EM/F1, print EM/F1/Recall. Ctrl-C stops at the next batch
 // boundary and keeps `<out>.partial` for `--resume`.
 import type { CommandModule } from 'yargs';
-import cliProgress from 'cli-progress';
 import { checkGenerateOptions, generateAnswers, DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_NEW_TOKENS_NOTE, type GenerateAnswersOptions, type GenerateSummary } from '../../pipeline/generate.js';
 import { DEFAULT_SYSTEM_PROMPT, DEFAULT_TASK, TASK_INSTRUCTIONS } from '../../pipeline/prompts.js';
-import { hasCode } from '../../errors.js';
+import { progressReporter, runResumable, stageWarner } from '../../retrieval/cli-progress.js';
 import { scaleArgs, withScaleOptions, type ScaleArgs } from '../../scale/cli-options.js';
 
 interface Args extends ScaleArgs {
@@ -59,10 +58,6 @@ export const generateCommand: CommandModule<{ json: boolean }, Args> = {
         return true;
       }) as never,
   handler: async (argv) => {
-    const controller = new AbortController();
-    const onSignal = () => controller.abort();
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
     const options: GenerateAnswersOptions = {
       data: argv.data,
       out: argv.out,
@@ -82,50 +77,15 @@ export const generateCommand: CommandModule<{ json: boolean }, Args> = {
       batchQuestions: argv['batch-questions'],
       device: argv.device,
       dtype: argv.dtype,
-      signal: controller.signal,
       ...scaleArgs(argv),
     };
     checkGenerateOptions(options); // before the (slow) model load
-    const tty = process.stderr.isTTY === true;
-    const bar = tty ? new cliProgress.SingleBar({ stream: process.stderr, format: 'generate [{bar}] {value}/{total} records | {eta_formatted} left', hideCursor: true }, cliProgress.Presets.shades_classic) : undefined;
-    let barStarted = false;
-    let lastLog = 0;
-    let cutWarnings = 0;
-    let summary: GenerateSummary;
-    try {
-      summary = await generateAnswers({
-        ...options,
-        warn: (m) => {
-          // Cut evidence is routine with long passages (every record is marked and counted).
-          if (m.includes('evidence cut') && ++cutWarnings > 3) {
-            if (cutWarnings === 4) m = 'more records had their evidence cut; see truncated in the summary';
-            else return;
-          }
-          process.stderr.write(`${tty && barStarted ? '\n' : ''}gainrag: warning: ${m}\n`);
-        },
-        onProgress: (done, total) => {
-          if (bar) {
-            if (!barStarted) bar.start(total, done);
-            barStarted = true;
-            bar.update(done);
-          } else if (Date.now() - lastLog > 10_000 || done === total) {
-            lastLog = Date.now();
-            process.stderr.write(`generate: ${done}/${total} records\n`);
-          }
-        },
-      });
-    } catch (err) {
-      if (hasCode(err, 'E_CANCELLED') || controller.signal.aborted) {
-        bar?.stop();
-        process.stderr.write(`gainrag: interrupted; finished records are in ${argv.out}.partial, continue with --resume\n`);
-        process.exit(130);
-      }
-      throw err;
-    } finally {
-      bar?.stop();
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    }
+    const progress = progressReporter('generate', 'records');
+    // Cut evidence is routine with long passages (every record is marked and counted).
+    const warn = stageWarner(progress, [{ match: 'evidence cut', more: 'more records had their evidence cut; see truncated in the summary' }]);
+    const summary: GenerateSummary = await runResumable(() => progress, `finished records are in ${argv.out}.partial, continue with --resume`, (signal) =>
+      generateAnswers({ ...options, signal, warn, onProgress: (done, total) => progress.update(done, total) }),
+    );
     if (argv.json) {
       process.stdout.write(`${JSON.stringify(summary)}\n`);
       return;

@@ -11,8 +11,7 @@ import { checkSelectOptions, select, type SelectSummary } from '../../pipeline/s
 import { nativeGenerator } from '../../pipeline/synthesize.js';
 import { OpenAIGenerator, type TextGenerator } from '../../pipeline/openai-generate.js';
 import { DEFAULT_SYSTEM_PROMPT, promptWrapper, type ChatTemplateMode } from '../../pipeline/prompts.js';
-import { progressReporter } from '../../retrieval/cli-progress.js';
-import { hasCode } from '../../errors.js';
+import { progressReporter, runResumable, stageWarner } from '../../retrieval/cli-progress.js';
 import { scaleArgs, withScaleOptions, type ScaleArgs } from '../../scale/cli-options.js';
 
 export interface GeneratorArgs {
@@ -123,30 +122,14 @@ export const selectCommand: CommandModule<{ json: boolean }, Args> = {
     checkSelectOptions(options); // before the (slow) model loads
     const selector = await CrossEncoder.load(argv.selector, { device: argv.device as never, dtype: argv.dtype });
     const writer = argv['pseudo-passage'] ? await pseudoWriter(argv) : undefined;
-    const controller = new AbortController();
-    const onSignal = () => controller.abort();
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
     const progress = progressReporter('select', 'questions');
-    let summary: SelectSummary;
-    try {
-      summary = await select(selector, {
-        ...options, generator: writer?.generator, wrapPrompt: writer?.wrap, signal: controller.signal,
+    const summary: SelectSummary = await runResumable(() => progress, `finished questions are in ${argv.out}.partial, continue with --resume`, (signal) =>
+      select(selector, {
+        ...options, generator: writer?.generator, wrapPrompt: writer?.wrap, signal,
         onProgress: (done, total) => progress.update(done, total),
-        warn: (m) => process.stderr.write(`gainrag: warning: ${m}\n`),
-      });
-    } catch (err) {
-      if (hasCode(err, 'E_CANCELLED') || controller.signal.aborted) {
-        progress.stop();
-        process.stderr.write(`gainrag: interrupted; finished questions are in ${argv.out}.partial, continue with --resume\n`);
-        process.exit(130);
-      }
-      throw err;
-    } finally {
-      progress.stop();
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    }
+        warn: stageWarner(progress),
+      }),
+    );
     process.stdout.write(argv.json ? `${JSON.stringify(summary)}\n` : formatSelectSummary(summary));
   },
 };

@@ -3,13 +3,12 @@
 // `--resume`.
 import type { CommandModule } from 'yargs';
 import path from 'node:path';
-import cliProgress from 'cli-progress';
 import { CausalLM } from '../../models/causal-lm.js';
 import { checkSynthesizeOptions, synthesize, type SynthesizeOptions, type SynthesizeSummary } from '../../pipeline/synthesize.js';
 import { OpenAIGenerator } from '../../pipeline/openai-generate.js';
 import { DEFAULT_SYSTEM_PROMPT, DEFAULT_TASK, TASK_INSTRUCTIONS } from '../../pipeline/prompts.js';
-import { hasCode } from '../../errors.js';
 import { scaleArgs, withScaleOptions, type ScaleArgs } from '../../scale/cli-options.js';
+import { progressReporter, runResumable, stageWarner } from '../../retrieval/cli-progress.js';
 
 interface Args extends ScaleArgs {
   json: boolean;
@@ -67,10 +66,6 @@ export const synthesizeCommand: CommandModule<{ json: boolean }, Args> = {
       .option('device', { type: 'string', describe: 'cpu, cuda, cuda:N' })
       .option('dtype', { choices: ['float32', 'float16', 'bfloat16'] as const, describe: 'weights/compute dtype' }) as never,
   handler: async (argv) => {
-    const controller = new AbortController();
-    const onSignal = () => controller.abort();
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
     const generator = argv['generate-url']
       ? new OpenAIGenerator({
           url: argv['generate-url'],
@@ -97,56 +92,19 @@ export const synthesizeCommand: CommandModule<{ json: boolean }, Args> = {
       modelId: path.resolve(argv.llm),
       ...scaleArgs(argv),
       generator,
-      signal: controller.signal,
     };
     checkSynthesizeOptions(options); // before the (slow) model load
     const lm = await CausalLM.load(argv.llm, { device: argv.device as never, dtype: argv.dtype });
-    const tty = process.stderr.isTTY === true;
-    const bar = tty ? new cliProgress.SingleBar({ stream: process.stderr, format: 'synthesize [{bar}] {value}/{total} questions | {eta_formatted} left', hideCursor: true }, cliProgress.Presets.shades_classic) : undefined;
-    let barStarted = false;
-    let lastLog = 0;
-    let truncationWarnings = 0;
-    let nonFiniteWarnings = 0;
-    let summary: SynthesizeSummary;
-    try {
-      summary = await synthesize(lm, {
-        ...options,
-        warn: (m) => {
-          // Long passages are routine (every one is marked `truncated: true` and counted in the
-          // summary); say so a few times, not once per passage.
-          if (m.includes(' cut to ') && ++truncationWarnings > 3) {
-            if (truncationWarnings === 4) m = 'more passages were cut to fit the context; see truncatedPassages in the summary';
-            else return;
-          }
-          if (m.includes('are not finite numbers') && ++nonFiniteWarnings > 3) {
-            if (nonFiniteWarnings === 4) m = 'more questions have non-finite scores; see nonFiniteScores in the summary';
-            else return;
-          }
-          process.stderr.write(`${tty && barStarted ? '\n' : ''}gainrag: warning: ${m}\n`);
-        },
-        onProgress: (done, total) => {
-          if (bar) {
-            if (!barStarted) bar.start(total, done);
-            barStarted = true;
-            bar.update(done);
-          } else if (Date.now() - lastLog > 10_000 || done === total) {
-            lastLog = Date.now();
-            process.stderr.write(`synthesize: ${done}/${total} questions\n`);
-          }
-        },
-      });
-    } catch (err) {
-      if (hasCode(err, 'E_CANCELLED') || controller.signal.aborted) {
-        bar?.stop();
-        process.stderr.write(`gainrag: interrupted; finished questions are in ${argv.out}.partial, continue with --resume\n`);
-        process.exit(130);
-      }
-      throw err;
-    } finally {
-      bar?.stop();
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    }
+    const progress = progressReporter('synthesize', 'questions');
+    // Long passages are routine (every one is marked `truncated: true` and counted in the
+    // summary); say so a few times, not once per passage. The same for non-finite scores.
+    const warn = stageWarner(progress, [
+      { match: ' cut to ', more: 'more passages were cut to fit the context; see truncatedPassages in the summary' },
+      { match: 'are not finite numbers', more: 'more questions have non-finite scores; see nonFiniteScores in the summary' },
+    ]);
+    const summary: SynthesizeSummary = await runResumable(() => progress, `finished questions are in ${argv.out}.partial, continue with --resume`, (signal) =>
+      synthesize(lm, { ...options, signal, warn, onProgress: (done, total) => progress.update(done, total) }),
+    );
     // Every score NaN/Infinity means the model (or --alpha) is broken: the file is written, but
     // the run is not a success.
     const allBroken = summary.passagesScored > 0 && summary.nonFiniteScores === summary.passagesScored;
