@@ -82,3 +82,31 @@ export class Lifetime<T> {
     if (h !== null) this.release(h);
   }
 }
+
+/**
+ * Base of the public classes that own one native object (Encoder, CrossEncoder, CausalLM,
+ * SelectorTrainer): the same dispose(), `Symbol.asyncDispose` and `disposed` for all of them.
+ */
+export abstract class NativeOwner<T> {
+  protected readonly life: Lifetime<T>;
+
+  protected constructor(handle: T, what: string, release: (handle: T) => void) {
+    this.life = new Lifetime(handle, what, release);
+  }
+
+  /**
+   * Frees the native memory. Idempotent. New calls fail with E_DISPOSED at once; calls already
+   * running (tokenising and queued trainer steps included) finish first, then it is released.
+   */
+  async dispose(): Promise<void> {
+    await this.life.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.life.dispose();
+  }
+
+  get disposed(): boolean {
+    return this.life.disposed;
+  }
+}

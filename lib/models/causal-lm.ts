@@ -5,7 +5,7 @@
 // engine's output buffers.
 import { DataType, Field, Float64, Int32, List, Utf8, makeData, makeVector, vectorFromArray, type Data, type Vector } from 'apache-arrow';
 import { withControls, type CallOptions } from '../controls.js';
-import { Lifetime } from '../lifetime.js';
+import { NativeOwner } from '../lifetime.js';
 import { native, type NativeControls } from '../native.js';
 import { Tokenizer, type TokenBatch } from '../tokenizer.js';
 import { renderChatTemplate, type ChatMessage, type ChatTemplateOptions } from './chat-template.js';
@@ -210,17 +210,16 @@ interface ContrastiveBatch {
   answerName(i: number, j: number): string;
 }
 
-export class CausalLM {
+export class CausalLM extends NativeOwner<NativeCausalLM> {
   readonly dir: string;
   readonly tokenizer: Tokenizer;
   readonly info: CausalLMInfo;
   /** Counters of the most recent call on this instance (concurrent calls mix their counts). */
   lastStats: CausalLMStats | undefined;
-  private readonly life: Lifetime<NativeCausalLM>;
 
   private constructor(dir: string, model: NativeCausalLM, tokenizer: Tokenizer) {
+    super(model, 'CausalLM', (m) => m.dispose());
     this.dir = dir;
-    this.life = new Lifetime(model, 'CausalLM', (m) => m.dispose());
     this.tokenizer = tokenizer;
     this.info = model.info;
     // Every public async call counts as running until it settles (see lib/lifetime.ts).
@@ -235,22 +234,6 @@ export class CausalLM {
   /** The native model, or E_DISPOSED after dispose(). */
   private get model(): NativeCausalLM {
     return this.life.get();
-  }
-
-  /**
-   * Frees the weights. Idempotent. New calls fail with E_DISPOSED at once; calls already
-   * running (tokenising included) finish first, then the memory is released.
-   */
-  async dispose(): Promise<void> {
-    await this.life.dispose();
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.life.dispose();
-  }
-
-  get disposed(): boolean {
-    return this.life.disposed;
   }
 
   /** Loads a Hugging Face Llama directory (config.json, safetensors, tokenizer.json). */

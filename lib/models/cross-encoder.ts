@@ -2,7 +2,7 @@
 // BERT sequence-classification checkpoints. Pairs are joined by the tokenizer's own pair
 // template and truncated like `tokenizers` does (only_second by default, as rerankers use).
 import { withControls } from '../controls.js';
-import { Lifetime } from '../lifetime.js';
+import { NativeOwner } from '../lifetime.js';
 import { native, type NativeControls } from '../native.js';
 import { Tokenizer, type TruncationStrategy } from '../tokenizer.js';
 import {
@@ -34,7 +34,7 @@ interface CrossEncoderAddon {
 
 const STRATEGIES: readonly TruncationStrategy[] = ['only_second', 'only_first', 'longest_first'];
 
-export class CrossEncoder {
+export class CrossEncoder extends NativeOwner<NativeCrossEncoder> {
   /** Hidden size of the backbone. */
   readonly dim: number;
   /** Logits per pair: score() returns n x numLabels values (n when numLabels is 1). */
@@ -42,11 +42,10 @@ export class CrossEncoder {
   /** Default tokens per pair (special tokens included). */
   readonly maxLength: number;
   readonly tokenizer: Tokenizer;
-  private readonly life: Lifetime<NativeCrossEncoder>;
   private readonly positions: number;
 
   private constructor(model: NativeCrossEncoder, tokenizer: Tokenizer, maxLength: number) {
-    this.life = new Lifetime(model, 'CrossEncoder', (m) => m.dispose());
+    super(model, 'CrossEncoder', (m) => m.dispose());
     this.score = this.life.guard(this.score);
     this.tokenizer = tokenizer;
     this.maxLength = maxLength;
@@ -58,22 +57,6 @@ export class CrossEncoder {
   /** The native model, or E_DISPOSED after dispose(). */
   private get model(): NativeCrossEncoder {
     return this.life.get();
-  }
-
-  /**
-   * Frees the weights. Idempotent. New calls fail with E_DISPOSED at once; calls already
-   * running (tokenising included) finish first, then the memory is released (lib/lifetime.ts).
-   */
-  async dispose(): Promise<void> {
-    await this.life.dispose();
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.life.dispose();
-  }
-
-  get disposed(): boolean {
-    return this.life.disposed;
   }
 
   /** Loads a sequence-classification checkpoint (E_MODEL_CONFIG when it has no classifier head). */

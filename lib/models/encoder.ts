@@ -3,7 +3,7 @@
 // embeddings come back as one external Float32Array (n x dim, row-major).
 import { DataType, Field, FixedSizeList, Float32, makeData, makeVector, type Vector } from 'apache-arrow';
 import { withControls, type CallOptions } from '../controls.js';
-import { Lifetime } from '../lifetime.js';
+import { NativeOwner } from '../lifetime.js';
 import { native, type NativeControls } from '../native.js';
 import { Tokenizer } from '../tokenizer.js';
 
@@ -128,17 +128,16 @@ function isLargeUtf8(type: DataType): boolean {
   return typeof check === 'function' && check(type);
 }
 
-export class Encoder {
+export class Encoder extends NativeOwner<NativeEncoder> {
   /** Embedding width (hidden size). */
   readonly dim: number;
   /** Tokens per input (special tokens included); longer texts are truncated. */
   readonly maxLength: number;
   readonly pooling: Pooling;
   readonly tokenizer: Tokenizer;
-  private readonly life: Lifetime<NativeEncoder>;
 
   private constructor(model: NativeEncoder, tokenizer: Tokenizer, pooling: Pooling, maxLength: number) {
-    this.life = new Lifetime(model, 'Encoder', (m) => m.dispose());
+    super(model, 'Encoder', (m) => m.dispose());
     this.embed = this.life.guard(this.embed);
     this.tokenizer = tokenizer;
     this.pooling = pooling;
@@ -149,22 +148,6 @@ export class Encoder {
   /** The native model, or E_DISPOSED after dispose(). */
   private get model(): NativeEncoder {
     return this.life.get();
-  }
-
-  /**
-   * Frees the weights. Idempotent. New calls fail with E_DISPOSED at once; calls already
-   * running (tokenising included) finish first, then the memory is released (lib/lifetime.ts).
-   */
-  async dispose(): Promise<void> {
-    await this.life.dispose();
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.life.dispose();
-  }
-
-  get disposed(): boolean {
-    return this.life.disposed;
   }
 
   /** Loads a BERT / XLM-R checkpoint directory (config.json, safetensors, tokenizer.json). */

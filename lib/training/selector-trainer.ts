@@ -5,7 +5,7 @@
 // step; the native side gets flat Int32Arrays and runs forward, backward and AdamW.
 import path from 'node:path';
 import { withControls, type CallOptions } from '../controls.js';
-import { Lifetime } from '../lifetime.js';
+import { NativeOwner } from '../lifetime.js';
 import { native, type NativeControls } from '../native.js';
 import { Tokenizer } from '../tokenizer.js';
 import type { TrainRecord } from './data.js';
@@ -117,20 +117,19 @@ interface TrainerAddon {
   createSelectorTrainer(dir: string, opts: Record<string, unknown>): Promise<NativeSelectorTrainer>;
 }
 
-export class SelectorTrainer {
+export class SelectorTrainer extends NativeOwner<NativeSelectorTrainer> {
   readonly modelDir: string;
   readonly tokenizer: Tokenizer;
   readonly maxLength: number;
   private readonly options: SelectorTrainerOptions;
-  private readonly life: Lifetime<NativeSelectorTrainer>;
   // Steps run strictly in call order: tokenising is async, so without this chain two unawaited
   // step() calls could reach the engine in either order (and train on a different sequence).
   private stepQueue: Promise<unknown> = Promise.resolve();
 
   private constructor(modelDir: string, tokenizer: Tokenizer, trainer: NativeSelectorTrainer, options: SelectorTrainerOptions) {
+    super(trainer, 'SelectorTrainer', (t) => t.dispose());
     this.modelDir = modelDir;
     this.tokenizer = tokenizer;
-    this.life = new Lifetime(trainer, 'SelectorTrainer', (t) => t.dispose());
     this.step = this.life.guard(this.step);
     this.score = this.life.guard(this.score);
     this.save = this.life.guard(this.save);
@@ -178,22 +177,6 @@ export class SelectorTrainer {
   private get trainer(): NativeSelectorTrainer {
     this.life.check();
     return this.life.get();
-  }
-
-  /**
-   * Frees the weights and optimizer state. Idempotent. New calls fail with E_DISPOSED at once;
-   * calls already made (queued steps included) finish first, then the memory is released.
-   */
-  async dispose(): Promise<void> {
-    await this.life.dispose();
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.life.dispose();
-  }
-
-  get disposed(): boolean {
-    return this.life.disposed;
   }
 
   get optimizerStep(): number {
