@@ -14,6 +14,9 @@ import { acquireOutputLock, validateOutput } from '../lib/io/output.js';
 import { AtomicJsonlWriter } from '../lib/io/jsonl.js';
 import { CausalLM } from '../lib/models/causal-lm.js';
 import { synthesize } from '../lib/pipeline/synthesize.js';
+import { generateAnswers } from '../lib/pipeline/generate.js';
+import { select } from '../lib/pipeline/select.js';
+import { CrossEncoder } from '../lib/models/cross-encoder.js';
 import { SelectorTrainer } from '../lib/training/selector-trainer.js';
 import { cliPath, dataDir, fixture } from './helpers.js';
 
@@ -154,6 +157,25 @@ test('synthesize --resume refuses --out equal to --data or a file that is not it
   const foreign = path.join(work, 'foreign.jsonl');
   writeFileSync(foreign, '{"question": "another question", "answers": ["x"], "passages": [{"title": "", "text": "t", "PPL_CD": 2, "EM_with_retrieval": false}]}\n');
   await assert.rejects(synthesize(lm, { data, out: foreign, resume: true }), { code: 'E_DATA', message: /not in/ });
+  assert.equal(readFileSync(other, 'utf8'), original);
+});
+
+test('generate and select --resume refuse a finished --out that is not their output for this input', async () => {
+  const data = path.join(work, 'retrieved-2.jsonl');
+  const original = '{"question": "who wrote it", "answers": ["Austen"], "ctxs": [{"id": "1", "title": "", "text": "Jane Austen wrote it."}]}\n';
+  writeFileSync(data, original);
+  const other = path.join(work, 'other-2.jsonl');
+  writeFileSync(other, original);
+  await assert.rejects(generateAnswers({ data, out: other, llm: fixture('llama-tiny'), resume: true }), { code: 'E_INVALID_ARG', message: /not a generate output/ });
+  const foreignAnswers = path.join(work, 'foreign-answers.jsonl');
+  writeFileSync(foreignAnswers, '{"question": "another question", "answers": ["x"], "generated": "y", "EM": 0, "F1": 0}\n');
+  await assert.rejects(generateAnswers({ data, out: foreignAnswers, llm: fixture('llama-tiny'), resume: true }), { code: 'E_DATA', message: /not in/ });
+  const selector = await CrossEncoder.load(fixture('xlmr-tiny-reranker'));
+  try {
+    await assert.rejects(select(selector, { data, out: other, resume: true, pseudoPassage: false }), { code: 'E_INVALID_ARG', message: /not a select output/ });
+  } finally {
+    await selector.dispose();
+  }
   assert.equal(readFileSync(other, 'utf8'), original);
 });
 

@@ -23,6 +23,7 @@
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { readRecords } from '../io/jsonl.js';
+import { replayFinishedOutput } from './resume.js';
 import { validateOutput } from '../io/output.js';
 import { countRecords, openStageOutput, readStageInput, shardOf, type Range, type RecordFormat, type Shard } from '../io/records.js';
 import { GainragError } from '../errors.js';
@@ -265,10 +266,7 @@ export async function generateAnswers(options: GenerateAnswersOptions): Promise<
   };
 
   if (options.resume && !existsSync(`${options.out}.partial`) && existsSync(options.out)) {
-    for await (const { record } of readRecords(options.out)) {
-      summary.resumed++;
-      account(record);
-    }
+    summary.resumed = await replayFinishedOutput(options.out, options.data, GENERATE_OUTPUT, account);
     warn(`${options.out} is already complete; nothing to resume`);
     summary.records = summary.resumed;
     return finish();
@@ -462,3 +460,11 @@ export async function generateAnswers(options: GenerateAnswersOptions): Promise<
   }
   return finish();
 }
+
+/** What `generate --resume` accepts as a finished output: records with a question and a generated answer. */
+const GENERATE_OUTPUT = {
+  stage: 'generate',
+  needs: 'question and generated',
+  isStageRecord: (r: unknown): r is Record<string, unknown> & { question: string } =>
+    typeof r === 'object' && r !== null && typeof (r as { question?: unknown }).question === 'string' && typeof (r as { generated?: unknown }).generated === 'string',
+};

@@ -26,6 +26,7 @@
 // finished groups stay in `<out>.partial` for `resume`.
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, renameSync, rmSync, ftruncateSync, writeFileSync } from 'node:fs';
 import { readRecords } from '../io/jsonl.js';
+import { replayFinishedOutput } from './resume.js';
 import { countRecords, openStageOutput, readStageInput, shardOf, type Range, type RecordFormat, type Shard } from '../io/records.js';
 import { GainragError } from '../errors.js';
 import { AnswerMatcher } from '../retrieval/has-answer.js';
@@ -202,10 +203,7 @@ export async function select(selector: PairScorer, options: SelectOptions): Prom
   };
 
   if (options.resume && !existsSync(`${options.out}.partial`) && existsSync(options.out)) {
-    for await (const { record } of readRecords(options.out)) {
-      summary.resumed++;
-      count(record);
-    }
+    summary.resumed = await replayFinishedOutput(options.out, options.data, SELECT_OUTPUT, count);
     warn(`${options.out} is already complete; nothing to resume`);
     summary.records = summary.resumed;
     return finish();
@@ -412,3 +410,14 @@ function cutToGroupBoundary(file: string, group: number): void {
     closeSync(fd);
   }
 }
+
+/** What `select --resume` accepts as a finished output: records whose ctxs carry selector scores. */
+const SELECT_OUTPUT = {
+  stage: 'select',
+  needs: 'question and ctxs[].selector_score',
+  isStageRecord: (r: unknown): r is { question: string; origin_hit_rank?: unknown; rerank_hit_rank?: unknown; ctxs: { pseudo?: boolean }[] } => {
+    const rec = r as { question?: unknown; ctxs?: unknown };
+    return typeof rec === 'object' && rec !== null && typeof rec.question === 'string' && Array.isArray(rec.ctxs) &&
+      rec.ctxs.every((c) => typeof c === 'object' && c !== null && typeof (c as { selector_score?: unknown }).selector_score === 'number');
+  },
+};

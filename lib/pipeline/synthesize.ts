@@ -35,6 +35,7 @@
 // or cluster chunk that starts on a block boundary (lib/io/records.ts) batches as one run does.
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { readRecords } from '../io/jsonl.js';
+import { replayFinishedOutput } from './resume.js';
 import { countRecords, openStageOutput, readStageInput, shardOf, type Range, type RecordFormat, type Shard } from '../io/records.js';
 import { validateOutput } from '../io/output.js';
 import { cutForTokens, MAX_CHARS_PER_TOKEN } from '../tokenizer.js';
@@ -181,25 +182,9 @@ export async function synthesize(lm: SynthesisModel, options: SynthesizeOptions)
     // A finished run: nothing to redo (start without --resume to recompute). But only if the
     // file really is this stage's output for this input: an unrelated file at --out must not
     // turn into "already complete" with exit 0.
-    const inputQuestions = readRecords(options.data)[Symbol.asyncIterator]();
-    for await (const { record, line } of readRecords(options.out)) {
-      if (!isSynthesizeRecord(record)) {
-        throw new GainragError('E_INVALID_ARG', `${options.out}:${line}: not a synthesize output (records need question and passages[].PPL_CD); refusing --resume onto it`);
-      }
-      let found = false;
-      for (let next = await inputQuestions.next(); !next.done; next = await inputQuestions.next()) {
-        if (next.value.record?.question === record.question) {
-          found = true;
-          break;
-        }
-      }
-      if (!found) {
-        throw new GainragError('E_DATA', `${options.out}:${line}: question "${String(record.question).slice(0, 80)}" is not in ${options.data} (in order); it is the output of another input, start without --resume`);
-      }
-      summary.resumed++;
+    summary.resumed = await replayFinishedOutput(options.out, options.data, SYNTHESIZE_OUTPUT, (record) => {
       if (isBestCorrect(record)) bestCorrect++;
-    }
-    await inputQuestions.return?.(undefined);
+    });
     warn(`${options.out} is already complete; nothing to resume`);
     summary.records = summary.resumed;
     summary.bestPassageEM = summary.resumed > 0 ? bestCorrect / summary.resumed : 0;
@@ -456,6 +441,8 @@ function isBestCorrect(record: { passages?: { PPL_CD: number | null; EM_with_ret
 }
 
 // The shape every record synthesize writes has (and other stages' outputs do not).
+const SYNTHESIZE_OUTPUT = { stage: 'synthesize', needs: 'question and passages[].PPL_CD', isStageRecord: isSynthesizeRecord };
+
 function isSynthesizeRecord(record: unknown): record is { question: string; passages: { PPL_CD: number | null; EM_with_retrieval: boolean }[] } {
   const r = record as { question?: unknown; passages?: unknown };
   return (
