@@ -1,0 +1,378 @@
+// gainrag's Encoder (BERT, mean pooling) and CrossEncoder (XLM-R sequence classification) against
+// ONNX Runtime for Node on the same weights and the same inputs, in one process, interleaved:
+//   node dist/bench/onnx-peer.js [--rows 256] [--rounds 5] [--base-rounds 2] [--no-base]
+//                                [--base-passages] [--base-max-length 128] [--xlmr-base]
+// Shapes: the bundled tiny models (models/bert-tiny, models/xlmr-tiny-reranker) and a BERT-base
+// shape (768 hidden, 12 layers, 12 heads, 3072 intermediate; random weights written as safetensors
+// to a temp directory, bert-tiny's tokenizer). --xlmr-base adds an XLM-R-base cross-encoder shape.
+// Inputs: SQuAD v1.1 dev (test/data/squad_v1.1_dev_open): passages for bert-tiny, questions for
+// BERT-base (--base-passages: passages cut at --base-max-length), (question, gold passage) pairs
+// for the cross-encoder.
+//
+// The ONNX files are exported from the same model directories by bench/onnx/export.py (Debian's
+// python3-torch + python3-onnx; a plain-torch forward, no transformers). onnxruntime-node is not a
+// dependency of the package: it is installed on demand into bench/.ort (git-ignored) with
+// ONNXRUNTIME_NODE_INSTALL=skip (the CPU binaries ship in the npm tarball).
+//
+// Fairness: ORT gets the same number of intra-op threads as gainrag (engineInfo().threads, i.e.
+// GAINRAG_THREADS or all cores), one inter-op thread, sequential execution, all graph
+// optimisations. Tokenisation is INCLUDED on both sides: gainrag's embed()/score() tokenise inside
+// the call, and the ORT side calls the same Tokenizer (encodeBatch / encodePairs) and pads the ids
+// inside its timed call. ORT is run two ways and the faster is the baseline: one padded batch of
+// all rows, and rows sorted by length in batches of --ort-rows (default 32), each padded to its
+// own maximum (what a careful user of ORT would write).
+// Agreement: max relative diff = max |gainrag - ort| / max |ort| over all output values (embeddings
+// or logits), gainrag default path vs ORT one padded batch.
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { encodeSafetensors, type F32Tensor } from '../lib/convert/llama2c.js';
+import { engineInfo } from '../lib/engine.js';
+import { CrossEncoder } from '../lib/models/cross-encoder.js';
+import { Encoder, type BatchOptions } from '../lib/models/encoder.js';
+import type { TokenBatch } from '../lib/tokenizer.js';
+import { uniformF32 } from './random.js';
+
+function arg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
+}
+const flag = (name: string) => process.argv.includes(`--${name}`);
+const rows = arg('rows', 256);
+const rounds = arg('rounds', 5);
+const baseRounds = arg('base-rounds', 2);
+const baseMaxLength = arg('base-max-length', 128);
+const ortRows = arg('ort-rows', 32);
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const models = path.join(repoRoot, 'models');
+const ortPrefix = path.join(repoRoot, 'bench', '.ort');
+
+// ---- onnxruntime-node, installed on demand outside package.json ----------------------------------
+
+// The few pieces of the onnxruntime-node API used here (typed locally: the package is not a dependency).
+interface OrtTensor { data: unknown; dims: readonly number[] }
+interface OrtSession {
+  run(feeds: Record<string, OrtTensor>): Promise<Record<string, OrtTensor>>;
+  release?(): Promise<void>;
+}
+interface Ort {
+  Tensor: new (type: 'int64', data: BigInt64Array, dims: number[]) => OrtTensor;
+  InferenceSession: { create(file: string, options: Record<string, unknown>): Promise<OrtSession> };
+  env: { versions?: Record<string, string> };
+}
+
+function loadOrt(): Ort {
+  const req = createRequire(path.join(ortPrefix, 'loader.js'));
+  const attempt = (): Ort | undefined => {
+    try {
+      return req('onnxruntime-node') as Ort;
+    } catch {
+      return undefined;
+    }
+  };
+  let ort = attempt();
+  if (ort) return ort;
+  console.log(`installing onnxruntime-node into ${path.relative(repoRoot, ortPrefix)} (not a package dependency) ...`);
+  mkdirSync(ortPrefix, { recursive: true });
+  const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
+  const r = spawnSync(npm, ['install', '--no-save', '--no-audit', '--no-fund', '--prefix', ortPrefix, 'onnxruntime-node'], {
+    stdio: 'inherit', env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip', ONNXRUNTIME_NODE_INSTALL_CUDA: 'skip' },
+  });
+  ort = r.status === 0 ? attempt() : undefined;
+  if (!ort) {
+    console.error('onnxruntime-node is not available: could not install or load it from bench/.ort.\n' +
+      'Install it by hand and rerun:\n  ONNXRUNTIME_NODE_INSTALL=skip npm install --no-save --prefix bench/.ort onnxruntime-node');
+    process.exit(2);
+  }
+  return ort;
+}
+
+// ---- ONNX export through Debian's torch ----------------------------------------------------------
+
+function findPython(): string {
+  const candidates = [process.env.GAINRAG_PYTHON, '/usr/bin/python3', 'python3'].filter((c): c is string => !!c);
+  for (const c of candidates) {
+    const r = spawnSync(c, ['-c', 'import torch, onnx'], { stdio: 'ignore' });
+    if (r.status === 0) return c;
+  }
+  console.error('no Python with torch and onnx found (tried ' + candidates.join(', ') + ').\n' +
+    'On Debian: apt-get install -y python3-torch python3-onnx (or set GAINRAG_PYTHON).');
+  process.exit(2);
+}
+
+function exportOnnx(python: string, modelDir: string, out: string, head: 'encoder' | 'cross'): void {
+  const script = path.join(repoRoot, 'bench', 'onnx', 'export.py');
+  const t = Date.now();
+  const r = spawnSync(python, ['-W', 'ignore', script, modelDir, out, head], { encoding: 'utf8' });
+  if (r.status !== 0) {
+    console.error(r.stdout, r.stderr);
+    throw new Error(`ONNX export of ${modelDir} failed`);
+  }
+  console.log(`  exported ${path.basename(modelDir)} -> ONNX in ${((Date.now() - t) / 1000).toFixed(1)} s`);
+}
+
+// ---- a base-size random checkpoint (layout as in bench/encoder.ts and bench/training.ts) ---------
+
+function writeBaseModel(kind: 'bert' | 'xlm-roberta', dir: string): void {
+  const H = 768, I = 3072, L = 12;
+  const bert = kind === 'bert';
+  const tokDir = path.join(models, bert ? 'bert-tiny' : 'xlmr-tiny-reranker');
+  const vocab = bert ? 1200 : 1500;
+  const positions = bert ? 512 : 514;
+  const p = bert ? '' : 'roberta.';
+  let seed = 11;
+  const t = (name: string, shape: number[], init: 'rand' | 'zero' | 'one' = 'rand'): F32Tensor => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    let data: Float32Array;
+    if (init === 'rand') {
+      data = uniformF32(n, seed++);
+      for (let i = 0; i < n; i++) data[i] *= 0.0693; // std 0.02, like HF's initializer_range
+    } else {
+      data = new Float32Array(n).fill(init === 'one' ? 1 : 0);
+    }
+    return { name, shape, data };
+  };
+  const ts: F32Tensor[] = [
+    t(`${p}embeddings.word_embeddings.weight`, [vocab, H]), t(`${p}embeddings.position_embeddings.weight`, [positions, H]),
+    t(`${p}embeddings.token_type_embeddings.weight`, [bert ? 2 : 1, H]),
+    t(`${p}embeddings.LayerNorm.weight`, [H], 'one'), t(`${p}embeddings.LayerNorm.bias`, [H], 'zero'),
+  ];
+  for (let l = 0; l < L; l++) {
+    const q = `${p}encoder.layer.${l}.`;
+    for (const m of ['query', 'key', 'value']) ts.push(t(`${q}attention.self.${m}.weight`, [H, H]), t(`${q}attention.self.${m}.bias`, [H]));
+    ts.push(t(`${q}attention.output.dense.weight`, [H, H]), t(`${q}attention.output.dense.bias`, [H]),
+      t(`${q}attention.output.LayerNorm.weight`, [H], 'one'), t(`${q}attention.output.LayerNorm.bias`, [H], 'zero'),
+      t(`${q}intermediate.dense.weight`, [I, H]), t(`${q}intermediate.dense.bias`, [I]),
+      t(`${q}output.dense.weight`, [H, I]), t(`${q}output.dense.bias`, [H]),
+      t(`${q}output.LayerNorm.weight`, [H], 'one'), t(`${q}output.LayerNorm.bias`, [H], 'zero'));
+  }
+  if (!bert) ts.push(t('classifier.dense.weight', [H, H]), t('classifier.dense.bias', [H]), t('classifier.out_proj.weight', [1, H]), t('classifier.out_proj.bias', [1]));
+  writeFileSync(path.join(dir, 'model.safetensors'), encodeSafetensors(ts));
+  const config: Record<string, unknown> = {
+    model_type: kind, architectures: [bert ? 'BertModel' : 'XLMRobertaForSequenceClassification'],
+    vocab_size: vocab, hidden_size: H, num_hidden_layers: L, num_attention_heads: 12, intermediate_size: I,
+    max_position_embeddings: positions, type_vocab_size: bert ? 2 : 1, pad_token_id: bert ? 0 : 1,
+    layer_norm_eps: bert ? 1e-12 : 1e-5, hidden_act: 'gelu', hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0.1,
+  };
+  if (!bert) config.id2label = { 0: 'LABEL_0' };
+  writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(path.join(tokDir, f), path.join(dir, f));
+}
+
+// ---- inputs ----------------------------------------------------------------------------------------
+
+interface Question { question: string; gold_passage_ids: string[] }
+function readJsonl<T>(file: string): T[] {
+  return readFileSync(file, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as T);
+}
+const squad = path.join(repoRoot, 'test', 'data', 'squad_v1.1_dev_open');
+const allPassages = readJsonl<{ id: string; text: string }>(path.join(squad, 'passages.jsonl'));
+const allQuestions = readJsonl<Question>(path.join(squad, 'questions.jsonl'));
+/** n items spread evenly over the list (not just the first article). */
+function spread<T>(xs: T[], n: number): T[] {
+  return Array.from({ length: n }, (_, i) => xs[Math.floor((i * xs.length) / n) % xs.length]);
+}
+const passageText = new Map(allPassages.map((p) => [p.id, p.text]));
+const passages = spread(allPassages, rows).map((p) => p.text);
+const pickedQuestions = spread(allQuestions, rows);
+const questions = pickedQuestions.map((q) => q.question);
+const goldPassages = pickedQuestions.map((q) => passageText.get(q.gold_passage_ids[0]) ?? '');
+
+// ---- ORT side: pad, run, put rows back in order ---------------------------------------------------
+
+/** Runs `batch` through `session`, in padded chunks of `chunk` rows (rows sorted by length when chunking). */
+async function ortRun(ort: Ort, session: OrtSession, batch: TokenBatch, padId: number, chunk: number, output: string): Promise<Float32Array> {
+  const n = batch.offsets.length - 1;
+  const len = (i: number) => batch.offsets[i + 1] - batch.offsets[i];
+  const order = Array.from({ length: n }, (_, i) => i);
+  if (chunk < n) order.sort((a, b) => len(b) - len(a));
+  let out: Float32Array | undefined;
+  let width = 0;
+  for (let start = 0; start < n; start += chunk) {
+    const part = order.slice(start, start + chunk);
+    const seq = Math.max(...part.map(len));
+    const ids = new BigInt64Array(part.length * seq).fill(BigInt(padId));
+    const mask = new BigInt64Array(part.length * seq);
+    part.forEach((row, r) => {
+      const from = batch.offsets[row];
+      for (let j = 0; j < len(row); j++) {
+        ids[r * seq + j] = BigInt(batch.ids[from + j]);
+        mask[r * seq + j] = 1n;
+      }
+    });
+    const res = await session.run({
+      input_ids: new ort.Tensor('int64', ids, [part.length, seq]),
+      attention_mask: new ort.Tensor('int64', mask, [part.length, seq]),
+    });
+    const y = res[output];
+    const data = y.data as Float32Array;
+    width = y.dims[1];
+    out ??= new Float32Array(n * width);
+    part.forEach((row, r) => out!.set(data.subarray(r * width, (r + 1) * width), row * width));
+  }
+  return out ?? new Float32Array(0);
+}
+
+// ---- measuring ----------------------------------------------------------------------------------------
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+interface Variant { label: string; run: () => Promise<Float32Array>; engine: 'gainrag' | 'ort' }
+
+/** One warm-up call each, then `repeats` interleaved rounds; median seconds per variant and the last outputs. */
+async function measure(variants: Variant[], repeats: number): Promise<{ seconds: number[]; outputs: Float32Array[] }> {
+  const outputs: Float32Array[] = [];
+  for (const v of variants) outputs.push(await v.run());
+  const times: number[][] = variants.map(() => []);
+  for (let r = 0; r < repeats; r++) {
+    for (let v = 0; v < variants.length; v++) {
+      const t = process.hrtime.bigint();
+      await variants[v].run();
+      times[v].push(Number(process.hrtime.bigint() - t) / 1e9);
+    }
+  }
+  return { seconds: times.map(median), outputs };
+}
+
+function maxRelDiff(a: Float32Array, b: Float32Array): number {
+  if (a.length !== b.length) return Number.POSITIVE_INFINITY;
+  let diff = 0, scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return diff / (scale || 1);
+}
+
+interface Summary { title: string; unit: string; gainrag: number; ort: number; ortLabel: string; ratio: number; diff: number; budgetVsPadded: number }
+const summaries: Summary[] = [];
+
+/** Median seconds of the tokenisation alone (it is inside every timed call, on both sides). */
+async function tokenizeSeconds(tokenize: () => Promise<TokenBatch>): Promise<number> {
+  const times: number[] = [];
+  for (let r = 0; r < 3; r++) {
+    const t = process.hrtime.bigint();
+    await tokenize();
+    times.push(Number(process.hrtime.bigint() - t) / 1e9);
+  }
+  return median(times);
+}
+
+function report(title: string, unit: string, count: number, batch: TokenBatch, variants: Variant[], seconds: number[], outputs: Float32Array[], repeats: number,
+  tokSeconds: number): void {
+  const n = batch.offsets.length - 1;
+  const lens = Array.from({ length: n }, (_, i) => batch.offsets[i + 1] - batch.offsets[i]);
+  console.log(`\n${title}: ${count} ${unit}, ${batch.ids.length} tokens (${Math.min(...lens)}..${Math.max(...lens)}, mean ${(batch.ids.length / n).toFixed(0)}), ` +
+    `median of ${repeats}, load average ${loadavg()[0].toFixed(1)}; tokenisation alone ${tokSeconds.toFixed(3)} s (in every row)`);
+  for (let v = 0; v < variants.length; v++) {
+    console.log(`  ${variants[v].label.padEnd(44)} ${seconds[v].toFixed(3).padStart(8)} s  ${(count / seconds[v]).toFixed(1).padStart(9)} ${unit}/s`);
+  }
+  const g = variants.findIndex((v) => v.engine === 'gainrag');
+  const ortIdx = variants.map((v, i) => (v.engine === 'ort' ? i : -1)).filter((i) => i >= 0);
+  const bestOrt = ortIdx.reduce((a, b) => (seconds[b] < seconds[a] ? b : a));
+  const bestG = variants.map((v, i) => (v.engine === 'gainrag' ? i : -1)).filter((i) => i >= 0).reduce((a, b) => (seconds[b] < seconds[a] ? b : a));
+  const diff = maxRelDiff(outputs[g], outputs[ortIdx[0]]);
+  const batching = maxRelDiff(outputs[g + 1], outputs[g]);
+  const ratio = seconds[bestOrt] / seconds[g];
+  console.log(`  gainrag default vs best ORT (${variants[bestOrt].label.trim()}): ${ratio.toFixed(2)}x` +
+    `   [best gainrag variant vs best ORT: ${(seconds[bestOrt] / seconds[bestG]).toFixed(2)}x]`);
+  console.log(`  max relative diff gainrag vs ORT: ${diff.toExponential(2)}; gainrag padded vs token budget: ${batching.toExponential(2)}`);
+  const bp = seconds[g + 1] / seconds[g];
+  console.log(`  token budget vs one padded batch: ${bp >= 1 ? `token budget faster (${bp.toFixed(2)}x)` : `ONE PADDED BATCH faster (${(1 / bp).toFixed(2)}x)`}`);
+  summaries.push({ title, unit, gainrag: count / seconds[g], ort: count / seconds[bestOrt], ortLabel: variants[bestOrt].label.trim(), ratio, diff, budgetVsPadded: bp });
+}
+
+function padId(dir: string): number {
+  const cfg = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as { pad_token_id?: number };
+  return cfg.pad_token_id ?? 0;
+}
+
+const ortOptions = (threads: number) => ({
+  intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all',
+});
+
+async function benchEncoder(ort: Ort, python: string, scratch: string, title: string, dir: string, input: string[], maxLength: number | undefined, repeats: number): Promise<void> {
+  const file = path.join(scratch, `${path.basename(dir)}.encoder.onnx`);
+  exportOnnx(python, dir, file, 'encoder');
+  const enc = await Encoder.load(dir, maxLength ? { maxLength } : {});
+  const session = await ort.InferenceSession.create(file, ortOptions(engineInfo().threads));
+  const pad = padId(dir);
+  const n = input.length;
+  const ortCall = (chunk: number) => async () => ortRun(ort, session, await enc.tokenizer.encodeBatch(input, { maxLength: enc.maxLength }), pad, chunk, 'embeddings');
+  const padded: BatchOptions = { batchTokens: 2 ** 40, maxRows: n };
+  const variants: Variant[] = [
+    { label: 'gainrag default (token budget)', engine: 'gainrag', run: () => enc.embed(input) },
+    { label: 'gainrag one padded batch', engine: 'gainrag', run: () => enc.embed(input, padded) },
+    { label: `ORT one padded batch (${n} rows)`, engine: 'ort', run: ortCall(n) },
+    { label: `ORT length-sorted, ${ortRows} rows/batch`, engine: 'ort', run: ortCall(ortRows) },
+  ];
+  const { seconds, outputs } = await measure(variants, repeats);
+  const tokenize = () => enc.tokenizer.encodeBatch(input, { maxLength: enc.maxLength });
+  report(title, 'embeddings', n, await tokenize(), variants, seconds, outputs, repeats, await tokenizeSeconds(tokenize));
+  await session.release?.();
+  await enc.dispose();
+}
+
+async function benchCross(ort: Ort, python: string, scratch: string, title: string, dir: string, q: string[], p: string[], maxLength: number, repeats: number): Promise<void> {
+  const file = path.join(scratch, `${path.basename(dir)}.cross.onnx`);
+  exportOnnx(python, dir, file, 'cross');
+  const ce = await CrossEncoder.load(dir);
+  const session = await ort.InferenceSession.create(file, ortOptions(engineInfo().threads));
+  const pad = padId(dir);
+  const n = q.length;
+  const tokenize = () => ce.tokenizer.encodePairs(q, p, { maxLength, truncation: 'only_second' });
+  const ortCall = (chunk: number) => async () => ortRun(ort, session, await tokenize(), pad, chunk, 'logits');
+  const variants: Variant[] = [
+    { label: 'gainrag default (token budget)', engine: 'gainrag', run: () => ce.score(q, p, { maxLength }) },
+    { label: 'gainrag one padded batch', engine: 'gainrag', run: () => ce.score(q, p, { maxLength, batchTokens: 2 ** 40, maxRows: n }) },
+    { label: `ORT one padded batch (${n} rows)`, engine: 'ort', run: ortCall(n) },
+    { label: `ORT length-sorted, ${ortRows} rows/batch`, engine: 'ort', run: ortCall(ortRows) },
+  ];
+  const { seconds, outputs } = await measure(variants, repeats);
+  report(title, 'pairs', n, await tokenize(), variants, seconds, outputs, repeats, await tokenizeSeconds(tokenize));
+  await session.release?.();
+  await ce.dispose();
+}
+
+const ort = loadOrt();
+const python = findPython();
+const info = engineInfo();
+const torchVersion = spawnSync(python, ['-c', 'import torch, onnx; print(torch.__version__, onnx.__version__)'], { encoding: 'utf8' }).stdout.trim();
+console.log(`gainrag ${info.version}, LibTorch ${info.torch}, BLAS ${info.blas}; onnxruntime-node ${ort.env.versions?.node ?? '?'}; ` +
+  `export: torch/onnx ${torchVersion}`);
+console.log(`threads: gainrag ${info.threads} intra-op, ORT ${info.threads} intra-op + 1 inter-op; ${cpus().length} cores, load average ${loadavg()[0].toFixed(1)}`);
+console.log('tokenisation is inside the timed call for both engines (same Tokenizer)');
+
+const scratch = mkdtempSync(path.join(tmpdir(), 'gainrag-onnx-peer-'));
+try {
+  await benchEncoder(ort, python, scratch, 'bert-tiny, mean pooling, SQuAD passages', path.join(models, 'bert-tiny'), passages, undefined, rounds);
+  await benchCross(ort, python, scratch, 'xlmr-tiny-reranker, SQuAD (question, gold passage)', path.join(models, 'xlmr-tiny-reranker'), questions, goldPassages, 128, rounds);
+  if (!flag('no-base')) {
+    const bertDir = path.join(scratch, 'bert-base');
+    mkdirSync(bertDir);
+    writeBaseModel('bert', bertDir);
+    const input = flag('base-passages') ? passages : questions;
+    const what = flag('base-passages') ? `SQuAD passages cut at ${baseMaxLength} tokens` : 'SQuAD questions';
+    await benchEncoder(ort, python, scratch, `BERT-base shape (random weights), mean pooling, ${what}`, bertDir, input, baseMaxLength, baseRounds);
+    rmSync(bertDir, { recursive: true, force: true });
+  }
+  if (flag('xlmr-base')) {
+    const xlmrDir = path.join(scratch, 'xlmr-base');
+    mkdirSync(xlmrDir);
+    writeBaseModel('xlm-roberta', xlmrDir);
+    await benchCross(ort, python, scratch, `XLM-R-base shape (random weights), cross-encoder, cut at ${baseMaxLength}`, xlmrDir, questions, goldPassages, baseMaxLength, baseRounds);
+  }
+} finally {
+  rmSync(scratch, { recursive: true, force: true });
+}
+
+console.log('\n| shape | gainrag | ORT (best way) | gainrag/ORT | max rel diff | token budget vs one padded batch |');
+console.log('|---|---|---|---|---|---|');
+for (const s of summaries) {
+  const bp = s.budgetVsPadded >= 1 ? `budget ${s.budgetVsPadded.toFixed(2)}x faster` : `padded ${(1 / s.budgetVsPadded).toFixed(2)}x faster`;
+  console.log(`| ${s.title} | ${s.gainrag.toFixed(1)} ${s.unit}/s | ${s.ort.toFixed(1)} (${s.ortLabel}) | ${s.ratio.toFixed(2)}x | ${s.diff.toExponential(1)} | ${bp} |`);
+}
+if (!existsSync(path.join(ortPrefix, 'node_modules'))) console.log('(bench/.ort was not populated)');
