@@ -23,9 +23,10 @@
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { readRecords } from '../io/jsonl.js';
+import { positiveInt, type StageStreamOptions, Skip } from './stage.js';
 import { replayFinishedOutput } from './resume.js';
 import { validateOutput } from '../io/output.js';
-import { countRecords, openStageOutput, readStageInput, shardOf, type Range, type RecordFormat, type Shard } from '../io/records.js';
+import { countRecords, openStageOutput, readStageInput, shardOf } from '../io/records.js';
 import { GainragError } from '../errors.js';
 import { emMaxOverGold, f1MaxOverGold } from '../metrics/index.js';
 import { AnswerMatcher, RecallAccumulator } from '../retrieval/has-answer.js';
@@ -46,7 +47,7 @@ export const DEFAULT_MAX_NEW_TOKENS_NOTE =
 /** New tokens always left to the answer: a longer prompt has its evidence cut. */
 const MIN_ROOM = 64;
 
-export interface GenerateAnswersOptions {
+export interface GenerateAnswersOptions extends StageStreamOptions {
   data: string;
   out: string;
   /** A loaded model (reused across calls); else `llm` is loaded. */
@@ -71,15 +72,6 @@ export interface GenerateAnswersOptions {
   batchQuestions?: number;
   device?: string;
   dtype?: 'float32' | 'bfloat16' | 'float16';
-  signal?: AbortSignal;
-  onProgress?: (done: number, total: number, note: string) => void;
-  warn?: (message: string) => void;
-  /** Output format (default JSONL; --resume needs JSONL). */
-  format?: RecordFormat;
-  /** Only this shard of the input (lib/io/records.ts; byte-identical merge when no record is skipped). */
-  shard?: Shard;
-  /** Only these input positions (cluster chunks); overrides shard. */
-  range?: Range;
 }
 
 export interface GenerateSummary {
@@ -124,16 +116,7 @@ interface Item {
   truncated: boolean;
 }
 
-class Skip extends Error {
-  constructor(readonly reason: string, message: string) {
-    super(message);
-  }
-}
 
-function positiveInt(name: string, v: number): number {
-  if (!Number.isInteger(v) || v < 1) throw new RangeError(`${name} must be a positive integer, got ${v}`);
-  return v;
-}
 
 /** Checks the options (TypeError/RangeError) and fills in defaults; cheap, before any model load. */
 export function checkGenerateOptions(o: GenerateAnswersOptions) {

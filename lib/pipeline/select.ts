@@ -26,8 +26,9 @@
 // finished groups stay in `<out>.partial` for `resume`.
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, renameSync, rmSync, ftruncateSync, writeFileSync } from 'node:fs';
 import { readRecords } from '../io/jsonl.js';
+import { positiveInt, type StageStreamOptions, Skip } from './stage.js';
 import { replayFinishedOutput } from './resume.js';
-import { countRecords, openStageOutput, readStageInput, shardOf, type Range, type RecordFormat, type Shard } from '../io/records.js';
+import { countRecords, openStageOutput, readStageInput, shardOf } from '../io/records.js';
 import { GainragError } from '../errors.js';
 import { AnswerMatcher } from '../retrieval/has-answer.js';
 import { backgroundPrompt } from './prompts.js';
@@ -39,7 +40,7 @@ export interface PairScorer {
   score(queries: string[], passages: string[], options?: { maxLength?: number; batchTokens?: number; signal?: AbortSignal }): Promise<Float32Array>;
 }
 
-export interface SelectOptions {
+export interface SelectOptions extends StageStreamOptions {
   data: string;
   out: string;
   /** Passages kept per question (default 1). */
@@ -63,15 +64,6 @@ export interface SelectOptions {
   resume?: boolean;
   /** Names the selector in the resume check (the CLI passes the --selector path). */
   modelId?: string;
-  signal?: AbortSignal;
-  onProgress?: (done: number, total: number) => void;
-  warn?: (message: string) => void;
-  /** Output format (default JSONL; --resume needs JSONL). */
-  format?: RecordFormat;
-  /** Only this shard of the input (lib/io/records.ts; byte-identical merge when no record is skipped). */
-  shard?: Shard;
-  /** Only these input positions (cluster chunks); overrides shard. */
-  range?: Range;
 }
 
 export interface SelectSummary {
@@ -126,16 +118,7 @@ interface Pending {
   originHit: number | null;
 }
 
-class Skip extends Error {
-  constructor(readonly reason: string, message: string) {
-    super(message);
-  }
-}
 
-function positiveInt(name: string, v: number): number {
-  if (!Number.isInteger(v) || v < 1) throw new RangeError(`${name} must be a positive integer, got ${v}`);
-  return v;
-}
 
 /** Validates the options (TypeError/RangeError) and fills in defaults; cheap, call it before loading models. */
 export function checkSelectOptions(options: SelectOptions) {

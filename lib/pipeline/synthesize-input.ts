@@ -1,5 +1,7 @@
 // Input side of synthesis: structural checks of one retrieval record and the in-memory shapes of a
 // question being scored (policy: see the top of synthesize.ts).
+import { Skip } from './stage.js';
+
 export interface Passage {
   title: string;
   text: string;
@@ -24,11 +26,7 @@ export interface Question {
   passages: Passage[];
 }
 
-export class Skip extends Error {
-  constructor(readonly reason: string, message: string) {
-    super(message);
-  }
-}
+export { Skip };
 
 // Structural checks of one input record (see the policy at the top of synthesize.ts).
 export function validate(record: unknown, where: string, topK: number, usePseudo: boolean, warn: (m: string) => void, summary: { droppedPassages: number; droppedAnswers: number }): Question {

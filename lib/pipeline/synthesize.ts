@@ -35,8 +35,9 @@
 // or cluster chunk that starts on a block boundary (lib/io/records.ts) batches as one run does.
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { readRecords } from '../io/jsonl.js';
+import { positiveInt, type StageStreamOptions } from './stage.js';
 import { replayFinishedOutput } from './resume.js';
-import { countRecords, openStageOutput, readStageInput, shardOf, type Range, type RecordFormat, type Shard } from '../io/records.js';
+import { countRecords, openStageOutput, readStageInput, shardOf } from '../io/records.js';
 import { validateOutput } from '../io/output.js';
 import { cutForTokens, MAX_CHARS_PER_TOKEN } from '../tokenizer.js';
 import { GainragError } from '../errors.js';
@@ -61,7 +62,7 @@ export interface SynthesisModel extends ChatTemplater {
   generate(prompts: string[], options: { maxNewTokens: number; temperature?: number; signal?: AbortSignal }): Promise<{ texts: string[] }>;
 }
 
-export interface SynthesizeOptions {
+export interface SynthesizeOptions extends StageStreamOptions {
   data: string;
   out: string;
   topK?: number;
@@ -82,15 +83,6 @@ export interface SynthesizeOptions {
   modelId?: string;
   /** Where answers and pseudo-passages are generated; default: the model itself. */
   generator?: TextGenerator;
-  signal?: AbortSignal;
-  onProgress?: (done: number, total: number, note: string) => void;
-  warn?: (message: string) => void;
-  /** Output format (default JSONL; --resume needs JSONL). */
-  format?: RecordFormat;
-  /** Only this shard of the input (see lib/io/records.ts). */
-  shard?: Shard;
-  /** Only these input positions (cluster chunks); overrides shard. */
-  range?: Range;
 }
 
 export interface SynthesizeSummary {
@@ -122,10 +114,6 @@ export interface SynthesizeSummary {
  */
 export const MAX_ALPHA = 100;
 
-function positiveInt(name: string, v: number): number {
-  if (!Number.isInteger(v) || v < 1) throw new RangeError(`${name} must be a positive integer, got ${v}`);
-  return v;
-}
 
 /** Validates the options (TypeError/RangeError) and fills in the defaults; cheap, call it before loading a model. */
 export function checkSynthesizeOptions(options: SynthesizeOptions) {
