@@ -24,7 +24,7 @@ import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'nod
 import path from 'node:path';
 import { readRecords } from '../io/jsonl.js';
 import { positiveInt, type StageStreamOptions, Skip } from './stage.js';
-import { replayFinishedOutput } from './resume.js';
+import { recordResumeSettings, replayFinishedOutput } from './resume.js';
 import { validateOutput } from '../io/output.js';
 import { countRecords, openStageOutput, readStageInput, shardOf } from '../io/records.js';
 import { GainragError } from '../errors.js';
@@ -274,19 +274,10 @@ export async function generateAnswers(options: GenerateAnswersOptions): Promise<
     model: options.lm?.dir ? path.resolve(options.lm.dir) : options.llm ? path.resolve(options.llm) : null, generator: backend.description,
     kDocs, noRetrieval, instruction, maxNewTokens, chatTemplate: options.chatTemplate ?? 'auto', systemPrompt,
   };
-  const settingsPath = `${options.out}.partial.settings.json`;
+  const settingsPath = `${options.out}.partial.settings.json`; // removed when the run completes
   const writer = openStageOutput(options.out, { format: options.format ?? 'jsonl', kind: 'json', append: options.resume ?? false });
   try {
-    if (writer.resumedRecords > 0 && existsSync(settingsPath)) {
-      const before = JSON.parse(readFileSync(settingsPath, 'utf8')) as Record<string, unknown>;
-      const changed = Object.keys(settings).filter((k) => JSON.stringify(before[k]) !== JSON.stringify(settings[k]));
-      if (changed.length > 0) {
-        const diff = changed.map((k) => `${k}: ${JSON.stringify(before[k])} -> ${JSON.stringify(settings[k])}`).join('; ');
-        throw new GainragError('E_INVALID_ARG', `--resume with settings that differ from the interrupted run (${diff}); use the same ones, or start without --resume`);
-      }
-    }
-    writeFileSync(`${settingsPath}.tmp`, JSON.stringify(settings, null, 1));
-    renameSync(`${settingsPath}.tmp`, settingsPath);
+    recordResumeSettings(options.out, settings, writer.resumedRecords > 0);
     const done: string[] = [];
     if (writer.resumedRecords > 0) {
       for await (const { record } of readRecords(writer.partialPath)) {

@@ -2,6 +2,7 @@
 // to do" and replays the finished records into its summary; but only after checking that the file
 // really is this stage's output for this input, so that an unrelated file at --out (or --out equal
 // to --data) is refused instead of being reported "already complete" with exit 0.
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { readRecords } from '../io/jsonl.js';
 import { GainragError } from '../errors.js';
 
@@ -45,4 +46,24 @@ export async function replayFinishedOutput<R extends { question: unknown }>(out:
     await inputs.return?.(undefined);
   }
   return count;
+}
+
+/**
+ * The settings an output depends on, kept beside its partial file (`OUT.partial.settings.json`):
+ * when `resuming`, refuses settings that differ from the interrupted run's (two kinds of records
+ * in one file); then records the current ones atomically. Returns the settings file's path.
+ */
+export function recordResumeSettings(out: string, settings: Record<string, unknown>, resuming: boolean): string {
+  const settingsPath = `${out}.partial.settings.json`;
+  if (resuming && existsSync(settingsPath)) {
+    const before = JSON.parse(readFileSync(settingsPath, 'utf8')) as Record<string, unknown>;
+    const changed = Object.keys(settings).filter((k) => JSON.stringify(before[k]) !== JSON.stringify(settings[k]));
+    if (changed.length > 0) {
+      const diff = changed.map((k) => `${k}: ${JSON.stringify(before[k])} -> ${JSON.stringify(settings[k])}`).join('; ');
+      throw new GainragError('E_INVALID_ARG', `--resume with settings that differ from the interrupted run (${diff}); use the same ones, or start without --resume`);
+    }
+  }
+  writeFileSync(`${settingsPath}.tmp`, JSON.stringify(settings, null, 1));
+  renameSync(`${settingsPath}.tmp`, settingsPath);
+  return settingsPath;
 }

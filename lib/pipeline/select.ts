@@ -27,7 +27,7 @@
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, renameSync, rmSync, ftruncateSync, writeFileSync } from 'node:fs';
 import { readRecords } from '../io/jsonl.js';
 import { positiveInt, type StageStreamOptions, Skip } from './stage.js';
-import { replayFinishedOutput } from './resume.js';
+import { recordResumeSettings, replayFinishedOutput } from './resume.js';
 import { countRecords, openStageOutput, readStageInput, shardOf } from '../io/records.js';
 import { GainragError } from '../errors.js';
 import { AnswerMatcher } from '../retrieval/has-answer.js';
@@ -204,21 +204,10 @@ export async function select(selector: PairScorer, options: SelectOptions): Prom
     selector: options.modelId ?? null, kDocs, candidates, pseudoPassage: usePseudo, pseudoMaxNewTokens, batchQuestions,
     maxLength: options.maxLength ?? null, batchTokens: options.batchTokens ?? null, generator: options.generator?.description ?? null,
   };
-  const settingsPath = `${options.out}.partial.settings.json`;
   const partial = `${options.out}.partial`;
-  if (options.resume && existsSync(partial)) {
-    if (existsSync(settingsPath)) {
-      const before = JSON.parse(readFileSync(settingsPath, 'utf8')) as Record<string, unknown>;
-      const changed = Object.keys(settings).filter((k) => JSON.stringify(before[k]) !== JSON.stringify(settings[k]));
-      if (changed.length > 0) {
-        const diff = changed.map((k) => `${k}: ${JSON.stringify(before[k])} -> ${JSON.stringify(settings[k])}`).join('; ');
-        throw new GainragError('E_INVALID_ARG', `--resume with settings that differ from the interrupted run (${diff}); use the same ones, or start without --resume`);
-      }
-    }
-    cutToGroupBoundary(partial, batchQuestions);
-  }
-  writeFileSync(`${settingsPath}.tmp`, JSON.stringify(settings, null, 1));
-  renameSync(`${settingsPath}.tmp`, settingsPath);
+  const resuming = (options.resume ?? false) && existsSync(partial);
+  const settingsPath = recordResumeSettings(options.out, settings, resuming);
+  if (resuming) cutToGroupBoundary(partial, batchQuestions);
   const writer = openStageOutput(options.out, { format: options.format ?? 'jsonl', kind: 'json', append: options.resume ?? false });
   try {
     const done: string[] = [];

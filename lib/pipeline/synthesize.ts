@@ -36,7 +36,7 @@
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { readRecords } from '../io/jsonl.js';
 import { positiveInt, type StageStreamOptions } from './stage.js';
-import { replayFinishedOutput } from './resume.js';
+import { recordResumeSettings, replayFinishedOutput } from './resume.js';
 import { countRecords, openStageOutput, readStageInput, shardOf } from '../io/records.js';
 import { validateOutput } from '../io/output.js';
 import { cutForTokens, MAX_CHARS_PER_TOKEN } from '../tokenizer.js';
@@ -184,19 +184,10 @@ export async function synthesize(lm: SynthesisModel, options: SynthesizeOptions)
     model: options.modelId ?? null, contextLength: lm.contextLength, topK, alpha, instruction, pseudoPassage: usePseudo, maxNewTokens,
     pseudoMaxNewTokens, chatTemplate: options.chatTemplate ?? 'auto', systemPrompt, generator: generator.description,
   };
-  const settingsPath = `${options.out}.partial.settings.json`;
+  const settingsPath = `${options.out}.partial.settings.json`; // removed when the run completes
   const writer = openStageOutput(options.out, { format: options.format ?? 'jsonl', kind: 'json', append: options.resume ?? false, inputs: [options.data] });
   try {
-    if (writer.resumedRecords > 0 && existsSync(settingsPath)) {
-      const before = JSON.parse(readFileSync(settingsPath, 'utf8')) as Record<string, unknown>;
-      const changed = Object.keys(settings).filter((k) => JSON.stringify(before[k]) !== JSON.stringify(settings[k]));
-      if (changed.length > 0) {
-        const diff = changed.map((k) => `${k}: ${JSON.stringify(before[k])} -> ${JSON.stringify(settings[k])}`).join('; ');
-        throw new GainragError('E_INVALID_ARG', `--resume with settings that differ from the interrupted run (${diff}); use the same ones, or start without --resume`);
-      }
-    }
-    writeFileSync(`${settingsPath}.tmp`, JSON.stringify(settings, null, 1));
-    renameSync(`${settingsPath}.tmp`, settingsPath);
+    recordResumeSettings(options.out, settings, writer.resumedRecords > 0);
     // Questions of the records already in the partial file, to match them against the input.
     const done: string[] = [];
     if (writer.resumedRecords > 0) {
