@@ -56,9 +56,11 @@ function retrievedFile(): string {
 const selectArgs = (data: string, out: string, extra: string[] = []) =>
   ['select', '--data', data, '--selector', reranker, '--out', out, '--llm', llm, '--pseudo-max-new-tokens', '12', '--json', ...extra];
 
-test('rankCandidates: highest first, ties keep candidate order, NaN last', () => {
-  assert.deepEqual(rankCandidates([1, 2, 2, Number.NaN, 0]), [1, 2, 0, 4, 3]);
-  assert.deepEqual(rankCandidates(new Float32Array([-1, -1, -1])), [0, 1, 2]);
+test("rankCandidates: highest first, NaN last; ties put the later candidate first (the reference's argsort) unless told otherwise", () => {
+  assert.deepEqual(rankCandidates([1, 2, 2, Number.NaN, 0]), [2, 1, 0, 4, 3]);
+  assert.deepEqual(rankCandidates(new Float32Array([-1, -1, -1])), [2, 1, 0]);
+  assert.deepEqual(rankCandidates([1, 2, 2, Number.NaN, 0], 'earlier'), [1, 2, 0, 4, 3]);
+  assert.deepEqual(rankCandidates(new Float32Array([-1, -1, -1]), 'earlier'), [0, 1, 2]);
 });
 
 test('select keeps the independent ranking; recall and pseudoSelected match the file', async () => {

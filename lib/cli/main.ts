@@ -1,29 +1,20 @@
 #!/usr/bin/env node
 // gainrag CLI: one command per file in ./commands. Results go to stdout (`--json` for
 // machines), logs and progress bars to stderr.
-import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { commands } from './commands/index.js';
+import { cliParser } from './parser.js';
 import { withCode } from '../errors.js';
 
 async function main(): Promise<void> {
-  let cli = yargs(hideBin(process.argv))
-    .scriptName('gainrag')
-    .usage('$0 <command> [options]')
-    .option('json', { type: 'boolean', default: false, describe: 'print results as JSON on stdout' })
-    .strict()
-    .demandCommand(1, 'name a command (see --help)')
-    .recommendCommands()
-    .wrap(Math.min(110, process.stdout.columns || 110))
-    .help()
+  await cliParser(hideBin(process.argv), commands as never)
     .fail((msg, err, y) => {
       if (err) throw err;
       process.stderr.write(`gainrag: ${msg}\n\n`);
       y.showHelp((s: string) => process.stderr.write(`${s}\n`));
       process.exit(2);
-    });
-  for (const command of commands) cli = cli.command(command as never);
-  await cli.parseAsync();
+    })
+    .parseAsync();
 }
 
 main().catch((caught: Error & { code?: string }) => {

@@ -54,6 +54,18 @@ export class CrossEncoder extends NativeOwner<NativeCrossEncoder> {
     this.positions = model.maxTokens;
   }
 
+  /**
+   * Whether `query` leaves at least one token for a passage in a pair of `maxLength` tokens
+   * (default: the model's), which only_second truncation needs: a longer query cannot be scored.
+   */
+  async queryFits(query: string, maxLength = this.maxLength): Promise<boolean> {
+    const budget = maxLength - this.tokenizer.specialTokens.pair;
+    // No tokenizer puts more than two tokens on a UTF-8 byte: a short query fits without tokenising.
+    if (2 * Buffer.byteLength(query) + 2 < budget) return true;
+    const [ids] = await this.tokenizer.encodeRaw([query], { maxTokens: budget });
+    return ids.length < budget;
+  }
+
   /** The native model, or E_DISPOSED after dispose(). */
   private get model(): NativeCrossEncoder {
     return this.life.get();

@@ -8,35 +8,37 @@
 //   3. an entry of `passages` marked `pseudo: true` (the layout `synthesize` writes).
 // Otherwise it is generated with the background prompt of synthesis (`generator`), batched over
 // the questions of a group. Each candidate is scored as (question, title + "\n" + text), raw
-// logits; the top K by score (ties: earlier candidate first) replace `ctxs`, each with
+// logits; the top K by score (exact ties: the later candidate first, as the reference; see
+// rankCandidates) replace `ctxs`, each with
 // `selector_score`, `hasanswer` (DPR matching, recomputed) and `pseudo: true` on the pseudo-passage.
 // Each record also gets `origin_hit_rank` / `rerank_hit_rank`: the 0-based rank of the first
 // candidate holding an answer in the input / reranked order (null: none), which is what the
 // summary's recall is made of, so a resumed run can count the records it did not redo.
 //
-// Work goes to the engine per group of `batchQuestions` questions: all their pairs (~101 each)
-// in one score call, which the engine sorts by length and cuts into batches by a token budget.
-// Groups line up with absolute output positions and a resumed run first cuts the partial file
-// back to a group boundary, so an interrupted + resumed run writes the same bytes as one that
-// was not (padded batches round differently when grouped differently).
+// Work goes to the engine per group of `batchQuestions` input positions (the stage runner's one
+// batch rule, lib/pipeline/run-stage.ts): all their pairs (~101 each) in one score call, which
+// the engine sorts by length and cuts into batches by a token budget; so an interrupted +
+// resumed run, a shard and a cluster chunk write the same bytes as one uninterrupted run.
 //
 // Bad records are skipped with a FILE:LINE warning and counted by reason: not an object, no
 // question, no usable answers, no `ctxs` array, no retrieved passage with text, fewer candidates
-// than K ('short-ctxs'). Passages with empty text are dropped (counted). Invalid JSON stops the run;
-// finished groups stay in `<out>.partial` for `resume`.
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, renameSync, rmSync, ftruncateSync, writeFileSync } from 'node:fs';
-import { readRecords } from '../io/jsonl.js';
+// than K ('short-ctxs'), a question that fills the selector's whole pair ('question-too-long').
+// Passages with empty text are dropped (counted). Invalid JSON stops the run after the records
+// before it are written; finished groups stay in `<out>.partial` for `resume`.
 import { positiveInt, type StageStreamOptions, Skip } from './stage.js';
-import { recordResumeSettings, replayFinishedOutput } from './resume.js';
-import { countRecords, openStageOutput, readStageInput, shardOf } from '../io/records.js';
+import { runStage, type OutputRecord } from './run-stage.js';
+import { validateOutput } from '../io/output.js';
 import { GainragError } from '../errors.js';
 import { AnswerMatcher } from '../retrieval/has-answer.js';
+import { weightsFingerprint } from '../models/fingerprint.js';
 import { backgroundPrompt } from './prompts.js';
 import type { TextGenerator } from './openai-generate.js';
 
 /** What selection needs from a reranker (lib/models/cross-encoder.ts CrossEncoder satisfies it). */
 export interface PairScorer {
   readonly numLabels: number;
+  /** Whether `query` leaves room for a passage in a pair of `maxLength` tokens (skips the record when not). */
+  queryFits?(query: string, maxLength?: number): Promise<boolean>;
   score(queries: string[], passages: string[], options?: { maxLength?: number; batchTokens?: number; signal?: AbortSignal }): Promise<Float32Array>;
 }
 
@@ -62,9 +64,13 @@ export interface SelectOptions extends StageStreamOptions {
   /** Engine batch budget, rows x longest row (default: the engine's). */
   batchTokens?: number;
   resume?: boolean;
-  /** Names the selector in the resume check (the CLI passes the --selector path). */
+  /** Names the selector in the resume check (the CLI passes the --selector path; a directory also identifies its weights). */
   modelId?: string;
+  /** Exact score ties: 'later' candidate first (default, the reference's) or 'earlier'. */
+  ties?: TieRule;
 }
+
+export type TieRule = 'later' | 'earlier';
 
 export interface SelectSummary {
   input: string;
@@ -83,8 +89,10 @@ export interface SelectSummary {
   pseudoReused: number;
   /** Recall@1/3/5 of the input order, over `questions`. */
   originRecall: Record<string, number>;
-  /** Recall@1/3/5 of the full reranked candidate list, over `questions`. */
+  /** Recall@1/3/5 of the reranked passages kept (the first min(k, K)), over `questions`: the reference's number. */
   rerankRecall: Record<string, number>;
+  /** Recall@1/3/5 of the full reranked candidate list (not only the K kept), over `questions`. */
+  rerankRecallFull: Record<string, number>;
   /** Questions whose top-1 is the pseudo-passage (the reference's use_internal). */
   pseudoSelected: number;
   /** Pairs scored by this run (resumed records not included). */
@@ -124,6 +132,8 @@ interface Pending {
 export function checkSelectOptions(options: SelectOptions) {
   if (typeof options?.data !== 'string' || options.data === '') throw new TypeError('data must be a file path');
   if (typeof options.out !== 'string' || options.out === '') throw new TypeError('out must be a file path');
+  validateOutput(options.out, 'file', { inputs: [options.data], label: 'out' });
+  if (options.ties !== undefined && options.ties !== 'later' && options.ties !== 'earlier') throw new RangeError(`ties must be 'later' or 'earlier'`);
   if (options.maxLength !== undefined) positiveInt('maxLength', options.maxLength);
   if (options.batchTokens !== undefined) positiveInt('batchTokens', options.batchTokens);
   return {
@@ -132,6 +142,7 @@ export function checkSelectOptions(options: SelectOptions) {
     batchQuestions: positiveInt('batchQuestions', options.batchQuestions ?? 32),
     pseudoMaxNewTokens: positiveInt('pseudoMaxNewTokens', options.pseudoMaxNewTokens ?? 256),
     usePseudo: options.pseudoPassage ?? true,
+    ties: options.ties ?? 'later',
   };
 }
 
@@ -152,168 +163,117 @@ function findPseudo(r: Record<string, any>): string | undefined {
 
 /** Reranks retrieved passages (+ pseudo-passage) of every record with `selector`; see the top of this file. */
 export async function select(selector: PairScorer, options: SelectOptions): Promise<SelectSummary> {
-  const { kDocs, candidates, batchQuestions, pseudoMaxNewTokens, usePseudo } = checkSelectOptions(options);
+  const { kDocs, candidates, batchQuestions, pseudoMaxNewTokens, usePseudo, ties } = checkSelectOptions(options);
   if (selector.numLabels !== 1) throw new GainragError('E_MODEL_CONFIG', `the selector has ${selector.numLabels} output labels; a reranker with one relevance logit is needed`);
   const warn = options.warn ?? (() => undefined);
   const wrap = options.wrapPrompt ?? ((p: string) => p);
   const signal = options.signal;
-  const started = performance.now();
-  if (options.resume && options.format === 'arrow') throw new GainragError('E_INVALID_ARG', '--resume is supported for JSONL outputs only; rerun without --resume or write JSONL');
-  const range = options.range ?? (await shardOf(options.data, options.shard, batchQuestions));
   const summary: SelectSummary = {
     input: options.data, output: options.out, records: 0, questions: 0, written: 0, resumed: 0, skipped: 0, skippedReasons: {},
-    droppedPassages: 0, kDocs, candidates, pseudoGenerated: 0, pseudoReused: 0, originRecall: {}, rerankRecall: {}, pseudoSelected: 0,
-    pairs: 0, seconds: 0, scoreSeconds: 0, pairsPerSecond: 0,
+    droppedPassages: 0, kDocs, candidates, pseudoGenerated: 0, pseudoReused: 0, originRecall: {}, rerankRecall: {}, rerankRecallFull: {},
+    pseudoSelected: 0, pairs: 0, seconds: 0, scoreSeconds: 0, pairsPerSecond: 0,
   };
-  const hits = { origin: RECALL_KS.map(() => 0), rerank: RECALL_KS.map(() => 0) };
-  const count = (rec: { origin_hit_rank?: unknown; rerank_hit_rank?: unknown; ctxs?: { pseudo?: boolean }[] }) => {
+  // Recall@k of the reranked list as the reference computes it: over the K passages kept
+  // (a hit ranked below K is not in the output); and over the whole reranked list.
+  const hits = { origin: RECALL_KS.map(() => 0), rerank: RECALL_KS.map(() => 0), rerankFull: RECALL_KS.map(() => 0) };
+  const account = (rec: OutputRecord) => {
     RECALL_KS.forEach((k, i) => {
       if (typeof rec.origin_hit_rank === 'number' && rec.origin_hit_rank < k) hits.origin[i]++;
-      if (typeof rec.rerank_hit_rank === 'number' && rec.rerank_hit_rank < k) hits.rerank[i]++;
+      if (typeof rec.rerank_hit_rank === 'number' && rec.rerank_hit_rank < Math.min(k, kDocs)) hits.rerank[i]++;
+      if (typeof rec.rerank_hit_rank === 'number' && rec.rerank_hit_rank < k) hits.rerankFull[i]++;
     });
     if (rec.ctxs?.[0]?.pseudo === true) summary.pseudoSelected++;
   };
-  const finish = () => {
-    summary.questions = summary.written + summary.resumed;
-    const n = Math.max(summary.questions, 1);
-    RECALL_KS.forEach((k, i) => {
-      summary.originRecall[k] = hits.origin[i] / n;
-      summary.rerankRecall[k] = hits.rerank[i] / n;
-    });
-    summary.seconds = (performance.now() - started) / 1000;
-    summary.pairsPerSecond = summary.pairs / Math.max(summary.scoreSeconds, 1e-9);
-    return summary;
-  };
+  const pairBudget = selector.queryFits ? options.maxLength : undefined;
 
-  if (options.resume && !existsSync(`${options.out}.partial`) && existsSync(options.out)) {
-    summary.resumed = await replayFinishedOutput(options.out, options.data, SELECT_OUTPUT, count);
-    warn(`${options.out} is already complete; nothing to resume`);
-    summary.records = summary.resumed;
-    return finish();
-  }
-
-  let total = 0;
-  try {
-    const all = await countRecords(options.data);
-    total = range ? Math.max(0, Math.min(range.end, all) - range.start) : all;
-  } catch (err) {
-    if ((err as { code?: string }).code !== 'E_DATA') throw err; // reported by the main pass
-  }
-
-  const settings: Record<string, unknown> = {
-    selector: options.modelId ?? null, kDocs, candidates, pseudoPassage: usePseudo, pseudoMaxNewTokens, batchQuestions,
-    maxLength: options.maxLength ?? null, batchTokens: options.batchTokens ?? null, generator: options.generator?.description ?? null,
-  };
-  const partial = `${options.out}.partial`;
-  const resuming = (options.resume ?? false) && existsSync(partial);
-  const settingsPath = recordResumeSettings(options.out, settings, resuming);
-  if (resuming) cutToGroupBoundary(partial, batchQuestions);
-  const writer = openStageOutput(options.out, { format: options.format ?? 'jsonl', kind: 'json', append: options.resume ?? false });
-  try {
-    const done: string[] = [];
-    if (writer.resumedRecords > 0) {
-      for await (const { record } of readRecords(partial)) {
-        if (done.length === writer.resumedRecords) break;
-        done.push(String(record?.question));
-        count(record);
+  const processBatch = async (batch: Pending[]): Promise<OutputRecord[]> => {
+    const missing = batch.filter((q) => q.pseudo === undefined);
+    if (missing.length > 0) {
+      if (!options.generator) throw new GainragError('E_INVALID_ARG', `"${missing[0].question}" has no pseudo-passage; pass an LLM (--llm / --generate-url) to write one, or turn the pseudo-passage off`);
+      const prompts = missing.map((q) => ({ raw: backgroundPrompt(q.question), wrapped: wrap(backgroundPrompt(q.question)) }));
+      const texts = await options.generator.generate(prompts, { maxNewTokens: pseudoMaxNewTokens, signal });
+      missing.forEach((q, i) => (q.pseudo = texts[i]));
+      summary.pseudoGenerated += missing.length;
+    }
+    for (const q of batch) if (usePseudo) q.candidates.push({ ctx: {}, title: '', text: q.pseudo as string, pseudo: true });
+    const queries: string[] = [];
+    const passages: string[] = [];
+    for (const q of batch) {
+      for (const c of q.candidates) {
+        queries.push(q.question);
+        passages.push(`${c.title}\n${c.text}`);
       }
     }
-    summary.resumed = done.length;
-    let seen = 0;
-    let batch: Pending[] = [];
+    const t0 = performance.now();
+    const scores = await selector.score(queries, passages, { maxLength: options.maxLength, batchTokens: options.batchTokens, signal });
+    summary.scoreSeconds += (performance.now() - t0) / 1000;
+    summary.pairs += queries.length;
+    let at = 0;
+    return batch.map((q) => {
+      const n = q.candidates.length;
+      const order = rankCandidates(scores.subarray(at, at + n), ties);
+      const flags = q.candidates.map((c) => q.matcher.matches(c.text));
+      const rerankHit = order.findIndex((j) => flags[j]);
+      const kept = order.slice(0, kDocs).map((j) => {
+        const c = q.candidates[j];
+        const base = c.pseudo ? { title: '', text: c.text } : c.ctx;
+        return { ...base, hasanswer: flags[j], selector_score: scores[at + j], ...(c.pseudo ? { pseudo: true } : {}) };
+      });
+      at += n;
+      return {
+        ...q.record,
+        ...(usePseudo ? { pseudo_passage: q.pseudo } : {}),
+        ctxs: kept,
+        origin_hit_rank: q.originHit,
+        rerank_hit_rank: rerankHit < 0 ? null : rerankHit,
+      };
+    });
+  };
 
-    const flush = async () => {
-      if (batch.length === 0) return;
-      const missing = batch.filter((q) => q.pseudo === undefined);
-      if (missing.length > 0) {
-        if (!options.generator) throw new GainragError('E_INVALID_ARG', `"${missing[0].question}" has no pseudo-passage; pass an LLM (--llm / --generate-url) to write one, or turn the pseudo-passage off`);
-        const prompts = missing.map((q) => ({ raw: backgroundPrompt(q.question), wrapped: wrap(backgroundPrompt(q.question)) }));
-        const texts = await options.generator.generate(prompts, { maxNewTokens: pseudoMaxNewTokens, signal });
-        missing.forEach((q, i) => (q.pseudo = texts[i]));
-        summary.pseudoGenerated += missing.length;
-      }
-      for (const q of batch) if (usePseudo) q.candidates.push({ ctx: {}, title: '', text: q.pseudo as string, pseudo: true });
-      const queries: string[] = [];
-      const passages: string[] = [];
-      for (const q of batch) {
-        for (const c of q.candidates) {
-          queries.push(q.question);
-          passages.push(`${c.title}\n${c.text}`);
-        }
-      }
-      const t0 = performance.now();
-      const scores = await selector.score(queries, passages, { maxLength: options.maxLength, batchTokens: options.batchTokens, signal });
-      summary.scoreSeconds += (performance.now() - t0) / 1000;
-      summary.pairs += queries.length;
-      let at = 0;
-      for (const q of batch) {
-        const n = q.candidates.length;
-        const order = rankCandidates(scores.subarray(at, at + n));
-        const flags = q.candidates.map((c) => q.matcher.matches(c.text));
-        const rerankHit = order.findIndex((j) => flags[j]);
-        const kept = order.slice(0, kDocs).map((j) => {
-          const c = q.candidates[j];
-          const base = c.pseudo ? { title: '', text: c.text } : c.ctx;
-          return { ...base, hasanswer: flags[j], selector_score: scores[at + j], ...(c.pseudo ? { pseudo: true } : {}) };
-        });
-        at += n;
-        const out = {
-          ...q.record,
-          ...(usePseudo ? { pseudo_passage: q.pseudo } : {}),
-          ctxs: kept,
-          origin_hit_rank: q.originHit,
-          rerank_hit_rank: rerankHit < 0 ? null : rerankHit,
-        };
-        writer.write(out);
-        count(out);
-      }
-      writer.flush();
-      summary.written += batch.length;
-      batch = [];
-      options.onProgress?.(seen, total);
-    };
-
-    let matched = 0;
-    for await (const { record, line } of readStageInput(options.data, { range })) {
-      summary.records++;
-      if (signal?.aborted) throw new GainragError('E_CANCELLED', 'select was cancelled');
-      seen++;
-      let q: Pending;
-      try {
-        q = prepare(record, `${options.data}:${line}`, candidates, kDocs, usePseudo, summary, warn);
-      } catch (err) {
-        if (!(err instanceof Skip)) throw err;
-        summary.skipped++;
-        summary.skippedReasons[err.reason] = (summary.skippedReasons[err.reason] ?? 0) + 1;
-        warn(`skipped ${err.message}`);
-        continue;
-      }
-      if (matched < done.length) {
-        if (q.question !== done[matched]) {
-          throw new GainragError('E_DATA', `${options.data}:${line}: ${partial} does not match this input (record ${matched + 1} there is "${done[matched]}"); start without --resume`);
-        }
-        matched++;
-        continue;
+  await runStage<Pending, SelectSummary>({
+    stage: 'select',
+    io: options,
+    batchQuestions,
+    settings: {
+      selector: options.modelId ?? null, weights: weightsFingerprint(options.modelId), kDocs, candidates, pseudoPassage: usePseudo, pseudoMaxNewTokens,
+      batchQuestions, maxLength: options.maxLength ?? null, batchTokens: options.batchTokens ?? null, ties, generator: options.generator?.description ?? null,
+    },
+    finished: SELECT_OUTPUT,
+    account,
+    prepare: async (record, where) => {
+      const q = prepare(record, where, candidates, kDocs, usePseudo, summary, warn);
+      // A question that fills the selector's whole pair budget cannot be scored against any
+      // passage; only that record is skipped.
+      if (selector.queryFits && !(await selector.queryFits(q.question, pairBudget))) {
+        throw new Skip('question-too-long', `${where}: the question leaves no room for a passage in the selector's ${pairBudget ?? 'default'}-token pairs (E_DATA)`);
       }
       if (usePseudo && q.pseudo !== undefined) summary.pseudoReused++;
-      batch.push(q);
-      if (batch.length >= batchQuestions) await flush();
-    }
-    if (matched < done.length) throw new GainragError('E_DATA', `${partial} has ${done.length} records but the input only matches ${matched}; start without --resume`);
-    await flush();
-    writer.close();
-    rmSync(settingsPath, { force: true });
-  } catch (err) {
-    writer.abort({ keepPartial: true });
-    throw err;
-  }
-  return finish();
+      return q;
+    },
+    process: processBatch,
+  }, summary);
+
+  summary.questions = summary.written + summary.resumed;
+  const n = Math.max(summary.questions, 1);
+  RECALL_KS.forEach((k, i) => {
+    summary.originRecall[k] = hits.origin[i] / n;
+    summary.rerankRecall[k] = hits.rerank[i] / n;
+    summary.rerankRecallFull[k] = hits.rerankFull[i] / n;
+  });
+  summary.pairsPerSecond = summary.pairs / Math.max(summary.scoreSeconds, 1e-9);
+  return summary;
 }
 
-/** Candidate indices by score, highest first; equal scores keep candidate order; NaN last. */
-export function rankCandidates(scores: ArrayLike<number>): number[] {
+/**
+ * Candidate indices by score, highest first, NaN last. Equal scores: `later` (the default) puts
+ * the later candidate first, as the reference's `np.argsort(s)[-K:][::-1]` does (a stable
+ * ascending sort reversed), so an exact tie between a retrieved passage and the pseudo-passage
+ * (always last) keeps the pseudo-passage; `earlier` keeps candidate order.
+ */
+export function rankCandidates(scores: ArrayLike<number>, ties: TieRule = 'later'): number[] {
   const key = (i: number) => (Number.isNaN(scores[i]) ? -Infinity : scores[i]);
-  return Array.from({ length: scores.length }, (_, i) => i).sort((a, b) => key(b) - key(a) || a - b);
+  const order = ties === 'later' ? (a: number, b: number) => b - a : (a: number, b: number) => a - b;
+  return Array.from({ length: scores.length }, (_, i) => i).sort((a, b) => key(b) - key(a) || order(a, b));
 }
 
 /**
@@ -361,26 +321,6 @@ function prepare(
   const cands: Candidate[] = usable.map((c: Record<string, any>) => ({ ctx: c, title: typeof c.title === 'string' ? c.title : '', text: c.text as string, pseudo: false }));
   const originHit = cands.findIndex((c) => matcher.matches(c.text));
   return { record: r, question: r.question, matcher, candidates: cands, pseudo: usePseudo ? findPseudo(r) : '', originHit: originHit < 0 ? null : originHit };
-}
-
-// Cuts `<out>.partial` back to the last complete group of `group` records, so a resumed run
-// scores the remaining questions in the same groups as an uninterrupted one.
-function cutToGroupBoundary(file: string, group: number): void {
-  const fd = openSync(file, 'r+');
-  try {
-    const size = fstatSync(fd).size;
-    const chunk = Buffer.allocUnsafe(1 << 16);
-    let keep = 0; // byte offset after the last group-th newline
-    let lines = 0;
-    for (let pos = 0; pos < size; ) {
-      const n = readSync(fd, chunk, 0, Math.min(chunk.length, size - pos), pos);
-      for (let i = 0; i < n; i++) if (chunk[i] === 10 && ++lines % group === 0) keep = pos + i + 1;
-      pos += n;
-    }
-    if (keep !== size) ftruncateSync(fd, keep);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /** What `select --resume` accepts as a finished output: records whose ctxs carry selector scores. */

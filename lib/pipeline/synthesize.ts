@@ -33,19 +33,17 @@
 // run's (the engine's padded batches round differently when grouped differently, ~1e-7 relative).
 // Batches are blocks of `batchQuestions` input positions (less the skipped records), so a shard
 // or cluster chunk that starts on a block boundary (lib/io/records.ts) batches as one run does.
-import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { readRecords } from '../io/jsonl.js';
 import { positiveInt, type StageStreamOptions } from './stage.js';
-import { recordResumeSettings, replayFinishedOutput } from './resume.js';
-import { countRecords, openStageOutput, readStageInput, shardOf } from '../io/records.js';
+import { runStage } from './run-stage.js';
 import { validateOutput } from '../io/output.js';
+import { weightsFingerprint } from '../models/fingerprint.js';
 import { cutForTokens, MAX_CHARS_PER_TOKEN } from '../tokenizer.js';
-import { GainragError } from '../errors.js';
 import { emMaxOverGold, f1MaxOverGold } from '../metrics/index.js';
 import { bestPassageIndex } from './filter.js';
 import { Skip, validate, type Passage, type Question } from './synthesize-input.js';
 import { backgroundPrompt, promptWrapper, retrievedPrompt, standardPrompt, taskInstruction, DEFAULT_SYSTEM_PROMPT, type ChatTemplateMode, type ChatTemplater } from './prompts.js';
 import type { GenerationPrompt, TextGenerator } from './openai-generate.js';
+import { nativeGenerator } from './text-backend.js';
 
 /** What synthesis needs from a causal LM (lib/models/causal-lm.ts CausalLM satisfies it). */
 export interface SynthesisModel extends ChatTemplater {
@@ -143,275 +141,142 @@ export async function synthesize(lm: SynthesisModel, options: SynthesizeOptions)
   const generator: TextGenerator = options.generator ?? nativeGenerator(lm);
   const warn = options.warn ?? (() => undefined);
   const signal = options.signal;
-  const started = Date.now();
   const summary: SynthesizeSummary = {
     input: options.data, output: options.out, records: 0, written: 0, resumed: 0, skipped: 0, skippedReasons: {},
     droppedPassages: 0, droppedAnswers: 0, truncatedPassages: 0, passagesScored: 0, nonFiniteScores: 0, seconds: 0, questionsPerSecond: 0, bestPassageEM: 0,
   };
-  const skip = (s: Skip) => {
-    summary.skipped++;
-    summary.skippedReasons[s.reason] = (summary.skippedReasons[s.reason] ?? 0) + 1;
-    warn(`skipped ${s.message}`);
-  };
-
   let bestCorrect = 0;
-  // Count for progress; a damaged record is reported by the main pass, after the work before it.
-  if (options.resume && options.format === 'arrow') throw new GainragError('E_INVALID_ARG', '--resume is supported for JSONL outputs only; rerun without --resume or write JSONL');
-  let total = 0;
-  const range = options.range ?? (await shardOf(options.data, options.shard, batchQuestions));
-  try {
-    const all = await countRecords(options.data);
-    total = range ? Math.max(0, Math.min(range.end, all) - range.start) : all;
-  } catch (err) {
-    if ((err as { code?: string }).code !== 'E_DATA') throw err;
-  }
 
-  if (options.resume && !existsSync(`${options.out}.partial`) && existsSync(options.out)) {
-    // A finished run: nothing to redo (start without --resume to recompute). But only if the
-    // file really is this stage's output for this input: an unrelated file at --out must not
-    // turn into "already complete" with exit 0.
-    summary.resumed = await replayFinishedOutput(options.out, options.data, SYNTHESIZE_OUTPUT, (record) => {
-      if (isBestCorrect(record)) bestCorrect++;
-    });
-    warn(`${options.out} is already complete; nothing to resume`);
-    summary.records = summary.resumed;
-    summary.bestPassageEM = summary.resumed > 0 ? bestCorrect / summary.resumed : 0;
-    return summary;
-  }
-  // What the output depends on, kept beside the partial file: resuming with other settings
-  // would mix two kinds of records in one file.
-  const settings: Record<string, unknown> = {
-    model: options.modelId ?? null, contextLength: lm.contextLength, topK, alpha, instruction, pseudoPassage: usePseudo, maxNewTokens,
-    pseudoMaxNewTokens, chatTemplate: options.chatTemplate ?? 'auto', systemPrompt, generator: generator.description,
-  };
-  const settingsPath = `${options.out}.partial.settings.json`; // removed when the run completes
-  const writer = openStageOutput(options.out, { format: options.format ?? 'jsonl', kind: 'json', append: options.resume ?? false, inputs: [options.data] });
-  try {
-    recordResumeSettings(options.out, settings, writer.resumedRecords > 0);
-    // Questions of the records already in the partial file, to match them against the input.
-    const done: string[] = [];
-    if (writer.resumedRecords > 0) {
-      for await (const { record } of readRecords(writer.partialPath)) {
-        if (done.length === writer.resumedRecords) break;
-        done.push(String(record?.question));
-        if (isBestCorrect(record)) bestCorrect++;
-      }
+  const scoreBatch = async (qs: Question[]): Promise<object[]> => {
+    if (usePseudo) {
+      const prompts = qs.map((q) => ({ raw: backgroundPrompt(q.question), wrapped: wrap(backgroundPrompt(q.question)) }));
+      const texts = await generator.generate(prompts, { maxNewTokens: pseudoMaxNewTokens, signal });
+      qs.forEach((q, i) => q.passages.push({ title: '', text: texts[i], promptText: texts[i], has_answer: null, retrieval_score: null, pseudo: true }));
+      for (const q of qs) await fitPassages(q, q.passages.length - 1);
     }
-    summary.resumed = done.length;
-    if (options.resume && writer.resumedRecords === 0) warn(`nothing to resume in ${writer.partialPath}; starting from the first question`);
-    let seen = 0;
-    let matched = 0;
-    let batch: Question[] = [];
-    const report = (note: string) => options.onProgress?.(seen, total, note);
-
-    const flushBatch = async () => {
-      if (batch.length === 0) return;
-      const records = await scoreBatch(batch);
-      for (const r of records) {
-        writer.write(r);
-        if (isBestCorrect(r)) bestCorrect++;
-      }
-      writer.flush();
-      summary.written += records.length;
-      batch = [];
-      report('scored');
-    };
-
-    const scoreBatch = async (qs: Question[]): Promise<object[]> => {
-      if (usePseudo) {
-        const prompts = qs.map((q) => ({ raw: backgroundPrompt(q.question), wrapped: wrap(backgroundPrompt(q.question)) }));
-        const texts = await generator.generate(prompts, { maxNewTokens: pseudoMaxNewTokens, signal });
-        qs.forEach((q, i) => q.passages.push({ title: '', text: texts[i], promptText: texts[i], has_answer: null, retrieval_score: null, pseudo: true }));
-        for (const q of qs) await fitPassages(q, q.passages.length - 1);
-      }
-      const contexts = qs.map((q) => q.passages.map((p) => wrap(retrievedPrompt(instruction, q.question, p.title, p.promptText))));
-      const ppl = await lm.contrastivePerplexity(
-        qs.map((q, i) => ({ standardPrompt: wrap(q.standard), contextPrompts: contexts[i], answers: q.scoring })),
-        { alpha, signal },
-      );
-      const flat: GenerationPrompt[] = [];
-      qs.forEach((q, i) => q.passages.forEach((p, j) => flat.push({ raw: retrievedPrompt(instruction, q.question, p.title, p.promptText), wrapped: contexts[i][j] })));
-      const answers = await generator.generate(flat, { maxNewTokens, signal });
-      let k = 0;
-      return qs.map((q, i) => {
-        const passages = q.passages.map((p, j) => {
-          const prediction = answers[k++];
-          return {
-            title: p.title,
-            text: p.text,
-            has_answer: p.has_answer,
-            retrieval_score: p.retrieval_score,
-            prompt_retrieved: retrievedPrompt(instruction, q.question, p.title, p.promptText),
-            PPL_CD: ppl[i].min[j],
-            // Plain perplexity given the passage (the reference's data2selector sort key).
-            retrieved_ppl: ppl[i].plainMin?.[j] ?? null,
-            EM_with_retrieval: emMaxOverGold(prediction, q.golds),
-            F1_with_retrieval: f1MaxOverGold(prediction, q.golds),
-            generated: prediction,
-            ...(p.pseudo ? { pseudo: true } : {}),
-            ...(p.truncated ? { truncated: true } : {}),
-          };
-        });
-        summary.passagesScored += passages.length;
-        const broken = passages.filter((p) => !Number.isFinite(p.PPL_CD)).length;
-        if (broken > 0) {
-          summary.nonFiniteScores += broken;
-          warn(`${q.where}: ${broken} of ${passages.length} passage scores are not finite numbers (NaN/Infinity) (E_DATA)`);
-        }
-        return { ...(q.id !== undefined ? { id: q.id } : {}), question: q.question, answers: q.answers, prompt_standard: q.standard, passages };
+    const contexts = qs.map((q) => q.passages.map((p) => wrap(retrievedPrompt(instruction, q.question, p.title, p.promptText))));
+    const ppl = await lm.contrastivePerplexity(
+      qs.map((q, i) => ({ standardPrompt: wrap(q.standard), contextPrompts: contexts[i], answers: q.scoring })),
+      { alpha, signal },
+    );
+    const flat: GenerationPrompt[] = [];
+    qs.forEach((q, i) => q.passages.forEach((p, j) => flat.push({ raw: retrievedPrompt(instruction, q.question, p.title, p.promptText), wrapped: contexts[i][j] })));
+    const answers = await generator.generate(flat, { maxNewTokens, signal });
+    let k = 0;
+    return qs.map((q, i) => {
+      const passages = q.passages.map((p, j) => {
+        const prediction = answers[k++];
+        return {
+          title: p.title,
+          text: p.text,
+          has_answer: p.has_answer,
+          retrieval_score: p.retrieval_score,
+          prompt_retrieved: retrievedPrompt(instruction, q.question, p.title, p.promptText),
+          PPL_CD: ppl[i].min[j],
+          // Plain perplexity given the passage (the reference's data2selector sort key).
+          retrieved_ppl: ppl[i].plainMin?.[j] ?? null,
+          EM_with_retrieval: emMaxOverGold(prediction, q.golds),
+          F1_with_retrieval: f1MaxOverGold(prediction, q.golds),
+          generated: prediction,
+          ...(p.pseudo ? { pseudo: true } : {}),
+          ...(p.truncated ? { truncated: true } : {}),
+        };
       });
-    };
+      summary.passagesScored += passages.length;
+      const broken = passages.filter((p) => !Number.isFinite(p.PPL_CD)).length;
+      if (broken > 0) {
+        summary.nonFiniteScores += broken;
+        warn(`${q.where}: ${broken} of ${passages.length} passage scores are not finite numbers (NaN/Infinity) (E_DATA)`);
+      }
+      return { ...(q.id !== undefined ? { id: q.id } : {}), question: q.question, answers: q.answers, prompt_standard: q.standard, passages };
+    });
+  };
 
-    // Cuts passage texts (from index `from`) until prompt + longest answer fits the context;
-    // drops a passage whose prompt does not fit even with no text (a huge title).
-    const fitPassages = async (q: Question, from: number) => {
-      const ps = q.passages.slice(from);
-      // A passage never keeps more tokens than the context holds: cut huge texts before tokenising.
-      const prompts = ps.map((p) => wrap(retrievedPrompt(instruction, q.question, p.title, cutForTokens(p.text, lm.contextLength))));
-      const lengths = (await lm.tokenizer.encodeRaw(prompts)).map((t) => t.length);
-      const unfit = new Set<Passage>();
-      for (let i = 0; i < ps.length; i++) {
-        if (lengths[i] <= q.budget) continue;
-        const p = ps[i];
-        const [ids] = await lm.tokenizer.encodeRaw([cutForTokens(p.text, lm.contextLength)]);
-        let keep = ids.length - (lengths[i] - q.budget);
-        for (let attempt = 0; ; attempt++) {
-          // Re-tokenising the joined prompt can merge differently at the cut: measure again.
-          p.promptText = keep > 0 ? await lm.tokenizer.decode(ids.slice(0, keep), true) : '';
-          const [t] = await lm.tokenizer.encodeRaw([wrap(retrievedPrompt(instruction, q.question, p.title, p.promptText))]);
-          if (t.length <= q.budget) break;
-          if (keep <= 0) {
-            unfit.add(p);
-            break;
-          }
-          keep = attempt >= 8 ? 0 : keep - Math.max(1, t.length - q.budget);
+  // Cuts passage texts (from index `from`) until prompt + longest answer fits the context;
+  // drops a passage whose prompt does not fit even with no text (a huge title).
+  const fitPassages = async (q: Question, from: number) => {
+    const ps = q.passages.slice(from);
+    // A passage never keeps more tokens than the context holds: cut huge texts before tokenising.
+    const prompts = ps.map((p) => wrap(retrievedPrompt(instruction, q.question, p.title, cutForTokens(p.text, lm.contextLength))));
+    const lengths = (await lm.tokenizer.encodeRaw(prompts)).map((t) => t.length);
+    const unfit = new Set<Passage>();
+    for (let i = 0; i < ps.length; i++) {
+      if (lengths[i] <= q.budget) continue;
+      const p = ps[i];
+      const [ids] = await lm.tokenizer.encodeRaw([cutForTokens(p.text, lm.contextLength)]);
+      let keep = ids.length - (lengths[i] - q.budget);
+      for (let attempt = 0; ; attempt++) {
+        // Re-tokenising the joined prompt can merge differently at the cut: measure again.
+        p.promptText = keep > 0 ? await lm.tokenizer.decode(ids.slice(0, keep), true) : '';
+        const [t] = await lm.tokenizer.encodeRaw([wrap(retrievedPrompt(instruction, q.question, p.title, p.promptText))]);
+        if (t.length <= q.budget) break;
+        if (keep <= 0) {
+          unfit.add(p);
+          break;
         }
-        const name = p.title || (p.pseudo ? '(pseudo-passage)' : '(untitled)');
-        if (unfit.has(p)) {
-          summary.droppedPassages++;
-          warn(`${q.where}: passage "${name}" dropped: its prompt does not fit the model's context (${lm.contextLength} tokens) even without text (E_DATA)`);
-          continue;
-        }
-        p.truncated = true;
-        summary.truncatedPassages++;
-        warn(`${q.where}: passage "${name}" cut to ${Math.max(keep, 0)} of ${ids.length} tokens to fit the model's context (${lm.contextLength})`);
+        keep = attempt >= 8 ? 0 : keep - Math.max(1, t.length - q.budget);
       }
-      if (unfit.size > 0) q.passages = q.passages.filter((p) => !unfit.has(p));
-    };
-
-    const prepare = async (record: unknown, line: number): Promise<Question> => {
-      const where = `${options.data}:${line}`;
-      const q = validate(record, where, topK, usePseudo, warn, summary);
-      if (q.question.length > lm.contextLength * MAX_CHARS_PER_TOKEN) {
-        throw new Skip('prompt-too-long', `${where}: the question (${q.question.length} characters) cannot fit the model's context (${lm.contextLength} tokens) (E_DATA)`);
+      const name = p.title || (p.pseudo ? '(pseudo-passage)' : '(untitled)');
+      if (unfit.has(p)) {
+        summary.droppedPassages++;
+        warn(`${q.where}: passage "${name}" dropped: its prompt does not fit the model's context (${lm.contextLength} tokens) even without text (E_DATA)`);
+        continue;
       }
-      const answerIds = await lm.tokenizer.encodeRaw(q.scoring);
-      const usable = q.scoring.filter((_, i) => answerIds[i].length > 0);
-      if (usable.length < q.scoring.length) {
-        summary.droppedAnswers += q.scoring.length - usable.length;
-        warn(`${where}: answers that tokenize to nothing are not scored`);
-      }
-      if (usable.length === 0) throw new Skip('no-answers', `${where}: no gold answer with any tokens (E_DATA)`);
-      q.scoring = usable;
-      q.budget = lm.contextLength - Math.max(...answerIds.map((t) => t.length));
-      q.standard = standardPrompt(instruction, q.question);
-      // The passage-free prompts must fit: the standard one, and the pseudo-passage's (cut to nothing if need be).
-      const floor = [wrap(q.standard), ...(usePseudo ? [wrap(retrievedPrompt(instruction, q.question, '', ''))] : [])];
-      const longest = Math.max(...(await lm.tokenizer.encodeRaw(floor)).map((t) => t.length));
-      if (longest > q.budget) throw new Skip('prompt-too-long', `${where}: the question prompt alone (${longest} tokens) leaves no room for the answer in the model's context (${lm.contextLength}) (E_DATA)`);
-      await fitPassages(q, 0);
-      if (q.passages.length === 0 && !usePseudo) throw new Skip('no-passages', `${where}: no passage fits the model's context (E_DATA)`);
-      return q;
-    };
-
-    report('start');
-    const input = readStageInput(options.data, { range })[Symbol.asyncIterator]();
-    for (;;) {
-      let next: IteratorResult<{ record: any; line: number; position: number }>; // eslint-disable-line @typescript-eslint/no-explicit-any
-      try {
-        next = await input.next();
-      } catch (err) {
-        // Damaged input: finish the questions already read so that --resume starts after them.
-        if (!signal?.aborted) await flushBatch();
-        throw err;
-      }
-      if (next.done) break;
-      const { record, line, position } = next.value;
-      summary.records++;
-      if (signal?.aborted) throw new GainragError('E_CANCELLED', 'synthesis was cancelled');
-      seen++;
-      if (matched < done.length) {
-        // Already in the partial file, or skipped before it was written (the same decision again).
-        if (typeof record?.question === 'string' && record.question === done[matched]) {
-          matched++;
-          report('resumed');
-          continue;
-        }
-        try {
-          await prepare(record, line);
-        } catch (err) {
-          if (err instanceof Skip) {
-            skip(err);
-            continue;
-          }
-          throw err;
-        }
-        throw new GainragError('E_DATA', `${options.data}:${line}: ${writer.partialPath} does not match this input (record ${matched + 1} there is "${done[matched]}"); was the input or were the options changed? Start without --resume`);
-      }
-      try {
-        batch.push(await prepare(record, line));
-      } catch (err) {
-        if (!(err instanceof Skip)) throw err;
-        skip(err);
-        report('skipped');
-      }
-      // Batches are blocks of absolute input positions, so a resumed run, a shard and a cluster
-      // chunk group (and round) their questions exactly as one uninterrupted run does.
-      if ((position + 1) % batchQuestions === 0) await flushBatch();
+      p.truncated = true;
+      summary.truncatedPassages++;
+      warn(`${q.where}: passage "${name}" cut to ${Math.max(keep, 0)} of ${ids.length} tokens to fit the model's context (${lm.contextLength})`);
     }
-    if (matched < done.length) throw new GainragError('E_DATA', `${writer.partialPath} has ${done.length} records but the input only matches ${matched}; start without --resume`);
-    await flushBatch();
-    writer.close();
-    rmSync(settingsPath, { force: true });
-  } catch (err) {
-    writer.abort({ keepPartial: true });
-    throw err;
-  }
-  summary.seconds = (Date.now() - started) / 1000;
+    if (unfit.size > 0) q.passages = q.passages.filter((p) => !unfit.has(p));
+  };
+
+  const prepare = async (record: unknown, where: string): Promise<Question> => {
+    const q = validate(record, where, topK, usePseudo, warn, summary);
+    if (q.question.length > lm.contextLength * MAX_CHARS_PER_TOKEN) {
+      throw new Skip('prompt-too-long', `${where}: the question (${q.question.length} characters) cannot fit the model's context (${lm.contextLength} tokens) (E_DATA)`);
+    }
+    const answerIds = await lm.tokenizer.encodeRaw(q.scoring);
+    const usable = q.scoring.filter((_, i) => answerIds[i].length > 0);
+    if (usable.length < q.scoring.length) {
+      summary.droppedAnswers += q.scoring.length - usable.length;
+      warn(`${where}: answers that tokenize to nothing are not scored`);
+    }
+    if (usable.length === 0) throw new Skip('no-answers', `${where}: no gold answer with any tokens (E_DATA)`);
+    q.scoring = usable;
+    q.budget = lm.contextLength - Math.max(...answerIds.map((t) => t.length));
+    q.standard = standardPrompt(instruction, q.question);
+    // The passage-free prompts must fit: the standard one, and the pseudo-passage's (cut to nothing if need be).
+    const floor = [wrap(q.standard), ...(usePseudo ? [wrap(retrievedPrompt(instruction, q.question, '', ''))] : [])];
+    const longest = Math.max(...(await lm.tokenizer.encodeRaw(floor)).map((t) => t.length));
+    if (longest > q.budget) throw new Skip('prompt-too-long', `${where}: the question prompt alone (${longest} tokens) leaves no room for the answer in the model's context (${lm.contextLength}) (E_DATA)`);
+    await fitPassages(q, 0);
+    if (q.passages.length === 0 && !usePseudo) throw new Skip('no-passages', `${where}: no passage fits the model's context (E_DATA)`);
+    return q;
+  };
+
+  await runStage<Question, SynthesizeSummary>({
+    stage: 'synthesize',
+    io: options,
+    batchQuestions,
+    // What the output depends on: resuming with other settings would mix two kinds of records.
+    settings: {
+      model: options.modelId ?? null, weights: weightsFingerprint(options.modelId), contextLength: lm.contextLength, topK, alpha, instruction,
+      pseudoPassage: usePseudo, maxNewTokens, pseudoMaxNewTokens, chatTemplate: options.chatTemplate ?? 'auto', systemPrompt, generator: generator.description,
+    },
+    finished: SYNTHESIZE_OUTPUT,
+    account: (record) => {
+      if (isBestCorrect(record)) bestCorrect++;
+    },
+    prepare,
+    process: scoreBatch,
+  }, summary);
   summary.questionsPerSecond = summary.written / Math.max(summary.seconds, 1e-9);
   const all = summary.written + summary.resumed;
   summary.bestPassageEM = all > 0 ? bestCorrect / all : 0;
   return summary;
 }
 
-/**
- * Greedy generation with the model itself. A prompt near the end of the context gets fewer new
- * tokens (what is left of the context) rather than a shorter passage, so the prompt that is
- * answered is the one that was scored; prompts are grouped by that limit, one call per group.
- */
-export function nativeGenerator(lm: SynthesisModel): TextGenerator {
-  return {
-    description: 'native',
-    async generate(prompts, options) {
-      const wrapped = prompts.map((p) => p.wrapped);
-      const lengths = (await lm.tokenizer.encodeRaw(wrapped)).map((t) => t.length);
-      const groups = new Map<number, number[]>();
-      const out = new Array<string>(prompts.length).fill('');
-      lengths.forEach((n, i) => {
-        const room = Math.min(options.maxNewTokens, lm.contextLength - n);
-        if (room < 1) return; // no room to answer: the empty answer scores 0
-        const g = groups.get(room);
-        if (g) g.push(i);
-        else groups.set(room, [i]);
-      });
-      for (const [room, rows] of groups) {
-        const r = await lm.generate(rows.map((i) => wrapped[i]), { maxNewTokens: room, temperature: 0, signal: options.signal });
-        rows.forEach((i, k) => (out[i] = r.texts[k]));
-      }
-      return out;
-    },
-  };
-}
+// Kept here too: synthesize's native generator is part of the public API since round 1.
+export { nativeGenerator } from './text-backend.js';
 
 function isBestCorrect(record: { passages?: { PPL_CD: number | null; EM_with_retrieval: boolean }[] }): boolean {
   const ps = record?.passages;

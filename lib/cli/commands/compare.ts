@@ -8,7 +8,7 @@ import { checkCompareOptions, compare, formatComparison, type CompareOptions } f
 import { DEFAULT_TASK, TASK_INSTRUCTIONS, promptWrapper } from '../../pipeline/prompts.js';
 import { nativeGenerator } from '../../pipeline/synthesize.js';
 import { DEFAULT_MAX_NEW_TOKENS } from '../../pipeline/generate.js';
-import { progressReporter, runResumable, stageWarner } from '../../retrieval/cli-progress.js';
+import { progressReporter, runResumable, stageWarner } from '../progress.js';
 import { generatorOptions, pseudoWriter, type GeneratorArgs } from './select.js';
 
 interface Args extends GeneratorArgs {

@@ -1,7 +1,7 @@
 // `gainrag index build` (embed a passage file) and the `gainrag index` command group.
 import type { CommandModule } from 'yargs';
 import { buildIndex } from '../../retrieval/build.js';
-import { progressReporter, withInterrupt } from '../../retrieval/cli-progress.js';
+import { progressReporter, withInterrupt } from '../progress.js';
 import type { IndexDType, IndexMetric } from '../../retrieval/dense-index.js';
 import { indexImportCommand } from './index-import.js';
 

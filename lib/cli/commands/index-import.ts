@@ -1,7 +1,7 @@
 // `gainrag index import`: an index directory from precomputed embeddings (.npy, row i = passage i).
 import type { CommandModule } from 'yargs';
 import { importIndex } from '../../retrieval/build.js';
-import { withInterrupt } from '../../retrieval/cli-progress.js';
+import { withInterrupt } from '../progress.js';
 import type { IndexDType, IndexMetric } from '../../retrieval/dense-index.js';
 
 interface Args {

@@ -1,4 +1,5 @@
-// Progress on stderr for the CLI's long commands: a bar on a terminal, a line every 10 s (and at
+// Progress on stderr for the CLI's long commands (the CLI's own: the library reports progress
+// through onProgress callbacks and never prints or exits): a bar on a terminal, a line every 10 s (and at
 // the end) otherwise. Also wires SIGINT/SIGTERM to an AbortSignal so an interrupted job stops at a
 // batch boundary and leaves no half-written output behind, and prints warnings without tearing
 // the bar.
@@ -58,24 +59,44 @@ export async function withInterrupt<T>(job: (signal: AbortSignal) => Promise<T>)
   }
 }
 
-/** A warning that is routine in a long run: printed `limit` times, then summarised once as `more`. */
+/** A warning that is routine in a long run: its own text for the line that ends it. */
 export interface RoutineWarning {
   match: string;
   more: string;
   limit?: number;
 }
 
-/** Prints `gainrag: warning: ...` on stderr next to `progress`, thinning out routine warnings. */
+/** How many warnings of one kind are printed before the rest are only counted. */
+export const WARNINGS_PER_KIND = 3;
+
+/**
+ * The kind of a warning: its text without the FILE:LINE it names, quoted strings and numbers,
+ * so that "data.jsonl:12: passage "X" cut to 40 of 900 tokens" and the same at line 13 are one kind.
+ */
+export function warningKind(message: string): string {
+  return message
+    .replace(/^skipped /, 'skipped:')
+    .replace(/^\S+:\d+: /, '')
+    .replace(/"(?:[^"\\]|\\.)*"/g, '""')
+    .replace(/-?\d+(\.\d+)?(e[+-]?\d+)?/gi, '#');
+}
+
+/**
+ * Prints `gainrag: warning: ...` on stderr next to `progress`, with one thinning rule for every
+ * stage: each kind of warning (warningKind) is printed WARNINGS_PER_KIND times, then one line
+ * says that more of that kind follow uncounted here (the summary counts them), then it is quiet.
+ * `routine` gives some kinds their own closing line and limit.
+ */
 export function stageWarner(progress: ProgressReporter, routine: readonly RoutineWarning[] = []): (message: string) => void {
-  const seen = routine.map(() => 0);
+  const seen = new Map<string, number>();
   return (message) => {
-    const i = routine.findIndex((r) => message.includes(r.match));
-    if (i >= 0) {
-      const limit = routine[i].limit ?? 3;
-      seen[i] += 1;
-      if (seen[i] > limit + 1) return;
-      if (seen[i] === limit + 1) message = routine[i].more;
-    }
+    const special = routine.find((r) => message.includes(r.match));
+    const kind = special ? `routine:${special.match}` : warningKind(message);
+    const limit = special?.limit ?? WARNINGS_PER_KIND;
+    const n = (seen.get(kind) ?? 0) + 1;
+    seen.set(kind, n);
+    if (n > limit + 1) return;
+    if (n === limit + 1) message = special?.more ?? `more warnings like the last one follow; they are not printed (the summary counts what was skipped, cut or dropped)`;
     process.stderr.write(`${progress.drawing ? '\n' : ''}gainrag: warning: ${message}\n`);
   };
 }

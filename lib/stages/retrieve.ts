@@ -1,0 +1,49 @@
+// The retrieve stage: top-k passages for every question (lib/retrieval/retrieve.ts).
+import path from 'node:path';
+import type { Argv } from 'yargs';
+import { openRetrieveResources, retrieve, type RetrieveOptions, type RetrieveResources, type RetrieveSummary } from '../retrieval/retrieve.js';
+import { validateOutput } from '../io/output.js';
+import { positiveInt } from '../pipeline/stage.js';
+import { cached, scaleArgs, withScaleOptions, type ParsedArgs } from './flags.js';
+import type { StageDefinition, StageRunBase } from './definition.js';
+
+export type RetrieveStageOptions = RetrieveOptions & StageRunBase;
+
+export const retrieveStage: StageDefinition<RetrieveStageOptions, RetrieveResources, RetrieveSummary> = {
+  name: 'retrieve',
+  describe: 'retrieve the top-k passages for each question (JSON/JSONL {question, answers}) into a JSONL file',
+  unit: 'questions',
+  builder: (y: Argv) =>
+    withScaleOptions(y)
+      .option('index', { type: 'string', demandOption: true, describe: 'index directory (gainrag index build/import)' })
+      .option('encoder', { type: 'string', demandOption: true, describe: 'bi-encoder model directory (the one that built the index)' })
+      .option('data', { type: 'string', demandOption: true, describe: 'questions: JSON array or JSONL of {question, answers}' })
+      .option('top-k', { type: 'number', default: 100, describe: 'passages per question' })
+      .option('out', { type: 'string', demandOption: true, describe: 'output JSONL (input fields + ctxs)' })
+      .option('batch-size', { type: 'number', default: 512, describe: 'questions embedded and searched together' })
+      .option('max-length', { type: 'number', describe: 'tokens per question (default: the model maximum)' })
+      .option('device', { type: 'string', describe: 'encoder device: cpu, cuda, cuda:N' }) as unknown as Argv,
+  optionsFromArgs: (a: ParsedArgs) => ({
+    index: a.index, encoder: a.encoder, data: a.data, out: a.out, topK: a['top-k'], batchSize: a['batch-size'], maxLength: a['max-length'], device: a.device,
+    ...scaleArgs(a as never),
+  }),
+  check: (o) => {
+    positiveInt('topK', o.topK ?? 100);
+    positiveInt('batchSize', o.batchSize ?? 512);
+    if (o.maxLength !== undefined) positiveInt('maxLength', o.maxLength);
+    validateOutput(o.out, 'file', { inputs: [o.data], label: 'out' });
+  },
+  alignment: (o) => o.batchSize ?? 512,
+  load: (o, cache) =>
+    cached(cache, `retrieve\0${path.resolve(o.index)}\0${path.resolve(o.encoder)}\0${o.device}\0${o.maxLength}`, () =>
+      openRetrieveResources({ index: o.index, encoder: o.encoder, device: o.device, maxLength: o.maxLength })),
+  run: (resources, o) => retrieve({ ...o, resources, onProgress: (done) => o.onProgress?.(done) }),
+  written: (s) => s.questions,
+  format: (s) => {
+    const lines = [`retrieved top-${s.topK} for ${s.questions} questions into ${s.out}`];
+    const misses = s.withoutAnswers > 0 ? ` (${s.withoutAnswers} without answers, counted as misses)` : '';
+    lines.push(`recall over all ${s.questions} questions${misses}:`);
+    for (const [k, r] of Object.entries(s.recall)) lines.push(`  Recall@${k.padEnd(4)} ${(r * 100).toFixed(2)}%`);
+    return `${lines.join('\n')}\n`;
+  },
+};
