@@ -11,6 +11,7 @@ import path from 'node:path';
 import { GainragError } from '../errors.js';
 import { AtomicJsonlWriter, readRecords, type RecordAt } from './jsonl.js';
 import { AtomicArrowWriter, countArrowRows, readArrowRecords, type ArrowKind } from './arrow-records.js';
+import type { ManifestSpec } from './manifest.js';
 
 export type RecordFormat = 'jsonl' | 'arrow';
 
@@ -226,12 +227,18 @@ export interface WriterOptions {
   metadata?: Record<string, string>;
   append?: boolean;
   inputs?: string[];
+  /**
+   * Publish `<file>.gainrag.json` (lib/io/manifest.ts) when the writer closes: stage, settings,
+   * the identity of `input` (as it is when the writer opens), the input range covered, and the
+   * records in the output (resumed ones included).
+   */
+  manifest?: ManifestSpec;
 }
 
 export function openStageOutput(file: string, options: WriterOptions): RecordWriter {
-  if (options.format === 'jsonl') return AtomicJsonlWriter.open(file, { append: options.append, inputs: options.inputs });
+  if (options.format === 'jsonl') return AtomicJsonlWriter.open(file, { append: options.append, inputs: options.inputs, manifest: options.manifest });
   if (options.append) throw new GainragError('E_INVALID_ARG', `${path.basename(file)}: --resume is supported for JSONL outputs only; rerun without --resume or write JSONL`);
-  return new AtomicArrowWriter(file, options.kind ?? 'json', options.metadata, options.inputs);
+  return new AtomicArrowWriter(file, options.kind ?? 'json', { metadata: options.metadata, inputs: options.inputs, manifest: options.manifest });
 }
 
 /** Resolves --shard into a range of `file` (undefined: the whole input). */
