@@ -11,7 +11,8 @@
 // answers file by evaluate(), Recall@K from the ctxs each run answered with (DPR matching).
 // Each stage writes its file atomically plus `<file>.summary.json`; with `resume` a stage whose
 // file and summary exist is not run again, and an unfinished one continues from its partial file.
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { writeFileAtomic } from '../io/output.js';
 import path from 'node:path';
 import { GainragError } from '../errors.js';
 import { AtomicJsonlWriter, readRecords } from '../io/jsonl.js';
@@ -117,8 +118,7 @@ export async function compare(options: CompareOptions): Promise<CompareSummary> 
   const resume = options.resume ?? false;
   const finished = (out: string) => resume && existsSync(out) && existsSync(`${out}.summary.json`);
   const saveSummary = (out: string, value: unknown) => {
-    writeFileSync(`${out}.summary.json.tmp`, JSON.stringify(value));
-    renameSync(`${out}.summary.json.tmp`, `${out}.summary.json`);
+    writeFileAtomic(`${out}.summary.json`, JSON.stringify(value));
   };
   const loadSummary = <T>(out: string): T => JSON.parse(readFileSync(`${out}.summary.json`, 'utf8')) as T;
 
@@ -203,8 +203,7 @@ export async function compare(options: CompareOptions): Promise<CompareSummary> 
     summary.gainrag = s;
     for (const k of kDocs) await answer('gainrag', out, k, s.seconds);
   }
-  writeFileSync(file('compare.json.tmp'), JSON.stringify(summary, null, 1));
-  renameSync(file('compare.json.tmp'), file('compare.json'));
+  writeFileAtomic(file('compare.json'), JSON.stringify(summary, null, 1));
   return summary;
 }
 
