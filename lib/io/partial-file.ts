@@ -15,8 +15,8 @@ export interface PartialFileOptions {
   append?: boolean;
   /** A lock the caller already holds on the output: used as is and left to the caller to release. */
   lock?: OutputLock;
-  /** Publish `<out>.gainrag.json` with the output. */
-  manifest?: ManifestSpec;
+  /** Publish `<out>.gainrag.json` with the output. `inputIdentity` carries one found earlier (merge). */
+  manifest?: ManifestSpec & { inputIdentity?: OutputManifest['input'] };
   /** Name used in messages. */
   label?: string;
 }
@@ -54,7 +54,7 @@ export class PartialFile {
       // The input is identified as it is when the run starts reading it.
       const m = options.manifest;
       const manifest = m
-        ? { format: MANIFEST_FORMAT, stage: m.stage, settings: m.settings, input: m.input ? inputIdentity(m.input) : null, range: m.range ? { start: m.range.start, end: m.range.end } : null } as const
+        ? { format: MANIFEST_FORMAT, stage: m.stage, settings: m.settings, input: m.inputIdentity !== undefined ? m.inputIdentity : m.input ? inputIdentity(m.input) : null, range: m.range ? { start: m.range.start, end: m.range.end } : null } as const
         : undefined;
       if (!options.append) removeManifest(file);
       const resume = Boolean(options.append) && existsSync(partial);

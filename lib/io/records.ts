@@ -100,7 +100,7 @@ export function chunkRanges(total: number, size: number): Range[] {
 
 // Walks a JSONL file's lines with Buffer.indexOf, counting records (lines with a non-blank
 // character) without parsing them. Stops at record `stop` and returns where it starts.
-function scanJsonl(file: string, stop = Infinity): { records: number; byte: number; line: number; array: boolean } {
+function scanJsonl(file: string, stop = Infinity): { records: number; byte: number; line: number; array: boolean; torn: boolean } {
   let fd: number;
   try {
     fd = openSync(file, 'r');
@@ -133,9 +133,9 @@ function scanJsonl(file: string, stop = Infinity): { records: number; byte: numb
             i++;
             continue;
           }
-          if (first && c === 0x5b) return { records: 0, byte: 0, line: 1, array: true }; // '[': a JSON array file
+          if (first && c === 0x5b) return { records: 0, byte: 0, line: 1, array: true, torn: false }; // '[': a JSON array file
           first = false;
-          if (records === stop) return { records, byte: lineStart, line, array: false };
+          if (records === stop) return { records, byte: lineStart, line, array: false, torn: false };
           blank = false;
           records++;
         }
@@ -154,7 +154,16 @@ function scanJsonl(file: string, stop = Infinity): { records: number; byte: numb
   } finally {
     closeSync(fd);
   }
-  return { records, byte: pos, line, array: false };
+  return { records, byte: pos, line, array: false, torn: !blank };
+}
+
+/**
+ * The shape of a JSONL file without parsing it: record count, whether it is a JSON array file
+ * instead, and whether its last record lacks the final newline (a torn write or copy).
+ */
+export function jsonlShape(file: string): { records: number; array: boolean; torn: boolean } {
+  const { records, array, torn } = scanJsonl(file);
+  return { records, array, torn };
 }
 
 /** Records in a stage input or output: JSONL lines, JSON array elements, or Arrow rows. */
