@@ -11,7 +11,8 @@
 // answers file by evaluate(), Recall@K from the ctxs each run answered with (DPR matching).
 // Each stage writes its file atomically plus `<file>.summary.json`; with `resume` a stage whose
 // file and summary exist is not run again, and an unfinished one continues from its partial file.
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { claimCompareDir } from './compare-dir.js';
 import { writeFileAtomic } from '../io/output.js';
 import path from 'node:path';
 import { GainragError } from '../errors.js';
@@ -113,7 +114,7 @@ export async function compare(options: CompareOptions): Promise<CompareSummary> 
   const generateAnswers = options.generateAnswers ?? defaultGenerateAnswers;
   const warn = options.warn ?? (() => undefined);
   const dir = options.outDir;
-  mkdirSync(dir, { recursive: true });
+  claimCompareDir(dir); // never over files of compare's names that compare did not write
   const file = (name: string) => path.join(dir, name);
   const resume = options.resume ?? false;
   const finished = (out: string) => resume && existsSync(out) && existsSync(`${out}.summary.json`);
