@@ -5,10 +5,10 @@
 // (i, i + d/2). The q/k projection rows are permuted per head so both give the same attention,
 // as transformers' convert_llama_weights_to_hf does. The tokenizer becomes a sentencepiece-style
 // BPE (metaspace ▁, byte fallback <0xXX>) whose merges follow llama2.c's score order.
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync, existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { GainragError, ioError } from '../errors.js';
-import { validateOutput } from '../io/output.js';
+import { validateOutput, writeFileAtomic } from '../io/output.js';
 
 export interface Llama2cHeader {
   dim: number;
@@ -225,11 +225,11 @@ export function convertLlama2c(options: ConvertLlama2cOptions): { out: string; h
   const tmp = `${target}.tmp-${process.pid}-${Date.now()}`;
   mkdirSync(tmp, { recursive: true });
   try {
-    writeFileSync(path.join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
-    writeFileSync(path.join(tmp, 'generation_config.json'), JSON.stringify({ bos_token_id: 1, eos_token_id: 2 }, null, 2) + '\n');
-    writeFileSync(path.join(tmp, 'model.safetensors'), encodeSafetensors(tensors));
-    writeFileSync(path.join(tmp, 'tokenizer.json'), JSON.stringify(buildTokenizerJson(vocab)));
-    writeFileSync(path.join(tmp, 'tokenizer_config.json'), JSON.stringify({
+    writeFileAtomic(path.join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+    writeFileAtomic(path.join(tmp, 'generation_config.json'), JSON.stringify({ bos_token_id: 1, eos_token_id: 2 }, null, 2) + '\n');
+    writeFileAtomic(path.join(tmp, 'model.safetensors'), encodeSafetensors(tensors));
+    writeFileAtomic(path.join(tmp, 'tokenizer.json'), JSON.stringify(buildTokenizerJson(vocab)));
+    writeFileAtomic(path.join(tmp, 'tokenizer_config.json'), JSON.stringify({
       tokenizer_class: 'LlamaTokenizerFast', bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>',
       add_bos_token: true, add_eos_token: false, model_max_length: header.seqLen,
     }, null, 2) + '\n');

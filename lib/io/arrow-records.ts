@@ -15,14 +15,15 @@
 //
 // Streams are framed here at the message level (continuation marker, metadata length, metadata,
 // body), which is what lets `merge` concatenate shard outputs without re-encoding anything.
-import { closeSync, createReadStream, fstatSync, fsyncSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, fstatSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import {
   Bool, Field, Float32, Int64, List, Message, RecordBatch, RecordBatchStreamReader, RecordBatchStreamWriter, Schema, Struct, Utf8, makeData, vectorFromArray,
   type Data,
 } from 'apache-arrow';
-import { GainragError, ioError } from '../errors.js';
-import { claimOutput, type OutputLock } from './output.js';
+import { GainragError } from '../errors.js';
+import type { ManifestSpec } from './manifest.js';
+import { PartialFile } from './partial-file.js';
 import { parseJson, stringifyJson } from './json-values.js';
 import { PassageStore } from '../retrieval/passages.js';
 
@@ -214,39 +215,40 @@ export function countArrowRows(file: string): number {
  * Atomic Arrow stream writer: rows are buffered, flush() writes them as one record batch to
  * `<path>.partial`, close() adds the end marker, fsyncs and renames onto `<path>`.
  */
+export interface AtomicArrowWriterOptions {
+  metadata?: Record<string, string>;
+  inputs?: string[];
+  /** Publish `<path>.gainrag.json` with the output (lib/io/manifest.ts). */
+  manifest?: ManifestSpec;
+}
+
 export class AtomicArrowWriter {
   readonly partialPath: string;
   readonly resumedRecords = 0;
-  private fd: number | undefined;
   private rows: unknown[] = [];
-  private position = 0;
+  private written = 0;
   private wroteSchema = false;
   private readonly schema: Schema;
-  // Validated and locked like every output (lib/io/output.ts): no second writer, no link/FIFO.
-  private lock: OutputLock | undefined;
+  // Validated and locked like every output (lib/io/partial-file.ts): no second writer, no link/FIFO.
+  private readonly file: PartialFile;
 
-  constructor(readonly path: string, readonly kind: ArrowKind, metadata: Record<string, string> = {}, inputs: string[] = []) {
-    this.partialPath = `${path}.partial`;
-    this.schema = schemaFor(kind, metadata);
-    this.lock = claimOutput(path, 'file', { inputs }).lock;
-    try {
-      this.fd = openSync(this.partialPath, 'w');
-    } catch (err) {
-      this.lock.release();
-      throw ioError(err, `cannot open ${this.partialPath} for writing`);
-    }
+  constructor(readonly path: string, readonly kind: ArrowKind, options: AtomicArrowWriterOptions = {}) {
+    this.schema = schemaFor(kind, options.metadata ?? {});
+    this.file = PartialFile.open(path, { inputs: options.inputs, manifest: options.manifest });
+    this.partialPath = this.file.partialPath;
   }
 
   /** Queues one record (kind json: any JSON value; kind retrieval: a RetrievalRow). */
   write(row: unknown): void {
-    if (this.fd === undefined) throw new GainragError('E_IO', `${this.path}: writer is closed`);
+    if (!this.file.open) throw new GainragError('E_IO', `${this.path}: writer is closed`);
     if (this.kind === 'json' && stringifyJson(row) === undefined) throw new TypeError('AtomicArrowWriter.write: record is not JSON-serialisable');
     this.rows.push(row);
+    this.written++;
   }
 
   /** Writes the queued rows as one record batch (nothing when none are queued). */
   flush(): void {
-    if (this.fd === undefined || this.rows.length === 0) return;
+    if (!this.file.open || this.rows.length === 0) return;
     const batch = encode(this.kind, this.schema, this.rows);
     this.rows = [];
     const w = new RecordBatchStreamWriter();
@@ -255,52 +257,26 @@ export class AtomicArrowWriter {
     const bytes = w.toUint8Array(true);
     const spans = splitStream(bytes);
     const from = this.wroteSchema ? spans[0].end : 0; // the schema goes out once, at the start
-    this.put(bytes.subarray(from, spans[spans.length - 1].end));
+    this.file.write(bytes.subarray(from, spans[spans.length - 1].end));
     this.wroteSchema = true;
   }
 
-  private put(data: Uint8Array): void {
-    try {
-      for (let off = 0; off < data.length; ) {
-        const n = writeSync(this.fd!, data, off, data.length - off, this.position);
-        off += n;
-        this.position += n;
-      }
-    } catch (err) {
-      throw new GainragError('E_IO', `${this.partialPath}: write failed: ${(err as Error).message}`, { cause: err });
-    }
-  }
-
   close(): void {
-    if (this.fd === undefined) return;
+    if (!this.file.open) return;
     this.flush();
     if (!this.wroteSchema) {
       const w = new RecordBatchStreamWriter();
       w.reset(undefined, this.schema);
       w.finish();
       const bytes = w.toUint8Array(true);
-      this.put(bytes.subarray(0, splitStream(bytes)[0].end));
+      this.file.write(bytes.subarray(0, splitStream(bytes)[0].end));
     }
-    this.put(EOS);
-    const fd = this.fd;
-    this.fd = undefined;
-    try {
-      fsyncSync(fd);
-      closeSync(fd);
-      renameSync(this.partialPath, this.path);
-    } catch (err) {
-      throw ioError(err, `${this.path}: cannot finish the output`);
-    } finally {
-      this.lock?.release();
-    }
+    this.file.write(EOS);
+    this.file.publish(this.written);
   }
 
   abort(_options: { keepPartial?: boolean } = {}): void {
-    if (this.fd === undefined) return;
-    closeSync(this.fd);
-    this.fd = undefined;
-    rmSync(this.partialPath, { force: true });
-    this.lock?.release();
+    this.file.discard(false); // Arrow outputs are not resumable
   }
 }
 

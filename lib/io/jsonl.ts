@@ -11,10 +11,12 @@
 // AtomicJsonlWriter writes to `<path>.partial` and renames onto `<path>` only in close(), so a
 // reader never sees a half-written output under the final name, and a resumable job can reopen
 // the partial file with {append: true} and continue where it stopped.
-import { createReadStream, closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { createReadStream, fstatSync, ftruncateSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { GainragError, ioError } from '../errors.js';
-import { claimOutput, type OutputLock } from './output.js';
+import type { OutputLock } from './output.js';
+import type { ManifestSpec } from './manifest.js';
+import { PartialFile } from './partial-file.js';
 import { parseJson, stringifyJson } from './json-values.js';
 
 export interface RecordAt {
@@ -228,6 +230,10 @@ export interface AtomicJsonlWriterOptions {
   append?: boolean;
   /** Files the job reads: opening refuses an output that is one of them (E_INVALID_ARG). */
   inputs?: string[];
+  /** Publish `<path>.gainrag.json` with the output (lib/io/manifest.ts). */
+  manifest?: ManifestSpec;
+  /** A lock the caller holds on the output (then not released here). */
+  lock?: OutputLock;
 }
 
 /** JSONL writer that only publishes the file under its final name once complete. */
@@ -236,27 +242,18 @@ export class AtomicJsonlWriter {
   readonly partialPath: string;
   /** Records already in the partial file when it was opened with {append: true}. */
   readonly resumedRecords: number;
-  private fd: number | undefined;
   private buffer: string[] = [];
   private buffered = 0;
+  private written = 0;
   private readonly appendMode: boolean;
-  // `<path>.lock`: no second writer (another process, or this one) can open the same output.
-  private lock: OutputLock | undefined;
-  // Writes use explicit positions: an fd opened 'r+' for resuming starts at offset 0.
-  private position: number;
+  private readonly file: PartialFile;
 
-  private constructor(file: string, fd: number, resumed: number, append: boolean, position: number) {
-    this.path = file;
-    this.partialPath = `${file}.partial`;
-    this.fd = fd;
-    this.position = position;
+  private constructor(file: PartialFile, resumed: number, append: boolean) {
+    this.file = file;
+    this.path = file.path;
+    this.partialPath = file.partialPath;
     this.resumedRecords = resumed;
     this.appendMode = append;
-  }
-
-  private releaseLock(): void {
-    this.lock?.release();
-    this.lock = undefined;
   }
 
   /**
@@ -264,23 +261,18 @@ export class AtomicJsonlWriter {
    * locks it before anything is written. Errors: E_INVALID_ARG, E_LOCKED, E_IO.
    */
   static open(file: string, options: AtomicJsonlWriterOptions = {}): AtomicJsonlWriter {
-    const { lock } = claimOutput(file, 'file', { inputs: options.inputs });
-    const partial = `${file}.partial`;
-    try {
-      let w: AtomicJsonlWriter;
-      if (options.append && existsSync(partial)) {
-        const fd = openSync(partial, 'r+');
-        const kept = cutToLastNewline(fd);
-        w = new AtomicJsonlWriter(file, fd, kept.lines, true, kept.bytes);
-      } else {
-        w = new AtomicJsonlWriter(file, openSync(partial, 'w'), 0, options.append ?? false, 0);
+    const pf = PartialFile.open(file, { append: options.append, inputs: options.inputs, manifest: options.manifest, lock: options.lock });
+    let kept = { lines: 0, bytes: 0 };
+    if (pf.resumed) {
+      try {
+        kept = cutToLastNewline(pf.fd);
+      } catch (err) {
+        pf.discard(true);
+        throw ioError(err, `cannot resume ${pf.partialPath}`);
       }
-      w.lock = lock;
-      return w;
-    } catch (err) {
-      lock.release();
-      throw ioError(err, `cannot open ${partial} for writing`);
     }
+    pf.position = kept.bytes;
+    return new AtomicJsonlWriter(pf, kept.lines, options.append ?? false);
   }
 
   /**
@@ -288,47 +280,29 @@ export class AtomicJsonlWriter {
    * Throws TypeError for values JSON cannot represent.
    */
   write(record: unknown): void {
-    if (this.fd === undefined) throw new GainragError('E_IO', `${this.path}: writer is closed`);
+    if (!this.file.open) throw new GainragError('E_IO', `${this.path}: writer is closed`);
     const line = stringifyJson(record);
     if (line === undefined) throw new TypeError('AtomicJsonlWriter.write: record is not JSON-serialisable');
     this.buffer.push(line, '\n');
     this.buffered += line.length + 1;
+    this.written++;
     if (this.buffered >= 1 << 20) this.flush();
   }
 
   /** Writes queued records to the partial file (not fsynced). */
   flush(): void {
-    if (this.fd === undefined || this.buffer.length === 0) return;
+    if (!this.file.open || this.buffer.length === 0) return;
     const data = Buffer.from(this.buffer.join(''), 'utf8');
     this.buffer = [];
     this.buffered = 0;
-    let off = 0;
-    try {
-      while (off < data.length) {
-        const n = writeSync(this.fd, data, off, data.length - off, this.position);
-        off += n;
-        this.position += n;
-      }
-    } catch (err) {
-      throw ioError(err, `${this.partialPath}: write failed`);
-    }
+    this.file.write(data);
   }
 
-  /** Flushes, fsyncs and renames `<path>.partial` onto `<path>`. */
+  /** Flushes, fsyncs and renames `<path>.partial` onto `<path>` (then its manifest, if any). */
   close(): void {
-    if (this.fd === undefined) return;
-    this.flush();
-    const fd = this.fd;
-    this.fd = undefined;
-    try {
-      fsyncSync(fd);
-      closeSync(fd);
-      renameSync(this.partialPath, this.path);
-    } catch (err) {
-      throw ioError(err, `${this.path}: cannot finish the output`);
-    } finally {
-      this.releaseLock();
-    }
+    if (!this.file.open) return;
+    this.flush(); // a failure leaves the writer open for abort()
+    this.file.publish(this.resumedRecords + this.written);
   }
 
   /**
@@ -336,16 +310,12 @@ export class AtomicJsonlWriter {
    * {append: true} (so the job can resume) unless keepPartial is false; otherwise it is removed.
    */
   abort(options: { keepPartial?: boolean } = {}): void {
-    if (this.fd === undefined) return;
+    if (!this.file.open) return;
     const keep = options.keepPartial ?? this.appendMode;
     try {
       if (keep) this.flush();
     } finally {
-      const fd = this.fd;
-      this.fd = undefined;
-      if (fd !== undefined) closeSync(fd);
-      if (!keep) rmSync(this.partialPath, { force: true });
-      this.releaseLock();
+      this.file.discard(keep);
     }
   }
 }

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { GainragError } from '../errors.js';
 import { AtomicJsonlWriter, readRecords, type RecordAt } from './jsonl.js';
 import { AtomicArrowWriter, countArrowRows, readArrowRecords, type ArrowKind } from './arrow-records.js';
+import type { ManifestSpec } from './manifest.js';
 
 export type RecordFormat = 'jsonl' | 'arrow';
 
@@ -99,7 +100,7 @@ export function chunkRanges(total: number, size: number): Range[] {
 
 // Walks a JSONL file's lines with Buffer.indexOf, counting records (lines with a non-blank
 // character) without parsing them. Stops at record `stop` and returns where it starts.
-function scanJsonl(file: string, stop = Infinity): { records: number; byte: number; line: number; array: boolean } {
+function scanJsonl(file: string, stop = Infinity): { records: number; byte: number; line: number; array: boolean; torn: boolean } {
   let fd: number;
   try {
     fd = openSync(file, 'r');
@@ -132,9 +133,9 @@ function scanJsonl(file: string, stop = Infinity): { records: number; byte: numb
             i++;
             continue;
           }
-          if (first && c === 0x5b) return { records: 0, byte: 0, line: 1, array: true }; // '[': a JSON array file
+          if (first && c === 0x5b) return { records: 0, byte: 0, line: 1, array: true, torn: false }; // '[': a JSON array file
           first = false;
-          if (records === stop) return { records, byte: lineStart, line, array: false };
+          if (records === stop) return { records, byte: lineStart, line, array: false, torn: false };
           blank = false;
           records++;
         }
@@ -153,7 +154,16 @@ function scanJsonl(file: string, stop = Infinity): { records: number; byte: numb
   } finally {
     closeSync(fd);
   }
-  return { records, byte: pos, line, array: false };
+  return { records, byte: pos, line, array: false, torn: !blank };
+}
+
+/**
+ * The shape of a JSONL file without parsing it: record count, whether it is a JSON array file
+ * instead, and whether its last record lacks the final newline (a torn write or copy).
+ */
+export function jsonlShape(file: string): { records: number; array: boolean; torn: boolean } {
+  const { records, array, torn } = scanJsonl(file);
+  return { records, array, torn };
 }
 
 /** Records in a stage input or output: JSONL lines, JSON array elements, or Arrow rows. */
@@ -226,12 +236,18 @@ export interface WriterOptions {
   metadata?: Record<string, string>;
   append?: boolean;
   inputs?: string[];
+  /**
+   * Publish `<file>.gainrag.json` (lib/io/manifest.ts) when the writer closes: stage, settings,
+   * the identity of `input` (as it is when the writer opens), the input range covered, and the
+   * records in the output (resumed ones included).
+   */
+  manifest?: ManifestSpec;
 }
 
 export function openStageOutput(file: string, options: WriterOptions): RecordWriter {
-  if (options.format === 'jsonl') return AtomicJsonlWriter.open(file, { append: options.append, inputs: options.inputs });
+  if (options.format === 'jsonl') return AtomicJsonlWriter.open(file, { append: options.append, inputs: options.inputs, manifest: options.manifest });
   if (options.append) throw new GainragError('E_INVALID_ARG', `${path.basename(file)}: --resume is supported for JSONL outputs only; rerun without --resume or write JSONL`);
-  return new AtomicArrowWriter(file, options.kind ?? 'json', options.metadata, options.inputs);
+  return new AtomicArrowWriter(file, options.kind ?? 'json', { metadata: options.metadata, inputs: options.inputs, manifest: options.manifest });
 }
 
 /** Resolves --shard into a range of `file` (undefined: the whole input). */

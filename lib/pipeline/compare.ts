@@ -11,7 +11,9 @@
 // answers file by evaluate(), Recall@K from the ctxs each run answered with (DPR matching).
 // Each stage writes its file atomically plus `<file>.summary.json`; with `resume` a stage whose
 // file and summary exist is not run again, and an unfinished one continues from its partial file.
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { claimCompareDir } from './compare-dir.js';
+import { writeFileAtomic } from '../io/output.js';
 import path from 'node:path';
 import { GainragError } from '../errors.js';
 import { AtomicJsonlWriter, readRecords } from '../io/jsonl.js';
@@ -112,13 +114,12 @@ export async function compare(options: CompareOptions): Promise<CompareSummary> 
   const generateAnswers = options.generateAnswers ?? defaultGenerateAnswers;
   const warn = options.warn ?? (() => undefined);
   const dir = options.outDir;
-  mkdirSync(dir, { recursive: true });
+  claimCompareDir(dir); // never over files of compare's names that compare did not write
   const file = (name: string) => path.join(dir, name);
   const resume = options.resume ?? false;
   const finished = (out: string) => resume && existsSync(out) && existsSync(`${out}.summary.json`);
   const saveSummary = (out: string, value: unknown) => {
-    writeFileSync(`${out}.summary.json.tmp`, JSON.stringify(value));
-    renameSync(`${out}.summary.json.tmp`, `${out}.summary.json`);
+    writeFileAtomic(`${out}.summary.json`, JSON.stringify(value));
   };
   const loadSummary = <T>(out: string): T => JSON.parse(readFileSync(`${out}.summary.json`, 'utf8')) as T;
 
@@ -203,8 +204,7 @@ export async function compare(options: CompareOptions): Promise<CompareSummary> 
     summary.gainrag = s;
     for (const k of kDocs) await answer('gainrag', out, k, s.seconds);
   }
-  writeFileSync(file('compare.json.tmp'), JSON.stringify(summary, null, 1));
-  renameSync(file('compare.json.tmp'), file('compare.json'));
+  writeFileAtomic(file('compare.json'), JSON.stringify(summary, null, 1));
   return summary;
 }
 

@@ -1,10 +1,10 @@
 // Index directories with a passage store: built by embedding a passage file with an encoder,
 // or imported from precomputed embeddings (.npy). The directory is assembled under
 // `<out>.partial` and renamed into place only when complete.
-import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { GainragError, ioError } from '../errors.js';
-import { acquireOutputLock, validateOutput, type OutputLock } from '../io/output.js';
+import { acquireOutputLock, validateOutput, writeFileAtomic, type OutputLock } from '../io/output.js';
 import type { CallOptions } from '../controls.js';
 import { Encoder, type Device } from '../models/encoder.js';
 import { npyInfo, type IndexDType, type IndexMetric } from './dense-index.js';
@@ -90,7 +90,7 @@ function prepareOut(out: string, inputs: string[]): PreparedOut {
       rmSync(tmp, { recursive: true, force: true });
     }
     mkdirSync(tmp, { recursive: true });
-    writeFileSync(path.join(tmp, PARTIAL_MARKER), `${process.pid}\n`);
+    writeFileAtomic(path.join(tmp, PARTIAL_MARKER), `${process.pid}\n`);
   } catch (err) {
     lock.release();
     throw ioError(err, `cannot prepare ${tmp}`);

@@ -3,6 +3,7 @@
 import { GainragError } from '../errors.js';
 import { openStageOutput, readStageInput, shardOf, type Range, type RecordFormat, type RecordWriter, type Shard } from '../io/records.js';
 import { validateOutput } from '../io/output.js';
+import type { ManifestSpec } from '../io/manifest.js';
 import { Encoder, type Device } from '../models/encoder.js';
 import { DenseIndex } from './dense-index.js';
 import { AnswerMatcher, DEFAULT_RECALL_KS, RecallAccumulator, dprTokens } from './has-answer.js';
@@ -29,6 +30,8 @@ export interface RetrieveOptions {
   range?: Range;
   /** Index, store and encoder already loaded (a cluster worker keeps them across chunks). */
   resources?: RetrieveResources;
+  /** Publish `<out>.gainrag.json` with the output (lib/io/manifest.ts). */
+  manifest?: ManifestSpec;
 }
 
 export interface RetrieveResources {
@@ -114,6 +117,7 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
       // Same for every shard of one job (merge insists on identical schemas).
       metadata: { 'gainrag.index': path.resolve(options.index), 'gainrag.passages': String(store.size) },
       inputs: [options.data],
+      manifest: options.manifest,
     });
   } catch (err) {
     if (ownStore) store.close();

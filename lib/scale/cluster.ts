@@ -12,12 +12,14 @@
 // `attempts` times, then reported with its id and error; the submitter then exits non-zero and
 // writes no final file. The submitter polls job states rather than relying on events, so a
 // Redis restart (with append-only persistence) only pauses it.
-import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { Queue, Worker, type ConnectionOptions, type Job } from 'bullmq';
 import { GainragError, isErrorCode, type ErrorCode } from '../errors.js';
 import { chunkRanges, countRecords, outputFormat, type Range, type RecordFormat } from '../io/records.js';
+import { manifestPath } from '../io/manifest.js';
+import { acquireOutputLock, validateOutput } from '../io/output.js';
 import { mergeOutputs } from './merge.js';
 import { parseStageArgs, runChunk, stageAlignment, type ModelCache, type StageName } from './stages.js';
 
@@ -65,7 +67,10 @@ export interface SubmitOptions {
   queue?: string;
   /** Records per chunk, rounded up to a multiple of the stage's batch size. */
   chunkSize: number;
-  /** Shared directory for chunk outputs (default OUT.chunks). */
+  /**
+   * Shared directory for chunk outputs (default OUT.chunks). The run writes into a directory of
+   * its own inside it and removes only that (and the work directory itself if the run made it).
+   */
   workDir?: string;
   attempts?: number;
   pollMs?: number;
@@ -127,6 +132,46 @@ export async function submit(options: SubmitOptions): Promise<SubmitSummary> {
   const data = path.resolve(options.data);
   const out = path.resolve(options.out);
   const parsed = parseStageArgs(options.stage, options.args, data, out); // bad flags fail here, not in every worker
+  // The output's checks and lock, as for any writer, held for the whole run: a second submit
+  // onto this --out is E_LOCKED instead of sharing the chunk directory.
+  validateOutput(out, 'file', { inputs: [data], label: '--out' });
+  const lock = acquireOutputLock(out);
+  try {
+    return await submitLocked(options, { t0, log, data, out, parsed, lock });
+  } finally {
+    lock.release();
+  }
+}
+
+interface SubmitContext {
+  t0: number;
+  log: (line: string) => void;
+  data: string;
+  out: string;
+  parsed: ReturnType<typeof parseStageArgs>;
+  lock: ReturnType<typeof acquireOutputLock>;
+}
+
+/** Makes `dir` (and missing parents); returns the directories made, innermost first. */
+function makeDirs(dir: string): string[] {
+  let st;
+  try {
+    st = statSync(dir);
+  } catch {
+    st = undefined;
+  }
+  if (st && !st.isDirectory()) throw new GainragError('E_INVALID_ARG', `--work-dir ${dir} exists and is not a directory`);
+  const first = mkdirSync(dir, { recursive: true });
+  const made: string[] = [];
+  if (first) for (let d = dir; ; d = path.dirname(d)) {
+    made.push(d);
+    if (d === first || path.dirname(d) === d) break;
+  }
+  return made;
+}
+
+async function submitLocked(options: SubmitOptions, ctx: SubmitContext): Promise<SubmitSummary> {
+  const { t0, log, data, out, parsed, lock } = ctx;
   const stage = options.stage as StageName;
   const format = outputFormat(out, parsed.format);
   const align = stageAlignment(stage, parsed);
@@ -136,11 +181,15 @@ export async function submit(options: SubmitOptions): Promise<SubmitSummary> {
   const attempts = options.attempts ?? 3;
   const total = await countRecords(data);
   const ranges = chunkRanges(total, chunkSize);
-  const workDir = path.resolve(options.workDir ?? `${out}.chunks`);
-  mkdirSync(workDir, { recursive: true });
+  const runId = `${Date.now().toString(36)}-${process.pid.toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+  // Everything the run writes is under a directory named for it: the work directory may be a
+  // user's (shared) directory, and nothing of theirs is ever replaced or removed.
+  const workRoot = path.resolve(options.workDir ?? `${out}.chunks`);
+  const madeDirs = makeDirs(workRoot);
+  const workDir = path.join(workRoot, `gainrag-run-${runId}`);
+  mkdirSync(workDir);
   const ext = format === 'arrow' ? 'arrow' : 'jsonl';
   const chunkPath = (k: number) => path.join(workDir, `chunk-${String(k).padStart(6, '0')}.${ext}`);
-  const runId = `${Date.now().toString(36)}-${process.pid.toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
   const jobId = (k: number) => `${runId}.${k}`;
   const queue = new Queue<ChunkJobData>(options.queue ?? DEFAULT_QUEUE, { connection: redisConnection(options.redis) });
   queue.on('error', () => undefined); // connection drops are retried; the poll loop reports them
@@ -190,12 +239,21 @@ export async function submit(options: SubmitOptions): Promise<SubmitSummary> {
       (err as GainragError & { failures?: ChunkFailure[] }).failures = failures;
       throw err;
     }
-    const merged = await mergeOutputs(ranges.map((_, k) => chunkPath(k)), out);
-    rmSync(workDir, { recursive: true, force: true });
+    const merged = await mergeOutputs(ranges.map((_, k) => chunkPath(k)), out, { lock, warn: log });
+    rmSync(workDir, { recursive: true, force: true }); // the run's own directory
     await Promise.all(ranges.map((_, k) => queue.remove(jobId(k)).catch(() => 0)));
     return { out, records: merged.records, chunks: ranges.length, chunkSize, seconds: (performance.now() - t0) / 1000 };
   } finally {
     await queue.close().catch(() => undefined);
+    // Directories this run made go when empty (a failed run's chunk outputs stay); rmdir never
+    // removes a directory someone put something into meanwhile.
+    for (const d of [workDir, ...madeDirs]) {
+      try {
+        rmdirSync(d);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') break;
+      }
+    }
   }
 }
 
@@ -226,12 +284,15 @@ export async function runWorker(options: WorkerOptions): Promise<{ chunks: numbe
     try {
       const records = await runChunk({ stage: d.stage, args: d.args, data: d.data, range: d.range, out: tmp, format: d.format, device: options.device }, cache);
       renameSync(tmp, d.out);
+      // The chunk's manifest follows it (merge checks the chunks with them).
+      if (existsSync(manifestPath(tmp))) renameSync(manifestPath(tmp), manifestPath(d.out));
       chunks++;
       log(`worker ${me}: chunk ${d.chunk} done (${records} records)`);
       return { records, worker: me };
     } catch (err) {
       rmSync(tmp, { force: true });
       rmSync(`${tmp}.partial`, { force: true });
+      rmSync(manifestPath(tmp), { force: true });
       log(`worker ${me}: chunk ${d.chunk} failed: ${(err as Error).message}`);
       throw encodeError(err);
     }

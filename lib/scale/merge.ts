@@ -1,11 +1,22 @@
 // Merging shard outputs: concatenation in shard order. JSONL files are copied byte for byte;
 // Arrow streams keep the first schema message, every record batch and one end marker
-// (lib/io/arrow-records.ts). The result goes to OUT.partial and is renamed when complete.
-import { closeSync, fsyncSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
-import path from 'node:path';
-import { GainragError } from '../errors.js';
+// (lib/io/arrow-records.ts). The result is written like every output (lib/io/partial-file.ts:
+// validated, locked, OUT.partial renamed when complete).
+//
+// Before a byte is written, the shards must be one job's, complete and in order. Shards with
+// manifests (lib/io/manifest.ts) must agree on stage, settings and input identity, and their
+// input ranges must tile [0, N) in the order given (N: the input's records, when the input is
+// still the one they were computed from); each must hold the records its manifest says. A
+// shard without a manifest (written by an older gainrag, or by hand) is merged as given, with a
+// warning that none of this could be checked. JSONL shards must be JSONL (not a JSON array) and
+// end with a newline: a torn last line would glue two records together.
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import { GainragError, ioError } from '../errors.js';
 import { mergeArrowFiles } from '../io/arrow-records.js';
-import { countRecords, inputFormat, type RecordFormat } from '../io/records.js';
+import { canonicalJson, readManifest, inputIdentity, type OutputManifest } from '../io/manifest.js';
+import { validateOutput, type OutputLock } from '../io/output.js';
+import { PartialFile } from '../io/partial-file.js';
+import { countRecords, inputFormat, jsonlShape, type RecordFormat } from '../io/records.js';
 
 export interface MergeSummary {
   out: string;
@@ -13,65 +24,142 @@ export interface MergeSummary {
   inputs: number;
   records: number;
   bytes: number;
+  /** True when every shard had a manifest and they were checked (the output then has one too). */
+  checked: boolean;
 }
 
-export async function mergeOutputs(inputs: string[], out: string): Promise<MergeSummary> {
+export interface MergeOptions {
+  /** A lock the caller already holds on `out` (the cluster submitter holds it for the whole run). */
+  lock?: OutputLock;
+  /** Where warnings go (shards without manifests, an input that changed). */
+  warn?: (message: string) => void;
+}
+
+function checkShardFile(file: string): void {
+  let st;
+  try {
+    st = statSync(file);
+  } catch (err) {
+    throw ioError(err, `merge: cannot read shard ${file}`);
+  }
+  if (!st.isFile()) throw new GainragError('E_INVALID_ARG', `merge: shard ${file} is not a regular file`);
+}
+
+/** The merged output's manifest, or null when the shards carry none. Errors: E_DATA. */
+async function checkManifests(inputs: string[], counts: number[], warn: (m: string) => void): Promise<Omit<OutputManifest, 'records'> | null> {
+  const manifests = inputs.map((f) => readManifest(f));
+  const missing = inputs.filter((_, i) => !manifests[i]);
+  const withM = inputs.map((f, i) => ({ file: f, m: manifests[i], records: counts[i] })).filter((x) => x.m) as { file: string; m: OutputManifest; records: number }[];
+  for (const { file, m, records } of withM) {
+    if (m.records !== records) throw new GainragError('E_DATA', `merge: ${file} holds ${records} records but its manifest says ${m.records} (changed after it was written?)`);
+  }
+  if (withM.length > 0) {
+    const first = withM[0];
+    for (const { file, m } of withM.slice(1)) {
+      const what =
+        m.stage !== first.m.stage ? `a ${m.stage} output, ${first.file} a ${first.m.stage} output`
+        : canonicalJson(m.settings) !== canonicalJson(first.m.settings) ? `written with other settings than ${first.file}`
+        : canonicalJson(m.input) !== canonicalJson(first.m.input) ? `computed from another input (or another version of it) than ${first.file}`
+        : undefined;
+      if (what) throw new GainragError('E_DATA', `merge: ${file} is ${what}; shards of one job share stage, settings and input`);
+    }
+  }
+  if (missing.length > 0) {
+    warn(`merge: ${missing.join(', ')} ${missing.length === 1 ? 'has' : 'have'} no manifest (.gainrag.json): cannot check that the shards are one job's, complete and in order`);
+  }
+  // Ranges: in the order given, each starts where the previous ended. Without every manifest
+  // only the order of the known ones is checked (an unknown shard may fill a gap).
+  let prev: { file: string; end: number } | undefined;
+  for (const { file, m } of withM) {
+    const r = m.range ?? { start: 0, end: Infinity };
+    if (m.range === null && withM.length > 1) throw new GainragError('E_DATA', `merge: ${file} covers its whole input, so it overlaps every other shard`);
+    if (prev && r.start < prev.end) {
+      throw new GainragError('E_DATA', `merge: ${file} covers input positions from ${r.start}, which ${prev.file} (up to ${prev.end - 1}) already covers: shards overlap or are out of order (give them shard 0 first)`);
+    }
+    prev = { file, end: r.end };
+  }
+  if (missing.length === 0) {
+    let end = 0;
+    for (const { file, m } of withM) {
+      const start = m.range?.start ?? 0;
+      if (start > end) throw new GainragError('E_DATA', `merge: input positions ${end}-${start - 1} are in no shard (before ${file}): a shard is missing`);
+      end = m.range?.end ?? Infinity;
+    }
+  }
+  if (missing.length > 0 || withM.length === 0) return null;
+  const first = withM[0].m;
+  const last = withM[withM.length - 1];
+  let complete = last.m.range === null;
+  if (!complete) {
+    // The end of the last shard must be the end of the input: only knowable while it is unchanged.
+    const now = first.input ? inputIdentity(first.input.path) : null;
+    if (first.input && now && canonicalJson(now) === canonicalJson(first.input)) {
+      const total = await countRecords(first.input.path);
+      if (last.m.range!.end !== total) {
+        throw new GainragError('E_DATA', `merge: the shards cover input positions 0-${last.m.range!.end - 1} of ${total} in ${first.input.path}: the last shard(s) are missing`);
+      }
+      complete = true;
+    } else {
+      warn(`merge: ${first.input ? `${first.input.path} changed or is gone since the shards were written` : 'the shards name no input'}; cannot check that the last shard reaches its end`);
+    }
+  }
+  return { format: first.format, stage: first.stage, settings: first.settings, input: first.input, range: complete ? null : { start: 0, end: last.m.range!.end } };
+}
+
+export async function mergeOutputs(inputs: string[], out: string, options: MergeOptions = {}): Promise<MergeSummary> {
+  const warn = options.warn ?? (() => undefined);
   if (inputs.length === 0) throw new GainragError('E_INVALID_ARG', 'merge: no input files');
-  const resolved = path.resolve(out);
-  if (inputs.some((f) => path.resolve(f) === resolved)) throw new GainragError('E_INVALID_ARG', `merge: --out ${out} is also one of the inputs`);
+  // --out first: no link, FIFO or directory there, and not (a hard link to) one of the shards.
+  validateOutput(out, 'file', { inputs, label: 'merge: --out' });
+  for (const f of inputs) checkShardFile(f);
   const formats = inputs.map((f) => inputFormat(f));
   const format = formats[0];
   const odd = inputs.findIndex((_, i) => formats[i] !== format);
   if (odd >= 0) throw new GainragError('E_DATA', `merge: ${inputs[odd]} is ${formats[odd]} but ${inputs[0]} is ${format}; shards of one job share a format`);
-  const partial = `${out}.partial`;
-  let fd: number;
-  try {
-    fd = openSync(partial, 'w');
-  } catch (err) {
-    throw new GainragError('E_IO', `cannot open ${partial} for writing: ${(err as Error).message}`, { cause: err });
+  const counts: number[] = [];
+  for (const f of inputs) {
+    if (format === 'arrow') {
+      counts.push(await countRecords(f)); // checks the framing: a truncated stream is E_DATA
+      continue;
+    }
+    const shape = jsonlShape(f);
+    if (shape.array) throw new GainragError('E_DATA', `merge: ${f} is a JSON array file, not a JSONL stage output`);
+    if (shape.torn) throw new GainragError('E_DATA', `merge: ${f} does not end with a newline: its last line is torn (a shard cut short?)`);
+    counts.push(shape.records);
   }
-  let bytes = 0;
-  const write = (data: Uint8Array) => {
-    for (let off = 0; off < data.length; ) off += writeSync(fd, data, off, data.length - off, bytes + off);
-    bytes += data.length;
-  };
-  let records = 0;
+  const base = await checkManifests(inputs, counts, warn);
+  const file = PartialFile.open(out, {
+    inputs,
+    lock: options.lock,
+    label: 'merge: --out',
+    manifest: base ? { stage: base.stage, settings: base.settings, inputIdentity: base.input, range: base.range ?? undefined } : undefined,
+  });
+  const records = counts.reduce((a, b) => a + b, 0);
   try {
     if (format === 'arrow') {
-      records = mergeArrowFiles(inputs, write);
+      mergeArrowFiles(inputs, (bytes) => file.write(bytes));
     } else {
       const buf = Buffer.allocUnsafe(1 << 20);
-      for (const file of inputs) {
-        records += await countRecords(file);
-        const src = openSync(file, 'r');
+      for (const f of inputs) {
+        const src = openSync(f, 'r');
         try {
-          let last = 10;
           for (let pos = 0; ; ) {
             const n = readSync(src, buf, 0, buf.length, pos);
             if (n === 0) break;
-            write(buf.subarray(0, n));
-            last = buf[n - 1];
+            file.write(buf.subarray(0, n));
             pos += n;
           }
-          // A shard written by gainrag ends with a newline; one that does not would glue two records.
-          if (last !== 10) write(Buffer.from('\n'));
         } finally {
           closeSync(src);
         }
       }
     }
-    fsyncSync(fd);
-    closeSync(fd);
-    renameSync(partial, out);
+    const bytes = file.position;
+    file.publish(records);
+    return { out, format, inputs: inputs.length, records, bytes, checked: base !== null };
   } catch (err) {
-    try {
-      closeSync(fd);
-    } catch {
-      // already closed
-    }
-    rmSync(partial, { force: true });
+    file.discard();
     if (err instanceof GainragError) throw err;
-    throw new GainragError('E_IO', `merge into ${out}: ${(err as Error).message}`, { cause: err });
+    throw ioError(err, `merge into ${out}`);
   }
-  return { out, format, inputs: inputs.length, records, bytes };
 }

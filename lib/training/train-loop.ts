@@ -5,7 +5,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { GainragError, ioError } from '../errors.js';
-import { acquireOutputLock, validateOutput } from '../io/output.js';
+import { acquireOutputLock, validateOutput, writeFileAtomic } from '../io/output.js';
 import { loadTrainingData, type TrainRecord } from './data.js';
 import { stringifyJson } from '../io/json-values.js';
 import { batchesPerEpoch, epochOrder, sampleBatch } from './sampling.js';
@@ -145,7 +145,7 @@ async function trainLocked(t: SelectorTrainer, o: TrainOptions, plan: Plan): Pro
       o.onLog?.(`no checkpoint in ${outDir}; starting from the beginning`);
     }
   }
-  if (!resumedFrom) writeFileSync(logPath, '');
+  if (!resumedFrom) writeFileAtomic(logPath, '');
 
   const started = Date.now();
   let pairsDone = 0;
@@ -252,7 +252,5 @@ function trimLog(logPath: string, micro: number): void {
         return false;
       }
     });
-  const tmp = `${logPath}.tmp-${process.pid}`;
-  writeFileSync(tmp, kept.map((l) => `${l}\n`).join(''));
-  renameSync(tmp, logPath);
+  writeFileAtomic(logPath, kept.map((l) => `${l}\n`).join(''));
 }

@@ -6,7 +6,8 @@
 // atomically and records its summary and wall time under stages/, so a finished stage is skipped
 // when the demo runs again and the final table still shows what it took.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { writeFileAtomic } from '../../io/output.js';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CommandModule } from 'yargs';
@@ -53,8 +54,7 @@ interface StageResult {
 }
 
 function writeAtomic(file: string, text: string): void {
-  writeFileSync(`${file}.partial`, text);
-  renameSync(`${file}.partial`, file);
+  writeFileAtomic(file, text);
 }
 
 function nonEmptyLines(file: string): string[] {
