@@ -195,3 +195,14 @@ test('--resume onto a finished output is "complete" only for the same settings; 
   writeFileSync(config, readFileSync(config, 'utf8').replace(/\}\s*$/, ', "retrained": true}\n'));
   await assert.rejects(select(scorer({}), { data, out: out2, batchQuestions: 2, modelId: modelDir, resume: true }), { code: 'E_INVALID_ARG', message: /weights/ });
 });
+
+test('cluster submit checks the stage\'s values before anything is queued (not after three worker attempts)', async () => {
+  const { submit } = await import('../lib/scale/cluster.js');
+  const data = path.join(work, 'submit.jsonl');
+  retrieved(data, 2);
+  // Nothing listens on port 9: reaching Redis would be E_IO; the bad value must be reported first.
+  const base = { stage: 'select', data, out: path.join(work, 'submit.out.jsonl'), redis: 'redis://127.0.0.1:9', chunkSize: 4, connectTimeoutMs: 500 };
+  await assert.rejects(submit({ ...base, args: ['--selector', 'sel', '--k-docs', '0'] }), { code: 'E_INVALID_ARG', message: /kDocs must be a positive integer/ });
+  await assert.rejects(submit({ ...base, stage: 'synthesize', args: ['--llm', 'lm', '--alpha', '1e300'] }), { code: 'E_INVALID_ARG', message: /alpha/ });
+  assert.equal(existsSync(base.out), false);
+});

@@ -21,7 +21,7 @@ import { chunkRanges, countRecords, outputFormat, type Range, type RecordFormat 
 import { manifestPath } from '../io/manifest.js';
 import { acquireOutputLock, validateOutput } from '../io/output.js';
 import { mergeOutputs } from './merge.js';
-import { parseStageArgs, runChunk, stageAlignment, type ModelCache, type StageName } from './stages.js';
+import { checkStageArgs, parseStageArgs, runChunk, stageAlignment, type ModelCache, type StageName } from './stages.js';
 
 export const DEFAULT_QUEUE = 'gainrag';
 
@@ -132,6 +132,8 @@ export async function submit(options: SubmitOptions): Promise<SubmitSummary> {
   const data = path.resolve(options.data);
   const out = path.resolve(options.out);
   const parsed = parseStageArgs(options.stage, options.args, data, out); // bad flags fail here, not in every worker
+  // And bad values (--k-docs 0, --alpha 1e300 ...): the stage's own checks, before anything is queued.
+  checkStageArgs(options.stage as StageName, parsed);
   // The output's checks and lock, as for any writer, held for the whole run: a second submit
   // onto this --out is E_LOCKED instead of sharing the chunk directory.
   validateOutput(out, 'file', { inputs: [data], label: '--out' });

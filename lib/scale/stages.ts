@@ -41,6 +41,17 @@ export function parseStageArgs(stage: string, args: string[], data: string, out:
   return parsed;
 }
 
+/** The stage's own checks of parsed arguments (what the CLI checks before loading models). Errors: E_INVALID_ARG. */
+export function checkStageArgs(stage: StageName, parsed: ParsedArgs): void {
+  const def = STAGE_TABLE[stage];
+  try {
+    def.check(def.optionsFromArgs(parsed) as never);
+  } catch (err) {
+    if (err instanceof TypeError || err instanceof RangeError) throw new GainragError('E_INVALID_ARG', `cluster: ${stage} arguments: ${err.message}`, { cause: err });
+    throw err;
+  }
+}
+
 /** Batch size the chunk boundaries must be multiples of (see lib/io/records.ts), from parseStageArgs' result. */
 export function stageAlignment(stage: StageName, parsed: ParsedArgs): number {
   const def = STAGE_TABLE[stage];
