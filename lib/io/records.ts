@@ -10,6 +10,7 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { GainragError } from '../errors.js';
 import { AtomicJsonlWriter, readRecords, type RecordAt } from './jsonl.js';
+import { isNestedDataset, mapRecord, readNestedDataset, type DatasetOptions } from './datasets.js';
 import { AtomicArrowWriter, countArrowRows, readArrowRecords, type ArrowKind } from './arrow-records.js';
 import type { ManifestSpec } from './manifest.js';
 
@@ -167,7 +168,12 @@ export function jsonlShape(file: string): { records: number; array: boolean; tor
 }
 
 /** Records in a stage input or output: JSONL lines, JSON array elements, or Arrow rows. */
-export async function countRecords(file: string): Promise<number> {
+export async function countRecords(file: string, dataset?: DatasetOptions): Promise<number> {
+  if (isNestedDataset(file, dataset)) {
+    let n = 0;
+    for await (const _ of readNestedDataset(file, dataset)) n++;
+    return n;
+  }
   if (inputFormat(file) === 'arrow') return countArrowRows(file);
   const scan = scanJsonl(file);
   if (!scan.array) return scan.records;
@@ -180,6 +186,8 @@ export interface ReadOptions {
   range?: Range;
   /** For Arrow retrieval outputs: the index whose passage store resolves the rows. */
   indexDir?: string;
+  /** Datasets as downloaded (lib/io/datasets.ts): the format and field names. */
+  dataset?: DatasetOptions;
 }
 
 export interface PositionedRecord extends RecordAt {
@@ -197,6 +205,19 @@ export async function* readStageInput(file: string, options: ReadOptions = {}): 
   const start = options.range?.start ?? 0;
   const end = options.range?.end ?? Infinity;
   if (start >= end) return;
+  if (isNestedDataset(file, options.dataset)) {
+    let position = 0;
+    for await (const r of readNestedDataset(file, options.dataset)) {
+      if (position >= end) return;
+      if (position >= start) yield { ...r, position };
+      position++;
+    }
+    return;
+  }
+  for await (const r of readFlatInput(file, options, start, end)) yield { ...r, record: mapRecord(r.record, options.dataset) };
+}
+
+async function* readFlatInput(file: string, options: ReadOptions, start: number, end: number): AsyncGenerator<PositionedRecord> {
   if (inputFormat(file) === 'arrow') {
     let position = start;
     for await (const record of readArrowRecords(file, { indexDir: options.indexDir }, start)) {
@@ -251,7 +272,7 @@ export function openStageOutput(file: string, options: WriterOptions): RecordWri
 }
 
 /** Resolves --shard into a range of `file` (undefined: the whole input). */
-export async function shardOf(file: string, shard: Shard | undefined, align: number): Promise<Range | undefined> {
+export async function shardOf(file: string, shard: Shard | undefined, align: number, dataset?: DatasetOptions): Promise<Range | undefined> {
   if (!shard) return undefined;
-  return shardRange(await countRecords(file), shard, align);
+  return shardRange(await countRecords(file, dataset), shard, align);
 }

@@ -23,6 +23,7 @@ import { existsSync, rmSync } from 'node:fs';
 import { readRecords } from '../io/jsonl.js';
 import { countRecords, openStageOutput, readStageInput, shardOf } from '../io/records.js';
 import { readManifest } from '../io/manifest.js';
+import { checkDatasetOptions } from '../io/datasets.js';
 import { validateOutput } from '../io/output.js';
 import { GainragError } from '../errors.js';
 import { recordResumeSettings, replayFinishedOutput, type FinishedOutputCheck } from './resume.js';
@@ -85,7 +86,8 @@ export async function runStage<Item, S extends StageSummaryBase>(spec: StageSpec
   };
   validateOutput(io.out, 'file', { inputs: [io.data], label: 'out' });
   if (io.resume && io.format === 'arrow') throw new GainragError('E_INVALID_ARG', '--resume is supported for JSONL outputs only; rerun without --resume or write JSONL');
-  const range = io.range ?? (await shardOf(io.data, io.shard, batchQuestions));
+  checkDatasetOptions(io.dataset);
+  const range = io.range ?? (await shardOf(io.data, io.shard, batchQuestions, io.dataset));
   const partial = `${io.out}.partial`;
 
   if (io.resume && !existsSync(partial) && existsSync(io.out)) {
@@ -100,7 +102,7 @@ export async function runStage<Item, S extends StageSummaryBase>(spec: StageSpec
   // work before it is written.
   let total = 0;
   try {
-    const all = await countRecords(io.data);
+    const all = await countRecords(io.data, io.dataset);
     total = range ? Math.max(0, Math.min(range.end, all) - range.start) : all;
   } catch (err) {
     if ((err as { code?: string }).code !== 'E_DATA') throw err;
@@ -148,7 +150,7 @@ export async function runStage<Item, S extends StageSummaryBase>(spec: StageSpec
     };
 
     io.onProgress?.(0, total, 'start');
-    const input = readStageInput(io.data, { range })[Symbol.asyncIterator]();
+    const input = readStageInput(io.data, { range, dataset: io.dataset })[Symbol.asyncIterator]();
     for (;;) {
       let next: Awaited<ReturnType<typeof input.next>>;
       try {

@@ -2,6 +2,7 @@
 // stage takes for cancellation, progress, warnings and the slice of the input it works on, the
 // exception that skips one bad record, and the option checks.
 import type { Range, RecordFormat, Shard } from '../io/records.js';
+import type { DatasetOptions } from '../io/datasets.js';
 
 export interface StageStreamOptions {
   signal?: AbortSignal;
@@ -15,6 +16,8 @@ export interface StageStreamOptions {
   shard?: Shard;
   /** Only these input positions (cluster chunks); overrides shard. */
   range?: Range;
+  /** The input's dataset format and field names (lib/io/datasets.ts; default: detected). */
+  dataset?: DatasetOptions;
 }
 
 /** Thrown while preparing one record: the record is skipped with a warning and counted by `reason`. */

@@ -1,6 +1,7 @@
 // GainRAG stage 1: embed questions, exact top-k over an index directory, attach passages with
 // DPR hasanswer flags, stream the records to a JSONL file, and report Recall@k.
 import { GainragError } from '../errors.js';
+import { checkDatasetOptions, type DatasetOptions } from '../io/datasets.js';
 import { openStageOutput, readStageInput, shardOf, type Range, type RecordFormat, type RecordWriter, type Shard } from '../io/records.js';
 import { validateOutput } from '../io/output.js';
 import type { ManifestSpec } from '../io/manifest.js';
@@ -28,6 +29,8 @@ export interface RetrieveOptions {
   shard?: Shard;
   /** Only these input positions (the cluster runner's chunks); overrides shard. */
   range?: Range;
+  /** The questions' dataset format and field names (lib/io/datasets.ts; default: detected). */
+  dataset?: DatasetOptions;
   /** Index, store and encoder already loaded (a cluster worker keeps them across chunks). */
   resources?: RetrieveResources;
   /** Publish `<out>.gainrag.json` with the output (lib/io/manifest.ts). */
@@ -100,7 +103,8 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
   if (!Number.isInteger(topK) || topK < 1) throw new RangeError('topK must be a positive integer');
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError('batchSize must be a positive integer');
   validateOutput(options.out, 'file', { inputs: [options.data], label: 'out' }); // before loading anything
-  const range = options.range ?? (await shardOf(options.data, options.shard, batchSize));
+  checkDatasetOptions(options.dataset);
+  const range = options.range ?? (await shardOf(options.data, options.shard, batchSize, options.dataset));
   const { index, store, encoder } = options.resources ?? (await openRetrieveResources(options));
   const ownStore = !options.resources;
   if (topK > index.size) {
@@ -161,7 +165,7 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
       batch = [];
       options.onProgress?.(questions);
     };
-    for await (const { record, line } of readStageInput(options.data, { range })) {
+    for await (const { record, line } of readStageInput(options.data, { range, dataset: options.dataset })) {
       const { question, answers } = checkRecord(record, `${name}:${line}`);
       batch.push({ record, question, answers });
       if (batch.length >= batchSize) await flush();

@@ -4,6 +4,7 @@
 import path from 'node:path';
 import type { Argv } from 'yargs';
 import { parseShard, type RecordFormat, type Shard, outputFormat } from '../io/records.js';
+import { DATA_FORMATS, type DataFormat, type DatasetOptions } from '../io/datasets.js';
 import { DEFAULT_SYSTEM_PROMPT } from '../pipeline/prompts.js';
 import type { TextBackendOptions } from '../pipeline/text-backend.js';
 import { CausalLM } from '../models/causal-lm.js';
@@ -14,10 +15,14 @@ export type ParsedArgs = Record<string, any>;
 export interface ScaleArgs {
   shard?: string;
   format: string;
+  'data-format'?: string;
+  'question-field'?: string;
+  'answers-field'?: string;
+  'id-field'?: string;
 }
 
 export function withScaleOptions<T>(y: Argv<T>): Argv<T & ScaleArgs> {
-  return y
+  return withInputOptions(y)
     .option('shard', {
       type: 'string',
       describe: 'process shard I/N of the input (0-based, contiguous by position; `gainrag merge` joins the outputs), or env (Slurm array / Kubernetes Indexed Job variables)',
@@ -29,8 +34,22 @@ export function withScaleOptions<T>(y: Argv<T>): Argv<T & ScaleArgs> {
     }) as unknown as Argv<T & ScaleArgs>;
 }
 
-export function scaleArgs(argv: { shard?: string; format?: string; out: string }): { shard?: Shard; format: RecordFormat } {
-  return { shard: parseShard(argv.shard), format: outputFormat(argv.out, argv.format) };
+/** How the input is read: datasets as downloaded (lib/io/datasets.ts). */
+export function withInputOptions<T>(y: Argv<T>): Argv<T & ScaleArgs> {
+  return y
+    .option('data-format', { choices: DATA_FORMATS, describe: 'the input as its dataset ships it (default auto: detected by content; see README "Datasets as downloaded")' })
+    .option('question-field', { type: 'string', describe: 'input field (dot path) holding the question' })
+    .option('answers-field', { type: 'string', describe: 'input field (dot path) holding the answers (a string, strings, or {text} objects)' })
+    .option('id-field', { type: 'string', describe: 'input field (dot path) holding the record id' }) as unknown as Argv<T & ScaleArgs>;
+}
+
+export function scaleArgs(argv: ScaleArgs & { out: string }): { shard?: Shard; format: RecordFormat; dataset?: DatasetOptions } {
+  const dataset: DatasetOptions = {};
+  if (argv['data-format'] !== undefined) dataset.dataFormat = argv['data-format'] as DataFormat;
+  if (argv['question-field'] !== undefined) dataset.questionField = argv['question-field'];
+  if (argv['answers-field'] !== undefined) dataset.answersField = argv['answers-field'];
+  if (argv['id-field'] !== undefined) dataset.idField = argv['id-field'];
+  return { shard: parseShard(argv.shard), format: outputFormat(argv.out, argv.format), ...(Object.keys(dataset).length > 0 ? { dataset } : {}) };
 }
 
 /** The flags of the commands that generate text with an LLM (natively or through a server). */

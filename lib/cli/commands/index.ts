@@ -15,6 +15,7 @@ import { selectCommand } from './select.js';
 import { generateCommand } from './generate.js';
 import { evaluateCommand } from './evaluate.js';
 import { compareCommand } from './compare.js';
+import { splitCommand } from './split.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 // In pipeline order, as `gainrag --help` lists them.
@@ -23,6 +24,7 @@ export const commands: CommandModule<any, any>[] = [
   demoCommand,
   indexCommand,
   retrieveCommand,
+  splitCommand,
   synthesizeCommand,
   filterCommand,
   toSelectorCommand,
