@@ -16,6 +16,7 @@ import path from 'node:path';
 import { GainragError, ioError } from '../errors.js';
 import { claimOutput, type OutputLock } from './output.js';
 import { parseJson, stringifyJson } from './json-values.js';
+import { checkRegularFile } from './input-file.js';
 
 export interface RecordAt {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -27,10 +28,11 @@ export interface RecordAt {
 /** Streams the records of a JSONL file or of a JSON array file. Errors: E_IO, E_DATA 'FILE:LINE: ...'. */
 export async function* readRecords(file: string, from?: { byte: number; line: number }): AsyncGenerator<RecordAt> {
   // `from` starts a JSONL file mid-way, at a line start (lib/io/records.ts finds shard offsets).
+  checkRegularFile(file);
   const stream = createReadStream(file, { encoding: 'utf8', highWaterMark: 1 << 20, start: from?.byte ?? 0 });
   const name = path.basename(file);
   let mode: 'unknown' | 'jsonl' | 'array' = from && from.byte > 0 ? 'jsonl' : 'unknown';
-  const lines = new LineSplitter();
+  const lines = new LineSplitter(name);
   if (from) lines.line = from.line;
   const array = new ArraySplitter(name);
   try {
@@ -106,29 +108,52 @@ function parseLine(text: string, line: number, name: string): RecordAt {
   }
 }
 
+// One record (a JSONL line or a JSON array element) longer than this is refused: without a bound
+// a file with no newline (or /dev/zero behind a link) grows one string until the process dies.
+export const MAX_RECORD_CHARS = 64 * 1024 * 1024;
+
+function tooLong(name: string, line: number): GainragError {
+  return new GainragError('E_DATA', `${name}:${line}: record is longer than ${MAX_RECORD_CHARS / (1024 * 1024)} Mi characters (is this a JSONL file?)`);
+}
+
 class LineSplitter {
   line = 1;
-  private rest = '';
+  // The unfinished line as pieces: joined once when its newline comes, not once per chunk.
+  private rest: string[] = [];
+  private restChars = 0;
+  constructor(private readonly name: string) {}
   pendingEmpty(): boolean {
-    return this.rest.length === 0;
+    return this.restChars === 0;
   }
   push(text: string, emit: (line: string, no: number) => void): void {
     let start = 0;
-    const data = this.rest + text;
     for (;;) {
-      const nl = data.indexOf('\n', start);
+      const nl = text.indexOf('\n', start);
       if (nl < 0) break;
-      const line = data.slice(start, nl).trim();
-      if (line.length > 0) emit(line, this.line);
-      this.line++;
+      this.emitLine(text.slice(start, nl), emit);
       start = nl + 1;
     }
-    this.rest = data.slice(start);
+    if (start < text.length) {
+      this.rest.push(start === 0 ? text : text.slice(start));
+      this.restChars += text.length - start;
+      if (this.restChars > MAX_RECORD_CHARS) throw tooLong(this.name, this.line);
+    }
   }
   end(emit: (line: string, no: number) => void): void {
-    const line = this.rest.trim();
+    if (this.restChars > 0) this.emitLine('', emit);
+  }
+  private emitLine(tail: string, emit: (line: string, no: number) => void): void {
+    let text = tail;
+    if (this.rest.length > 0) {
+      this.rest.push(tail);
+      text = this.rest.join('');
+      this.rest = [];
+      this.restChars = 0;
+    }
+    if (text.length > MAX_RECORD_CHARS) throw tooLong(this.name, this.line);
+    const line = text.trim();
     if (line.length > 0) emit(line, this.line);
-    this.rest = '';
+    this.line++;
   }
 }
 
@@ -138,6 +163,7 @@ class ArraySplitter {
   private inString = false;
   private escape = false;
   private element: string[] = [];
+  private elementChars = 0;
   private elementStart = -1; // line of the element's first character
   private line = 1;
   private closed = false;
@@ -197,6 +223,8 @@ class ArraySplitter {
           this.element.push(text.slice(segStart < 0 ? 0 : segStart, i + 1));
           const body = this.element.join('');
           this.element = [];
+          this.elementChars = 0;
+          if (body.length > MAX_RECORD_CHARS) throw tooLong(this.name, this.elementStart);
           segStart = -1;
           this.sawElement = true;
           this.expectComma = true;
@@ -204,7 +232,12 @@ class ArraySplitter {
         }
       }
     }
-    if (this.depth >= 2) this.element.push(text.slice(segStart < 0 ? 0 : segStart));
+    if (this.depth >= 2) {
+      const piece = text.slice(segStart < 0 ? 0 : segStart);
+      this.element.push(piece);
+      this.elementChars += piece.length;
+      if (this.elementChars > MAX_RECORD_CHARS) throw tooLong(this.name, this.elementStart);
+    }
   }
 
   end(): void {

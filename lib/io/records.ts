@@ -10,6 +10,7 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { GainragError } from '../errors.js';
 import { AtomicJsonlWriter, readRecords, type RecordAt } from './jsonl.js';
+import { checkRegularFile } from './input-file.js';
 import { AtomicArrowWriter, countArrowRows, readArrowRecords, type ArrowKind } from './arrow-records.js';
 
 export type RecordFormat = 'jsonl' | 'arrow';
@@ -23,6 +24,7 @@ export function outputFormat(file: string, explicit?: string): RecordFormat {
 
 /** The format of an existing file, by content: an Arrow stream starts with 0xFFFFFFFF. */
 export function inputFormat(file: string): RecordFormat {
+  checkRegularFile(file); // before open(): a FIFO would block this thread
   let fd: number;
   try {
     fd = openSync(file, 'r');
@@ -100,6 +102,7 @@ export function chunkRanges(total: number, size: number): Range[] {
 // Walks a JSONL file's lines with Buffer.indexOf, counting records (lines with a non-blank
 // character) without parsing them. Stops at record `stop` and returns where it starts.
 function scanJsonl(file: string, stop = Infinity): { records: number; byte: number; line: number; array: boolean } {
+  checkRegularFile(file);
   let fd: number;
   try {
     fd = openSync(file, 'r');

@@ -4,6 +4,7 @@
 import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { GainragError, ioError } from '../errors.js';
+import { checkRegularFile } from '../io/input-file.js';
 import { acquireOutputLock, validateOutput, type OutputLock } from '../io/output.js';
 import type { CallOptions } from '../controls.js';
 import { Encoder, type Device } from '../models/encoder.js';
@@ -35,6 +36,7 @@ export interface BuildIndexOptions {
 export async function countPassages(file: string): Promise<number> {
   let lines = 0;
   let last = 10;
+  checkRegularFile(file);
   for await (const chunk of createReadStream(file, { highWaterMark: 1 << 22 }) as AsyncIterable<Buffer>) {
     for (let i = chunk.indexOf(10); i >= 0; i = chunk.indexOf(10, i + 1)) lines++;
     last = chunk[chunk.length - 1];

@@ -16,6 +16,7 @@ import { createInterface } from 'node:readline';
 import { GainragError, hasCode } from '../errors.js';
 import { parseJson } from '../io/json-values.js';
 import { checkDepth } from '../io/jsonl.js';
+import { checkRegularFile } from '../io/input-file.js';
 
 export interface TrainRecord {
   query: string;
@@ -121,6 +122,7 @@ export async function loadTrainingData(file: string): Promise<TrainRecord[]> {
   const errors: string[] = [];
   let badLines = 0;
   let lineNo = 0;
+  checkRegularFile(file);
   const input = createReadStream(file, { encoding: 'utf8' });
   const lines = createInterface({ input, crlfDelay: Infinity });
   try {
