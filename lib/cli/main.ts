@@ -4,7 +4,19 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { commands } from './commands/index.js';
-import { withCode } from '../errors.js';
+import { GainragError, withCode } from '../errors.js';
+
+// yargs turns an option given twice into an array of both values, which every command would then
+// misread (`'1,5'.split` on an array, NaN from Number([1, 2])). No option of ours means "give it
+// again to add more" except those declared as arrays, so any other repeated option is refused.
+function refuseRepeatedOptions(argv: Record<string, unknown>, y: { getOptions(): { array?: string[] } }): void {
+  const arrays = new Set(y.getOptions().array ?? []);
+  for (const [key, value] of Object.entries(argv)) {
+    // yargs also sets a camelCase copy of every dashed name: the dashed one is reported
+    if (key === '_' || key === '$0' || !Array.isArray(value) || arrays.has(key) || /[A-Z]/.test(key)) continue;
+    throw new GainragError('E_INVALID_ARG', `--${key} was given ${value.length} times (${value.map((v) => JSON.stringify(v)).join(', ')}); give it once`);
+  }
+}
 
 async function main(): Promise<void> {
   let cli = yargs(hideBin(process.argv))
@@ -14,6 +26,7 @@ async function main(): Promise<void> {
     .strict()
     .demandCommand(1, 'name a command (see --help)')
     .recommendCommands()
+    .middleware(refuseRepeatedOptions as never, true)
     .wrap(Math.min(110, process.stdout.columns || 110))
     .help()
     .fail((msg, err, y) => {

@@ -6,7 +6,9 @@
 // The format is decided by content (first non-blank character `[`), not by the file extension.
 //
 // Python's NaN / Infinity / -Infinity tokens are accepted, and non-finite numbers are written as
-// valid JSON (+/-Infinity as 1e999 / -1e999, NaN as null): see json-values.ts.
+// valid JSON (+/-Infinity as 1e999 / -1e999, NaN as null): see json-values.ts. Inputs must be
+// regular files (input-file.ts) of UTF-8 text (utf8-chunks.ts) with records of at most
+// MAX_RECORD_CHARS; anything else is refused with FILE:LINE rather than read loosely.
 //
 // AtomicJsonlWriter writes to `<path>.partial` and renames onto `<path>` only in close(), so a
 // reader never sees a half-written output under the final name, and a resumable job can reopen
@@ -17,6 +19,7 @@ import { GainragError, ioError } from '../errors.js';
 import { claimOutput, type OutputLock } from './output.js';
 import { parseJson, stringifyJson } from './json-values.js';
 import { checkRegularFile } from './input-file.js';
+import { Utf8Chunks } from './utf8-chunks.js';
 
 export interface RecordAt {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -29,15 +32,16 @@ export interface RecordAt {
 export async function* readRecords(file: string, from?: { byte: number; line: number }): AsyncGenerator<RecordAt> {
   // `from` starts a JSONL file mid-way, at a line start (lib/io/records.ts finds shard offsets).
   checkRegularFile(file);
-  const stream = createReadStream(file, { encoding: 'utf8', highWaterMark: 1 << 20, start: from?.byte ?? 0 });
+  const stream = createReadStream(file, { highWaterMark: 1 << 20, start: from?.byte ?? 0 });
   const name = path.basename(file);
   let mode: 'unknown' | 'jsonl' | 'array' = from && from.byte > 0 ? 'jsonl' : 'unknown';
   const lines = new LineSplitter(name);
   if (from) lines.line = from.line;
   const array = new ArraySplitter(name);
+  const utf8 = new Utf8Chunks(name);
   try {
-    for await (const chunk of stream as AsyncIterable<string>) {
-      let text = chunk;
+    for await (const bytes of stream as AsyncIterable<Buffer>) {
+      let text = utf8.decode(bytes, mode === 'array' ? array.line : lines.line);
       if (mode === 'unknown') {
         if (lines.line === 1 && lines.pendingEmpty() && text.charCodeAt(0) === 0xfeff) text = text.slice(1);
         const first = text.search(/\S/);
@@ -58,6 +62,7 @@ export async function* readRecords(file: string, from?: { byte: number; line: nu
         yield* array.push(text);
       }
     }
+    utf8.end(mode === 'array' ? array.line : lines.line);
     if (mode === 'jsonl') {
       const out: [string, number][] = [];
       lines.end((line, no) => out.push([line, no]));
@@ -165,7 +170,8 @@ class ArraySplitter {
   private element: string[] = [];
   private elementChars = 0;
   private elementStart = -1; // line of the element's first character
-  private line = 1;
+  /** Line of the next character. */
+  line = 1;
   private closed = false;
   private sawElement = false;
   private expectComma = false;

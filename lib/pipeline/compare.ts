@@ -15,6 +15,8 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import path from 'node:path';
 import { GainragError } from '../errors.js';
 import { AtomicJsonlWriter, readRecords } from '../io/jsonl.js';
+import { validateOutput } from '../io/output.js';
+import { readStageInput } from '../io/records.js';
 import { AnswerMatcher } from '../retrieval/has-answer.js';
 import { evaluate } from './evaluate.js';
 import { prepareSelectRecord, select, type PairScorer, type SelectSummary } from './select.js';
@@ -99,6 +101,7 @@ function parseKs(ks: number[] | undefined): number[] {
 export function checkCompareOptions(options: CompareOptions): { kDocs: number[]; candidates: number } {
   if (typeof options?.data !== 'string' || options.data === '') throw new TypeError('data must be a file path');
   if (typeof options.outDir !== 'string' || options.outDir === '') throw new TypeError('outDir must be a directory path');
+  validateOutput(options.outDir, 'dir', { label: 'outDir', inputs: [options.data] }); // an existing file is E_INVALID_ARG
   if (options.lm === undefined && !options.llm && !options.generateUrl) throw new TypeError('compare needs an LLM: lm, llm or generateUrl');
   const kDocs = parseKs(options.kDocs);
   const candidates = options.candidates ?? 100;
@@ -131,7 +134,7 @@ export async function compare(options: CompareOptions): Promise<CompareSummary> 
     prep = { records: 0, questions: 0, skipped: 0 };
     const writer = AtomicJsonlWriter.open(input);
     try {
-      for await (const { record, line } of readRecords(options.data)) {
+      for await (const { record, line } of readStageInput(options.data)) {
         prep.records++;
         const ok = prepareSelectRecord(record, `${options.data}:${line}`, { candidates, kDocs: maxK, pseudoPassage: false });
         if ('skip' in ok) {

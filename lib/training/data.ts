@@ -80,10 +80,12 @@ export function checkRecord(value: unknown): string[] {
       return;
     }
     // Negatives may be -Infinity (zero teacher weight, see above); the positive must count.
-    const ok = (x: unknown) => typeof x === 'number' && (Number.isFinite(x) || (key === 'neg_scores' && x === -Infinity));
+    // Teacher scores go to the trainer as float32: a double beyond its range (1e308) would become
+    // Infinity there and fail the run mid-way, so "finite" means finite as a float32.
+    const ok = (x: unknown) => typeof x === 'number' && (Number.isFinite(Math.fround(x)) || (key === 'neg_scores' && x === -Infinity));
     const bad = v.findIndex((x) => !ok(x));
     if (bad >= 0) {
-      const what = key === 'neg_scores' ? 'a finite number or -Infinity' : 'a finite number';
+      const what = `${key === 'neg_scores' ? 'a finite number or -Infinity' : 'a finite number'} (within float32 range, |x| <= 3.4e38)`;
       problems.push(`"${key}[${bad}]" must be ${what}, got ${typeof v[bad] === 'number' ? String(v[bad]) : JSON.stringify(v[bad])}`);
       return;
     }

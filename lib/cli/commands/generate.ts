@@ -2,6 +2,7 @@
 // its top-K ctxs (or none), score EM/F1, print EM/F1/Recall. Ctrl-C stops at the next batch
 // boundary and keeps `<out>.partial` for `--resume`.
 import type { CommandModule } from 'yargs';
+import { GainragError } from '../../errors.js';
 import { checkGenerateOptions, generateAnswers, DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_NEW_TOKENS_NOTE, type GenerateAnswersOptions, type GenerateSummary } from '../../pipeline/generate.js';
 import { DEFAULT_SYSTEM_PROMPT, DEFAULT_TASK, TASK_INSTRUCTIONS } from '../../pipeline/prompts.js';
 import { progressReporter, runResumable, stageWarner } from '../../retrieval/cli-progress.js';
@@ -54,7 +55,7 @@ export const generateCommand: CommandModule<{ json: boolean }, Args> = {
       .option('device', { type: 'string', describe: 'cpu, cuda, cuda:N' })
       .option('dtype', { choices: ['float32', 'float16', 'bfloat16'] as const, describe: 'weights/compute dtype' })
       .check((a) => {
-        if (!a.llm && !a['generate-url']) throw new Error('give --llm DIR or --generate-url URL');
+        if (!a.llm && !a['generate-url']) throw new GainragError('E_INVALID_ARG', 'give --llm DIR or --generate-url URL');
         return true;
       }) as never,
   handler: async (argv) => {
