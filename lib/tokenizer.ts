@@ -13,6 +13,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Tokenizer as HfTokenizer } from 'tokenizers';
 import { GainragError } from './errors.js';
+import { checkRegularFile } from './io/input-file.js';
 
 /** A batch of token sequences laid out flat (zero-copy friendly). */
 export interface TokenBatch {
@@ -109,6 +110,7 @@ export class Tokenizer {
   static load(dir: string): Tokenizer {
     const file = path.join(dir, 'tokenizer.json');
     if (!existsSync(file)) throw new GainragError('E_TOKENIZER', `no tokenizer.json in ${dir}`);
+    checkRegularFile(file, 'E_MODEL_CONFIG'); // a FIFO here would hang every model load
     let raw: { post_processor?: unknown };
     let hf: HfTokenizer;
     try {
@@ -122,16 +124,26 @@ export class Tokenizer {
     const config: TokenizerConfig = {};
     const cfgFile = path.join(dir, 'tokenizer_config.json');
     if (existsSync(cfgFile)) {
+      checkRegularFile(cfgFile, 'E_MODEL_CONFIG');
+      let c: Record<string, unknown>;
       try {
-        const c = JSON.parse(readFileSync(cfgFile, 'utf8')) as Record<string, unknown>;
+        c = JSON.parse(readFileSync(cfgFile, 'utf8')) as Record<string, unknown>;
         Object.assign(config, c);
         if (typeof c.chat_template === 'string') config.chatTemplate = c.chat_template;
         config.bosToken = tokenString(c.bos_token);
         config.eosToken = tokenString(c.eos_token);
         config.padToken = tokenString(c.pad_token);
-        if (typeof c.model_max_length === 'number' && c.model_max_length < 1e9) config.modelMaxLength = c.model_max_length;
       } catch (err) {
         throw new GainragError('E_TOKENIZER', `${cfgFile}: ${(err as Error).message}`, { cause: err });
+      }
+      // transformers writes a huge sentinel (1e30) for "no limit"; anything else must be a usable
+      // length, or every encode would fail later with a confusing range error.
+      const m = c.model_max_length;
+      if (m !== undefined && m !== null) {
+        if (typeof m !== 'number' || !(m >= 1) || (m < 1e9 && !Number.isInteger(m))) {
+          throw new GainragError('E_MODEL_CONFIG', `${cfgFile}: model_max_length must be a positive integer, got ${JSON.stringify(m)}`);
+        }
+        if (m < 1e9) config.modelMaxLength = m;
       }
     }
     const template = parsePostProcessor(raw.post_processor, (tok) => hf.tokenToId(tok));

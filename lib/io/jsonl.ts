@@ -6,7 +6,9 @@
 // The format is decided by content (first non-blank character `[`), not by the file extension.
 //
 // Python's NaN / Infinity / -Infinity tokens are accepted, and non-finite numbers are written as
-// valid JSON (+/-Infinity as 1e999 / -1e999, NaN as null): see json-values.ts.
+// valid JSON (+/-Infinity as 1e999 / -1e999, NaN as null): see json-values.ts. Inputs must be
+// regular files (input-file.ts) of UTF-8 text (utf8-chunks.ts) with records of at most
+// MAX_RECORD_CHARS; anything else is refused with FILE:LINE rather than read loosely.
 //
 // AtomicJsonlWriter writes to `<path>.partial` and renames onto `<path>` only in close(), so a
 // reader never sees a half-written output under the final name, and a resumable job can reopen
@@ -18,6 +20,8 @@ import type { OutputLock } from './output.js';
 import type { ManifestSpec } from './manifest.js';
 import { PartialFile } from './partial-file.js';
 import { parseJson, stringifyJson } from './json-values.js';
+import { checkRegularFile } from './input-file.js';
+import { Utf8Chunks } from './utf8-chunks.js';
 
 export interface RecordAt {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -29,15 +33,17 @@ export interface RecordAt {
 /** Streams the records of a JSONL file or of a JSON array file. Errors: E_IO, E_DATA 'FILE:LINE: ...'. */
 export async function* readRecords(file: string, from?: { byte: number; line: number }): AsyncGenerator<RecordAt> {
   // `from` starts a JSONL file mid-way, at a line start (lib/io/records.ts finds shard offsets).
-  const stream = createReadStream(file, { encoding: 'utf8', highWaterMark: 1 << 20, start: from?.byte ?? 0 });
+  checkRegularFile(file);
+  const stream = createReadStream(file, { highWaterMark: 1 << 20, start: from?.byte ?? 0 });
   const name = path.basename(file);
   let mode: 'unknown' | 'jsonl' | 'array' = from && from.byte > 0 ? 'jsonl' : 'unknown';
-  const lines = new LineSplitter();
+  const lines = new LineSplitter(name);
   if (from) lines.line = from.line;
   const array = new ArraySplitter(name);
+  const utf8 = new Utf8Chunks(name);
   try {
-    for await (const chunk of stream as AsyncIterable<string>) {
-      let text = chunk;
+    for await (const bytes of stream as AsyncIterable<Buffer>) {
+      let text = utf8.decode(bytes, mode === 'array' ? array.line : lines.line);
       if (mode === 'unknown') {
         if (lines.line === 1 && lines.pendingEmpty() && text.charCodeAt(0) === 0xfeff) text = text.slice(1);
         const first = text.search(/\S/);
@@ -58,6 +64,7 @@ export async function* readRecords(file: string, from?: { byte: number; line: nu
         yield* array.push(text);
       }
     }
+    utf8.end(mode === 'array' ? array.line : lines.line);
     if (mode === 'jsonl') {
       const out: [string, number][] = [];
       lines.end((line, no) => out.push([line, no]));
@@ -108,29 +115,52 @@ function parseLine(text: string, line: number, name: string): RecordAt {
   }
 }
 
+// One record (a JSONL line or a JSON array element) longer than this is refused: without a bound
+// a file with no newline (or /dev/zero behind a link) grows one string until the process dies.
+export const MAX_RECORD_CHARS = 64 * 1024 * 1024;
+
+function tooLong(name: string, line: number): GainragError {
+  return new GainragError('E_DATA', `${name}:${line}: record is longer than ${MAX_RECORD_CHARS / (1024 * 1024)} Mi characters (is this a JSONL file?)`);
+}
+
 class LineSplitter {
   line = 1;
-  private rest = '';
+  // The unfinished line as pieces: joined once when its newline comes, not once per chunk.
+  private rest: string[] = [];
+  private restChars = 0;
+  constructor(private readonly name: string) {}
   pendingEmpty(): boolean {
-    return this.rest.length === 0;
+    return this.restChars === 0;
   }
   push(text: string, emit: (line: string, no: number) => void): void {
     let start = 0;
-    const data = this.rest + text;
     for (;;) {
-      const nl = data.indexOf('\n', start);
+      const nl = text.indexOf('\n', start);
       if (nl < 0) break;
-      const line = data.slice(start, nl).trim();
-      if (line.length > 0) emit(line, this.line);
-      this.line++;
+      this.emitLine(text.slice(start, nl), emit);
       start = nl + 1;
     }
-    this.rest = data.slice(start);
+    if (start < text.length) {
+      this.rest.push(start === 0 ? text : text.slice(start));
+      this.restChars += text.length - start;
+      if (this.restChars > MAX_RECORD_CHARS) throw tooLong(this.name, this.line);
+    }
   }
   end(emit: (line: string, no: number) => void): void {
-    const line = this.rest.trim();
+    if (this.restChars > 0) this.emitLine('', emit);
+  }
+  private emitLine(tail: string, emit: (line: string, no: number) => void): void {
+    let text = tail;
+    if (this.rest.length > 0) {
+      this.rest.push(tail);
+      text = this.rest.join('');
+      this.rest = [];
+      this.restChars = 0;
+    }
+    if (text.length > MAX_RECORD_CHARS) throw tooLong(this.name, this.line);
+    const line = text.trim();
     if (line.length > 0) emit(line, this.line);
-    this.rest = '';
+    this.line++;
   }
 }
 
@@ -140,8 +170,10 @@ class ArraySplitter {
   private inString = false;
   private escape = false;
   private element: string[] = [];
+  private elementChars = 0;
   private elementStart = -1; // line of the element's first character
-  private line = 1;
+  /** Line of the next character. */
+  line = 1;
   private closed = false;
   private sawElement = false;
   private expectComma = false;
@@ -199,6 +231,8 @@ class ArraySplitter {
           this.element.push(text.slice(segStart < 0 ? 0 : segStart, i + 1));
           const body = this.element.join('');
           this.element = [];
+          this.elementChars = 0;
+          if (body.length > MAX_RECORD_CHARS) throw tooLong(this.name, this.elementStart);
           segStart = -1;
           this.sawElement = true;
           this.expectComma = true;
@@ -206,7 +240,12 @@ class ArraySplitter {
         }
       }
     }
-    if (this.depth >= 2) this.element.push(text.slice(segStart < 0 ? 0 : segStart));
+    if (this.depth >= 2) {
+      const piece = text.slice(segStart < 0 ? 0 : segStart);
+      this.element.push(piece);
+      this.elementChars += piece.length;
+      if (this.elementChars > MAX_RECORD_CHARS) throw tooLong(this.name, this.elementStart);
+    }
   }
 
   end(): void {

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { GainragError } from '../errors.js';
 import { AtomicJsonlWriter, readRecords, type RecordAt } from './jsonl.js';
 import { isNestedDataset, mapRecord, readNestedDataset, type DatasetOptions } from './datasets.js';
+import { checkRegularFile } from './input-file.js';
 import { AtomicArrowWriter, countArrowRows, readArrowRecords, type ArrowKind } from './arrow-records.js';
 import type { ManifestSpec } from './manifest.js';
 
@@ -25,6 +26,7 @@ export function outputFormat(file: string, explicit?: string): RecordFormat {
 
 /** The format of an existing file, by content: an Arrow stream starts with 0xFFFFFFFF. */
 export function inputFormat(file: string): RecordFormat {
+  checkRegularFile(file); // before open(): a FIFO would block this thread
   let fd: number;
   try {
     fd = openSync(file, 'r');
@@ -102,6 +104,7 @@ export function chunkRanges(total: number, size: number): Range[] {
 // Walks a JSONL file's lines with Buffer.indexOf, counting records (lines with a non-blank
 // character) without parsing them. Stops at record `stop` and returns where it starts.
 function scanJsonl(file: string, stop = Infinity): { records: number; byte: number; line: number; array: boolean; torn: boolean } {
+  checkRegularFile(file);
   let fd: number;
   try {
     fd = openSync(file, 'r');

@@ -15,6 +15,14 @@ export type { TextInput } from './encoder.js';
 /** Lists of texts: JS string arrays or an Arrow List<Utf8> vector. */
 export type TextListInput = readonly (readonly string[])[] | Vector<List<Utf8>>;
 
+/**
+ * Largest contrastive weight accepted. The scores are (1 + alpha) * z_ctx - alpha * z_noctx in
+ * float32: a finite but huge alpha (1e300) overflows to Inf - Inf = NaN for every passage, and far
+ * below that the difference of two large products has no precision left. The CLI bound
+ * (synthesize's MAX_ALPHA) is the same.
+ */
+export const MAX_CONTRASTIVE_ALPHA = 100;
+
 export interface CausalLMOptions {
   /** 'cpu' (default), 'cuda' or 'cuda:N'. */
   device?: string;
@@ -374,7 +382,9 @@ export class CausalLM extends NativeOwner<NativeCausalLM> {
   /** Checks, tokenises and runs one flat contrastive batch. */
   private async score(batch: ContrastiveBatch, options: ContrastiveOptions): Promise<ContrastiveFlat> {
     const alpha = options.alpha ?? 0.5;
-    if (typeof alpha !== 'number' || !Number.isFinite(alpha)) throw new RangeError('alpha must be a finite number');
+    if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha < 0 || alpha > MAX_CONTRASTIVE_ALPHA) {
+      throw new RangeError(`alpha must be a number in [0, ${MAX_CONTRASTIVE_ALPHA}], got ${String(alpha)}`);
+    }
     const method = options.method ?? 'cached';
     if (method !== 'cached' && method !== 'reference') throw new RangeError(`method must be 'cached' or 'reference'`);
     // On by default on CPU, where it is measured (bench/synthesis.ts); on CUDA it is unproven

@@ -9,14 +9,19 @@
 // pseudo entries taken out of ctxs), so every row of the table is over the same questions.
 // Answers come from generateAnswers (lib/pipeline/generate.ts), K passages each; EM/F1 are recomputed from each
 // answers file by evaluate(), Recall@K from the ctxs each run answered with (DPR matching).
-// Each stage writes its file atomically plus `<file>.summary.json`; with `resume` a stage whose
-// file and summary exist is not run again, and an unfinished one continues from its partial file.
-import { existsSync, readFileSync } from 'node:fs';
+// Each stage writes its file atomically plus `<file>.summary.json`, and records what the file
+// depends on in `<file>.settings.json` (its input's identity and settings, the model, K, token
+// limit...) before it starts. With `resume` a stage is reused, or its partial file continued, only
+// when the recorded settings are the current ones; with other --data or --max-new-tokens it runs
+// again, so a table never mixes runs of different settings.
+import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { claimCompareDir } from './compare-dir.js';
-import { writeFileAtomic } from '../io/output.js';
 import path from 'node:path';
 import { GainragError } from '../errors.js';
 import { AtomicJsonlWriter, readRecords } from '../io/jsonl.js';
+import { validateOutput, writeFileAtomic } from '../io/output.js';
+import { readStageInput } from '../io/records.js';
+import { checkRegularFile } from '../io/input-file.js';
 import { AnswerMatcher } from '../retrieval/has-answer.js';
 import { evaluate } from './evaluate.js';
 import { prepareSelectRecord, select, type PairScorer, type SelectSummary } from './select.js';
@@ -26,6 +31,9 @@ import type { CausalLM } from '../models/causal-lm.js';
 
 /** Writes answers for one run (generateAnswers; tests may stand in their own). */
 export type GenerateAnswers = (options: GenerateAnswersOptions) => Promise<{ seconds?: number }>;
+
+/** Settings of one stage's file; compared as JSON text, so keys are always built in one order. */
+type Settings = Record<string, unknown>;
 
 /** generateAnswers settings passed through to every run. */
 export type GenerationSettings = Pick<GenerateAnswersOptions,
@@ -50,9 +58,11 @@ export interface CompareOptions {
   maxNewTokens?: number;
   batchQuestions?: number;
   resume?: boolean;
-  /** Identify the models in select's resume check. */
+  /** Identify the models in select's resume check (and in the settings of every run). */
   selectorId?: string;
   rerankerId?: string;
+  /** Identifies the answering LLM when `lm` is given (default: its directory). */
+  llmId?: string;
   /** Passed to every generateAnswers call. */
   generation?: GenerationSettings;
   /** Default: generateAnswers of lib/pipeline/generate.ts. */
@@ -72,6 +82,8 @@ export interface CompareRow {
   F1: number;
   /** Share of questions with an answer in the K passages given to the LLM; null without retrieval. */
   recall: number | null;
+  /** Answers whose evidence was cut to fit the LLM's context (records marked `truncated`). */
+  truncated: number;
   /** Generation plus, for reranker/gainrag, the whole reranking stage (shared by every K). */
   seconds: number;
   questionsPerSecond: number;
@@ -101,6 +113,7 @@ function parseKs(ks: number[] | undefined): number[] {
 export function checkCompareOptions(options: CompareOptions): { kDocs: number[]; candidates: number } {
   if (typeof options?.data !== 'string' || options.data === '') throw new TypeError('data must be a file path');
   if (typeof options.outDir !== 'string' || options.outDir === '') throw new TypeError('outDir must be a directory path');
+  validateOutput(options.outDir, 'dir', { label: 'outDir', inputs: [options.data] }); // an existing file is E_INVALID_ARG
   if (options.lm === undefined && !options.llm && !options.generateUrl) throw new TypeError('compare needs an LLM: lm, llm or generateUrl');
   const kDocs = parseKs(options.kDocs);
   const candidates = options.candidates ?? 100;
@@ -117,22 +130,39 @@ export async function compare(options: CompareOptions): Promise<CompareSummary> 
   claimCompareDir(dir); // never over files of compare's names that compare did not write
   const file = (name: string) => path.join(dir, name);
   const resume = options.resume ?? false;
-  const finished = (out: string) => resume && existsSync(out) && existsSync(`${out}.summary.json`);
-  const saveSummary = (out: string, value: unknown) => {
-    writeFileAtomic(`${out}.summary.json`, JSON.stringify(value));
+  const settingsFile = (out: string) => `${out}.settings.json`;
+  const sameSettings = (out: string, settings: Settings) =>
+    resume && existsSync(settingsFile(out)) && readFileSync(settingsFile(out), 'utf8') === JSON.stringify(settings);
+  const finished = (out: string, settings: Settings) => sameSettings(out, settings) && existsSync(out) && existsSync(`${out}.summary.json`);
+  // Before a stage runs: true when its partial file may be continued (same settings); otherwise
+  // the old summary goes first, so an interrupted rerun can never pass the old file off as done.
+  const begin = (out: string, settings: Settings): boolean => {
+    const same = sameSettings(out, settings);
+    if (!same) {
+      rmSync(`${out}.summary.json`, { force: true });
+      writeFileAtomic(settingsFile(out), JSON.stringify(settings));
+    }
+    return same;
   };
+  const saveSummary = (out: string, value: unknown) => writeFileAtomic(`${out}.summary.json`, JSON.stringify(value));
   const loadSummary = <T>(out: string): T => JSON.parse(readFileSync(`${out}.summary.json`, 'utf8')) as T;
+  const llmId = options.llmId ?? (options.generateUrl ? `${options.generateUrl}#${options.generation?.generateModel ?? ''}` : path.resolve(options.llm ?? options.lm?.dir ?? ''));
+  const g = options.generation ?? {};
+  // Timeout and concurrency change how answers are fetched, not what they are.
+  const generation = { instruction: g.instruction, chatTemplate: g.chatTemplate, systemPrompt: g.systemPrompt, generateModel: g.generateModel, device: g.device, dtype: g.dtype };
 
   // 1. The common question set.
   const input = file('input.jsonl');
+  const inputSettings: Settings = { stage: 'input', data: fileIdentity(options.data), candidates, kDocs: maxK };
   let prep: { records: number; questions: number; skipped: number };
-  if (finished(input)) prep = loadSummary(input);
+  if (finished(input, inputSettings)) prep = loadSummary(input);
   else {
     options.onStage?.('input');
+    begin(input, inputSettings);
     prep = { records: 0, questions: 0, skipped: 0 };
-    const writer = AtomicJsonlWriter.open(input);
+    const writer = AtomicJsonlWriter.open(input, { inputs: [options.data] });
     try {
-      for await (const { record, line } of readRecords(options.data)) {
+      for await (const { record, line } of readStageInput(options.data)) {
         prep.records++;
         const ok = prepareSelectRecord(record, `${options.data}:${line}`, { candidates, kDocs: maxK, pseudoPassage: false });
         if ('skip' in ok) {
@@ -157,14 +187,16 @@ export async function compare(options: CompareOptions): Promise<CompareSummary> 
   const llm = { lm: options.lm, llm: options.llm, generateUrl: options.generateUrl };
   const common = { ...options.generation, task: options.task, maxNewTokens: options.maxNewTokens, signal: options.signal, onProgress: options.onProgress, warn };
 
-  const answer = async (run: CompareRow['run'], data: string, k: number, extraSeconds: number) => {
+  const answer = async (run: CompareRow['run'], data: string, dataSettings: Settings, k: number, extraSeconds: number) => {
     const out = file(k === 0 ? 'no-retrieval.answers.jsonl' : `${run}-k${k}.answers.jsonl`);
+    const settings: Settings = { stage: 'answers', input: dataSettings, run, k, llm: llmId, task: options.task, maxNewTokens: options.maxNewTokens, generation };
     let seconds: number;
-    if (finished(out)) seconds = loadSummary<{ seconds: number }>(out).seconds;
+    if (finished(out, settings)) seconds = loadSummary<{ seconds: number }>(out).seconds;
     else {
       options.onStage?.(`${run}${k > 0 ? ` k=${k}` : ''}`);
+      const continued = begin(out, settings);
       const t0 = performance.now();
-      const g = await generateAnswers({ ...llm, ...common, data, out, kDocs: Math.max(k, 1), noRetrieval: k === 0, resume });
+      const g = await generateAnswers({ ...llm, ...common, data, out, kDocs: Math.max(k, 1), noRetrieval: k === 0, resume: continued });
       seconds = (performance.now() - t0) / 1000;
       saveSummary(out, { ...g, seconds });
     }
@@ -172,40 +204,58 @@ export async function compare(options: CompareOptions): Promise<CompareSummary> 
     if (ev.evaluated !== prep.questions) warn(`${out}: ${ev.evaluated} answers for ${prep.questions} questions`);
     const total = seconds + extraSeconds;
     rows.push({
-      run, k, questions: ev.evaluated, EM: ev.EM, F1: ev.F1, recall: k === 0 ? null : await recallAt(data, k), seconds: total,
+      run, k, questions: ev.evaluated, EM: ev.EM, F1: ev.F1, recall: k === 0 ? null : await recallAt(data, k), truncated: await countTruncated(out), seconds: total,
       questionsPerSecond: ev.evaluated / Math.max(total, 1e-9), answers: out,
     });
   };
 
-  const rerank = async (name: 'reranker' | 'gainrag', scorer: PairScorer, pseudo: boolean, modelId?: string): Promise<{ out: string; s: SelectSummary }> => {
+  const rerank = async (name: 'reranker' | 'gainrag', scorer: PairScorer, pseudo: boolean, modelId?: string): Promise<{ out: string; s: SelectSummary; settings: Settings }> => {
     const out = file(name === 'gainrag' ? 'selected.jsonl' : 'reranked.jsonl');
-    if (finished(out)) return { out, s: loadSummary<SelectSummary>(out) };
+    const settings: Settings = {
+      stage: name, input: inputSettings, model: modelId ?? null, kDocs: maxK, candidates, batchQuestions: options.batchQuestions,
+      pseudo: pseudo ? { llm: llmId, maxNewTokens: options.pseudoMaxNewTokens } : null,
+    };
+    if (finished(out, settings)) return { out, s: loadSummary<SelectSummary>(out), settings };
     options.onStage?.(`${name} select`);
+    const continued = begin(out, settings);
     const s = await select(scorer, {
       data: input, out, kDocs: maxK, candidates, pseudoPassage: pseudo, generator: pseudo ? options.pseudoGenerator : undefined,
-      wrapPrompt: options.wrapPrompt, pseudoMaxNewTokens: options.pseudoMaxNewTokens, batchQuestions: options.batchQuestions, resume, modelId,
+      wrapPrompt: options.wrapPrompt, pseudoMaxNewTokens: options.pseudoMaxNewTokens, batchQuestions: options.batchQuestions, resume: continued, modelId,
       signal: options.signal, onProgress: options.onProgress, warn,
     });
     if (s.questions !== prep.questions) warn(`${out}: ${s.questions} questions selected of ${prep.questions}`);
     saveSummary(out, s);
-    return { out, s };
+    return { out, s, settings };
   };
 
   // 2. The runs, cheapest first.
-  await answer('no-retrieval', input, 0, 0);
-  for (const k of kDocs) await answer('retrieval', input, k, 0);
+  await answer('no-retrieval', input, inputSettings, 0, 0);
+  for (const k of kDocs) await answer('retrieval', input, inputSettings, k, 0);
   if (options.reranker) {
-    const { out, s } = await rerank('reranker', options.reranker, false, options.rerankerId);
+    const { out, s, settings } = await rerank('reranker', options.reranker, false, options.rerankerId);
     summary.reranker = s;
-    for (const k of kDocs) await answer('reranker', out, k, s.seconds);
+    for (const k of kDocs) await answer('reranker', out, settings, k, s.seconds);
   }
   if (options.selector) {
-    const { out, s } = await rerank('gainrag', options.selector, true, options.selectorId);
+    const { out, s, settings } = await rerank('gainrag', options.selector, true, options.selectorId);
     summary.gainrag = s;
-    for (const k of kDocs) await answer('gainrag', out, k, s.seconds);
+    for (const k of kDocs) await answer('gainrag', out, settings, k, s.seconds);
   }
   writeFileAtomic(file('compare.json'), JSON.stringify(summary, null, 1));
   return summary;
+}
+
+// What identifies an input file without reading it: a rewrite changes its size or mtime.
+function fileIdentity(file: string): Settings {
+  checkRegularFile(file); // E_IO when missing, E_INVALID_ARG for a directory or FIFO
+  const st = statSync(file);
+  return { path: path.resolve(file), size: st.size, mtimeMs: st.mtimeMs };
+}
+
+async function countTruncated(file: string): Promise<number> {
+  let n = 0;
+  for await (const { record } of readRecords(file)) if (record?.truncated === true) n++;
+  return n;
 }
 
 /** Share of records with a DPR answer match among the first k ctxs. */
@@ -222,9 +272,10 @@ async function recallAt(file: string, k: number): Promise<number> {
 
 /** One text table: a row per run and K. */
 export function formatComparison(s: CompareSummary): string {
-  const head = ['run', 'K', 'EM', 'F1', 'Recall@K', 'seconds', 'q/s'];
+  const head = ['run', 'K', 'EM', 'F1', 'Recall@K', 'truncated', 'seconds', 'q/s'];
   const body = s.rows.map((r) => [
-    r.run, String(r.k), r.EM.toFixed(2), r.F1.toFixed(2), r.recall === null ? '-' : `${(100 * r.recall).toFixed(1)}%`, r.seconds.toFixed(1), r.questionsPerSecond.toFixed(2),
+    r.run, String(r.k), r.EM.toFixed(2), r.F1.toFixed(2), r.recall === null ? '-' : `${(100 * r.recall).toFixed(1)}%`, String(r.truncated ?? '-'),
+    r.seconds.toFixed(1), r.questionsPerSecond.toFixed(2),
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');

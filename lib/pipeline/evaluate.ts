@@ -1,6 +1,6 @@
-// `evaluate`: recomputes answer metrics and retrieval recall from any JSON/JSONL file whose
-// records hold gold `answers` and a `generated` answer (ours from `generate`, or another
-// system's; the field names are options), so numbers from different systems are computed by
+// `evaluate`: recomputes answer metrics and retrieval recall from any JSONL, JSON array or Arrow
+// stage file whose records hold gold `answers` and a `generated` answer (ours from `generate`, or
+// another system's; the field names are options), so numbers from different systems are computed by
 // one implementation.
 //
 // EM is the reference's regex EM and F1 its token F1, both maxed over the non-empty gold answers
@@ -9,7 +9,7 @@
 // without text falls back to its `hasanswer` flag). Records without a usable answer or without
 // a string prediction are skipped with a FILE:LINE warning and counted. When a record carries
 // its own `EM` / `F1`, disagreements with the recomputed values are counted (`storedMismatches`).
-import { readRecords } from '../io/jsonl.js';
+import { readStageInput } from '../io/records.js';
 import { emMaxOverGold, f1MaxOverGold } from '../metrics/index.js';
 import { AnswerMatcher } from '../retrieval/has-answer.js';
 
@@ -59,7 +59,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateSummar
   let em = 0;
   let f1 = 0;
   const found = ks.map(() => 0);
-  for await (const { record: r, line } of readRecords(options.data)) {
+  for await (const { record: r, line } of readStageInput(options.data)) {
     s.records++;
     const where = `${options.data}:${line}`;
     if (r === null || typeof r !== 'object' || Array.isArray(r)) {

@@ -1,14 +1,15 @@
 // GainRAG step 3a: keep the questions whose best passage (lowest PPL_CD) makes the LLM answer
 // correctly (EM_with_retrieval), as the reference's data_filter.py. Ties keep the first passage,
-// as Python's stable sort does. Input: synthesize output (JSONL, or a JSON array as the reference
-// writes); output: JSONL, published when complete.
+// as Python's stable sort does. Input: synthesize output (JSONL, a JSON array as the reference
+// writes, or Arrow); output: JSONL, published when complete.
 //
 // Bad values are skipped with a FILE:LINE warning rather than read loosely: a perplexity is >= 1
 // (the exponential of a mean negative log-probability), so a negative or NaN one is damaged data
 // and never the best passage; +Infinity (Python writes it when an answer has no tokens) is a
 // valid, worst score. EM_with_retrieval must be a boolean or 0/1: the string "false" is truthy in
 // JavaScript and would keep a question the LLM got wrong.
-import { readRecords, AtomicJsonlWriter } from '../io/jsonl.js';
+import { AtomicJsonlWriter } from '../io/jsonl.js';
+import { readStageInput } from '../io/records.js';
 import { GainragError } from '../errors.js';
 
 export interface SynthPassage {
@@ -70,7 +71,7 @@ export async function filterSynthesized(options: { data: string; out: string; si
   const warn = options.warn ?? (() => undefined);
   const writer = AtomicJsonlWriter.open(options.out, { inputs: [options.data] });
   try {
-    for await (const { record, line } of readRecords(options.data)) {
+    for await (const { record, line } of readStageInput(options.data)) {
       if (options.signal?.aborted) throw new GainragError('E_CANCELLED', 'filter was cancelled');
       summary.records++;
       const where = `${options.data}:${line}`;

@@ -10,7 +10,8 @@
 // non-numeric or missing perplexities are dropped with a FILE:LINE warning (filter.ts explains
 // why they are damaged data), and so is a record with an empty question: an empty query trains
 // the selector on nothing.
-import { readRecords, AtomicJsonlWriter } from '../io/jsonl.js';
+import { AtomicJsonlWriter } from '../io/jsonl.js';
+import { readStageInput } from '../io/records.js';
 import { GainragError } from '../errors.js';
 import { readPerplexity, SCORE_FIELDS, type ScoreField } from './filter.js';
 
@@ -94,7 +95,7 @@ export async function toSelector(options: ToSelectorOptions): Promise<ToSelector
   const summary: ToSelectorSummary = { records: 0, written: 0, skipped: 0, droppedPassages: 0, badScores: 0, scoreField };
   const writer = AtomicJsonlWriter.open(options.out, { inputs: [options.data] });
   try {
-    for await (const { record, line } of readRecords(options.data)) {
+    for await (const { record, line } of readStageInput(options.data)) {
       if (options.signal?.aborted) throw new GainragError('E_CANCELLED', 'to-selector was cancelled');
       summary.records++;
       const where = `${options.data}:${line}`;

@@ -3,7 +3,8 @@
 // `<out>.partial` and renamed into place only when complete.
 import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { GainragError, ioError } from '../errors.js';
+import { GainragError, ioError, isErrorCode } from '../errors.js';
+import { checkRegularFile } from '../io/input-file.js';
 import { acquireOutputLock, validateOutput, writeFileAtomic, type OutputLock } from '../io/output.js';
 import type { CallOptions } from '../controls.js';
 import { Encoder, type Device } from '../models/encoder.js';
@@ -35,6 +36,7 @@ export interface BuildIndexOptions {
 export async function countPassages(file: string): Promise<number> {
   let lines = 0;
   let last = 10;
+  checkRegularFile(file);
   for await (const chunk of createReadStream(file, { highWaterMark: 1 << 22 }) as AsyncIterable<Buffer>) {
     for (let i = chunk.indexOf(10); i >= 0; i = chunk.indexOf(10, i + 1)) lines++;
     last = chunk[chunk.length - 1];
@@ -55,6 +57,13 @@ export function isGainragIndexDir(dir: string): boolean {
   } catch {
     return false;
   }
+}
+
+// A Node fs failure (ENOSPC, EIO, EDQUOT ...) of the passage store is E_IO with its errno, not
+// an uncoded error that the CLI could only report as E_INTERNAL.
+function writeFailure(err: unknown, out: string): unknown {
+  const e = err as NodeJS.ErrnoException;
+  return e instanceof Error && typeof e.syscall === 'string' && !isErrorCode(e.code) ? ioError(err, `cannot write the index ${out}`) : err;
 }
 
 function isEmptyDir(dir: string): boolean {
@@ -154,7 +163,7 @@ export async function buildIndex(options: BuildIndexOptions): Promise<number> {
     writer.abort();
     store.abort();
     rmSync(tmp, { recursive: true, force: true });
-    throw err;
+    throw writeFailure(err, options.out);
   } finally {
     lock.release();
   }
@@ -192,7 +201,7 @@ export async function importIndex(options: ImportIndexOptions): Promise<number> 
   } catch (err) {
     store.abort();
     rmSync(tmp, { recursive: true, force: true });
-    throw err;
+    throw writeFailure(err, options.out);
   } finally {
     lock.release();
   }

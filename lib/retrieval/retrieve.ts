@@ -89,6 +89,10 @@ export interface Ctx {
 function checkRecord(record: any, where: string): { question: string; answers: string[] } {
   if (typeof record !== 'object' || record === null || Array.isArray(record)) throw new GainragError('E_DATA', `${where}: record must be an object`);
   if (typeof record.question !== 'string') throw new GainragError('E_DATA', `${where}: record has no string 'question'`);
+  // An empty question embeds to the same vector for every record: its passages would be noise
+  // that looks like retrieval. The later stages skip such records; here it is refused like any
+  // other record without a question.
+  if (record.question.trim() === '') throw new GainragError('E_DATA', `${where}: 'question' is empty`);
   const answers = record.answers ?? [];
   if (!Array.isArray(answers) || !answers.every((a: unknown) => typeof a === 'string')) {
     throw new GainragError('E_DATA', `${where}: 'answers' must be an array of strings`);

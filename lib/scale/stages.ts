@@ -5,6 +5,7 @@
 import yargs, { type Argv } from 'yargs';
 import { GainragError } from '../errors.js';
 import type { Range, RecordFormat } from '../io/records.js';
+import { refuseRepeatedOptions } from '../stages/flags.js';
 import { STAGES, STAGE_TABLE, type ModelCache, type ParsedArgs, type StageName } from '../stages/index.js';
 
 export { STAGES, type StageName, type ModelCache };
@@ -30,6 +31,7 @@ export function parseStageArgs(stage: string, args: string[], data: string, out:
   let failure: string | undefined;
   const parsed = STAGE_TABLE[stage as StageName].builder(yargs([...args, '--data', data, '--out', out]).option('json', { type: 'boolean', default: false }) as Argv)
     .strict()
+    .middleware(refuseRepeatedOptions as never, true)
     .exitProcess(false)
     .help(false)
     .version(false)

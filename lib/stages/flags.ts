@@ -8,6 +8,7 @@ import { DATA_FORMATS, type DataFormat, type DatasetOptions } from '../io/datase
 import { DEFAULT_SYSTEM_PROMPT } from '../pipeline/prompts.js';
 import type { TextBackendOptions } from '../pipeline/text-backend.js';
 import { CausalLM } from '../models/causal-lm.js';
+import { GainragError } from '../errors.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type ParsedArgs = Record<string, any>;
@@ -91,4 +92,16 @@ export function cached<T>(cache: ModelCache, key: string, load: () => Promise<T>
 /** A causal LM through the cache. */
 export function cachedCausalLM(cache: ModelCache, dir: string, device?: string, dtype?: TextBackendOptions['dtype']): Promise<CausalLM> {
   return cached(cache, `causal-lm\0${path.resolve(dir)}\0${device}\0${dtype}`, () => CausalLM.load(dir, { device, dtype }));
+}
+
+// yargs turns an option given twice into an array of both values, which every command would then
+// misread ('1,5'.split on an array, NaN from Number([1, 2])). No option of ours means "give it
+// again to add more" except those declared as arrays, so any other repeated option is refused.
+export function refuseRepeatedOptions(argv: Record<string, unknown>, y: { getOptions(): { array?: string[] } }): void {
+  const arrays = new Set(y.getOptions().array ?? []);
+  for (const [key, value] of Object.entries(argv)) {
+    // yargs also sets a camelCase copy of every dashed name: the dashed one is reported
+    if (key === '_' || key === '$0' || !Array.isArray(value) || arrays.has(key) || /[A-Z]/.test(key)) continue;
+    throw new GainragError('E_INVALID_ARG', `--${key} was given ${value.length} times (${value.map((v) => JSON.stringify(v)).join(', ')}); give it once`);
+  }
 }

@@ -4,6 +4,7 @@ import type { Argv } from 'yargs';
 import { checkGenerateOptions, generateAnswers, DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_NEW_TOKENS_NOTE, type GenerateAnswersOptions, type GenerateSummary } from '../pipeline/generate.js';
 import { DEFAULT_TASK, TASK_INSTRUCTIONS } from '../pipeline/prompts.js';
 import type { CausalLM } from '../models/causal-lm.js';
+import { GainragError } from '../errors.js';
 import { cachedCausalLM, scaleArgs, textBackendArgs, textBackendFlags, withScaleOptions, type ParsedArgs } from './flags.js';
 import type { StageDefinition, StageRunBase } from './definition.js';
 
@@ -26,7 +27,7 @@ export const generateStage: StageDefinition<GenerateStageOptions, CausalLM | und
       .option('resume', { type: 'boolean', default: false, describe: 'continue an interrupted run from OUT.partial' })
       .option('batch-questions', { type: 'number', default: 64, describe: 'records per engine call (continuous batching runs inside each call)' })
       .check((a: ParsedArgs) => {
-        if (!a.llm && !a['generate-url']) throw new Error('give --llm DIR or --generate-url URL');
+        if (!a.llm && !a['generate-url']) throw new GainragError('E_INVALID_ARG', 'give --llm DIR or --generate-url URL');
         return true;
       }) as Argv,
   optionsFromArgs: (a: ParsedArgs) => ({

@@ -16,6 +16,7 @@ import { createInterface } from 'node:readline';
 import { GainragError, hasCode } from '../errors.js';
 import { parseJson } from '../io/json-values.js';
 import { checkDepth } from '../io/jsonl.js';
+import { checkRegularFile } from '../io/input-file.js';
 
 export interface TrainRecord {
   query: string;
@@ -79,10 +80,12 @@ export function checkRecord(value: unknown): string[] {
       return;
     }
     // Negatives may be -Infinity (zero teacher weight, see above); the positive must count.
-    const ok = (x: unknown) => typeof x === 'number' && (Number.isFinite(x) || (key === 'neg_scores' && x === -Infinity));
+    // Teacher scores go to the trainer as float32: a double beyond its range (1e308) would become
+    // Infinity there and fail the run mid-way, so "finite" means finite as a float32.
+    const ok = (x: unknown) => typeof x === 'number' && (Number.isFinite(Math.fround(x)) || (key === 'neg_scores' && x === -Infinity));
     const bad = v.findIndex((x) => !ok(x));
     if (bad >= 0) {
-      const what = key === 'neg_scores' ? 'a finite number or -Infinity' : 'a finite number';
+      const what = `${key === 'neg_scores' ? 'a finite number or -Infinity' : 'a finite number'} (within float32 range, |x| <= 3.4e38)`;
       problems.push(`"${key}[${bad}]" must be ${what}, got ${typeof v[bad] === 'number' ? String(v[bad]) : JSON.stringify(v[bad])}`);
       return;
     }
@@ -121,6 +124,7 @@ export async function loadTrainingData(file: string): Promise<TrainRecord[]> {
   const errors: string[] = [];
   let badLines = 0;
   let lineNo = 0;
+  checkRegularFile(file);
   const input = createReadStream(file, { encoding: 'utf8' });
   const lines = createInterface({ input, crlfDelay: Infinity });
   try {

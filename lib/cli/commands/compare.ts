@@ -8,7 +8,8 @@ import { checkCompareOptions, compare, formatComparison, type CompareOptions } f
 import { DEFAULT_TASK, TASK_INSTRUCTIONS, promptWrapper } from '../../pipeline/prompts.js';
 import { nativeGenerator } from '../../pipeline/synthesize.js';
 import { DEFAULT_MAX_NEW_TOKENS } from '../../pipeline/generate.js';
-import { progressReporter, runResumable, stageWarner } from '../progress.js';
+import { progressReporter, runResumable, stageWarner, type ProgressReporter } from '../progress.js';
+import { bundledModelsNote } from '../../models/bundled.js';
 import { generatorOptions, pseudoWriter, type GeneratorArgs } from './select.js';
 
 interface Args extends GeneratorArgs {
@@ -63,6 +64,7 @@ export const compareCommand: CommandModule<{ json: boolean }, Args> = {
         generateTimeoutMs: argv['generate-timeout'] * 1000, generateConcurrency: argv['generate-concurrency'],
       },
       selectorId: argv.selector ? path.resolve(argv.selector) : undefined, rerankerId: argv.reranker ? path.resolve(argv.reranker) : undefined,
+      llmId: argv['generate-url'] ? `${argv['generate-url']}#${argv['generate-model'] ?? ''}` : path.resolve(argv.llm as string),
     };
     checkCompareOptions(options);
     const load = { device: argv.device as never, dtype: argv.dtype };
@@ -81,6 +83,17 @@ export const compareCommand: CommandModule<{ json: boolean }, Args> = {
     if (argv.selector) options.selector = await CrossEncoder.load(argv.selector, load);
     if (argv.reranker) options.reranker = await CrossEncoder.load(argv.reranker, load);
     let progress = progressReporter('compare', 'questions');
+    // One warner for the whole comparison, drawing next to whichever run's bar is current: a cut
+    // evidence is routine (every run of every K would repeat it per record), and counted per run
+    // in the table's truncated column.
+    const current: ProgressReporter = {
+      get drawing() {
+        return progress.drawing;
+      },
+      update: (done, total) => progress.update(done, total),
+      stop: () => progress.stop(),
+    };
+    const warn = stageWarner(current, [{ match: 'evidence cut', more: 'more records had their evidence cut; see the truncated column' }]);
     const summary = await runResumable(() => progress, `finished runs are under ${argv.out}, continue with --resume`, (signal) =>
       compare({
         ...options, signal,
@@ -90,9 +103,14 @@ export const compareCommand: CommandModule<{ json: boolean }, Args> = {
           process.stderr.write(`compare: ${name}\n`);
         },
         onProgress: (done, total) => progress.update(done, total),
-        warn: (m) => stageWarner(progress)(m),
+        warn,
       }),
     );
-    process.stdout.write(argv.json ? `${JSON.stringify(summary)}\n` : formatComparison(summary));
+    // With --generate-url the answers come from the server; --llm only lends its tokenizer.
+    const note = bundledModelsNote([argv['generate-url'] ? undefined : argv.llm, argv.selector, argv.reranker]);
+    if (argv.json) {
+      process.stdout.write(`${JSON.stringify(summary)}\n`);
+      process.stderr.write(note);
+    } else process.stdout.write(formatComparison(summary) + note);
   },
 };

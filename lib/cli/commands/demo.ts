@@ -3,15 +3,17 @@
 // -> train -> select -> generate -> evaluate -> compare. The questions are split into train and
 // test by a hash of their id (stable under reordering and resizing); the selector is trained on
 // train questions and judged on the held-out test questions only. Every stage writes its output
-// atomically and records its summary and wall time under stages/, so a finished stage is skipped
-// when the demo runs again and the final table still shows what it took.
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { writeFileAtomic } from '../../io/output.js';
+// atomically and records its summary, wall time and settings under stages/: a finished stage is
+// skipped when the demo runs again with the same settings (and the final table still shows what it
+// took), and run again, with everything after it, when a flag it depends on changed.
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CommandModule } from 'yargs';
 import { formatComparison, type CompareSummary } from '../../pipeline/compare.js';
+import { writeFileAtomic } from '../../io/output.js';
+import { isBundledModel } from '../../models/bundled.js';
+import { chainKey, checkDemoFlags, fileIdentity, runGainrag } from '../demo-support.js';
 
 const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..');
 const mainJs = path.join(packageRoot, 'dist', 'lib', 'cli', 'main.js');
@@ -41,6 +43,10 @@ interface Stage {
   run?: () => Record<string, unknown>;
   /** Runs before the command (e.g. writes the stage's input subset). */
   prepare?: () => void;
+  /** What the stage depends on besides its command line (flags used by prepare, input files). */
+  settings?: unknown;
+  /** Left by an earlier run with other settings, removed before the stage runs again (default: output and its partial files). */
+  stale?: string[];
   /** What the throughput column counts, from the summary. */
   rate?: (s: Record<string, unknown>, seconds: number) => string;
 }
@@ -51,11 +57,11 @@ interface StageResult {
   rate: string;
   resumed: boolean;
   summary: Record<string, unknown>;
+  /** chainKey of the settings the output was made with. */
+  settings?: string;
 }
 
-function writeAtomic(file: string, text: string): void {
-  writeFileAtomic(file, text);
-}
+const writeAtomic = writeFileAtomic;
 
 function nonEmptyLines(file: string): string[] {
   return readFileSync(file, 'utf8').split('\n').filter((l) => l.trim().length > 0);
@@ -96,17 +102,19 @@ export const demoCommand: CommandModule<{ json: boolean }, DemoArgs> = {
       .option('llm', { type: 'string', describe: 'causal LM directory (default: bundled random-weight llama-tiny)' })
       .option('passages', { type: 'string', describe: 'passages file (default: data/demo/passages.jsonl)' })
       .option('data', { type: 'string', describe: 'questions file {question, answers} (default: data/demo/questions.jsonl)' }) as never,
-  handler: (argv) => {
+  handler: async (argv) => {
     const data = path.join(packageRoot, 'data', 'demo');
     const models = path.join(packageRoot, 'models');
-    const encoder = argv.encoder ?? path.join(models, 'bert-tiny');
-    const reranker = argv.reranker ?? path.join(models, 'xlmr-tiny-reranker');
-    const llm = argv.llm ?? path.join(models, 'llama-tiny');
-    const bundled = !argv.encoder && !argv.reranker && !argv.llm;
+    const encoder = path.resolve(argv.encoder ?? path.join(models, 'bert-tiny'));
+    const reranker = path.resolve(argv.reranker ?? path.join(models, 'xlmr-tiny-reranker'));
+    const llm = path.resolve(argv.llm ?? path.join(models, 'llama-tiny'));
+    const passagesFile = path.resolve(argv.passages ?? path.join(data, 'passages.jsonl'));
+    const questionsFile = path.resolve(argv.data ?? path.join(data, 'questions.jsonl'));
+    const { maxK } = checkDemoFlags(argv, { passages: passagesFile, data: questionsFile, models: { encoder, reranker, llm } });
+    const bundled = [encoder, reranker, llm].some((m) => isBundledModel(m));
+    // A random-weight LLM's answers rarely match, so filter keeps next to nothing (see to-selector).
+    const randomLlm = isBundledModel(llm);
     const share = argv['test-share'];
-    if (!(share > 0 && share < 1)) throw new RangeError(`--test-share must be in (0, 1), got ${share}`);
-    const ks = argv['k-docs'].split(',').map(Number);
-    const maxK = Math.max(...ks);
     const out = path.resolve(argv.out);
     const stagesDir = path.join(out, 'stages');
     mkdirSync(stagesDir, { recursive: true });
@@ -120,15 +128,16 @@ export const demoCommand: CommandModule<{ json: boolean }, DemoArgs> = {
       {
         name: 'index build',
         output: file('index'),
-        args: ['index', 'build', '--passages', argv.passages ?? path.join(data, 'passages.jsonl'), '--encoder', encoder, '--out', file('index')],
+        args: ['index', 'build', '--passages', passagesFile, '--encoder', encoder, '--out', file('index')],
+        settings: { passages: fileIdentity(passagesFile) },
+        stale: [], // index build replaces an earlier index itself
         rate: (s, t) => perSecond(s.passages, 'passages', t),
       },
       {
         name: 'retrieve',
         output: file('retrieved.jsonl'),
-        prepare: () => {
-          if (!existsSync(file('questions.jsonl'))) writeAtomic(file('questions.jsonl'), `${nonEmptyLines(argv.data ?? path.join(data, 'questions.jsonl')).slice(0, argv.questions).join('\n')}\n`);
-        },
+        prepare: () => writeAtomic(file('questions.jsonl'), `${nonEmptyLines(questionsFile).slice(0, argv.questions).join('\n')}\n`),
+        settings: { data: fileIdentity(questionsFile), questions: argv.questions },
         args: ['retrieve', '--index', file('index'), '--encoder', encoder, '--data', file('questions.jsonl'), '--top-k', String(argv['top-k']), '--out', file('retrieved.jsonl')],
         rate: (s, t) => perSecond(s.questions, 'questions', t),
       },
@@ -143,13 +152,14 @@ export const demoCommand: CommandModule<{ json: boolean }, DemoArgs> = {
           writeAtomic(file('test-retrieved.jsonl'), `${test.join('\n')}\n`);
           return { train: train.length, test: test.length, share };
         },
+        settings: { share },
+        stale: [file('train-retrieved.jsonl'), file('test-retrieved.jsonl')],
       },
       {
         name: 'synthesize',
         output: file('synthesized.jsonl'),
-        prepare: () => {
-          if (!existsSync(file('train-subset.jsonl'))) writeAtomic(file('train-subset.jsonl'), `${nonEmptyLines(file('train-retrieved.jsonl')).slice(0, argv.synthesize).join('\n')}\n`);
-        },
+        prepare: () => writeAtomic(file('train-subset.jsonl'), `${nonEmptyLines(file('train-retrieved.jsonl')).slice(0, argv.synthesize).join('\n')}\n`),
+        settings: { synthesize: argv.synthesize },
         args: ['synthesize', '--data', file('train-subset.jsonl'), '--llm', llm, '--top-k', '5', '--max-new-tokens', '8', '--pseudo-max-new-tokens', '48',
           '--out', file('synthesized.jsonl'), '--resume'],
         rate: (s, t) => perSecond(s.written, 'questions', t),
@@ -161,7 +171,7 @@ export const demoCommand: CommandModule<{ json: boolean }, DemoArgs> = {
         // The bundled LLM has random weights, so its answers rarely match (filter keeps few or no
         // questions). The demo therefore converts all synthesized questions; a real run converts
         // the filtered file.
-        args: ['to-selector', '--data', file(bundled ? 'synthesized.jsonl' : 'filtered.jsonl'), '--out', file('selector-train.jsonl')],
+        args: ['to-selector', '--data', file(randomLlm ? 'synthesized.jsonl' : 'filtered.jsonl'), '--out', file('selector-train.jsonl')],
         rate: (s, t) => perSecond(s.written, 'questions', t),
       },
       {
@@ -169,6 +179,7 @@ export const demoCommand: CommandModule<{ json: boolean }, DemoArgs> = {
         output: path.join(file('selector'), 'model.safetensors'),
         args: ['train', '--model', reranker, '--data', file('selector-train.jsonl'), '--out', file('selector'),
           '--group-size', '4', '--batch-size', '4', '--epochs', '1', '--query-max-len', '64', '--passage-max-len', '128', '--resume'],
+        stale: [file('selector')], // its checkpoints would resume the old training
         rate: (s) => (typeof s.pairsPerSec === 'number' ? `${s.pairsPerSec.toFixed(1)} pairs/s` : '-'),
       },
       {
@@ -195,18 +206,29 @@ export const demoCommand: CommandModule<{ json: boolean }, DemoArgs> = {
         output: file(path.join('compare', 'compare.json')),
         args: ['compare', '--data', file('test-retrieved.jsonl'), ...llmArgs, '--selector', file('selector'), '--reranker', reranker,
           '--k-docs', argv['k-docs'], '--candidates', String(argv['top-k']), '--pseudo-max-new-tokens', '48', '--out', file('compare'), '--resume'],
+        // compare --resume itself reruns the runs whose settings changed
+        stale: [file(path.join('compare', 'compare.json'))],
         rate: (s, t) => perSecond(Array.isArray(s.rows) ? s.rows.length * Number(s.questions) : undefined, 'answers', t),
       },
     ];
     const results: StageResult[] = [];
+    let key = '';
     for (const stage of stages) {
       const record = path.join(stagesDir, `${stage.name.replace(/\s+/g, '-')}.json`);
-      if (existsSync(stage.output)) {
-        // Done by an earlier run; its time is known when that run recorded it.
-        const before = existsSync(record) ? (JSON.parse(readFileSync(record, 'utf8')) as StageResult) : { name: stage.name, seconds: Number.NaN, rate: '-', summary: {} };
+      key = chainKey(key, { args: stage.args ?? stage.name, settings: stage.settings ?? null });
+      const before = existsSync(record) ? (JSON.parse(readFileSync(record, 'utf8')) as StageResult) : undefined;
+      if (existsSync(stage.output) && before?.settings === key) {
+        // Done by an earlier run with these settings; its time is known from that run's record.
         process.stderr.write(`demo: ${stage.name}: done before (${path.relative(process.cwd(), stage.output) || stage.output})\n`);
         results.push({ ...before, resumed: true });
         continue;
+      }
+      if (existsSync(stage.output) || before) {
+        // Made with other flags (or by a demo that kept no settings): not this run's result.
+        process.stderr.write(`demo: ${stage.name}: settings changed since the earlier run; running it again\n`);
+        rmSync(record, { force: true });
+        const stale = stage.stale ?? [stage.output, `${stage.output}.partial`, `${stage.output}.partial.settings.json`];
+        for (const p of stale) rmSync(p, { recursive: true, force: true });
       }
       stage.prepare?.();
       const t0 = performance.now();
@@ -217,9 +239,7 @@ export const demoCommand: CommandModule<{ json: boolean }, DemoArgs> = {
       } else {
         const args = stage.args as string[];
         process.stderr.write(`demo: ${stage.name}\n$ gainrag ${args.join(' ')}\n`);
-        const r = spawnSync(process.execPath, [mainJs, ...args, '--json'], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
-        if (r.status !== 0) throw new Error(`demo stage '${stage.name}' failed (exit ${r.status}); rerun the demo to continue from the finished stages`);
-        const text = r.stdout.trim();
+        const text = (await runGainrag(mainJs, args, stage.name)).trim();
         try {
           summary = text ? JSON.parse(text.split('\n').pop() as string) : {};
         } catch {
@@ -227,7 +247,7 @@ export const demoCommand: CommandModule<{ json: boolean }, DemoArgs> = {
         }
       }
       const seconds = (performance.now() - t0) / 1000;
-      const result: StageResult = { name: stage.name, seconds, rate: stage.rate?.(summary, seconds) ?? '-', resumed: false, summary };
+      const result: StageResult = { name: stage.name, seconds, rate: stage.rate?.(summary, seconds) ?? '-', resumed: false, summary, settings: key };
       writeAtomic(record, JSON.stringify(result));
       results.push(result);
     }
