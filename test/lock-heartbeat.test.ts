@@ -55,3 +55,15 @@ test('the owner refreshes its heartbeat while it holds the lock', async () => {
     lock.release();
   }
 });
+
+test('a writer whose lock was taken over meanwhile does not publish', async () => {
+  const { openStageOutput } = await import('../lib/io/records.js');
+  const out = f('d.jsonl');
+  const w = openStageOutput(out, { format: 'jsonl' });
+  w.write({ a: 1 });
+  // Another host judged this run dead (it was stopped past the limit) and took the lock.
+  foreign(out, { heartbeat: Date.now() });
+  assert.throws(() => w.close(), { code: 'E_LOCKED', message: /taken over/ });
+  assert.equal(existsSync(out), false);
+  assert.equal(JSON.parse(readFileSync(`${out}.lock`, 'utf8')).host, 'other-host.example', 'their lock is left alone');
+});

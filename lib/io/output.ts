@@ -118,6 +118,8 @@ interface LockBody {
 export interface OutputLock {
   readonly path: string;
   release(): void;
+  /** False when the lock file is no longer this holder's (taken over as stale, or removed). */
+  owned(): boolean;
 }
 
 const held = new Map<string, string>(); // lock path -> our token
@@ -207,7 +209,7 @@ export function acquireOutputLock(out: string): OutputLock {
         held.set(lockPath, token);
         installExitHook();
         startHeartbeat();
-        return { path: lockPath, release: () => releaseLock(lockPath, token) };
+        return { path: lockPath, release: () => releaseLock(lockPath, token), owned: () => held.get(lockPath) === token && readLock(lockPath)?.token === token };
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(err, `cannot lock ${out}`);
       }
