@@ -97,7 +97,12 @@ test('merge: a torn last line, a JSON array shard and a directory are refused na
   await assert.rejects(mergeOutputs([good, torn], out), { code: 'E_DATA', message: /torn\.jsonl does not end with a newline/ });
   await assert.rejects(mergeOutputs([good, array], out), { code: 'E_DATA', message: /array\.json is a JSON array/ });
   await assert.rejects(mergeOutputs([good, dir], out), { code: 'E_INVALID_ARG', message: /a-dir is not a regular file/ });
-  assert.equal(existsSync(out), false);
+  // An Arrow shard cut short (no end-of-stream marker).
+  const arrow = shard('d1.arrow', 0, 2, { format: 'arrow', bare: true });
+  const bytes = readFileSync(arrow);
+  writeFileSync(f('cut.arrow'), bytes.subarray(0, bytes.length - 20));
+  await assert.rejects(mergeOutputs([arrow, f('cut.arrow')], f('d.arrow')), { code: 'E_DATA', message: /cut\.arrow/ });
+  assert.equal(existsSync(out) || existsSync(f('d.arrow')), false);
 });
 
 test('merge: --out that is a symlink, a FIFO, a hard link to a shard, or locked is refused', async () => {

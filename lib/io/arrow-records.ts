@@ -24,6 +24,7 @@ import {
 import { GainragError } from '../errors.js';
 import type { ManifestSpec } from './manifest.js';
 import { PartialFile } from './partial-file.js';
+import { indexIdentity } from './index-identity.js';
 import { parseJson, stringifyJson } from './json-values.js';
 import { PassageStore } from '../retrieval/passages.js';
 
@@ -330,6 +331,10 @@ export async function* readArrowRecords(file: string, options: ArrowReadOptions 
           store = PassageStore.open(dir);
           const expect = batch.schema.metadata.get('gainrag.passages');
           if (expect !== undefined && Number(expect) !== store.size) throw new GainragError('E_INDEX', `${name} was retrieved from an index of ${expect} passages, but ${dir} holds ${store.size}`);
+          const id = batch.schema.metadata.get('gainrag.index_id');
+          if (id !== undefined && indexIdentity(dir) !== id) {
+            throw new GainragError('E_DATA', `${name} was retrieved from another build of the index than the one now in ${dir} (rebuilt since?): its passage rows would resolve to other passages; retrieve again`);
+          }
         }
         yield* decodeRetrieval(batch, store, left);
       } else {

@@ -7,10 +7,13 @@
 //   rename, which would silently replace the link or the FIFO with a regular file; give the
 //   real target path instead); it must not be one of the run's inputs; the nearest existing
 //   parent must be a writable directory.
-// - acquireOutputLock(): `<out>.lock` holds the owner's pid. It is created with link(2), which
-//   fails if the name exists, so two processes cannot both own one output. A lock whose pid is
-//   dead (a killed run) is taken over; a live one is E_LOCKED. Released when the writer
-//   finishes or aborts, and on process exit.
+// - acquireOutputLock(): `<out>.lock` holds the owner's host, pid and a heartbeat time. It is
+//   created with link(2), which fails if the name exists, so two processes cannot both own one
+//   output. The owner rewrites the heartbeat every few seconds (an unref'd timer). A lock is
+//   stale, and taken over, when its owner is a dead pid on this host, or, from another host of
+//   a shared filesystem (where the pid cannot be checked), when its heartbeat is older than
+//   GAINRAG_LOCK_STALE_S seconds (default 60; the hosts' clocks must agree to well within
+//   that). Otherwise E_LOCKED. Released when the writer finishes or aborts, and on process exit.
 // - writeFileAtomic(): small files (manifests, .npy) as temp + fsync + rename.
 import {
   accessSync, closeSync, constants, fsyncSync, linkSync, lstatSync, openSync, readFileSync, renameSync, statSync, unlinkSync,
@@ -107,16 +110,27 @@ interface LockBody {
   pid: number;
   host: string;
   token: string;
+  /** Date.now() of the owner's last refresh (absent in locks of older versions: the file's mtime counts). */
+  heartbeat?: number;
 }
 
 /** A held output lock; release() is idempotent. */
 export interface OutputLock {
   readonly path: string;
   release(): void;
+  /** False when the lock file is no longer this holder's (taken over as stale, or removed). */
+  owned(): boolean;
 }
 
 const held = new Map<string, string>(); // lock path -> our token
 let exitHookInstalled = false;
+let heartbeatTimer: NodeJS.Timeout | undefined;
+
+/** How old another host's heartbeat may be before its lock is stale (ms). */
+function staleAfterMs(): number {
+  const s = Number(process.env.GAINRAG_LOCK_STALE_S);
+  return Number.isFinite(s) && s > 0 ? s * 1000 : 60_000;
+}
 
 function pidAlive(pid: number): boolean {
   try {
@@ -130,25 +144,58 @@ function pidAlive(pid: number): boolean {
 function readLock(p: string): LockBody | null {
   try {
     const body = JSON.parse(readFileSync(p, 'utf8')) as LockBody;
-    return body && body.format === 'gainrag-output-lock-1' && Number.isInteger(body.pid) ? body : null;
+    if (!body || body.format !== 'gainrag-output-lock-1' || !Number.isInteger(body.pid)) return null;
+    if (typeof body.heartbeat !== 'number') body.heartbeat = statSync(p).mtimeMs;
+    return body;
   } catch {
     return null;
   }
 }
 
-/** A lock's owner is gone when it is another process on this host whose pid no longer exists. */
+/**
+ * A lock's owner is gone when it is another process on this host whose pid no longer exists,
+ * or a process on another host that has not refreshed its heartbeat for staleAfterMs().
+ */
 function lockIsStale(body: LockBody | null): boolean {
   if (!body) return true; // unreadable: locks are written whole before they get their name
-  if (body.host !== hostname()) return false;
+  if (body.host !== hostname()) return Date.now() - (body.heartbeat ?? 0) > staleAfterMs();
   if (body.pid === process.pid) return !Array.from(held.values()).includes(body.token);
   return !pidAlive(body.pid);
+}
+
+function describeOwner(body: LockBody | null): string {
+  if (!body) return 'another process';
+  return body.host === hostname() ? `process ${body.pid}` : `process ${body.pid} on ${body.host} (heartbeat ${Math.round((Date.now() - (body.heartbeat ?? 0)) / 1000)} s ago)`;
+}
+
+// Rewrites the heartbeat of every lock this process holds. A lock that is no longer ours
+// (taken over while this process was stopped) is left alone. Errors are skipped: the next
+// beat retries, and only a long silence makes the lock stale.
+function beat(): void {
+  for (const [lockPath, token] of Array.from(held)) {
+    const body = readLock(lockPath);
+    if (body?.token !== token) continue;
+    const tmp = `${lockPath}.${token}.beat`;
+    try {
+      writeFileSync(tmp, `${JSON.stringify({ ...body, heartbeat: Date.now() })}\n`);
+      renameSync(tmp, lockPath);
+    } catch {
+      unlinkQuiet(tmp);
+    }
+  }
+}
+
+function startHeartbeat(): void {
+  if (heartbeatTimer) return;
+  heartbeatTimer = setInterval(beat, Math.min(10_000, staleAfterMs() / 4));
+  heartbeatTimer.unref(); // never keeps the process alive
 }
 
 /** Takes `<out>.lock` for this process. Errors: E_LOCKED (a live process holds it), E_IO. */
 export function acquireOutputLock(out: string): OutputLock {
   const lockPath = `${path.resolve(out)}.lock`;
   const token = `${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`;
-  const body: LockBody = { format: 'gainrag-output-lock-1', pid: process.pid, host: hostname(), token };
+  const body: LockBody = { format: 'gainrag-output-lock-1', pid: process.pid, host: hostname(), token, heartbeat: Date.now() };
   const tmp = `${lockPath}.${token}`;
   try {
     writeFileSync(tmp, `${JSON.stringify(body)}\n`, { flag: 'wx' });
@@ -161,13 +208,14 @@ export function acquireOutputLock(out: string): OutputLock {
         linkSync(tmp, lockPath); // atomic: fails with EEXIST when someone holds the name
         held.set(lockPath, token);
         installExitHook();
-        return { path: lockPath, release: () => releaseLock(lockPath, token) };
+        startHeartbeat();
+        return { path: lockPath, release: () => releaseLock(lockPath, token), owned: () => held.get(lockPath) === token && readLock(lockPath)?.token === token };
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(err, `cannot lock ${out}`);
       }
       const owner = readLock(lockPath);
       if (!lockIsStale(owner)) {
-        throw new GainragError('E_LOCKED', `${out} is being written by process ${owner?.pid} (${lockPath}); wait for it to finish or choose another output`);
+        throw new GainragError('E_LOCKED', `${out} is being written by ${describeOwner(owner)} (${lockPath}); wait for it to finish or choose another output`);
       }
       // Stale: move it to a private name first, so that two processes taking it over cannot
       // both remove each other's fresh lock; then check that what we moved was the stale one.
@@ -187,7 +235,7 @@ export function acquireOutputLock(out: string): OutputLock {
           /* the name is taken again: the new owner keeps it */
         }
         unlinkQuiet(aside);
-        throw new GainragError('E_LOCKED', `${out} is being written by process ${moved.pid} (${lockPath})`);
+        throw new GainragError('E_LOCKED', `${out} is being written by ${describeOwner(moved)} (${lockPath})`);
       }
       unlinkQuiet(aside);
     }
@@ -208,6 +256,10 @@ function unlinkQuiet(p: string): void {
 function releaseLock(lockPath: string, token: string): void {
   if (held.get(lockPath) !== token) return;
   held.delete(lockPath);
+  if (held.size === 0 && heartbeatTimer) {
+    clearInterval(heartbeatTimer);
+    heartbeatTimer = undefined;
+  }
   // Only remove the lock if it is still ours (it cannot legitimately be anyone else's).
   if (readLock(lockPath)?.token === token) unlinkQuiet(lockPath);
 }

@@ -98,6 +98,11 @@ export class PartialFile {
     try {
       fsyncSync(fd);
       closeSync(fd);
+      // A process stopped for longer than the lock's heartbeat limit may have lost the lock to
+      // another run, which now writes the same partial file: publishing it would be garbage.
+      if (this.lock && !this.lock.owned()) {
+        throw new GainragError('E_LOCKED', `${this.path}: the output lock ${this.lock.path} was taken over by another run while this one wrote; not published`);
+      }
       // The old manifest goes first: it describes the file the rename replaces.
       removeManifest(this.path);
       renameSync(this.partialPath, this.path);

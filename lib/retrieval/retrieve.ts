@@ -5,6 +5,7 @@ import { checkDatasetOptions, type DatasetOptions } from '../io/datasets.js';
 import { openStageOutput, readStageInput, shardOf, type Range, type RecordFormat, type RecordWriter, type Shard } from '../io/records.js';
 import { validateOutput } from '../io/output.js';
 import type { ManifestSpec } from '../io/manifest.js';
+import { indexIdentity } from '../io/index-identity.js';
 import { Encoder, type Device } from '../models/encoder.js';
 import { DenseIndex } from './dense-index.js';
 import { AnswerMatcher, DEFAULT_RECALL_KS, RecallAccumulator, dprTokens } from './has-answer.js';
@@ -117,13 +118,18 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
   }
   const arrow = options.format === 'arrow';
   const recall = new RecallAccumulator(DEFAULT_RECALL_KS.filter((k) => k <= topK));
+  const identity = arrow ? indexIdentity(options.index) : undefined;
   let writer: RecordWriter;
   try {
     writer = openStageOutput(options.out, {
       format: options.format ?? 'jsonl',
       kind: 'retrieval',
       // Same for every shard of one job (merge insists on identical schemas).
-      metadata: { 'gainrag.index': path.resolve(options.index), 'gainrag.passages': String(store.size) },
+      metadata: {
+        'gainrag.index': path.resolve(options.index), 'gainrag.passages': String(store.size),
+        // Which build of the index the rows refer to (checked when the output is read).
+        ...(identity ? { 'gainrag.index_id': identity } : {}),
+      },
       inputs: [options.data],
       manifest: options.manifest,
     });

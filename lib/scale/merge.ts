@@ -65,7 +65,8 @@ async function checkManifests(inputs: string[], counts: number[], warn: (m: stri
     }
   }
   if (missing.length > 0) {
-    warn(`merge: ${missing.join(', ')} ${missing.length === 1 ? 'has' : 'have'} no manifest (.gainrag.json): cannot check that the shards are one job's, complete and in order`);
+    const names = missing.length > 3 ? `${missing.slice(0, 3).join(', ')} and ${missing.length - 3} more` : missing.join(', ');
+    warn(`merge: ${names} ${missing.length === 1 ? 'has' : 'have'} no manifest (.gainrag.json): cannot check that the shards are one job's, complete and in order`);
   }
   // Ranges: in the order given, each starts where the previous ended. Without every manifest
   // only the order of the known ones is checked (an unknown shard may fill a gap).
