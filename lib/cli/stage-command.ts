@@ -4,6 +4,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import type { StageDefinition, StageRunBase } from '../stages/definition.js';
 import type { ParsedArgs } from '../stages/flags.js';
+import { bundledModelsNote } from '../models/bundled.js';
 import { progressReporter, runResumable, stageWarner, withInterrupt } from './progress.js';
 
 export function stageCommand<O extends StageRunBase, M, S>(def: StageDefinition<O, M, S>): CommandModule<{ json: boolean }, ParsedArgs> {
@@ -29,7 +30,11 @@ export function stageCommand<O extends StageRunBase, M, S>(def: StageDefinition<
         process.stderr.write(`gainrag: error: ${verdict}\n`);
         process.exitCode = 1;
       }
-      process.stdout.write(argv.json ? `${JSON.stringify(summary)}\n` : def.format(summary));
+      const note = bundledModelsNote(def.models?.(options) ?? []);
+      if (argv.json) {
+        process.stdout.write(`${JSON.stringify(summary)}\n`);
+        process.stderr.write(note);
+      } else process.stdout.write(def.format(summary) + note);
     },
   };
 }

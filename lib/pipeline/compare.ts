@@ -1,6 +1,6 @@
 // `compare`: GainRAG against its baselines on the same questions, as in the paper's tables:
-//   no-retrieval   the LLM alone (the reference's run_baselines.py generates this one from an
-//                  empty prompt list, so its number is meaningless; here it is a real run);
+//   no-retrieval   the LLM alone (the reference's run_baselines.py produces no number for it: it
+//                  indexes an empty prompt list and raises IndexError; here it is a real run);
 //   retrieval      the top-K retrieved passages, in retrieval order;
 //   reranker       the top-K of an off-the-shelf cross-encoder over the candidates;
 //   gainrag        the top-K of the trained selector over the candidates + the pseudo-passage.

@@ -4,6 +4,7 @@ import { GainragError } from '../errors.js';
 import { checkDatasetOptions, type DatasetOptions } from '../io/datasets.js';
 import { openStageOutput, readStageInput, shardOf, type Range, type RecordFormat, type RecordWriter, type Shard } from '../io/records.js';
 import { validateOutput } from '../io/output.js';
+import { weightsFingerprint } from '../models/fingerprint.js';
 import type { ManifestSpec } from '../io/manifest.js';
 import { indexIdentity } from '../io/index-identity.js';
 import { Encoder, type Device } from '../models/encoder.js';
@@ -131,7 +132,11 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
         ...(identity ? { 'gainrag.index_id': identity } : {}),
       },
       inputs: [options.data],
-      manifest: options.manifest,
+      // What the output depends on (not the device: cluster chunks run on different ones).
+      manifest: options.manifest ?? {
+        stage: 'retrieve', input: options.data, range,
+        settings: { index: path.resolve(options.index), indexId: indexIdentity(options.index), encoder: path.resolve(options.encoder), encoderWeights: weightsFingerprint(options.encoder), topK, maxLength: options.maxLength ?? null, dataset: options.dataset ?? null },
+      },
     });
   } catch (err) {
     if (ownStore) store.close();

@@ -40,6 +40,8 @@ export interface StageDefinition<Options extends StageRunBase = StageRunBase, Mo
   format(summary: Summary): string;
   /** For a resumable stage: where an interrupted run's work is and how to continue. */
   resumeHint?(options: Options): string;
+  /** The model directories the run uses (for the random-weights note of the bundled models). */
+  models?(options: Options): (string | undefined)[];
   /** A stage's verdict on a finished run (synthesize: every score non-finite is a failure). */
   verdict?(summary: Summary): string | undefined;
 }

@@ -41,6 +41,7 @@ export const generateStage: StageDefinition<GenerateStageOptions, CausalLM | und
   // The LLM's weights only when it generates (a server needs its tokenizer alone).
   load: async (o, cache) => (o.llm && !o.generateUrl ? cachedCausalLM(cache, o.llm, o.device, o.dtype) : undefined),
   run: (lm, o) => generateAnswers({ ...o, lm }),
+  models: (o) => [o.generateUrl ? undefined : o.llm],
   written: (s) => s.written,
   resumeHint: (o) => `finished records are in ${o.out}.partial, continue with --resume`,
   format: (s) => {

@@ -38,6 +38,7 @@ export const retrieveStage: StageDefinition<RetrieveStageOptions, RetrieveResour
     cached(cache, `retrieve\0${path.resolve(o.index)}\0${path.resolve(o.encoder)}\0${o.device}\0${o.maxLength}`, () =>
       openRetrieveResources({ index: o.index, encoder: o.encoder, device: o.device, maxLength: o.maxLength })),
   run: (resources, o) => retrieve({ ...o, resources, onProgress: (done) => o.onProgress?.(done) }),
+  models: (o) => [o.encoder],
   written: (s) => s.questions,
   format: (s) => {
     const lines = [`retrieved top-${s.topK} for ${s.questions} questions into ${s.out}`];

@@ -52,6 +52,7 @@ export const selectStage: StageDefinition<SelectStageOptions, SelectModels, Sele
     return { selector, writer };
   },
   run: ({ selector, writer }, o) => select(selector, { ...o, generator: writer?.generator, wrapPrompt: writer?.wrap }),
+  models: (o) => [o.selector, o.backend.generateUrl ? undefined : o.backend.llm],
   written: (s) => s.written,
   resumeHint: (o) => `finished questions are in ${o.out}.partial, continue with --resume`,
   format: (s) => {

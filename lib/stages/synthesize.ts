@@ -51,6 +51,7 @@ export const synthesizeStage: StageDefinition<SynthesizeStageOptions, TextBacken
     return backend;
   },
   run: (backend, o) => synthesize(backend.lm!, { ...o, generator: o.backend.generateUrl ? backend.generator : undefined }),
+  models: (o) => [o.backend.llm],
   written: (s) => s.written,
   resumeHint: (o) => `finished questions are in ${o.out}.partial, continue with --resume`,
   // Every score NaN/Infinity means the model (or --alpha) is broken: the file is written, but the run is not a success.

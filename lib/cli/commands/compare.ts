@@ -50,8 +50,8 @@ export const compareCommand: CommandModule<{ json: boolean }, Args> = {
       .option('batch-questions', { type: 'number', default: 32, describe: 'questions per selector call' })
       .option('resume', { type: 'boolean', default: false, describe: 'keep finished runs under --out and continue unfinished ones' })
       .epilog(
-        "The no-retrieval row is a real run: the reference's run_baselines.py builds that baseline from an empty prompt list, " +
-          'so its published no-retrieval number is not a measurement. Seconds of the reranker and gainrag rows include their reranking stage.',
+        "The no-retrieval row is a real run of the reference's no-retrieval prompt: the reference's run_baselines.py produces no number " +
+          'for it (it indexes an empty prompt list and raises IndexError). Seconds of the reranker and gainrag rows include their reranking stage.',
       ) as never,
   handler: async (argv) => {
     if (!argv.llm && !argv['generate-url']) throw new TypeError('compare needs --llm DIR or --generate-url URL to answer');
