@@ -10,7 +10,9 @@ import { nativeGenerator } from '../../pipeline/synthesize.js';
 import { DEFAULT_MAX_NEW_TOKENS } from '../../pipeline/generate.js';
 import { progressReporter, runResumable, stageWarner, type ProgressReporter } from '../progress.js';
 import { bundledModelsNote } from '../../models/bundled.js';
-import { generatorOptions, pseudoWriter, type GeneratorArgs } from './select.js';
+import { generatorOptions, type GeneratorArgs } from './select.js';
+import { openTextBackend } from '../../pipeline/text-backend.js';
+import { textBackendArgs } from '../../stages/flags.js';
 
 interface Args extends GeneratorArgs {
   json: boolean;
@@ -68,17 +70,17 @@ export const compareCommand: CommandModule<{ json: boolean }, Args> = {
     };
     checkCompareOptions(options);
     const load = { device: argv.device as never, dtype: argv.dtype };
-    if (argv['generate-url']) {
-      // Answers come from the server; --llm (if any) only lends its tokenizer and chat template.
-      const w = argv.selector ? await pseudoWriter(argv) : undefined;
-      options.pseudoGenerator = w?.generator;
-      options.wrapPrompt = w?.wrap;
-    } else {
-      const lm = await CausalLM.load(argv.llm as string, load);
-      options.lm = lm; // loaded once for answers and pseudo-passages
+    // One text backend (lib/pipeline/text-backend.ts): natively the LLM is loaded once for answers
+    // and pseudo-passages; with --generate-url the server answers and --llm (if any) only lends
+    // its tokenizer and chat template.
+    const backend = await openTextBackend(textBackendArgs(argv));
+    if (backend?.lm && !argv['generate-url']) {
+      options.lm = backend.lm;
       options.llm = undefined;
-      options.pseudoGenerator = nativeGenerator(lm);
-      options.wrapPrompt = promptWrapper(lm, argv['chat-template'], Boolean(lm.tokenizer.config.chatTemplate), argv['system-prompt']);
+    }
+    if (backend && (argv.selector || !argv['generate-url'])) {
+      options.pseudoGenerator = backend.generator;
+      options.wrapPrompt = backend.wrap;
     }
     if (argv.selector) options.selector = await CrossEncoder.load(argv.selector, load);
     if (argv.reranker) options.reranker = await CrossEncoder.load(argv.reranker, load);
