@@ -7,7 +7,7 @@ export { Tokenizer, type TokenBatch, type PairOptions, type TruncationStrategy }
 export { Encoder, embeddingsToArrow, type EncoderLoadOptions, type EmbedOptions, type TextInput, type Pooling } from './models/encoder.js';
 export { CrossEncoder, type ScoreOptions } from './models/cross-encoder.js';
 export { CausalLM, type CausalLMOptions, type CausalLMInfo, type CausalLMStats, type ContrastiveItem, type ContrastiveResult, type ContrastiveOptions, type GenerateOptions, type GenerateResult, type ContrastiveColumns, type ContrastiveArrowResult, type GenerateArrowResult, type TextListInput } from './models/causal-lm.js';
-export { renderChatTemplate, type ChatMessage, type ChatTemplateOptions } from './models/chat-template.js';
+export { renderChatTemplate, dropsSystemMessage, configTemplater, type ChatMessage, type ChatTemplateOptions } from './models/chat-template.js';
 export { SelectorTrainer, type SelectorTrainerOptions, type StepResult, type TrainOptions, type TrainProgress, type TrainSummary, type TrainDType } from './training/selector-trainer.js';
 export { loadTrainingData, checkRecord, type TrainRecord } from './training/data.js';
 export { latestCheckpoint } from './training/train-loop.js';

@@ -144,8 +144,8 @@ test('the API key comes from the variable --api-key-env names (default OPENAI_AP
 
 test('--retries and --api-key-env map onto the client options', async () => {
   const parse = async (args: string[]) => backendFlagOptions(await withBackendFlags(yargs(args)).parseAsync());
-  assert.deepEqual(await parse([]), { retries: 3 });
-  assert.deepEqual(await parse(['--retries', '0', '--api-key-env', 'VLLM_KEY']), { retries: 0, apiKeyEnv: 'VLLM_KEY' });
+  assert.deepEqual(await parse([]), { retries: 3, doubleBos: false });
+  assert.deepEqual(await parse(['--retries', '0', '--api-key-env', 'VLLM_KEY']), { retries: 0, apiKeyEnv: 'VLLM_KEY', doubleBos: false });
   await assert.rejects(parse(['--retries', '-1']), RangeError);
   await assert.rejects(parse(['--retries', '1.5']), RangeError);
 });

@@ -7,6 +7,7 @@
 // does with vLLM); `.../v1/chat/completions` sends [system, user] messages and lets the server
 // apply its own template.
 import { GainragError } from '../errors.js';
+import { dropsSystemMessage } from '../models/chat-template.js';
 
 /** A prompt as built (raw) and as the model sees it (chat template applied, when any). */
 export interface GenerationPrompt {
@@ -30,6 +31,8 @@ export interface OpenAIGeneratorOptions {
   concurrency?: number;
   /** System message for the chat endpoint ('' for none). */
   systemPrompt?: string;
+  /** Chat endpoint: no system message for a model whose id contains "mistral", as the reference (default true). */
+  systemByName?: boolean;
   /** Bearer token; default: the variable named by `apiKeyEnv`. */
   apiKey?: string;
   /**
@@ -120,6 +123,7 @@ export class OpenAIGenerator implements TextGenerator {
   private readonly timeoutMs: number;
   private readonly concurrency: number;
   private readonly systemPrompt: string;
+  private readonly systemByName: boolean;
   private readonly apiKey: string | undefined;
   private readonly retries: number;
   private readonly backoffMs: number;
@@ -134,6 +138,7 @@ export class OpenAIGenerator implements TextGenerator {
     this.timeoutMs = options.timeoutMs ?? 120_000;
     this.concurrency = Math.max(1, Math.floor(options.concurrency ?? 8));
     this.systemPrompt = options.systemPrompt ?? '';
+    this.systemByName = options.systemByName ?? true;
     this.apiKey = resolveApiKey(options);
     this.retries = options.retries ?? DEFAULT_RETRIES;
     if (!Number.isInteger(this.retries) || this.retries < 0) throw new RangeError(`retries must be a non-negative integer, got ${options.retries}`);
@@ -169,7 +174,8 @@ export class OpenAIGenerator implements TextGenerator {
   private async one(prompt: GenerationPrompt, maxTokens: number, signal?: AbortSignal): Promise<string> {
     const common = { model: this.model, max_tokens: maxTokens, temperature: 0, top_p: 1, n: 1, stream: false };
     if (this.endpoint === 'chat') {
-      const messages = this.systemPrompt ? [{ role: 'system', content: this.systemPrompt }] : [];
+      const system = this.systemPrompt && !(this.systemByName && dropsSystemMessage(this.model));
+      const messages = system ? [{ role: 'system', content: this.systemPrompt }] : [];
       messages.push({ role: 'user', content: prompt.raw });
       const json = (await this.request(this.url, { ...common, messages }, signal)) as { choices?: { message?: { content?: unknown } }[] };
       const text = json?.choices?.[0]?.message?.content;
