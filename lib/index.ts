@@ -23,7 +23,7 @@ export { TASK_INSTRUCTIONS, taskInstruction, standardPrompt, retrievedPrompt, ba
 export { generateAnswers, checkGenerateOptions, DEFAULT_MAX_NEW_TOKENS, type GenerateAnswersOptions, type GenerateSummary } from './pipeline/generate.js';
 export { DenseIndex, npyInfo, type IndexVerify, type IndexDType, type IndexMetric, type DenseIndexOptions, type FromVectorsOptions, type SearchOptions as IndexSearchOptions, type SearchResult as IndexSearchResult, type QueryInput } from './retrieval/dense-index.js';
 export { hasAnswer, dprTokens, AnswerMatcher, recallAtK, RecallAccumulator, DEFAULT_RECALL_KS } from './retrieval/has-answer.js';
-export { readPassages, PassageStore, type Passage } from './retrieval/passages.js';
+export { readPassages, PassageStore, type Passage } from './io/passages.js';
 export { buildIndex, importIndex, type BuildIndexOptions, type ImportIndexOptions } from './retrieval/build.js';
 export { retrieve, type RetrieveOptions, type RetrieveSummary, type Ctx } from './retrieval/retrieve.js';
 export { readNpyFloat32, writeNpyFloat32, type NpyMatrix } from './retrieval/npy.js';

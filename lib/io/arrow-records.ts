@@ -24,7 +24,7 @@ import {
 import { GainragError, ioError } from '../errors.js';
 import { claimOutput, type OutputLock } from './output.js';
 import { parseJson, stringifyJson } from './json-values.js';
-import { PassageStore } from '../retrieval/passages.js';
+import { PassageStore } from './passages.js';
 
 export type ArrowKind = 'retrieval' | 'json';
 
