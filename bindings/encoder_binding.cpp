@@ -7,6 +7,7 @@
 #include "bindings/async_task.h"
 #include "bindings/marshal.h"
 #include "core/tensor_util.h"
+#include "io/tensor_bridge.h"
 #include "models/encoder.h"
 
 namespace gainrag::node {

@@ -3,8 +3,8 @@
 #include "bindings/addon_data.h"
 #include "bindings/async_task.h"
 #include "bindings/marshal.h"
-#include "core/tensor_util.h"
 #include "io/safetensors.h"
+#include "io/tensor_bridge.h"
 
 namespace gainrag::node {
 namespace {

@@ -7,7 +7,7 @@ export { Tokenizer, type TokenBatch, type PairOptions, type TruncationStrategy }
 export { Encoder, embeddingsToArrow, type EncoderLoadOptions, type EmbedOptions, type TextInput, type Pooling } from './models/encoder.js';
 export { CrossEncoder, type ScoreOptions } from './models/cross-encoder.js';
 export { CausalLM, type CausalLMOptions, type CausalLMInfo, type CausalLMStats, type ContrastiveItem, type ContrastiveResult, type ContrastiveOptions, type GenerateOptions, type GenerateResult, type ContrastiveColumns, type ContrastiveArrowResult, type GenerateArrowResult, type TextListInput } from './models/causal-lm.js';
-export { renderChatTemplate, type ChatMessage, type ChatTemplateOptions } from './models/chat-template.js';
+export { renderChatTemplate, dropsSystemMessage, configTemplater, type ChatMessage, type ChatTemplateOptions } from './models/chat-template.js';
 export { SelectorTrainer, type SelectorTrainerOptions, type StepResult, type TrainOptions, type TrainProgress, type TrainSummary, type TrainDType } from './training/selector-trainer.js';
 export { loadTrainingData, checkRecord, type TrainRecord } from './training/data.js';
 export { latestCheckpoint } from './training/train-loop.js';
@@ -23,7 +23,7 @@ export { TASK_INSTRUCTIONS, taskInstruction, standardPrompt, retrievedPrompt, ba
 export { generateAnswers, checkGenerateOptions, DEFAULT_MAX_NEW_TOKENS, type GenerateAnswersOptions, type GenerateSummary } from './pipeline/generate.js';
 export { DenseIndex, npyInfo, type IndexVerify, type IndexDType, type IndexMetric, type DenseIndexOptions, type FromVectorsOptions, type SearchOptions as IndexSearchOptions, type SearchResult as IndexSearchResult, type QueryInput } from './retrieval/dense-index.js';
 export { hasAnswer, dprTokens, AnswerMatcher, recallAtK, RecallAccumulator, DEFAULT_RECALL_KS } from './retrieval/has-answer.js';
-export { readPassages, PassageStore, type Passage } from './retrieval/passages.js';
+export { readPassages, PassageStore, type Passage } from './io/passages.js';
 export { buildIndex, importIndex, type BuildIndexOptions, type ImportIndexOptions } from './retrieval/build.js';
 export { retrieve, type RetrieveOptions, type RetrieveSummary, type Ctx } from './retrieval/retrieve.js';
 export { readNpyFloat32, writeNpyFloat32, type NpyMatrix } from './retrieval/npy.js';

@@ -7,7 +7,7 @@
 #      rescoring, cache, errors) on a fake CUDA runtime with host kernels, vs brute force.
 #   3. every native/cuda/*.cu through nvcc for sm_80 and sm_90 (when nvcc is found). Where the
 #      toolkit has no cuBLAS headers, gemm_cublas.cu is checked against bench/gpu/stub/.
-#   4. kernel_search.cpp, dense_index_kernels.cpp, dense_index.cpp and bench/gpu/kernel_bench.cpp
+#   4. kernel_search.cpp, dense_index_cuda.cpp, dense_index.cpp and bench/gpu/kernel_bench.cpp
 #      with the kernel path switched on (GAINRAG_WITH_CUDA_KERNELS), syntax only, against the LibTorch headers found
 #      (Debian's /usr/include, or TORCH_INCLUDE=dir1:dir2) and the CUDA runtime headers.
 # Usage: scripts/cuda-compile-check.sh [--host-only | --compile-only] (steps 1-2 | steps 3-4).
@@ -67,7 +67,7 @@ else
     fi
   done
   if [ $have_torch = 1 ]; then
-    for src in native/cuda/kernel_search.cpp native/cuda/dense_index_kernels.cpp native/index/dense_index.cpp bench/gpu/kernel_bench.cpp; do
+    for src in native/cuda/kernel_search.cpp native/index/dense_index_cuda.cpp native/index/dense_index.cpp bench/gpu/kernel_bench.cpp; do
       if $CXX -std=c++17 -fsyntax-only -Wall -Wno-unused-parameter -DGAINRAG_WITH_CUDA=1 -DGAINRAG_WITH_CUDA_KERNELS=1 \
            -Inative "${torch_inc[@]}" -I"$cuda_inc" "$src"; then
         step "ok   host compile with the kernel path on: $src"

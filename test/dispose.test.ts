@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { CausalLM, CrossEncoder, DenseIndex, Encoder, PassageStore, SelectorTrainer, hasCode } from '../lib/index.js';
-import { PassageStoreWriter } from '../lib/retrieval/passages.js';
+import { PassageStoreWriter } from '../lib/io/passages.js';
 import { fixture } from './helpers.js';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'gainrag-dispose-'));

@@ -13,7 +13,7 @@ import { ERROR_CODES, ioError, isErrorCode } from '../lib/errors.js';
 import { AtomicJsonlWriter, readRecords } from '../lib/io/jsonl.js';
 import { DenseIndex, npyInfo } from '../lib/retrieval/dense-index.js';
 import { buildIndex } from '../lib/retrieval/build.js';
-import { PassageStore } from '../lib/retrieval/passages.js';
+import { PassageStore } from '../lib/io/passages.js';
 import { readNpyFloat32 } from '../lib/retrieval/npy.js';
 import { loadTrainingData } from '../lib/training/data.js';
 import { cliPath, dataDir, fixture, repoRoot } from './helpers.js';

@@ -7,7 +7,7 @@ import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFil
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { AtomicJsonlWriter, readRecords } from '../lib/io/jsonl.js';
-import { readPassages } from '../lib/retrieval/passages.js';
+import { readPassages } from '../lib/io/passages.js';
 import { writeNpyFloat32 } from '../lib/retrieval/npy.js';
 import { hasAnswer } from '../lib/retrieval/has-answer.js';
 import { Encoder } from '../lib/models/encoder.js';

@@ -257,7 +257,7 @@ test('--generate-url failures are clear errors (HTTP status, timeout), not hangs
     const common = [...base(data, path.join(tmp, 'url-err.out.jsonl')), '--no-pseudo-passage', '--generate-model', 'm', '--max-new-tokens', '4'];
     const r = await cli([...common, '--generate-url', `${server.url}/v1/chat/completions`]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /HTTP 503.*overloaded.*\(after 3 attempts\) \(E_IO\)/);
+    assert.match(r.stderr, /HTTP 503.*overloaded.*\(gave up after 4 attempts; --retries 3\) \(E_IO\)/);
     const t = await cli([...common, '--generate-url', `${server.url}/slow/v1/completions`, '--generate-timeout', '0.3']);
     assert.equal(t.code, 1);
     assert.match(t.stderr, /slow\/v1\/completions: no answer within 300 ms.*\(E_IO\)/);

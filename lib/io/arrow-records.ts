@@ -26,7 +26,7 @@ import type { ManifestSpec } from './manifest.js';
 import { PartialFile } from './partial-file.js';
 import { indexIdentity } from './index-identity.js';
 import { parseJson, stringifyJson } from './json-values.js';
-import { PassageStore } from '../retrieval/passages.js';
+import { PassageStore } from './passages.js';
 
 export type ArrowKind = 'retrieval' | 'json';
 

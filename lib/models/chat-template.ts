@@ -14,6 +14,34 @@ export interface ChatTemplateOptions {
   addGenerationPrompt?: boolean;
   /** Extra template variables (e.g. `date_string`). */
   variables?: Record<string, unknown>;
+  /**
+   * Put bos_token once more in front of the rendered text. vLLM 0.7.3 (which the reference ran)
+   * tokenises a rendered prompt with the tokenizer's special tokens, so a template that renders
+   * BOS itself reaches the model with two; gainrag tokenises rendered prompts without them (one
+   * BOS). Default false.
+   */
+  doubleBos?: boolean;
+}
+
+/**
+ * Whether the reference gives this model its prompt without a system message: it picks its
+ * Mistral prompt by model name (any name or path containing "mistral", any case), not by what
+ * the template accepts.
+ */
+export function dropsSystemMessage(modelName: string | undefined): boolean {
+  return modelName !== undefined && /mistral/i.test(modelName);
+}
+
+/**
+ * A chat templater over a tokenizer's config alone (no weights), e.g. for a served model whose
+ * directory only lends its template; `dir` names the model for dropsSystemMessage.
+ */
+export function configTemplater(config: { chatTemplate?: string; bosToken?: string; eosToken?: string }, dir: string) {
+  return {
+    dir,
+    applyChatTemplate: (messages: ChatMessage[], options?: ChatTemplateOptions) =>
+      renderChatTemplate(config.chatTemplate, messages, { bosToken: config.bosToken, eosToken: config.eosToken }, options, dir),
+  };
 }
 
 const compiled = new Map<string, Template>();
@@ -43,8 +71,9 @@ export function renderChatTemplate(
     }
     compiled.set(template, t);
   }
+  let text: string;
   try {
-    return t.render({
+    text = t.render({
       ...options.variables,
       messages,
       add_generation_prompt: options.addGenerationPrompt ?? true,
@@ -54,4 +83,5 @@ export function renderChatTemplate(
   } catch (err) {
     throw new GainragError('E_DATA', `${where}: chat_template failed to render: ${(err as Error).message}`, { cause: err });
   }
+  return options.doubleBos && specials.bosToken ? specials.bosToken + text : text;
 }

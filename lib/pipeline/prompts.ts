@@ -2,6 +2,7 @@
 // llm_inference/build_prompts.py). The strings must match byte for byte: the gain signals are
 // perplexities of the answer given these exact prompts (checked against
 // shared/fixtures/llama-tiny.reference.json in test/synthesize.test.ts).
+import { dropsSystemMessage } from '../models/chat-template.js';
 
 /** Prompt without retrieval ("standard" prompt). */
 export const INSTRUCTION_WITHOUT_RETRIEVAL = '### Instruction:\n{instruction}\n\n### Input:\n{input}\n';
@@ -93,18 +94,41 @@ export type ChatTemplateMode = 'auto' | 'none';
 
 export interface ChatTemplater {
   /** Renders messages with the model's chat template; throws when the model has none. */
-  applyChatTemplate(messages: { role: string; content: string }[], options?: { addGenerationPrompt?: boolean }): string;
+  applyChatTemplate(messages: { role: string; content: string }[], options?: { addGenerationPrompt?: boolean; doubleBos?: boolean }): string;
+  /** The model's directory or name (CausalLM has it); see PromptWrapperOptions.modelName. */
+  readonly dir?: string;
+}
+
+export interface PromptWrapperOptions {
+  /**
+   * Model name or path for the reference's rule: a name containing "mistral" (any case) gets no
+   * system message. Default: the templater's `dir`.
+   */
+  modelName?: string;
+  /** false: drop the system message only when the template rejects it, whatever the name. Default true. */
+  systemByName?: boolean;
+  /** Prompts as vLLM 0.7.3 tokenised them: BOS once more in front (ChatTemplateOptions.doubleBos). Default false. */
+  doubleBos?: boolean;
 }
 
 /**
  * Returns a function that turns a raw prompt into the string the model sees. `auto` wraps it as
  * [system, user] with a generation prompt when the model has a chat template (as the reference
- * does for Llama-2/3 chat models) and leaves it raw otherwise; templates that reject a system
- * role (Mistral's) get the user message alone, as the reference's mistral_prompt does.
+ * does for Llama-2/3 chat models) and leaves it raw otherwise. Mistral-family models get the user
+ * message alone, as the reference's mistral_prompt: chosen by name as the reference does (see
+ * PromptWrapperOptions), and also for any template that rejects a system role.
  */
-export function promptWrapper(model: ChatTemplater, mode: ChatTemplateMode, hasTemplate: boolean, systemPrompt = DEFAULT_SYSTEM_PROMPT): (prompt: string) => string {
+export function promptWrapper(
+  model: ChatTemplater,
+  mode: ChatTemplateMode,
+  hasTemplate: boolean,
+  systemPrompt = DEFAULT_SYSTEM_PROMPT,
+  options: PromptWrapperOptions = {},
+): (prompt: string) => string {
   if (mode === 'none' || !hasTemplate) return (p) => p;
-  let withSystem = systemPrompt.length > 0;
+  const byName = (options.systemByName ?? true) && dropsSystemMessage(options.modelName ?? model.dir);
+  let withSystem = systemPrompt.length > 0 && !byName;
+  const render = { addGenerationPrompt: true, doubleBos: options.doubleBos ?? false };
   return (prompt) => {
     if (withSystem) {
       try {
@@ -113,12 +137,12 @@ export function promptWrapper(model: ChatTemplater, mode: ChatTemplateMode, hasT
             { role: 'system', content: systemPrompt },
             { role: 'user', content: prompt },
           ],
-          { addGenerationPrompt: true },
+          render,
         );
       } catch {
         withSystem = false;
       }
     }
-    return model.applyChatTemplate([{ role: 'user', content: prompt }], { addGenerationPrompt: true });
+    return model.applyChatTemplate([{ role: 'user', content: prompt }], render);
   };
 }

@@ -10,7 +10,7 @@ import type { CallOptions } from '../controls.js';
 import { Encoder, type Device } from '../models/encoder.js';
 import { npyInfo, type IndexDType, type IndexMetric } from './dense-index.js';
 import { DenseIndexWriter, INDEX_FORMAT } from './index-writer.js';
-import { PassageStoreWriter, readPassages, type Passage } from './passages.js';
+import { PassageStoreWriter, readPassages, type Passage } from '../io/passages.js';
 
 export interface BuildProgress {
   (done: number, total: number, note: string): void;

@@ -10,7 +10,7 @@ import { indexIdentity } from '../io/index-identity.js';
 import { Encoder, type Device } from '../models/encoder.js';
 import { DenseIndex } from './dense-index.js';
 import { AnswerMatcher, DEFAULT_RECALL_KS, RecallAccumulator, dprTokens } from './has-answer.js';
-import { PassageStore, type Passage } from './passages.js';
+import { PassageStore, type Passage } from '../io/passages.js';
 import path from 'node:path';
 
 export interface RetrieveOptions {

@@ -25,7 +25,7 @@ import { checkStageArgs, parseStageArgs, runChunk, stageAlignment, type ModelCac
 
 export const DEFAULT_QUEUE = 'gainrag';
 
-/** ioredis options from redis://[user:password@]host[:port][/db]. */
+/** ioredis options from redis[s]://[user:password@]host[:port][/db]; rediss:// connects over TLS. */
 export function redisConnection(url: string): ConnectionOptions {
   let u: URL;
   try {
@@ -33,8 +33,11 @@ export function redisConnection(url: string): ConnectionOptions {
   } catch {
     throw new GainragError('E_INVALID_ARG', `--redis must be a URL like redis://127.0.0.1:6379, got ${JSON.stringify(url)}`);
   }
-  if (u.protocol !== 'redis:') throw new GainragError('E_INVALID_ARG', `--redis must use redis://, got ${u.protocol}`);
+  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') throw new GainragError('E_INVALID_ARG', `--redis must use redis:// or rediss:// (TLS), got ${u.protocol}`);
   return {
+    // Managed Redis (ElastiCache, Azure, Upstash) often serves TLS only. tls.connect checks the
+    // certificate against the host (and sends it as SNI when it is a name), as for https.
+    ...(u.protocol === 'rediss:' ? { tls: {} } : {}),
     host: u.hostname || '127.0.0.1',
     port: u.port ? Number(u.port) : 6379,
     db: u.pathname.length > 1 ? Number(u.pathname.slice(1)) : 0,

@@ -9,7 +9,7 @@ import { acquireOutputLock, validateOutput, writeFileAtomic } from '../io/output
 import { loadTrainingData, type TrainRecord } from './data.js';
 import { stringifyJson } from '../io/json-values.js';
 import { batchesPerEpoch, epochOrder, sampleBatch } from './sampling.js';
-import type { SelectorTrainer, SelectorTrainerOptions, StepResult, TrainOptions, TrainSummary } from './selector-trainer.js';
+import type { SelectorTrainerOptions, StepResult, Trainable, TrainOptions, TrainSummary } from './types.js';
 
 const STATE_FILE = 'trainer_state.json';
 const LOG_FILE = 'train_log.jsonl';
@@ -46,7 +46,7 @@ export function latestCheckpoint(outDir: string): string | null {
   return best?.dir ?? null;
 }
 
-export async function runTraining(t: SelectorTrainer, o: TrainOptions, created: SelectorTrainerOptions): Promise<TrainSummary> {
+export async function runTraining(t: Trainable, o: TrainOptions, created: SelectorTrainerOptions): Promise<TrainSummary> {
   const epochs = o.epochs ?? 2;
   const batchSize = o.batchSize ?? 8;
   const groupSize = o.groupSize ?? 16;
@@ -104,7 +104,7 @@ interface Plan {
   seed: number;
 }
 
-async function trainLocked(t: SelectorTrainer, o: TrainOptions, plan: Plan): Promise<TrainSummary> {
+async function trainLocked(t: Trainable, o: TrainOptions, plan: Plan): Promise<TrainSummary> {
   const { outDir, run, records, epochs, batchSize, groupSize, saveSteps, maxLength, perEpoch, totalMicro, totalSteps, seed } = plan;
   try {
     mkdirSync(outDir, { recursive: true });
@@ -201,7 +201,7 @@ async function trainLocked(t: SelectorTrainer, o: TrainOptions, plan: Plan): Pro
  * (the trainer truncates only the passage). Checked before the first step, so a long query is
  * an E_DATA naming FILE:LINE instead of a RangeError many steps in.
  */
-async function checkQueryLengths(t: SelectorTrainer, records: TrainRecord[], maxLength: number, file: string): Promise<void> {
+async function checkQueryLengths(t: Trainable, records: TrainRecord[], maxLength: number, file: string): Promise<void> {
   const budget = maxLength - t.tokenizer.specialTokens.pair;
   const queries = [...new Set(records.map((r) => r.query))];
   const lengths = new Map<string, number>();

@@ -17,18 +17,15 @@ void ValidateRagged(const RaggedTokens& tokens, int64_t total_ids) {
            " but there are ", total_ids, " ids");
 }
 
-BatchPlan PlanBatches(const RaggedTokens& tokens, int64_t max_tokens, int64_t max_rows) {
+BatchPlan PlanBatches(std::vector<int64_t> rows, const std::vector<int64_t>& cost, int64_t max_tokens, int64_t max_rows) {
   GR_CHECK(max_tokens > 0 && max_rows > 0, kInvalidArgument, "batch limits must be positive");
-  std::vector<int64_t> order(tokens.count);
-  std::iota(order.begin(), order.end(), 0);
   // Longest first: the largest batch runs first, so an out-of-memory shows up at once.
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int64_t a, int64_t b) { return tokens.length(a) > tokens.length(b); });
+  std::stable_sort(rows.begin(), rows.end(), [&](int64_t a, int64_t b) { return cost[a] > cost[b]; });
   BatchPlan plan;
   std::vector<int64_t> current;
   int64_t longest = 0;
-  for (int64_t row : order) {
-    int64_t len = std::max<int64_t>(tokens.length(row), 1);
+  for (int64_t row : rows) {
+    int64_t len = std::max<int64_t>(cost[row], 1);
     int64_t next_longest = std::max(longest, len);
     if (!current.empty() &&
         (int64_t(current.size()) + 1 > max_rows || next_longest * int64_t(current.size() + 1) > max_tokens)) {
@@ -41,6 +38,14 @@ BatchPlan PlanBatches(const RaggedTokens& tokens, int64_t max_tokens, int64_t ma
   }
   if (!current.empty()) plan.batches.push_back(std::move(current));
   return plan;
+}
+
+BatchPlan PlanBatches(const RaggedTokens& tokens, int64_t max_tokens, int64_t max_rows) {
+  std::vector<int64_t> rows(tokens.count);
+  std::iota(rows.begin(), rows.end(), 0);
+  std::vector<int64_t> cost(tokens.count);
+  for (int64_t r = 0; r < tokens.count; ++r) cost[r] = tokens.length(r);
+  return PlanBatches(std::move(rows), cost, max_tokens, max_rows);
 }
 
 PaddedBatch MakePaddedBatch(const RaggedTokens& tokens, const std::vector<int64_t>& rows, int64_t pad_id) {

@@ -27,6 +27,10 @@ struct BatchPlan {
 
 // max_tokens bounds rows * longest_row_in_batch; max_rows bounds the rows per batch.
 BatchPlan PlanBatches(const RaggedTokens& tokens, int64_t max_tokens, int64_t max_rows);
+// The same planner over a subset of rows with their own cost (tokens a row will occupy, e.g. a
+// prompt plus its answers): `rows` sorted by cost[row], longest first (stable), then cut so that
+// rows * costliest <= max_tokens. Batches hold the given row ids.
+BatchPlan PlanBatches(std::vector<int64_t> rows, const std::vector<int64_t>& cost, int64_t max_tokens, int64_t max_rows);
 
 struct PaddedBatch {
   at::Tensor input_ids;       // [B, T] int64

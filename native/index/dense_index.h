@@ -109,7 +109,7 @@ class DenseIndex {
                           const SearchOptions& options) const;
 #endif
 #ifdef GAINRAG_WITH_CUDA_KERNELS
-  // Defined in native/cuda/dense_index_kernels.cpp; device copies kept in kernel_cache_.
+  // Defined in native/index/dense_index_cuda.cpp; device copies kept in kernel_cache_.
   SearchResult SearchCudaKernels(const at::Tensor& queries, int64_t k, const RunContext& ctx,
                                  const SearchOptions& options) const;
   mutable std::shared_ptr<KernelCorpusCache> kernel_cache_;

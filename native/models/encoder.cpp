@@ -9,8 +9,8 @@
 
 #include "core/error.h"
 #include "core/json.h"
-#include "core/tensor_util.h"
 #include "io/safetensors.h"
+#include "io/tensor_bridge.h"
 
 namespace gainrag {
 namespace {

@@ -22,26 +22,6 @@
 #include "models/llama_prefix.h"
 
 namespace gainrag {
-namespace {
-
-// Rows sorted longest first and cut so that rows x longest <= budget.
-std::vector<std::vector<int64_t>> PlanRows(std::vector<int64_t> rows, const std::vector<int64_t>& cost, int64_t budget,
-                                           int64_t max_rows) {
-  std::stable_sort(rows.begin(), rows.end(), [&](int64_t a, int64_t b) { return cost[a] > cost[b]; });
-  std::vector<std::vector<int64_t>> out;
-  int64_t longest = 0;
-  for (int64_t r : rows) {
-    if (!out.empty() && int64_t(out.back().size()) < max_rows && longest * int64_t(out.back().size() + 1) <= budget) {
-      out.back().push_back(r);
-    } else {
-      out.push_back({r});
-      longest = std::max<int64_t>(cost[r], 1);
-    }
-  }
-  return out;
-}
-
-}  // namespace
 
 int64_t LlamaModel::PrefillRowsPerPass(int64_t tokens) const {
   if (!device_.is_cpu()) return max_rows_;
@@ -144,7 +124,7 @@ at::Tensor LlamaModel::Prefill(const RaggedTokens& prompts, const std::vector<in
   KVCache prefix = SharedPrefixCache(*this, prompts, rows, plan);
   at::Tensor out = at::empty({kept, hdim}, at::TensorOptions().dtype(dtype_).device(device_));
   // Passes of a few rows of one group each write their rows of the one batch cache; a pass pads
-  // to its own longest suffix (rows come longest first when planned by PlanRows). Group by
+  // to its own longest suffix (rows come longest first when planned by PlanBatches). Group by
   // group, batch order within one: without sharing that is batch order, pass rows contiguous.
   std::vector<int64_t> order(b);
   std::iota(order.begin(), order.end(), 0);
@@ -233,7 +213,7 @@ at::Tensor LlamaModel::LastLogits(const RaggedTokens& prompts, int64_t last_n, c
   std::iota(rows.begin(), rows.end(), 0);
   for (int64_t r = 0; r < prompts.count; ++r) cost[r] = prompts.length(r);
   at::Tensor out = at::empty({prompts.count, last_n, config_.vocab_size}, at::kFloat);
-  for (const auto& batch : PlanRows(rows, cost, token_budget_, max_rows_)) {
+  for (const auto& batch : PlanBatches(rows, cost, token_budget_, max_rows_).batches) {
     ctx.ThrowIfCancelled();
     KVCache cache;
     at::Tensor hidden = Prefill(prompts, batch, std::vector<int64_t>(batch.size(), last_n), 0, &cache);
@@ -381,7 +361,7 @@ void LlamaModel::ScoreChunk(const ContrastiveRequest& req, const std::vector<int
     targets[item] = at::tensor(ids, at::kLong).to(device_);
   }
   std::vector<at::Tensor> z_noctx(req.items);
-  for (const auto& batch : PlanRows(std_rows, cost, token_budget_, max_rows_)) {
+  for (const auto& batch : PlanBatches(std_rows, cost, token_budget_, max_rows_).batches) {
     ctx.ThrowIfCancelled();
     std::vector<int64_t> row_item;
     for (int64_t p : batch) row_item.push_back(prompt_item[p]);
@@ -391,7 +371,7 @@ void LlamaModel::ScoreChunk(const ContrastiveRequest& req, const std::vector<int
     *done += int64_t(batch.size());
     ctx.Progress(*done, req.prompts.count, "prompts");
   }
-  for (const auto& batch : PlanRows(ctx_rows, cost, token_budget_, max_rows_)) {
+  for (const auto& batch : PlanBatches(ctx_rows, cost, token_budget_, max_rows_).batches) {
     ctx.ThrowIfCancelled();
     std::vector<int64_t> row_item;
     for (int64_t p : batch) row_item.push_back(prompt_item[p]);

@@ -9,9 +9,9 @@
 #include <functional>
 
 #include "core/error.h"
-#include "core/tensor_util.h"
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
+#include "io/tensor_bridge.h"
 #include "models/config.h"
 
 namespace fs = std::filesystem;

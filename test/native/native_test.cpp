@@ -12,6 +12,7 @@
 #include "core/json.h"
 #include "core/tensor_util.h"
 #include "io/safetensors.h"
+#include "io/tensor_bridge.h"
 #include "index/dense_index.h"
 #include "models/config.h"
 #include "models/encoder.h"

@@ -10,7 +10,7 @@ import { createReadStream, closeSync, fstatSync, openSync, readFileSync, readSyn
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { GainragError } from '../errors.js';
-import { readRecords } from '../io/jsonl.js';
+import { readRecords } from './jsonl.js';
 
 export interface Passage {
   id: string;

@@ -1,4 +1,6 @@
-// DenseIndex's entry into gainrag's own CUDA kernels (kernel_search.h). Compiled only with
+// DenseIndex's entry into gainrag's own CUDA kernels. Defined here in index/, not in cuda/, so
+// that the arrow runs one way: index/ calls the plain functions of cuda/kernel_search.h (no
+// CUDA or LibTorch types in it) and cuda/ knows nothing of DenseIndex. Compiled only with
 // GAINRAG_WITH_CUDA_KERNELS (CMake -DGAINRAG_CUDA_KERNELS=ON); the dispatch in
 // index/dense_index.cpp sends a CUDA search here when SearchOptions::cuda_kernels or
 // GAINRAG_CUDA_KERNELS=1 asks for it. Devices: the index's cuda:N, or GAINRAG_CUDA_SHARDS
