@@ -32,17 +32,20 @@ const FLAGS: Record<StageName, string[]> = {
     '--llm', 'lm', '--top-k', '5', '--alpha', '0.25', '--task', 'FEVER', '--instruction', 'Say it.', '--no-pseudo-passage', '--max-new-tokens', '7',
     '--pseudo-max-new-tokens', '11', '--chat-template', 'none', '--system-prompt', 'sys', '--resume', '--generate-url', 'http://127.0.0.1:9/v1',
     '--generate-model', 'm', '--generate-timeout', '3', '--generate-concurrency', '2', '--batch-questions', '4', '--device', 'cpu', '--dtype', 'bfloat16',
+    '--retries', '5', '--api-key-env', 'MY_KEY', '--double-bos', '--data-format', 'nq-open', '--question-field', 'q', '--answers-field', 'a', '--id-field', 'i',
     '--shard', '0/2', '--format', 'jsonl',
   ],
   select: [
     '--selector', 'sel', '--llm', 'lm', '--k-docs', '3', '--candidates', '12', '--no-pseudo-passage', '--pseudo-max-new-tokens', '9', '--batch-questions', '5',
     '--max-length', '64', '--batch-tokens', '2048', '--ties', 'earlier', '--resume', '--generate-url', 'http://127.0.0.1:9', '--generate-model', 'm',
     '--generate-timeout', '4', '--generate-concurrency', '3', '--chat-template', 'none', '--system-prompt', '', '--device', 'cpu', '--dtype', 'float16',
+    '--retries', '0', '--double-bos', '--data-format', 'records',
   ],
   generate: [
     '--llm', 'lm', '--k-docs', '2', '--task', 'QA', '--instruction', 'Answer.', '--no-retrieval', '--max-new-tokens', '5', '--resume', '--batch-questions', '6',
     '--generate-url', 'http://127.0.0.1:9/v1/chat/completions', '--generate-model', 'x', '--generate-timeout', '2', '--generate-concurrency', '1',
-    '--chat-template', 'none', '--system-prompt', 'S', '--device', 'cpu', '--dtype', 'float32', '--shard', '2/4',
+    '--chat-template', 'none', '--system-prompt', 'S', '--device', 'cpu', '--dtype', 'float32', '--retries', '2', '--api-key-env', 'K', '--double-bos',
+    '--question-field', 'qText', '--shard', '2/4',
   ],
 };
 
@@ -70,8 +73,13 @@ test('CLI and cluster map the same argv to the same options, for every stage and
   }
   const gen = STAGE_TABLE.generate.optionsFromArgs(parseStageArgs('generate', ['--llm', 'lm', '--no-retrieval'], 'd', 'o')) as { noRetrieval?: boolean };
   assert.equal(gen.noRetrieval, true, 'cluster generate --no-retrieval answers without retrieval');
-  const sel = (await cliOptions('select', FLAGS.select.concat(['--data', 'd', '--out', 'o']))) as { ties?: string; kDocs?: number; pseudoPassage?: boolean };
-  assert.deepEqual([sel.ties, sel.kDocs, sel.pseudoPassage], ['earlier', 3, false]);
+  const sel = (await cliOptions('select', FLAGS.select.concat(['--data', 'd', '--out', 'o']))) as { ties?: string; kDocs?: number; pseudoPassage?: boolean; backend: { retries?: number; doubleBos?: boolean } };
+  assert.deepEqual([sel.ties, sel.kDocs, sel.pseudoPassage, sel.backend.retries, sel.backend.doubleBos], ['earlier', 3, false, 0, true]);
+  const syn = STAGE_TABLE.synthesize.optionsFromArgs(parseStageArgs('synthesize', FLAGS.synthesize.slice(0, -4), 'd', 'o')) as { doubleBos?: boolean; dataset?: object; backend: { apiKeyEnv?: string } };
+  assert.deepEqual([syn.doubleBos, syn.backend.apiKeyEnv, syn.dataset], [true, 'MY_KEY', { dataFormat: 'nq-open', questionField: 'q', answersField: 'a', idField: 'i' }]);
+  // An option given twice is refused by both parsers.
+  assert.throws(() => parseStageArgs('select', ['--selector', 's', '--k-docs', '1', '--k-docs', '2'], 'd', 'o'), { code: 'E_INVALID_ARG', message: /given 2 times/ });
+  await assert.rejects(cliOptions('select', ['--selector', 's', '--k-docs', '1', '--k-docs', '2', '--data', 'd', '--out', 'o']), { code: 'E_INVALID_ARG' });
 });
 
 test('a cluster chunk of generate --no-retrieval equals the single-process run', async () => {

@@ -69,6 +69,11 @@ export interface GenerateAnswersOptions extends StageStreamOptions {
   batchQuestions?: number;
   device?: string;
   dtype?: 'float32' | 'bfloat16' | 'float16';
+  /** --generate-url: retries after 429 / 5xx, and the variable holding the bearer token. */
+  retries?: number;
+  apiKeyEnv?: string;
+  /** Native generation: two BOS tokens in templated prompts, as vLLM 0.7.3 (the reference). */
+  doubleBos?: boolean;
 }
 
 export interface GenerateSummary {
@@ -182,7 +187,7 @@ export async function generateAnswers(options: GenerateAnswersOptions): Promise<
   const modelDir = options.lm?.dir ?? options.llm;
   const settings: Record<string, unknown> = {
     model: modelDir ? path.resolve(modelDir) : null, weights: weightsFingerprint(modelDir), generator: options.generateUrl ? `openai:${options.generateUrl}` : 'native',
-    kDocs, noRetrieval, instruction, maxNewTokens, chatTemplate: options.chatTemplate ?? 'auto', systemPrompt,
+    kDocs, noRetrieval, instruction, maxNewTokens, chatTemplate: options.chatTemplate ?? 'auto', systemPrompt, doubleBos: options.doubleBos ?? false,
   };
   const room = Math.min(maxNewTokens, MIN_ROOM);
 

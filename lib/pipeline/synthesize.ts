@@ -81,6 +81,8 @@ export interface SynthesizeOptions extends StageStreamOptions {
   modelId?: string;
   /** Where answers and pseudo-passages are generated; default: the model itself. */
   generator?: TextGenerator;
+  /** Templated prompts start with two BOS tokens, as vLLM 0.7.3 (the reference) tokenised them. */
+  doubleBos?: boolean;
 }
 
 export interface SynthesizeSummary {
@@ -137,7 +139,7 @@ export async function synthesize(lm: SynthesisModel, options: SynthesizeOptions)
   const { topK, batchQuestions, maxNewTokens, pseudoMaxNewTokens, alpha, instruction } = checkSynthesizeOptions(options);
   const usePseudo = options.pseudoPassage ?? true;
   const systemPrompt = options.systemPrompt ?? DEFAULT_SYSTEM_PROMPT;
-  const wrap = promptWrapper(lm, options.chatTemplate ?? 'auto', Boolean(lm.tokenizer.config.chatTemplate), systemPrompt);
+  const wrap = promptWrapper(lm, options.chatTemplate ?? 'auto', Boolean(lm.tokenizer.config.chatTemplate), systemPrompt, { doubleBos: options.doubleBos });
   const generator: TextGenerator = options.generator ?? nativeGenerator(lm);
   const warn = options.warn ?? (() => undefined);
   const signal = options.signal;
@@ -260,7 +262,7 @@ export async function synthesize(lm: SynthesisModel, options: SynthesizeOptions)
     // What the output depends on: resuming with other settings would mix two kinds of records.
     settings: {
       model: options.modelId ?? null, weights: weightsFingerprint(options.modelId), contextLength: lm.contextLength, topK, alpha, instruction,
-      pseudoPassage: usePseudo, maxNewTokens, pseudoMaxNewTokens, chatTemplate: options.chatTemplate ?? 'auto', systemPrompt, generator: generator.description,
+      pseudoPassage: usePseudo, maxNewTokens, pseudoMaxNewTokens, chatTemplate: options.chatTemplate ?? 'auto', systemPrompt, doubleBos: options.doubleBos ?? false, generator: generator.description,
     },
     finished: SYNTHESIZE_OUTPUT,
     account: (record) => {

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { CausalLM } from '../models/causal-lm.js';
-import { renderChatTemplate } from '../models/chat-template.js';
+import { configTemplater } from '../models/chat-template.js';
 import { Tokenizer } from '../tokenizer.js';
 import { GainragError } from '../errors.js';
 import { OpenAIGenerator, type GenerationPrompt, type TextGenerator } from './openai-generate.js';
@@ -24,6 +24,12 @@ export interface TextBackendOptions {
   systemPrompt?: string;
   device?: string;
   dtype?: 'float32' | 'bfloat16' | 'float16';
+  /** Retries of a server request after 429 / 5xx / network errors (OpenAIGenerator). */
+  retries?: number;
+  /** Environment variable holding the server's bearer token. */
+  apiKeyEnv?: string;
+  /** Native generation: start templated prompts with two BOS, as vLLM 0.7.3 (the reference) did. */
+  doubleBos?: boolean;
   /** Load the LLM's weights even when a server generates (synthesize scores with them). */
   needWeights?: boolean;
   /** How `llm` is loaded (a worker passes its model cache); default CausalLM.load. */
@@ -60,13 +66,15 @@ export async function openTextBackend(o: TextBackendOptions): Promise<TextBacken
   const load = o.loadLM ?? ((dir: string) => CausalLM.load(dir, { device: o.device, dtype: o.dtype }));
   const lm = o.lm ?? (o.llm && (o.needWeights || !o.generateUrl) ? await load(o.llm) : undefined);
   if (o.generateUrl) {
-    const server = new OpenAIGenerator({ url: o.generateUrl, model: o.generateModel, timeoutMs: o.generateTimeoutMs, concurrency: o.generateConcurrency, systemPrompt: system });
+    const server = new OpenAIGenerator({
+      url: o.generateUrl, model: o.generateModel, timeoutMs: o.generateTimeoutMs, concurrency: o.generateConcurrency, systemPrompt: system, retries: o.retries, apiKeyEnv: o.apiKeyEnv,
+    });
     const dir = lm?.dir ?? o.llm;
     const tokenizer = lm?.tokenizer ?? (dir ? Tokenizer.load(dir) : undefined);
     const contextLength = lm?.contextLength ?? (dir ? configContextLength(dir) : Infinity);
-    const templater: ChatTemplater | undefined = lm ?? (tokenizer && {
-      applyChatTemplate: (messages, opts) => renderChatTemplate(tokenizer.config.chatTemplate, messages, { bosToken: tokenizer.config.bosToken, eosToken: tokenizer.config.eosToken }, opts, dir),
-    });
+    // The server's model is named by --llm's directory (for the Mistral rule); a vLLM server adds
+    // its own BOS to a templated prompt, so doubleBos is for native generation only.
+    const templater: ChatTemplater | undefined = lm ?? (tokenizer && dir ? configTemplater(tokenizer.config, dir) : undefined);
     const wrap = templater ? promptWrapper(templater, mode, Boolean(tokenizer?.config.chatTemplate), system) : (p: string) => p;
     const generateLimited = async (prompts: GenerationPrompt[], limits: number[], signal?: AbortSignal): Promise<LimitedGeneration> => {
       // The server takes one limit per request; group by limit (almost always one group).
@@ -80,7 +88,7 @@ export async function openTextBackend(o: TextBackendOptions): Promise<TextBacken
     return { description: server.description, lm, tokenizer, contextLength, wrap, generator: server, generateLimited };
   }
   if (!lm) return undefined;
-  return nativeBackend(lm, promptWrapper(lm, mode, Boolean(lm.tokenizer.config.chatTemplate), system));
+  return nativeBackend(lm, promptWrapper(lm, mode, Boolean(lm.tokenizer.config.chatTemplate), system, { doubleBos: o.doubleBos }));
 }
 
 /** What nativeGenerator needs of a model (CausalLM satisfies it; tests may stand in their own). */

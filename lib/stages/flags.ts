@@ -7,6 +7,7 @@ import { parseShard, type RecordFormat, type Shard, outputFormat } from '../io/r
 import { DATA_FORMATS, type DataFormat, type DatasetOptions } from '../io/datasets.js';
 import { DEFAULT_SYSTEM_PROMPT } from '../pipeline/prompts.js';
 import type { TextBackendOptions } from '../pipeline/text-backend.js';
+import { backendFlagOptions, withBackendFlags } from './backend-flags.js';
 import { CausalLM } from '../models/causal-lm.js';
 import { GainragError } from '../errors.js';
 
@@ -56,7 +57,7 @@ export function scaleArgs(argv: ScaleArgs & { out: string }): { shard?: Shard; f
 /** The flags of the commands that generate text with an LLM (natively or through a server). */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export function textBackendFlags(y: any, llmHelp: string, device = 'cpu, cuda, cuda:N'): any {
-  return y
+  const flags = y
     .option('llm', { type: 'string', describe: llmHelp })
     .option('generate-url', { type: 'string', describe: 'generate via an OpenAI-compatible server (base, /v1/completions or /v1/chat/completions)' })
     .option('generate-model', { type: 'string', describe: "model name for --generate-url (default: the server's first model)" })
@@ -66,6 +67,7 @@ export function textBackendFlags(y: any, llmHelp: string, device = 'cpu, cuda, c
     .option('system-prompt', { type: 'string', default: DEFAULT_SYSTEM_PROMPT, defaultDescription: "the reference's", describe: "system message for chat templates ('' for none)" })
     .option('device', { type: 'string', describe: device })
     .option('dtype', { choices: ['float32', 'float16', 'bfloat16'] as const, describe: 'weights/compute dtype' });
+  return withBackendFlags(flags);
 }
 
 /** The text-backend options of parsed text-backend flags (pure). */
@@ -73,6 +75,7 @@ export function textBackendArgs(a: ParsedArgs): TextBackendOptions {
   return {
     llm: a.llm, generateUrl: a['generate-url'], generateModel: a['generate-model'], generateTimeoutMs: a['generate-timeout'] * 1000,
     generateConcurrency: a['generate-concurrency'], chatTemplate: a['chat-template'], systemPrompt: a['system-prompt'], device: a.device, dtype: a.dtype,
+    ...backendFlagOptions(a),
   };
 }
 

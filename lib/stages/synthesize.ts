@@ -37,7 +37,7 @@ export const synthesizeStage: StageDefinition<SynthesizeStageOptions, TextBacken
   optionsFromArgs: (a: ParsedArgs) => ({
     data: a.data, out: a.out, topK: a['top-k'], alpha: a.alpha, task: a.task, instruction: a.instruction, pseudoPassage: a['pseudo-passage'],
     maxNewTokens: a['max-new-tokens'], pseudoMaxNewTokens: a['pseudo-max-new-tokens'], chatTemplate: a['chat-template'], systemPrompt: a['system-prompt'],
-    resume: a.resume, batchQuestions: a['batch-questions'], modelId: path.resolve(a.llm), device: a.device,
+    resume: a.resume, batchQuestions: a['batch-questions'], modelId: path.resolve(a.llm), device: a.device, doubleBos: a['double-bos'],
     backend: { ...textBackendArgs(a), needWeights: true },
     ...scaleArgs(a as never),
   }),
