@@ -267,6 +267,7 @@ class DenseIndexWriterWrap : public Napi::ObjectWrap<DenseIndexWriterWrap> {
         env, "gainrag.DenseIndexWriter.append",
         [state, vectors](const RunContext& ctx) {
           std::lock_guard lock(state->mutex);
+          AbortWhenAsked cleanup{state->writer.get()};
           state->writer->Append(vectors, ctx);
           state->count = state->writer->count();
         },
@@ -282,6 +283,7 @@ class DenseIndexWriterWrap : public Napi::ObjectWrap<DenseIndexWriterWrap> {
         [state, path, added](const RunContext& ctx) {
           at::Tensor m = MapNpyMatrix(path);
           std::lock_guard lock(state->mutex);
+          AbortWhenAsked cleanup{state->writer.get()};
           state->writer->Append(m, ctx);
           state->count = state->writer->count();
           *added = m.size(0);
@@ -296,17 +298,28 @@ class DenseIndexWriterWrap : public Napi::ObjectWrap<DenseIndexWriterWrap> {
         info.Env(), "gainrag.DenseIndexWriter.finish",
         [state](const RunContext&) {
           std::lock_guard lock(state->mutex);
+          AbortWhenAsked cleanup{state->writer.get()};
           state->writer->Finish();
         },
         [state](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, double(state->count.load())); });
   }
 
   Napi::Value Abort(const Napi::CallbackInfo& info) {
-    // A running append holds the mutex; abort waits for it (appends are chunk-sized).
-    std::lock_guard lock(state_->mutex);
-    state_->writer->Abort();
+    // Never waits on the JS thread for a running append (seconds on a large one): the request
+    // stops it at its next chunk, and whichever side holds the writer last removes the files.
+    state_->writer->RequestAbort();
+    std::unique_lock lock(state_->mutex, std::try_to_lock);
+    if (lock.owns_lock()) state_->writer->Abort();
     return info.Env().Undefined();
   }
+
+  // Run by a task holding the writer: completes an abort requested while it ran.
+  struct AbortWhenAsked {
+    DenseIndexWriter* writer;
+    ~AbortWhenAsked() {
+      if (writer->abort_requested()) writer->Abort();
+    }
+  };
 
   std::shared_ptr<State> state_;
 };

@@ -5,7 +5,7 @@
 // would fail this test instead of killing the runner).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
@@ -192,4 +192,29 @@ test('vectors.bin truncated in place after open: the next search is E_INDEX, not
   assert.equal(r.signal, null, `child died with ${r.signal}: ${r.stderr}`);
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout.trim(), 'rejected E_INDEX');
+});
+
+test('DenseIndexWriter.abort() during a long append returns at once: the append stops at its next chunk, nothing is left', async () => {
+  const dir = path.join(mkdtempSync(path.join(tmpdir(), 'gainrag-abort-')), 'index');
+  const dim = 4;
+  const rows = 64 * 65536; // 64 of the writer's chunks: the first progress report comes long before the last
+  const w = DenseIndexWriter.create(dir, dim);
+  const vectors = new Float32Array(rows * dim).fill(0.5);
+  let countAtAbort = -1;
+  let aborted = false;
+  const appended = w.append(vectors, {
+    onProgress: () => {
+      if (aborted) return;
+      aborted = true;
+      w.abort(); // before the fix this waited for the whole append, on the JS thread
+      countAtAbort = w.count;
+    },
+  });
+  await assert.rejects(appended, { code: 'E_CANCELLED' });
+  assert.equal(countAtAbort, 0, 'abort returned while the append was still running');
+  assert.deepEqual(readdirSync(path.dirname(dir)).filter((f) => f !== 'index'), []);
+  assert.ok(!existsSync(path.join(dir, 'manifest.json')));
+  assert.deepEqual(existsSync(dir) ? readdirSync(dir) : [], [], 'temporary files removed');
+  await assert.rejects(w.finish(), { code: 'E_CANCELLED' });
+  rmSync(path.dirname(dir), { recursive: true, force: true });
 });

@@ -47,6 +47,7 @@ function describe(st: Stats): string {
   if (st.isFIFO()) return 'a FIFO';
   if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
   if (st.isSocket()) return 'a socket';
+  if (st.isFile()) return 'a regular file, not a directory';
   return 'not a regular file';
 }
 

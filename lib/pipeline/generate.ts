@@ -22,7 +22,7 @@
 // - invalid JSON stops the run; what was written stays in OUT.partial for --resume.
 import path from 'node:path';
 import { positiveInt, type StageStreamOptions, Skip } from './stage.js';
-import { runStage, type OutputRecord } from './run-stage.js';
+import { runStage, type OutputRecord, type StageSummaryBase } from './run-stage.js';
 import { validateOutput } from '../io/output.js';
 import { weightsFingerprint } from '../models/fingerprint.js';
 import { emMaxOverGold, f1MaxOverGold } from '../metrics/index.js';
@@ -30,7 +30,7 @@ import { AnswerMatcher, RecallAccumulator } from '../retrieval/has-answer.js';
 import type { CausalLM } from '../models/causal-lm.js';
 import type { Tokenizer } from '../tokenizer.js';
 import { GainragError } from '../errors.js';
-import { openTextBackend, type TextBackend } from './text-backend.js';
+import { openTextBackend, type TextBackend, type TextBackendOptions } from './text-backend.js';
 import { DEFAULT_SYSTEM_PROMPT, evaluationEvidence, evaluationPrompt, taskInstruction, type ChatTemplateMode } from './prompts.js';
 
 /**
@@ -44,47 +44,22 @@ export const DEFAULT_MAX_NEW_TOKENS_NOTE =
 /** New tokens always left to the answer: a longer prompt has its evidence cut. */
 const MIN_ROOM = 64;
 
-export interface GenerateAnswersOptions extends StageStreamOptions {
+/** The text backend's options (lib/pipeline/text-backend.ts: lm | llm | generateUrl ...) and generate's own. */
+export interface GenerateAnswersOptions extends StageStreamOptions, Omit<TextBackendOptions, 'needWeights' | 'loadLM'> {
   data: string;
   out: string;
-  /** A loaded model (reused across calls); else `llm` is loaded. */
-  lm?: CausalLM;
-  /** Model directory: generation with it, or (with generateUrl) its tokenizer and chat template only. */
-  llm?: string;
-  /** OpenAI-compatible server for generation instead of the native engine. */
-  generateUrl?: string;
-  generateModel?: string;
-  generateTimeoutMs?: number;
-  generateConcurrency?: number;
   /** Passages per prompt, from the top of ctxs (default 1). */
   kDocs?: number;
   task?: string;
   instruction?: string;
   noRetrieval?: boolean;
   maxNewTokens?: number;
-  chatTemplate?: ChatTemplateMode;
-  systemPrompt?: string;
   resume?: boolean;
   /** Records per engine call (continuous batching runs inside a call); default 64. */
   batchQuestions?: number;
-  device?: string;
-  dtype?: 'float32' | 'bfloat16' | 'float16';
-  /** --generate-url: retries after 429 / 5xx, and the variable holding the bearer token. */
-  retries?: number;
-  apiKeyEnv?: string;
-  /** Native generation: two BOS tokens in templated prompts, as vLLM 0.7.3 (the reference). */
-  doubleBos?: boolean;
 }
 
-export interface GenerateSummary {
-  input: string;
-  output: string;
-  /** Input records seen. */
-  records: number;
-  written: number;
-  resumed: number;
-  skipped: number;
-  skippedReasons: Record<string, number>;
+export interface GenerateSummary extends StageSummaryBase {
   /** Records with fewer than kDocs ctxs. */
   shortCtxs: number;
   droppedPassages: number;

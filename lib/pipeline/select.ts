@@ -26,7 +26,7 @@
 // Passages with empty text are dropped (counted). Invalid JSON stops the run after the records
 // before it are written; finished groups stay in `<out>.partial` for `resume`.
 import { positiveInt, type StageStreamOptions, Skip } from './stage.js';
-import { runStage, type OutputRecord } from './run-stage.js';
+import { runStage, type OutputRecord, type StageSummaryBase } from './run-stage.js';
 import { validateOutput } from '../io/output.js';
 import { GainragError } from '../errors.js';
 import { AnswerMatcher } from '../retrieval/has-answer.js';
@@ -72,16 +72,9 @@ export interface SelectOptions extends StageStreamOptions {
 
 export type TieRule = 'later' | 'earlier';
 
-export interface SelectSummary {
-  input: string;
-  output: string;
-  records: number;
+export interface SelectSummary extends StageSummaryBase {
   /** Questions in the output (written now + resumed). */
   questions: number;
-  written: number;
-  resumed: number;
-  skipped: number;
-  skippedReasons: Record<string, number>;
   droppedPassages: number;
   kDocs: number;
   candidates: number;

@@ -34,7 +34,7 @@
 // Batches are blocks of `batchQuestions` input positions (less the skipped records), so a shard
 // or cluster chunk that starts on a block boundary (lib/io/records.ts) batches as one run does.
 import { positiveInt, type StageStreamOptions } from './stage.js';
-import { runStage } from './run-stage.js';
+import { runStage, type StageSummaryBase } from './run-stage.js';
 import { validateOutput } from '../io/output.js';
 import { weightsFingerprint } from '../models/fingerprint.js';
 import { cutForTokens, MAX_CHARS_PER_TOKEN } from '../tokenizer.js';
@@ -85,21 +85,13 @@ export interface SynthesizeOptions extends StageStreamOptions {
   doubleBos?: boolean;
 }
 
-export interface SynthesizeSummary {
-  input: string;
-  output: string;
-  records: number;
-  written: number;
-  resumed: number;
-  skipped: number;
-  skippedReasons: Record<string, number>;
+export interface SynthesizeSummary extends StageSummaryBase {
   droppedPassages: number;
   droppedAnswers: number;
   truncatedPassages: number;
   passagesScored: number;
   /** Scored passages whose PPL_CD came out NaN or infinite (written as null / 1e999): a broken model or an answer with no usable tokens. */
   nonFiniteScores: number;
-  seconds: number;
   questionsPerSecond: number;
   /** Share of written questions whose lowest-PPL passage is answered correctly (what `filter` keeps). */
   bestPassageEM: number;

@@ -49,7 +49,12 @@ DenseIndexWriter::DenseIndexWriter(const std::string& dir, int64_t dim, at::Scal
 
 DenseIndexWriter::~DenseIndexWriter() { Abort(); }
 
+void DenseIndexWriter::ThrowIfAborted() const {
+  if (abort_requested()) throw Error(ErrorCode::kCancelled, "index writer for " + dir_ + " was aborted");
+}
+
 void DenseIndexWriter::Append(const at::Tensor& vectors, const RunContext& ctx) {
+  ThrowIfAborted();
   GR_CHECK(vectors_ != nullptr, kIo, "index writer for ", dir_, " is closed");
   GR_CHECK(vectors.dim() == 2, kShape, "vectors must be a [n, dim] matrix");
   GR_CHECK(vectors.size(1) == dim_, kShape, "vectors have dimension ", vectors.size(1), " but the index has ", dim_);
@@ -60,6 +65,7 @@ void DenseIndexWriter::Append(const at::Tensor& vectors, const RunContext& ctx) 
     staging_ = at::empty({stage_rows, dim_}, at::TensorOptions().dtype(dtype_));
   for (int64_t b = 0; b < n; b += kChunk) {
     ctx.ThrowIfCancelled();
+    ThrowIfAborted();
     const int64_t e = std::min(n, b + kChunk);
     ConvertRows(vectors.slice(0, b, e), staging_.slice(0, 0, e - b), metric_, count_ + b);
   }
@@ -70,6 +76,7 @@ void DenseIndexWriter::Append(const at::Tensor& vectors, const RunContext& ctx) 
   Checksum sum_vectors = sum_vectors_, sum_ids = sum_ids_;  // committed only if the call succeeds
   try {
     for (int64_t b = 0; b < n; b += kChunk) {
+      ThrowIfAborted();
       const int64_t e = std::min(n, b + kChunk);
       at::Tensor chunk = staging_.slice(0, 0, e - b);
       // Converted twice for inputs over one chunk: cheaper than holding them all converted.
@@ -98,6 +105,7 @@ void DenseIndexWriter::Append(const at::Tensor& vectors, const RunContext& ctx) 
 }
 
 void DenseIndexWriter::Finish() {
+  ThrowIfAborted();
   GR_CHECK(vectors_ != nullptr, kIo, "index writer for ", dir_, " is closed");
   try {
     CloseSynced(vectors_, vectors_tmp_);

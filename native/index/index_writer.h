@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 
+#include <atomic>
 #include <cstdio>
 #include <string>
 
@@ -30,6 +31,11 @@ class DenseIndexWriter {
   // Flushes, fsyncs, renames vectors.bin / ids.bin into place and writes manifest.json.
   void Finish();
   void Abort();
+  // Thread-safe, returns at once: a running Append stops at its next chunk (Error(kCancelled),
+  // rolled back) and later calls fail, so the caller can Abort() when the writer is free
+  // instead of waiting for a long append on the JS thread.
+  void RequestAbort() noexcept { abort_requested_.store(true); }
+  bool abort_requested() const noexcept { return abort_requested_.load(); }
 
   int64_t count() const { return count_; }
   int64_t dim() const { return dim_; }
@@ -45,6 +51,9 @@ class DenseIndexWriter {
   std::string vectors_tmp_, ids_tmp_;
   at::Tensor staging_;  // converted chunk in the storage type
   Checksum sum_vectors_, sum_ids_;  // over the bytes written so far (for the manifest)
+  std::atomic<bool> abort_requested_{false};
+
+  void ThrowIfAborted() const;
 };
 
 }  // namespace gainrag
