@@ -82,6 +82,12 @@ test('an option given twice is E_INVALID_ARG naming it, for every command; array
     assert.equal(r.status, 1, `${args.join(' ')}\n${r.stderr}`);
     assert.match(r.stderr, /--(field|k-docs|top-k) was given 2 times .*\(E_INVALID_ARG\)/, args.join(' '));
   }
+  // what follows a bare -- is a list by design (cluster submit's stage flags): it reaches the
+  // stage's own checks (here: no Redis listens on port 1)
+  const submit = cli(['cluster', 'submit', '--stage', 'synthesize', '--data', data, '--out', path.join(tmp, 'c.jsonl'), '--redis', 'redis://127.0.0.1:1',
+    '--', '--llm', model('llama-tiny'), '--top-k', '2']);
+  assert.doesNotMatch(submit.stderr, /given \d+ times/, submit.stderr);
+  assert.match(submit.stderr, /cannot reach Redis .*\(E_IO\)/);
   const out = path.join(tmp, 'merged.jsonl');
   const r = cli(['merge', jsonl('m0.jsonl', [{ a: 1 }]), jsonl('m1.jsonl', [{ a: 2 }]), '--out', out]);
   assert.equal(r.status, 0, r.stderr);

@@ -12,8 +12,9 @@ import { GainragError, withCode } from '../errors.js';
 function refuseRepeatedOptions(argv: Record<string, unknown>, y: { getOptions(): { array?: string[] } }): void {
   const arrays = new Set(y.getOptions().array ?? []);
   for (const [key, value] of Object.entries(argv)) {
-    // yargs also sets a camelCase copy of every dashed name: the dashed one is reported
-    if (key === '_' || key === '$0' || !Array.isArray(value) || arrays.has(key) || /[A-Z]/.test(key)) continue;
+    // yargs also sets a camelCase copy of every dashed name: the dashed one is reported. `_` and
+    // `--` hold the positional words and what follows a bare `--` (cluster submit's stage flags).
+    if (key === '_' || key === '--' || key === '$0' || !Array.isArray(value) || arrays.has(key) || /[A-Z]/.test(key)) continue;
     throw new GainragError('E_INVALID_ARG', `--${key} was given ${value.length} times (${value.map((v) => JSON.stringify(v)).join(', ')}); give it once`);
   }
 }
