@@ -82,6 +82,12 @@ test('an option given twice is E_INVALID_ARG naming it, for every command; array
     assert.equal(r.status, 1, `${args.join(' ')}\n${r.stderr}`);
     assert.match(r.stderr, /--(field|k-docs|top-k) was given 2 times .*\(E_INVALID_ARG\)/, args.join(' '));
   }
+  // what follows a bare -- is a list by design (cluster submit's stage flags): it reaches the
+  // stage's own checks (here: no Redis listens on port 1)
+  const submit = cli(['cluster', 'submit', '--stage', 'synthesize', '--data', data, '--out', path.join(tmp, 'c.jsonl'), '--redis', 'redis://127.0.0.1:1',
+    '--', '--llm', model('llama-tiny'), '--top-k', '2']);
+  assert.doesNotMatch(submit.stderr, /given \d+ times/, submit.stderr);
+  assert.match(submit.stderr, /cannot reach Redis .*\(E_IO\)/);
   const out = path.join(tmp, 'merged.jsonl');
   const r = cli(['merge', jsonl('m0.jsonl', [{ a: 1 }]), jsonl('m1.jsonl', [{ a: 2 }]), '--out', out]);
   assert.equal(r.status, 0, r.stderr);
@@ -193,5 +199,5 @@ test('train data: a teacher score beyond float32 range (1e308) is E_DATA with FI
   const rec = (pos: number[], neg: number[]) => ({ query: 'q', pos: ['p'], neg: ['n1', 'n2'], pos_scores: pos, neg_scores: neg });
   const file = jsonl('train.jsonl', [rec([1], [0, -1]), rec([1e308], [0, -1]), rec([1], [-1e300, -Infinity])]);
   await assert.rejects(loadTrainingData(file), (err: Coded) =>
-    err.code === 'E_DATA' && /train\.jsonl:2: .*"pos_scores\[0\]" must be a finite number \(within float32 range/.test(err.message) && /train\.jsonl:3: .*neg_scores\[0\]/.test(err.message));
+    err.code === 'E_DATA' && /train\.jsonl:2: .*"pos_scores\[0\]" must be a finite number, got 1e\+308 \(beyond float32 range/.test(err.message) && /train\.jsonl:3: .*neg_scores\[0\]/.test(err.message));
 });

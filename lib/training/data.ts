@@ -85,8 +85,8 @@ export function checkRecord(value: unknown): string[] {
     const ok = (x: unknown) => typeof x === 'number' && (Number.isFinite(Math.fround(x)) || (key === 'neg_scores' && x === -Infinity));
     const bad = v.findIndex((x) => !ok(x));
     if (bad >= 0) {
-      const what = `${key === 'neg_scores' ? 'a finite number or -Infinity' : 'a finite number'} (within float32 range, |x| <= 3.4e38)`;
-      problems.push(`"${key}[${bad}]" must be ${what}, got ${typeof v[bad] === 'number' ? String(v[bad]) : JSON.stringify(v[bad])}`);
+      const what = key === 'neg_scores' ? 'a finite number or -Infinity' : 'a finite number';
+      problems.push(`"${key}[${bad}]" must be ${what}, got ${typeof v[bad] === 'number' ? String(v[bad]) : JSON.stringify(v[bad])}${typeof v[bad] === 'number' && Number.isFinite(v[bad]) ? ' (beyond float32 range, |x| <= 3.4e38, which training computes in)' : ''}`);
       return;
     }
     if (passages && v.length !== passages.length) {
