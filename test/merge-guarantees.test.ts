@@ -96,7 +96,7 @@ test('merge: a torn last line, a JSON array shard and a directory are refused na
   const out = f('d.jsonl');
   await assert.rejects(mergeOutputs([good, torn], out), { code: 'E_DATA', message: /torn\.jsonl does not end with a newline/ });
   await assert.rejects(mergeOutputs([good, array], out), { code: 'E_DATA', message: /array\.json is a JSON array/ });
-  await assert.rejects(mergeOutputs([good, dir], out), { code: 'E_INVALID_ARG', message: /a-dir is not a regular file/ });
+  await assert.rejects(mergeOutputs([good, dir], out), { code: 'E_INVALID_ARG', message: /a-dir is a directory, not a regular file/ });
   // An Arrow shard cut short (no end-of-stream marker).
   const arrow = shard('d1.arrow', 0, 2, { format: 'arrow', bare: true });
   const bytes = readFileSync(arrow);

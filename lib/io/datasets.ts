@@ -18,6 +18,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { GainragError, ioError } from '../errors.js';
 import { parseJson } from './json-values.js';
+import { checkRegularFile } from './input-file.js';
 
 export const DATA_FORMATS = ['auto', 'records', 'nq-open', 'hotpotqa', '2wikimultihopqa', 'webquestions', 'triviaqa', 'squad'] as const;
 export type DataFormat = (typeof DATA_FORMATS)[number];
@@ -109,6 +110,7 @@ export function mapRecord(record: unknown, o: DatasetOptions = {}): unknown {
 
 /** The nested format a file holds, from its first bytes ('' for none). */
 export function nestedFormat(file: string): 'squad' | 'triviaqa' | '' {
+  checkRegularFile(file); // not a directory, FIFO or device (opening a FIFO would block)
   let fd: number;
   try {
     fd = openSync(file, 'r');

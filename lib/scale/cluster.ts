@@ -21,7 +21,7 @@ import { chunkRanges, countRecords, outputFormat, type Range, type RecordFormat 
 import { manifestPath } from '../io/manifest.js';
 import { acquireOutputLock, validateOutput } from '../io/output.js';
 import { mergeOutputs } from './merge.js';
-import { checkStageArgs, parseStageArgs, runChunk, stageAlignment, type ModelCache, type StageName } from './stages.js';
+import { checkStageArgs, parseStageArgs, runChunk, stageAlignment, type ChunkTask, type ModelCache, type StageName } from './stages.js';
 
 export const DEFAULT_QUEUE = 'gainrag';
 
@@ -49,16 +49,10 @@ export function redisConnection(url: string): ConnectionOptions {
   };
 }
 
-export interface ChunkJobData {
+/** A queued chunk: what runChunk runs (out: the final chunk path, in the shared directory), and where it belongs. */
+export interface ChunkJobData extends Omit<ChunkTask, 'device' | 'signal'> {
   runId: string;
   chunk: number;
-  stage: StageName;
-  args: string[];
-  data: string;
-  range: Range;
-  /** Final chunk output path (shared directory). */
-  out: string;
-  format: RecordFormat;
 }
 
 export interface SubmitOptions {

@@ -42,7 +42,7 @@ function checkShardFile(file: string): void {
   } catch (err) {
     throw ioError(err, `merge: cannot read shard ${file}`);
   }
-  if (!st.isFile()) throw new GainragError('E_INVALID_ARG', `merge: shard ${file} is not a regular file`);
+  if (!st.isFile()) throw new GainragError('E_INVALID_ARG', `merge: shard ${file} is ${st.isDirectory() ? 'a directory, not a regular file' : 'not a regular file'}`);
 }
 
 /** The merged output's manifest, or null when the shards carry none. Errors: E_DATA. */

@@ -13,25 +13,13 @@ import type { CommandModule } from 'yargs';
 import { formatComparison, type CompareSummary } from '../../pipeline/compare.js';
 import { writeFileAtomic } from '../../io/output.js';
 import { isBundledModel } from '../../models/bundled.js';
-import { chainKey, checkDemoFlags, fileIdentity, runGainrag } from '../demo-support.js';
+import { chainKey, checkDemoFlags, fileIdentity, runGainrag, type DemoFlags } from '../demo-support.js';
 
 const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..');
 const mainJs = path.join(packageRoot, 'dist', 'lib', 'cli', 'main.js');
 
-interface DemoArgs {
+interface DemoArgs extends DemoFlags {
   json: boolean;
-  out: string;
-  questions: number;
-  synthesize: number;
-  'test-share': number;
-  'top-k': number;
-  'k-docs': string;
-  'max-new-tokens': number;
-  encoder?: string;
-  reranker?: string;
-  llm?: string;
-  passages?: string;
-  data?: string;
 }
 
 interface Stage {
@@ -67,21 +55,9 @@ function nonEmptyLines(file: string): string[] {
   return readFileSync(file, 'utf8').split('\n').filter((l) => l.trim().length > 0);
 }
 
-/** FNV-1a of a string: the deterministic train/test split. */
-export function splitHash(text: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h;
-}
-
-/** True for a held-out test question: the hash of its id (or question) falls in the test share. */
-export function isTestQuestion(record: { id?: unknown; question?: unknown }, share: number): boolean {
-  const key = String(record.id ?? record.question);
-  return splitHash(key) % 1000 < Math.round(share * 1000);
-}
+// The train/test split is `gainrag split`'s (lib/pipeline/split.ts), kept importable from here.
+export { splitHash, isTestQuestion } from '../../pipeline/split.js';
+import { isTestQuestion } from '../../pipeline/split.js';
 
 const perSecond = (n: unknown, unit: string, seconds: number) => (typeof n === 'number' && seconds > 0 ? `${(n / seconds).toFixed(1)} ${unit}/s` : '-');
 
