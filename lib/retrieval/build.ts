@@ -6,7 +6,8 @@ import path from 'node:path';
 import { GainragError, ioError } from '../errors.js';
 import { acquireOutputLock, validateOutput, writeFileAtomic, type OutputLock } from '../io/output.js';
 import type { CallOptions } from '../controls.js';
-import { Encoder, type Device } from '../models/encoder.js';
+import { Encoder, type Device, type EncoderLoadOptions } from '../models/encoder.js';
+import { writeEncoderRecord } from './encoder-record.js';
 import { npyInfo, type IndexDType, type IndexMetric } from './dense-index.js';
 import { DenseIndexWriter, INDEX_FORMAT } from './index-writer.js';
 import { PassageStoreWriter, readPassages, type Passage } from './passages.js';
@@ -15,8 +16,9 @@ export interface BuildProgress {
   (done: number, total: number, note: string): void;
 }
 
-export interface BuildIndexOptions {
+export interface BuildIndexOptions extends Pick<EncoderLoadOptions, 'pooling' | 'normalize' | 'queryPrefix' | 'passagePrefix' | 'hub'> {
   passages: string;
+  /** Encoder directory or hub id (its sentence-transformers configuration gives the defaults of pooling, normalize and the prefixes). */
   encoder: string;
   out: string;
   /** Passages embedded per encoder call (default 256). */
@@ -123,7 +125,8 @@ export async function buildIndex(options: BuildIndexOptions): Promise<number> {
   const batchSize = options.batchSize ?? 256;
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError('batchSize must be a positive integer');
   validateOutput(options.out, 'dir', { inputs: [options.passages], label: 'out' }); // before the model load
-  const encoder = await Encoder.load(options.encoder, { device: options.device, maxLength: options.maxLength });
+  const { pooling, normalize, queryPrefix, passagePrefix, hub } = options;
+  const encoder = await Encoder.load(options.encoder, { device: options.device, maxLength: options.maxLength, pooling, normalize, queryPrefix, passagePrefix, hub });
   const total = await countPassages(options.passages);
   const { tmp, lock } = prepareOut(options.out, [options.passages]);
   const store = new PassageStoreWriter(tmp);
@@ -134,7 +137,7 @@ export async function buildIndex(options: BuildIndexOptions): Promise<number> {
     // Memory holds one batch of texts and one of vectors; the matrix goes straight to disk.
     const flush = async () => {
       if (texts.length === 0) return;
-      const vectors = await encoder.embed(texts, call);
+      const vectors = await encoder.embedPassages(texts, call);
       await writer.append(vectors, call);
       texts = [];
       options.onProgress?.(writer.count, Math.max(total, writer.count), 'embed');
@@ -148,6 +151,7 @@ export async function buildIndex(options: BuildIndexOptions): Promise<number> {
     if (writer.count === 0) throw new GainragError('E_DATA', `${options.passages} has no passages`);
     store.close();
     const count = await writer.finish();
+    writeEncoderRecord(tmp, encoder.record()); // what retrieve checks its encoder against
     publish(tmp, options.out);
     return count;
   } catch (err) {
