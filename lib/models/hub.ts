@@ -181,7 +181,7 @@ function lookup(ref: HubRef, cacheDir: string): CacheLookup {
 
 function notCached(ref: string, hub: HubRef, found: CacheLookup, why: string): GainragError {
   const where = !found.commit
-    ? `no ${found.refFile ?? `snapshots/${hub.revision}`} in ${found.storage}`
+    ? `no ${found.refFile ? path.relative(found.storage, found.refFile) : `snapshots/${hub.revision}`} in ${found.storage}`
     : !found.dir
       ? `no snapshot ${path.join(found.storage, 'snapshots', found.commit)}`
       : `${found.dir} lacks ${found.missing.join(', ')}`;
@@ -248,7 +248,7 @@ class HubSession {
   hubStatus?: number;
   private pending?: Response;
 
-  constructor(readonly hubUrl: string, readonly token: string | undefined, readonly signal: AbortSignal | undefined, readonly ref: string) {
+  constructor(readonly hubUrl: string, readonly token: string | undefined, readonly signal: AbortSignal | undefined, readonly ref: string, readonly storage: string) {
     try {
       this.origin = new URL(hubUrl).origin;
     } catch {
@@ -270,7 +270,7 @@ class HubSession {
       } catch (err) {
         if (this.signal?.aborted) throw new GainragError('E_CANCELLED', `download of ${this.ref} cancelled`, { cause: err });
         const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-        throw new GainragError('E_NETWORK', `cannot reach ${target.origin} for ${this.ref}: ${cause?.code ?? cause?.message ?? (err as Error).message}`, { cause: err });
+        throw new GainragError('E_NETWORK', `cannot reach ${target.origin} to download ${this.ref} into ${this.storage}: ${cause?.code ?? cause?.message ?? (err as Error).message} (HF_HUB_OFFLINE=1 uses the cache only)`, { cause: err });
       }
       if (target.origin === this.origin) {
         this.hubHeaders = res.headers;
@@ -345,8 +345,8 @@ function normaliseEtag(etag: string | undefined | null): string {
 async function download(hub: HubRef, cacheDir: string, options: HubOptions, refresh: boolean): Promise<PullResult> {
   const ref = `${hub.repo}@${hub.revision}`;
   const hubUrl = (options.hubUrl ?? process.env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, '');
-  const session = new HubSession(hubUrl, hubToken(options), options.signal, ref);
   const storage = repoFolder(cacheDir, hub.repo);
+  const session = new HubSession(hubUrl, hubToken(options), options.signal, ref, storage);
   let commit = COMMIT.test(hub.revision) ? hub.revision : refresh ? undefined : readCommit(storage, hub.revision).commit;
   const files: PullResult['files'] = [];
   const snapshot = () => path.join(storage, 'snapshots', commit!);
