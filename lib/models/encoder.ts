@@ -212,7 +212,8 @@ export class Encoder extends NativeOwner<NativeEncoder> {
 
   /** Identity and settings of these embeddings (what an index manifest records). */
   record(): EncoderRecord {
-    if (this.fingerprint === undefined) this.fingerprint = weightsFingerprint(this.dir);
+    // The network and its tokenizer only: pooling, normalisation and prompts are compared as settings.
+    if (this.fingerprint === undefined) this.fingerprint = weightsFingerprint(this.dir, /(\.safetensors|^config\.json|^tokenizer\.json)$/);
     const snapshot = /[/\\]snapshots[/\\]([0-9a-f]{40})[/\\]?$/.exec(this.dir);
     return {
       ref: this.ref, revision: snapshot ? snapshot[1] : null, weights: this.fingerprint, pooling: this.pooling, normalize: this.normalize,
