@@ -8,6 +8,7 @@
 import { closeSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
+import { resolveModelSync } from './hub.js';
 
 const FILES = /(\.safetensors|^config\.json|^tokenizer\.json|^tokenizer_config\.json|^modules\.json)$/;
 const EDGE = 1 << 20;
@@ -18,6 +19,11 @@ const EDGE = 1 << 20;
  */
 export function weightsFingerprint(dir: string | undefined, files: RegExp = FILES): string | null {
   if (!dir) return null;
+  try {
+    dir = resolveModelSync(dir); // a hub id: its cached snapshot (the loaders resolved it before)
+  } catch {
+    return null;
+  }
   let names: string[];
   try {
     if (!statSync(dir).isDirectory()) return null;

@@ -19,12 +19,13 @@ import {
 } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
-import { fileDownloadInfo } from '@huggingface/hub';
 import { GainragError, hasCode } from '../errors.js';
 import { acquireOutputLock, writeFileAtomic, type OutputLock } from '../io/output.js';
 import { poolingConfigPaths } from './sentence-transformers.js';
 
 export interface DownloadProgress {
+  /** The model being downloaded (org/name@revision). */
+  repo: string;
   /** Path of the file inside the repository. */
   file: string;
   /** Bytes of the file on disk so far (a resumed download starts above 0). */
@@ -58,6 +59,13 @@ export interface PullResult {
   dir: string;
   /** Files of the snapshot, with whether this call downloaded them. */
   files: { file: string; bytes: number; downloaded: boolean }[];
+}
+
+let defaultProgress: ((p: DownloadProgress) => void) | undefined;
+
+/** The progress callback of downloads whose caller gave none (the CLI prints them on stderr). */
+export function setDefaultDownloadProgress(report: ((p: DownloadProgress) => void) | undefined): void {
+  defaultProgress = report;
 }
 
 /** Files a model may need besides its weights; absent ones are fine. */
@@ -313,6 +321,8 @@ class HubSession {
 
   /** Metadata of `file` at `revision`; null when the repository has no such file. */
   async info(repo: string, revision: string, file: string): Promise<FileMeta | null> {
+    // Imported on first use: most runs resolve from the cache and never need the package.
+    const { fileDownloadInfo } = await import('@huggingface/hub');
     let info: Awaited<ReturnType<typeof fileDownloadInfo>>;
     try {
       info = await fileDownloadInfo({ repo: { type: 'model', name: repo }, path: file, revision, hubUrl: this.hubUrl, fetch: this.fetch as typeof fetch });
@@ -496,7 +506,8 @@ async function receive(session: HubSession, url: string, incomplete: string, hav
   const resumed = have > 0 && res.status === 206 && (res.headers.get('content-range') ?? '').startsWith(`bytes ${have}-`);
   if (!resumed) have = 0;
   const fd = openSync(incomplete, resumed ? 'a' : 'w');
-  const report = (bytes: number) => options.onProgress?.({ file, bytes, total: meta.size });
+  const onProgress = options.onProgress ?? defaultProgress;
+  const report = (bytes: number) => onProgress?.({ repo: session.ref, file, bytes, total: meta.size });
   report(have);
   try {
     if (res.body) {

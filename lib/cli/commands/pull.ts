@@ -1,14 +1,34 @@
 // `gainrag pull ID[@REV]`: downloads a hub model into the Hugging Face cache ahead of a batch
 // job (which then resolves it offline), asking the hub what the revision is now.
 import type { Argv, CommandModule } from 'yargs';
-import { hubCacheDir, pullModel } from '../../models/hub.js';
-import { progressReporter, withInterrupt } from '../progress.js';
+import { hubCacheDir, pullModel, type DownloadProgress } from '../../models/hub.js';
+import { progressReporter, withInterrupt, type ProgressReporter } from '../progress.js';
 
 interface PullArgs {
   json: boolean;
   model: string;
   'hub-url'?: string;
   'cache-dir'?: string;
+}
+
+const mb = (n: number) => Math.round(n / 1e5) / 10;
+
+/** Download progress on stderr, one bar (or line every 10 s) per file; also for downloads a model load starts. */
+export function downloadReporter(): { report: (p: DownloadProgress) => void; stop: () => void } {
+  let bar: ProgressReporter | undefined;
+  let current = '';
+  return {
+    report: (p) => {
+      const name = `${p.repo} ${p.file}`;
+      if (name !== current) {
+        bar?.stop();
+        bar = progressReporter(`download ${name}`, 'MB');
+        current = name;
+      }
+      bar!.update(mb(p.bytes), mb(p.total));
+    },
+    stop: () => bar?.stop(),
+  };
 }
 
 export const pullCommand: CommandModule<{ json: boolean }, PullArgs> = {
@@ -20,36 +40,20 @@ export const pullCommand: CommandModule<{ json: boolean }, PullArgs> = {
       .option('hub-url', { type: 'string', describe: 'hub endpoint (default: env HF_ENDPOINT, else https://huggingface.co)' })
       .option('cache-dir', { type: 'string', describe: 'cache directory (default: env HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub)' }) as never,
   handler: async (argv) => {
-    const progress = progressReporter(`pull ${argv.model}`, 'MB');
-    let file = '';
-    const mb = (n: number) => Math.round(n / 1e5) / 10;
+    const progress = downloadReporter();
     let result;
     try {
-      result = await withInterrupt((signal) =>
-        pullModel(argv.model, {
-          hubUrl: argv['hub-url'],
-          cacheDir: argv['cache-dir'],
-          signal,
-          onProgress: (p) => {
-            if (p.file !== file) {
-              progress.stop();
-              file = p.file;
-            }
-            progress.update(mb(p.bytes), mb(p.total));
-          },
-        }),
-      );
+      result = await withInterrupt((signal) => pullModel(argv.model, { hubUrl: argv['hub-url'], cacheDir: argv['cache-dir'], signal, onProgress: progress.report }));
     } finally {
       progress.stop();
     }
     const fetched = result.files.filter((f) => f.downloaded);
-    const bytes = fetched.reduce((n, f) => n + f.bytes, 0);
     if (argv.json) {
       process.stdout.write(`${JSON.stringify({ ...result, cacheDir: argv['cache-dir'] ?? hubCacheDir() })}\n`);
     } else {
       process.stdout.write(
         `${result.repo}@${result.revision} -> commit ${result.commit}: ${result.files.length} files in ${result.dir}` +
-          ` (${fetched.length} downloaded, ${mb(bytes)} MB)\n`,
+          ` (${fetched.length} downloaded, ${mb(fetched.reduce((n, f) => n + f.bytes, 0))} MB)\n`,
       );
     }
   },
