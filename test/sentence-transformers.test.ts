@@ -2,6 +2,7 @@
 // Normalize, prompts), the encoder recorded in an index manifest and checked by retrieve, and
 // the reranker's normalize / rank.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -9,7 +10,7 @@ import { after, test } from 'node:test';
 import { CrossEncoder, Encoder, hasCode } from '../lib/index.js';
 import { buildIndex } from '../lib/retrieval/build.js';
 import { retrieve } from '../lib/retrieval/retrieve.js';
-import { dataDir, fixture } from './helpers.js';
+import { cliPath, dataDir, fixture } from './helpers.js';
 
 const scratch = mkdtempSync(path.join(tmpdir(), 'gainrag-st-test-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
@@ -139,4 +140,21 @@ test('CrossEncoder: score normalize is the sigmoid of the logits; rank orders be
   assert.ok(top2.every((r) => r.score > 0 && r.score < 1));
   await assert.rejects(ce.rank(q, passages, { topK: 0 }), RangeError);
   await ce.dispose();
+});
+
+test('CLI: index build records --pooling / --query-prefix; retrieve takes them from the index, refuses other weights, --allow-encoder-mismatch', () => {
+  const run = (args: string[]) => spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8' });
+  const index = f('index-cli');
+  const built = run(['index', 'build', '--passages', f('passages.jsonl'), '--encoder', fixture('bert-tiny'), '--out', index, '--pooling', 'cls', '--normalize', '--query-prefix', 'q: ']);
+  assert.equal(built.status, 0, built.stderr);
+  const rec = JSON.parse(readFileSync(path.join(index, 'manifest.json'), 'utf8')).encoder;
+  assert.deepEqual([rec.pooling, rec.normalize, rec.queryPrefix, rec.passagePrefix], ['cls', true, 'q: ', '']);
+  const base = ['retrieve', '--index', index, '--data', f('questions.jsonl'), '--top-k', '2'];
+  const same = run([...base, '--encoder', fixture('bert-tiny'), '--out', f('cli-same.jsonl')]);
+  assert.equal(same.status, 0, same.stderr);
+  const other = run([...base, '--encoder', f('bert-tiny-retrained'), '--out', f('cli-other.jsonl')]);
+  assert.equal(other.status, 1);
+  assert.match(other.stderr, /built with another encoder.*weights.*\(E_INDEX\)/);
+  const allowed = run([...base, '--encoder', f('bert-tiny-retrained'), '--out', f('cli-allowed.jsonl'), '--allow-encoder-mismatch']);
+  assert.equal(allowed.status, 0, allowed.stderr);
 });

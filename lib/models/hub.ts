@@ -19,7 +19,7 @@ import {
 } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
-import { GainragError, hasCode } from '../errors.js';
+import { GainragError, hasCode, ioError } from '../errors.js';
 import { acquireOutputLock, writeFileAtomic, type OutputLock } from '../io/output.js';
 import { poolingConfigPaths } from './sentence-transformers.js';
 
@@ -416,8 +416,8 @@ async function download(hub: HubRef, cacheDir: string, options: HubOptions, refr
       writeFileAtomic(refFile, commit!);
     }
   } catch (err) {
-    if (err instanceof GainragError) throw err;
-    throw new GainragError('E_IO', `${ref}: cannot write the cache ${storage}: ${(err as Error).message}`, { cause: err, errno: (err as NodeJS.ErrnoException).code });
+    if (err instanceof GainragError || !(err as NodeJS.ErrnoException).syscall) throw err;
+    throw ioError(err, `${ref}: cannot write the cache ${storage}`);
   }
   return { ...hub, commit: commit!, dir: snapshot(), files };
 }
@@ -518,6 +518,7 @@ async function receive(session: HubSession, url: string, incomplete: string, hav
       }
     }
   } catch (err) {
+    if ((err as NodeJS.ErrnoException).syscall) throw ioError(err, `cannot write ${incomplete}`); // the disk, not the network
     if (options.signal?.aborted) throw new GainragError('E_CANCELLED', `download of ${session.ref}/${file} cancelled (${have} of ${meta.size} bytes kept in ${incomplete})`, { cause: err });
     throw new GainragError('E_NETWORK', `${session.ref}: the download of ${file} broke off at ${have} of ${meta.size} bytes (${(err as Error).message}); ${incomplete} is kept and the next run resumes it`, { cause: err });
   } finally {
