@@ -128,7 +128,16 @@ test('a missing model downloads into the cache layout (blobs by etag, snapshot l
   server.repos.set('acme/served', { files, commit: COMMIT });
   const events: DownloadProgress[] = [];
   const before = server.seen.length;
-  const enc = await Encoder.load('acme/served', { hub: { cacheDir: cache, hubUrl: server.url, onProgress: (p) => events.push(p) } });
+  // The cache and the endpoint from the environment, as huggingface_hub takes them.
+  process.env.HF_HUB_CACHE = cache;
+  process.env.HF_ENDPOINT = server.url;
+  let enc: Encoder;
+  try {
+    enc = await Encoder.load('acme/served', { hub: { onProgress: (p) => events.push(p) } });
+  } finally {
+    delete process.env.HF_HUB_CACHE;
+    delete process.env.HF_ENDPOINT;
+  }
   const storage = path.join(cache, 'models--acme--served');
   assert.equal(enc.dir, path.join(storage, 'snapshots', COMMIT));
   assert.deepEqual(await enc.embed(texts), expected);

@@ -10,8 +10,9 @@
 // parsing), through a fetch of ours that follows redirects itself, so that the hub's own headers
 // (X-Repo-Commit, X-Linked-Etag, X-Linked-Size) are seen before a CDN answers and the token never
 // leaves the hub's origin. Bodies go to blobs/<etag>.incomplete and are renamed to blobs/<etag>
-// only once complete and checked against the etag (sha256 for LFS files, the git blob sha1 for
-// the others); an interrupted .incomplete is resumed with a Range request by the next run.
+// only once complete and checked against the etag (sha256 for LFS files; the git blob sha1 of
+// other files when a resume joined pieces); an interrupted .incomplete is resumed with a Range
+// request by the next run.
 import { createHash } from 'node:crypto';
 import {
   closeSync, copyFileSync, createReadStream, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync,
@@ -479,11 +480,13 @@ async function fetchBlob(session: HubSession, url: string, blob: string, meta: F
       rmSync(incomplete, { force: true });
       have = 0;
     }
+    const resumedFrom = have;
     if (have < meta.size || meta.size === 0) have = await receive(session, url, incomplete, have, meta, file, options);
     if (have !== meta.size) {
       throw new GainragError('E_NETWORK', `${session.ref}: ${file} stopped at ${have} of ${meta.size} bytes; ${incomplete} is kept and the next run resumes it`);
     }
-    const actual = await etagOf(incomplete, meta.etag, meta.size);
+    // sha256 (LFS) always; the git sha1 of a small file only when pieces of several runs were joined.
+    const actual = await etagOf(incomplete, meta.etag, meta.size, resumedFrom > 0);
     if (actual !== null && actual !== meta.etag) {
       rmSync(incomplete, { force: true });
       throw new GainragError('E_NETWORK', `${session.ref}: ${file} arrived corrupt (checksum ${actual}, the hub says ${meta.etag}); removed, run again`);
@@ -529,8 +532,8 @@ async function receive(session: HubSession, url: string, incomplete: string, hav
 }
 
 /** The file's checksum in the etag's kind (sha256: LFS; sha1 of the git blob: other files); null for other etags. */
-async function etagOf(file: string, etag: string, size: number): Promise<string | null> {
-  const kind = /^[0-9a-f]{64}$/.test(etag) ? 'sha256' : /^[0-9a-f]{40}$/.test(etag) ? 'sha1' : null;
+async function etagOf(file: string, etag: string, size: number, gitToo: boolean): Promise<string | null> {
+  const kind = /^[0-9a-f]{64}$/.test(etag) ? 'sha256' : gitToo && /^[0-9a-f]{40}$/.test(etag) ? 'sha1' : null;
   if (!kind) return null;
   const hash = createHash(kind);
   if (kind === 'sha1') hash.update(`blob ${size}\0`);
