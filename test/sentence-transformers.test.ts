@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { CrossEncoder, Encoder, hasCode } from '../lib/index.js';
-import { buildIndex } from '../lib/retrieval/build.js';
+import { buildIndex, importIndex } from '../lib/retrieval/build.js';
 import { retrieve } from '../lib/retrieval/retrieve.js';
 import { cliPath, dataDir, fixture } from './helpers.js';
 
@@ -157,4 +157,27 @@ test('CLI: index build records --pooling / --query-prefix; retrieve takes them f
   assert.match(other.stderr, /built with another encoder.*weights.*\(E_INDEX\)/);
   const allowed = run([...base, '--encoder', f('bert-tiny-retrained'), '--out', f('cli-allowed.jsonl'), '--allow-encoder-mismatch']);
   assert.equal(allowed.status, 0, allowed.stderr);
+});
+
+test('index import records the encoder it is told made the vectors (dimension checked); without one, none', async () => {
+  const rows = 12;
+  const npy = (dim: number) => {
+    const header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${rows}, ${dim}), }`;
+    const padded = header + ' '.repeat(64 - ((10 + header.length + 1) % 64)) + '\n';
+    const head = Buffer.alloc(10);
+    head.write('\x93NUMPY', 0, 'latin1');
+    head[6] = 1;
+    head.writeUInt16LE(padded.length, 8);
+    const data = Float32Array.from({ length: rows * dim }, (_, i) => Math.sin(i + 1));
+    const file = f(`v${dim}.npy`);
+    writeFileSync(file, Buffer.concat([head, Buffer.from(padded, 'latin1'), Buffer.from(data.buffer)]));
+    return file;
+  };
+  const passages = f('passages.jsonl');
+  await importIndex({ vectors: npy(64), passages, out: f('imported'), encoder: f('bge-like') });
+  const rec = JSON.parse(readFileSync(path.join(f('imported'), 'manifest.json'), 'utf8')).encoder;
+  assert.deepEqual([rec.ref, rec.pooling, rec.normalize, rec.queryPrefix], [f('bge-like'), 'cls', true, QUERY]);
+  await assert.rejects(importIndex({ vectors: npy(32), passages, out: f('imported-32'), encoder: f('bge-like') }), (e) => hasCode(e, 'E_SHAPE'));
+  await importIndex({ vectors: npy(64), passages, out: f('imported-bare') });
+  assert.equal(JSON.parse(readFileSync(path.join(f('imported-bare'), 'manifest.json'), 'utf8')).encoder, undefined);
 });

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { GainragError, ioError } from '../errors.js';
 import { acquireOutputLock, validateOutput, writeFileAtomic, type OutputLock } from '../io/output.js';
 import type { CallOptions } from '../controls.js';
-import { Encoder, type Device, type EncoderLoadOptions } from '../models/encoder.js';
+import { Encoder, type Device, type EncoderLoadOptions, type EncoderRecord } from '../models/encoder.js';
 import { writeEncoderRecord } from './encoder-record.js';
 import { npyInfo, type IndexDType, type IndexMetric } from './dense-index.js';
 import { DenseIndexWriter, INDEX_FORMAT } from './index-writer.js';
@@ -164,10 +164,12 @@ export async function buildIndex(options: BuildIndexOptions): Promise<number> {
   }
 }
 
-export interface ImportIndexOptions extends CallOptions {
+export interface ImportIndexOptions extends CallOptions, Pick<EncoderLoadOptions, 'pooling' | 'normalize' | 'queryPrefix' | 'passagePrefix' | 'hub'> {
   vectors: string;
   passages: string;
   out: string;
+  /** The encoder that made the vectors, when known: recorded in the manifest (as by build) for retrieve to check. */
+  encoder?: string;
   dtype?: IndexDType;
   metric?: IndexMetric;
 }
@@ -175,6 +177,18 @@ export interface ImportIndexOptions extends CallOptions {
 /** Index directory from a float32/float16 .npy (row i = passage i of the passage file). */
 export async function importIndex(options: ImportIndexOptions): Promise<number> {
   const info = npyInfo(options.vectors);
+  let record: EncoderRecord | undefined;
+  if (options.encoder !== undefined) {
+    // Loaded only for its identity and settings; nothing is embedded.
+    const { pooling, normalize, queryPrefix, passagePrefix, hub } = options;
+    const encoder = await Encoder.load(options.encoder, { pooling, normalize, queryPrefix, passagePrefix, hub });
+    try {
+      if (encoder.dim !== info.dim) throw new GainragError('E_SHAPE', `${options.encoder} embeds in ${encoder.dim} dimensions but ${options.vectors} has ${info.dim}`);
+      record = encoder.record();
+    } finally {
+      await encoder.dispose();
+    }
+  }
   const { tmp, lock } = prepareOut(options.out, [options.vectors, options.passages]);
   const store = new PassageStoreWriter(tmp);
   try {
@@ -187,6 +201,7 @@ export async function importIndex(options: ImportIndexOptions): Promise<number> 
     try {
       await writer.appendNpy(options.vectors, { signal: options.signal, onProgress: options.onProgress });
       await writer.finish();
+      if (record) writeEncoderRecord(tmp, record);
     } catch (err) {
       writer.abort();
       throw err;
