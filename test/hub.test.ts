@@ -264,3 +264,14 @@ test('CrossEncoder.load takes a hub id too', async () => {
   await ce.dispose();
   await local.dispose();
 });
+
+test('two loads of one model at once: one download per blob, both get the snapshot', async () => {
+  const cache = freshCache();
+  server.repos.set('acme/twice', { files: bertFiles(), commit: COMMIT });
+  const before = server.seen.length;
+  const [a, b] = await Promise.all([0, 1].map(() => resolveModel('acme/twice', { cacheDir: cache, hubUrl: server.url })));
+  assert.equal(a, b);
+  const bodies = server.seen.slice(before).filter((s) => s.origin === 'cdn' && s.range !== 'bytes=0-0');
+  assert.equal(bodies.length, 1, 'the weights were downloaded once');
+  assert.deepEqual(readFileSync(path.join(a, 'model.safetensors')), bertFiles().get('model.safetensors'));
+});
