@@ -23,6 +23,9 @@ export const ERROR_CODES = [
   'E_TOKENIZER',
   'E_LOCKED',
   'E_DISPOSED',
+  'E_MODEL_NOT_FOUND',
+  'E_UNAUTHORIZED',
+  'E_NETWORK',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

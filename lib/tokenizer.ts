@@ -14,6 +14,7 @@ import path from 'node:path';
 import { Tokenizer as HfTokenizer } from 'tokenizers';
 import { GainragError } from './errors.js';
 import { checkRegularFile } from './io/input-file.js';
+import { resolveModelSync } from './models/hub.js';
 
 /** A batch of token sequences laid out flat (zero-copy friendly). */
 export interface TokenBatch {
@@ -106,8 +107,12 @@ export class Tokenizer {
     this.config = config;
   }
 
-  /** Loads `tokenizer.json` (and `tokenizer_config.json` when present) from a model directory. */
-  static load(dir: string): Tokenizer {
+  /**
+   * Loads `tokenizer.json` (and `tokenizer_config.json` when present) from a model directory, or
+   * from the cached snapshot of a hub id (no download here: the model loaders download).
+   */
+  static load(ref: string): Tokenizer {
+    const dir = resolveModelSync(ref);
     const file = path.join(dir, 'tokenizer.json');
     if (!existsSync(file)) throw new GainragError('E_TOKENIZER', `no tokenizer.json in ${dir}`);
     checkRegularFile(file, 'E_MODEL_CONFIG'); // a FIFO here would hang every model load

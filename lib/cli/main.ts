@@ -5,8 +5,11 @@ import { hideBin } from 'yargs/helpers';
 import { commands } from './commands/index.js';
 import { cliParser } from './parser.js';
 import { withCode } from '../errors.js';
+import { setDefaultDownloadProgress } from '../models/hub.js';
+import { downloadReporter } from './commands/pull.js';
 
 async function main(): Promise<void> {
+  setDefaultDownloadProgress(downloadReporter().report); // a model load that downloads shows it on stderr
   await cliParser(hideBin(process.argv), commands as never)
     .fail((msg, err, y) => {
       if (err) throw err;

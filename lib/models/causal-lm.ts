@@ -8,6 +8,7 @@ import { withControls, type CallOptions } from '../controls.js';
 import { NativeOwner } from '../lifetime.js';
 import { native, type NativeControls } from '../native.js';
 import { Tokenizer, type TokenBatch } from '../tokenizer.js';
+import { resolveModel, type HubOptions } from './hub.js';
 import { renderChatTemplate, type ChatMessage, type ChatTemplateOptions } from './chat-template.js';
 import { toStrings, type TextInput } from './encoder.js';
 
@@ -32,6 +33,8 @@ export interface CausalLMOptions {
   tokenBudget?: number;
   /** Most prompts per batch; default 64. */
   maxRows?: number;
+  /** How a hub id is resolved and downloaded (lib/models/hub.ts). */
+  hub?: HubOptions;
 }
 
 export interface ContrastiveItem {
@@ -244,9 +247,9 @@ export class CausalLM extends NativeOwner<NativeCausalLM> {
     return this.life.get();
   }
 
-  /** Loads a Hugging Face Llama directory (config.json, safetensors, tokenizer.json). */
-  static async load(dir: string, options: CausalLMOptions = {}): Promise<CausalLM> {
-    if (typeof dir !== 'string' || dir.length === 0) throw new TypeError('dir must be a non-empty string');
+  /** Loads a Hugging Face Llama checkpoint (config.json, safetensors, tokenizer.json): a directory or a hub id. */
+  static async load(ref: string, options: CausalLMOptions = {}): Promise<CausalLM> {
+    if (typeof ref !== 'string' || ref.length === 0) throw new TypeError('dir must be a non-empty string');
     const { device, dtype, tokenBudget, maxRows } = options;
     if (device !== undefined && (typeof device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(device))) {
       throw new RangeError(`device must be 'cpu', 'cuda' or 'cuda:N', got ${String(device)}`);
@@ -257,8 +260,9 @@ export class CausalLM extends NativeOwner<NativeCausalLM> {
     for (const [k, v] of Object.entries({ tokenBudget, maxRows })) {
       if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw new RangeError(`${k} must be a positive integer`);
     }
+    const dir = await resolveModel(ref, options.hub);
     const load = native().loadCausalLM as LoadFn;
-    const model = await load(dir, options);
+    const model = await load(dir, { device, dtype, tokenBudget, maxRows });
     return new CausalLM(dir, model, Tokenizer.load(dir));
   }
 

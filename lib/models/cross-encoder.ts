@@ -2,6 +2,8 @@
 // BERT sequence-classification checkpoints. Pairs are joined by the tokenizer's own pair
 // template and truncated like `tokenizers` does (only_second by default, as rerankers use).
 import { withControls } from '../controls.js';
+import { GainragError } from '../errors.js';
+import { resolveModel } from './hub.js';
 import { NativeOwner } from '../lifetime.js';
 import { native, type NativeControls } from '../native.js';
 import { Tokenizer, type TruncationStrategy } from '../tokenizer.js';
@@ -22,6 +24,19 @@ export interface ScoreOptions extends BatchOptions {
   maxLength?: number;
   /** How an over-long pair is cut (default 'only_second': the passage gives way). */
   truncation?: TruncationStrategy;
+  /** Map each logit through a sigmoid into (0, 1), as FlagReranker's normalize=True (default false: raw logits). */
+  normalize?: boolean;
+}
+
+export interface RankOptions extends ScoreOptions {
+  /** Keep the best topK passages (default: all). */
+  topK?: number;
+}
+
+export interface Ranked {
+  /** Position of the passage in the input. */
+  index: number;
+  score: number;
 }
 
 interface NativeCrossEncoder extends NativeEncoderModel {
@@ -71,9 +86,10 @@ export class CrossEncoder extends NativeOwner<NativeCrossEncoder> {
     return this.life.get();
   }
 
-  /** Loads a sequence-classification checkpoint (E_MODEL_CONFIG when it has no classifier head). */
-  static async load(dir: string, options: ModelLoadOptions = {}): Promise<CrossEncoder> {
-    checkLoadOptions(dir, options);
+  /** Loads a sequence-classification checkpoint, a directory or a hub id (E_MODEL_CONFIG when it has no classifier head). */
+  static async load(ref: string, options: ModelLoadOptions = {}): Promise<CrossEncoder> {
+    checkLoadOptions(ref, options);
+    const dir = await resolveModel(ref, options.hub);
     const tokenizer = Tokenizer.load(dir);
     const addon = native() as unknown as CrossEncoderAddon;
     const model = await addon.loadCrossEncoder(dir, { device: options.device, dtype: options.dtype });
@@ -92,6 +108,7 @@ export class CrossEncoder extends NativeOwner<NativeCrossEncoder> {
     if (maxLength > this.positions) throw new RangeError(`maxLength ${maxLength} exceeds the model's ${this.positions} positions`);
     const truncation = options.truncation ?? 'only_second';
     if (!STRATEGIES.includes(truncation)) throw new TypeError(`truncation must be one of ${STRATEGIES.join(', ')}`);
+    if (options.normalize !== undefined && typeof options.normalize !== 'boolean') throw new TypeError('normalize must be a boolean');
     const q = toStrings(queries, 'queries');
     const p = toStrings(passages, 'passages');
     if (q.length !== p.length) throw new RangeError(`queries and passages differ in length: ${q.length} vs ${p.length}`);
@@ -99,7 +116,22 @@ export class CrossEncoder extends NativeOwner<NativeCrossEncoder> {
     const run: NativeRunOptions = { batchTokens: options.batchTokens, maxRows: options.maxRows };
     return withControls(options, async (controls) => {
       const batch = await this.tokenizer.encodePairs(q, p, { maxLength, truncation });
-      return this.model.score(batch.ids, batch.offsets, batch.typeIds, run, controls);
+      const logits = await this.model.score(batch.ids, batch.offsets, batch.typeIds, run, controls);
+      if (options.normalize) for (let i = 0; i < logits.length; i++) logits[i] = 1 / (1 + Math.exp(-logits[i]));
+      return logits;
     });
+  }
+
+  /** The passages ordered by their score with `query`, best first (ties: input order); topK keeps the best ones. */
+  async rank(query: string, passages: TextInput, options: RankOptions = {}): Promise<Ranked[]> {
+    if (typeof query !== 'string') throw new TypeError('query must be a string');
+    const { topK, ...scoreOptions } = options;
+    if (topK !== undefined && (!Number.isInteger(topK) || topK < 1)) throw new RangeError(`topK must be a positive integer, got ${String(topK)}`);
+    if (this.numLabels !== 1) throw new GainragError('E_UNSUPPORTED', `rank needs one logit per pair; this model has ${this.numLabels} labels (use score())`);
+    const p = toStrings(passages, 'passages');
+    const scores = await this.score(p.map(() => query), p, scoreOptions);
+    const order = Array.from(scores, (score, index) => ({ index, score }));
+    order.sort((a, b) => b.score - a.score || a.index - b.index);
+    return topK === undefined ? order : order.slice(0, topK);
   }
 }

@@ -4,8 +4,12 @@
 import { DataType, Field, FixedSizeList, Float32, makeData, makeVector, type Vector } from 'apache-arrow';
 import { withControls, type CallOptions } from '../controls.js';
 import { NativeOwner } from '../lifetime.js';
+import { GainragError } from '../errors.js';
 import { native, type NativeControls } from '../native.js';
 import { Tokenizer } from '../tokenizer.js';
+import { weightsFingerprint } from './fingerprint.js';
+import { resolveModel, type HubOptions } from './hub.js';
+import { promptPrefixes, readSentenceTransformersConfig } from './sentence-transformers.js';
 
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
 export type ModelDType = 'float32' | 'float16' | 'bfloat16';
@@ -19,10 +23,37 @@ export interface ModelLoadOptions {
   dtype?: ModelDType;
   /** Tokens per input, special tokens included; longer inputs are truncated. Default: min(tokenizer model_max_length, positions). */
   maxLength?: number;
+  /** How a hub id is resolved and downloaded (lib/models/hub.ts). */
+  hub?: HubOptions;
 }
 
+/**
+ * The defaults of pooling, normalize and the prefixes are the model's own sentence-transformers
+ * configuration (modules.json, 1_Pooling/config.json, a Normalize module, the prompts of
+ * config_sentence_transformers.json); without one: mean pooling, no normalisation, no prefixes.
+ */
 export interface EncoderLoadOptions extends ModelLoadOptions {
   pooling?: Pooling;
+  /** L2-normalise embeddings (embed's default). */
+  normalize?: boolean;
+  /** Put before every query (embedQueries), e.g. BGE's instruction or E5's 'query: '. */
+  queryPrefix?: string;
+  /** Put before every passage (embedPassages), e.g. E5's 'passage: '. */
+  passagePrefix?: string;
+}
+
+/** What identifies an encoder's embeddings (recorded in an index manifest). */
+export interface EncoderRecord {
+  /** The reference it was loaded by (directory or hub id). */
+  ref: string;
+  /** The hub snapshot's commit, when loaded from the hub cache. */
+  revision: string | null;
+  /** weightsFingerprint of the model directory. */
+  weights: string | null;
+  pooling: Pooling;
+  normalize: boolean;
+  queryPrefix: string;
+  passagePrefix: string;
 }
 
 export interface BatchOptions extends CallOptions {
@@ -33,7 +64,7 @@ export interface BatchOptions extends CallOptions {
 }
 
 export interface EmbedOptions extends BatchOptions {
-  /** L2-normalise each embedding (default false). */
+  /** L2-normalise each embedding (default: the encoder's normalize). */
   normalize?: boolean;
 }
 
@@ -134,13 +165,26 @@ export class Encoder extends NativeOwner<NativeEncoder> {
   /** Tokens per input (special tokens included); longer texts are truncated. */
   readonly maxLength: number;
   readonly pooling: Pooling;
+  /** Default of embed's normalize. */
+  readonly normalize: boolean;
+  readonly queryPrefix: string;
+  readonly passagePrefix: string;
+  /** The reference given to load (directory or hub id) and the directory it resolved to. */
+  readonly ref: string;
+  readonly dir: string;
   readonly tokenizer: Tokenizer;
+  private fingerprint?: string | null;
 
-  private constructor(model: NativeEncoder, tokenizer: Tokenizer, pooling: Pooling, maxLength: number) {
+  private constructor(model: NativeEncoder, tokenizer: Tokenizer, settings: Required<Pick<EncoderLoadOptions, 'pooling' | 'normalize' | 'queryPrefix' | 'passagePrefix'>>, maxLength: number, ref: string, dir: string) {
     super(model, 'Encoder', (m) => m.dispose());
     this.embed = this.life.guard(this.embed);
     this.tokenizer = tokenizer;
-    this.pooling = pooling;
+    this.pooling = settings.pooling;
+    this.normalize = settings.normalize;
+    this.queryPrefix = settings.queryPrefix;
+    this.passagePrefix = settings.passagePrefix;
+    this.ref = ref;
+    this.dir = dir;
     this.maxLength = maxLength;
     this.dim = model.dim;
   }
@@ -150,15 +194,31 @@ export class Encoder extends NativeOwner<NativeEncoder> {
     return this.life.get();
   }
 
-  /** Loads a BERT / XLM-R checkpoint directory (config.json, safetensors, tokenizer.json). */
-  static async load(dir: string, options: EncoderLoadOptions = {}): Promise<Encoder> {
-    checkLoadOptions(dir, options);
-    const pooling = options.pooling ?? 'mean';
-    if (pooling !== 'mean' && pooling !== 'cls') throw new TypeError(`pooling must be 'mean' or 'cls', got ${String(pooling)}`);
+  /** Loads a BERT / XLM-R checkpoint (config.json, safetensors, tokenizer.json): a directory or a hub id. */
+  static async load(ref: string, options: EncoderLoadOptions = {}): Promise<Encoder> {
+    checkLoadOptions(ref, options);
+    if (options.pooling !== undefined && options.pooling !== 'mean' && options.pooling !== 'cls') throw new TypeError(`pooling must be 'mean' or 'cls', got ${String(options.pooling)}`);
+    if (options.normalize !== undefined && typeof options.normalize !== 'boolean') throw new TypeError('normalize must be a boolean');
+    for (const key of ['queryPrefix', 'passagePrefix'] as const) {
+      if (options[key] !== undefined && typeof options[key] !== 'string') throw new TypeError(`${key} must be a string`);
+    }
+    const dir = await resolveModel(ref, options.hub);
+    const settings = encoderSettings(dir, options);
     const tokenizer = Tokenizer.load(dir);
     const addon = native() as unknown as EncoderAddon;
     const model = await addon.loadEncoder(dir, { device: options.device, dtype: options.dtype });
-    return new Encoder(model, tokenizer, pooling, resolveMaxLength(options.maxLength, tokenizer, model.maxTokens));
+    return new Encoder(model, tokenizer, settings, resolveMaxLength(options.maxLength, tokenizer, model.maxTokens), ref, dir);
+  }
+
+  /** Identity and settings of these embeddings (what an index manifest records). */
+  record(): EncoderRecord {
+    // The network and its tokenizer only: pooling, normalisation and prompts are compared as settings.
+    if (this.fingerprint === undefined) this.fingerprint = weightsFingerprint(this.dir, /(\.safetensors|^config\.json|^tokenizer\.json)$/);
+    const snapshot = /[/\\]snapshots[/\\]([0-9a-f]{40})[/\\]?$/.exec(this.dir);
+    return {
+      ref: this.ref, revision: snapshot ? snapshot[1] : null, weights: this.fingerprint, pooling: this.pooling, normalize: this.normalize,
+      queryPrefix: this.queryPrefix, passagePrefix: this.passagePrefix,
+    };
   }
 
   get modelType(): string {
@@ -170,13 +230,52 @@ export class Encoder extends NativeOwner<NativeEncoder> {
     checkBatchOptions(options);
     const strings = toStrings(texts, 'texts');
     if (strings.length === 0) return new Float32Array(0);
-    const run: NativeRunOptions = { pooling: this.pooling, normalize: options.normalize ?? false, batchTokens: options.batchTokens, maxRows: options.maxRows };
+    const run: NativeRunOptions = { pooling: this.pooling, normalize: options.normalize ?? this.normalize, batchTokens: options.batchTokens, maxRows: options.maxRows };
     // Tokenising inside withControls: an abort during tokenisation stops the native run before its first batch.
     return withControls(options, async (controls) => {
       const batch = await this.tokenizer.encodeBatch(strings, { maxLength: this.maxLength });
       return this.model.embed(batch.ids, batch.offsets, undefined, run, controls);
     });
   }
+
+  /** embed() of queries, each with the encoder's queryPrefix in front. */
+  async embedQueries(texts: TextInput, options: EmbedOptions = {}): Promise<Float32Array> {
+    const strings = toStrings(texts, 'texts');
+    return this.embed(this.queryPrefix ? strings.map((t) => this.queryPrefix + t) : strings, options);
+  }
+
+  /** embed() of passages, each with the encoder's passagePrefix in front. */
+  async embedPassages(texts: TextInput, options: EmbedOptions = {}): Promise<Float32Array> {
+    const strings = toStrings(texts, 'texts');
+    return this.embed(this.passagePrefix ? strings.map((t) => this.passagePrefix + t) : strings, options);
+  }
+}
+
+/**
+ * Explicit options over the model's sentence-transformers configuration. A configuration the
+ * engine cannot reproduce (max / last-token pooling, a Dense module, prompts excluded from mean
+ * pooling) is E_UNSUPPORTED rather than embeddings that quietly differ from the model's.
+ */
+function encoderSettings(dir: string, o: EncoderLoadOptions): Required<Pick<EncoderLoadOptions, 'pooling' | 'normalize' | 'queryPrefix' | 'passagePrefix'>> {
+  const st = readSentenceTransformersConfig(dir);
+  if (st && st.unsupported.length > 0) {
+    throw new GainragError('E_UNSUPPORTED', `${dir}: modules.json has ${st.unsupported.join(', ')}, which gainrag does not run (its embeddings would differ from the model's)`);
+  }
+  const model = st?.pooling;
+  if (o.pooling === undefined && model !== undefined && model !== 'mean' && model !== 'cls') {
+    throw new GainragError('E_UNSUPPORTED', `${dir}: the model pools by '${model}' (its Pooling config); the engine pools by 'mean' or 'cls' only (pass pooling to override)`);
+  }
+  const prefixes = promptPrefixes(st);
+  const settings = {
+    pooling: o.pooling ?? (model as Pooling | undefined) ?? 'mean',
+    normalize: o.normalize ?? st?.normalize ?? false,
+    queryPrefix: o.queryPrefix ?? prefixes.query,
+    passagePrefix: o.passagePrefix ?? prefixes.passage,
+  };
+  if (st && !st.includePrompt && settings.pooling === 'mean' && (settings.queryPrefix || settings.passagePrefix)) {
+    throw new GainragError('E_UNSUPPORTED', `${dir}: the Pooling config excludes prompt tokens from mean pooling (include_prompt: false), which the engine cannot do; pass empty prefixes or another pooling`);
+  }
+  return settings;
 }
 
 /**

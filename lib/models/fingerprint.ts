@@ -8,17 +8,26 @@
 import { closeSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
+import { resolveModelSync } from './hub.js';
 
 const FILES = /(\.safetensors|^config\.json|^tokenizer\.json|^tokenizer_config\.json|^modules\.json)$/;
 const EDGE = 1 << 20;
 
-/** Hex id of the weights in `dir` (see the top of this file); null when `dir` is not a readable directory. */
-export function weightsFingerprint(dir: string | undefined): string | null {
+/**
+ * Hex id of the weights in `dir` (see the top of this file); null when `dir` is not a readable
+ * directory. `files` picks the file names that count (default: weights, configs, tokenizer, modules.json).
+ */
+export function weightsFingerprint(dir: string | undefined, files: RegExp = FILES): string | null {
   if (!dir) return null;
+  try {
+    dir = resolveModelSync(dir); // a hub id: its cached snapshot (the loaders resolved it before)
+  } catch {
+    return null;
+  }
   let names: string[];
   try {
     if (!statSync(dir).isDirectory()) return null;
-    names = readdirSync(dir).filter((n) => FILES.test(n)).sort();
+    names = readdirSync(dir).filter((n) => files.test(n)).sort();
   } catch {
     return null;
   }

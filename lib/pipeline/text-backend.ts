@@ -7,6 +7,7 @@ import path from 'node:path';
 import { CausalLM } from '../models/causal-lm.js';
 import { configTemplater } from '../models/chat-template.js';
 import { Tokenizer } from '../tokenizer.js';
+import { resolveModel } from '../models/hub.js';
 import { GainragError } from '../errors.js';
 import { OpenAIGenerator, type GenerationPrompt, type TextGenerator } from './openai-generate.js';
 import { DEFAULT_SYSTEM_PROMPT, promptWrapper, type ChatTemplateMode, type ChatTemplater } from './prompts.js';
@@ -69,7 +70,7 @@ export async function openTextBackend(o: TextBackendOptions): Promise<TextBacken
     const server = new OpenAIGenerator({
       url: o.generateUrl, model: o.generateModel, timeoutMs: o.generateTimeoutMs, concurrency: o.generateConcurrency, systemPrompt: system, retries: o.retries, apiKeyEnv: o.apiKeyEnv,
     });
-    const dir = lm?.dir ?? o.llm;
+    const dir = lm?.dir ?? (o.llm ? await resolveModel(o.llm) : undefined); // a hub id: its snapshot directory
     const tokenizer = lm?.tokenizer ?? (dir ? Tokenizer.load(dir) : undefined);
     const contextLength = lm?.contextLength ?? (dir ? configContextLength(dir) : Infinity);
     // The server's model is named by --llm's directory (for the Mistral rule); a vLLM server adds

@@ -7,7 +7,8 @@ import { GainragError, ioError, isErrorCode } from '../errors.js';
 import { checkRegularFile } from '../io/input-file.js';
 import { acquireOutputLock, validateOutput, writeFileAtomic, type OutputLock } from '../io/output.js';
 import type { CallOptions } from '../controls.js';
-import { Encoder, type Device } from '../models/encoder.js';
+import { Encoder, type Device, type EncoderLoadOptions, type EncoderRecord } from '../models/encoder.js';
+import { writeEncoderRecord } from './encoder-record.js';
 import { npyInfo, type IndexDType, type IndexMetric } from './dense-index.js';
 import { DenseIndexWriter, INDEX_FORMAT } from './index-writer.js';
 import { PassageStoreWriter, readPassages, type Passage } from '../io/passages.js';
@@ -16,8 +17,9 @@ export interface BuildProgress {
   (done: number, total: number, note: string): void;
 }
 
-export interface BuildIndexOptions {
+export interface BuildIndexOptions extends Pick<EncoderLoadOptions, 'pooling' | 'normalize' | 'queryPrefix' | 'passagePrefix' | 'hub'> {
   passages: string;
+  /** Encoder directory or hub id (its sentence-transformers configuration gives the defaults of pooling, normalize and the prefixes). */
   encoder: string;
   out: string;
   /** Passages embedded per encoder call (default 256). */
@@ -132,7 +134,8 @@ export async function buildIndex(options: BuildIndexOptions): Promise<number> {
   const batchSize = options.batchSize ?? 256;
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError('batchSize must be a positive integer');
   validateOutput(options.out, 'dir', { inputs: [options.passages], label: 'out' }); // before the model load
-  const encoder = await Encoder.load(options.encoder, { device: options.device, maxLength: options.maxLength });
+  const { pooling, normalize, queryPrefix, passagePrefix, hub } = options;
+  const encoder = await Encoder.load(options.encoder, { device: options.device, maxLength: options.maxLength, pooling, normalize, queryPrefix, passagePrefix, hub });
   const total = await countPassages(options.passages);
   const { tmp, lock } = prepareOut(options.out, [options.passages]);
   const store = new PassageStoreWriter(tmp);
@@ -143,7 +146,7 @@ export async function buildIndex(options: BuildIndexOptions): Promise<number> {
     // Memory holds one batch of texts and one of vectors; the matrix goes straight to disk.
     const flush = async () => {
       if (texts.length === 0) return;
-      const vectors = await encoder.embed(texts, call);
+      const vectors = await encoder.embedPassages(texts, call);
       await writer.append(vectors, call);
       texts = [];
       options.onProgress?.(writer.count, Math.max(total, writer.count), 'embed');
@@ -157,6 +160,7 @@ export async function buildIndex(options: BuildIndexOptions): Promise<number> {
     if (writer.count === 0) throw new GainragError('E_DATA', `${options.passages} has no passages`);
     store.close();
     const count = await writer.finish();
+    writeEncoderRecord(tmp, encoder.record()); // what retrieve checks its encoder against
     publish(tmp, options.out);
     return count;
   } catch (err) {
@@ -169,10 +173,12 @@ export async function buildIndex(options: BuildIndexOptions): Promise<number> {
   }
 }
 
-export interface ImportIndexOptions extends CallOptions {
+export interface ImportIndexOptions extends CallOptions, Pick<EncoderLoadOptions, 'pooling' | 'normalize' | 'queryPrefix' | 'passagePrefix' | 'hub'> {
   vectors: string;
   passages: string;
   out: string;
+  /** The encoder that made the vectors, when known: recorded in the manifest (as by build) for retrieve to check. */
+  encoder?: string;
   dtype?: IndexDType;
   metric?: IndexMetric;
 }
@@ -180,6 +186,18 @@ export interface ImportIndexOptions extends CallOptions {
 /** Index directory from a float32/float16 .npy (row i = passage i of the passage file). */
 export async function importIndex(options: ImportIndexOptions): Promise<number> {
   const info = npyInfo(options.vectors);
+  let record: EncoderRecord | undefined;
+  if (options.encoder !== undefined) {
+    // Loaded only for its identity and settings; nothing is embedded.
+    const { pooling, normalize, queryPrefix, passagePrefix, hub } = options;
+    const encoder = await Encoder.load(options.encoder, { pooling, normalize, queryPrefix, passagePrefix, hub });
+    try {
+      if (encoder.dim !== info.dim) throw new GainragError('E_SHAPE', `${options.encoder} embeds in ${encoder.dim} dimensions but ${options.vectors} has ${info.dim}`);
+      record = encoder.record();
+    } finally {
+      await encoder.dispose();
+    }
+  }
   const { tmp, lock } = prepareOut(options.out, [options.vectors, options.passages]);
   const store = new PassageStoreWriter(tmp);
   try {
@@ -192,6 +210,7 @@ export async function importIndex(options: ImportIndexOptions): Promise<number> 
     try {
       await writer.appendNpy(options.vectors, { signal: options.signal, onProgress: options.onProgress });
       await writer.finish();
+      if (record) writeEncoderRecord(tmp, record);
     } catch (err) {
       writer.abort();
       throw err;

@@ -7,15 +7,23 @@ import { validateOutput } from '../io/output.js';
 import { weightsFingerprint } from '../models/fingerprint.js';
 import type { ManifestSpec } from '../io/manifest.js';
 import { indexIdentity } from '../io/index-identity.js';
-import { Encoder, type Device } from '../models/encoder.js';
+import { Encoder, type Device, type EncoderLoadOptions } from '../models/encoder.js';
+import { encoderDifferences, readEncoderRecord } from './encoder-record.js';
 import { DenseIndex } from './dense-index.js';
 import { AnswerMatcher, DEFAULT_RECALL_KS, RecallAccumulator, dprTokens } from './has-answer.js';
 import { PassageStore, type Passage } from '../io/passages.js';
 import path from 'node:path';
 
-export interface RetrieveOptions {
+/**
+ * Encoder settings default to those the index records (its build's), then to the model's own
+ * configuration; an encoder that embeds differently from the index's is E_INDEX.
+ */
+export interface RetrieveOptions extends Pick<EncoderLoadOptions, 'pooling' | 'normalize' | 'queryPrefix' | 'passagePrefix' | 'hub'> {
   index: string;
+  /** Encoder directory or hub id. */
   encoder: string;
+  /** Use an encoder that differs from the one the index records (weights, pooling, normalize, query prefix). */
+  allowEncoderMismatch?: boolean;
   data: string;
   out: string;
   topK?: number;
@@ -46,7 +54,9 @@ export interface RetrieveResources {
 }
 
 /** Opens what retrieval needs and checks that the pieces fit together. */
-export async function openRetrieveResources(options: Pick<RetrieveOptions, 'index' | 'encoder' | 'device' | 'maxLength'>): Promise<RetrieveResources> {
+export async function openRetrieveResources(
+  options: Pick<RetrieveOptions, 'index' | 'encoder' | 'device' | 'maxLength' | 'pooling' | 'normalize' | 'queryPrefix' | 'passagePrefix' | 'hub' | 'allowEncoderMismatch'>,
+): Promise<RetrieveResources> {
   const index = await DenseIndex.open(options.index);
   const store = PassageStore.open(options.index);
   if (store.size !== index.size) {
@@ -55,7 +65,21 @@ export async function openRetrieveResources(options: Pick<RetrieveOptions, 'inde
   }
   let encoder: Encoder;
   try {
-    encoder = await Encoder.load(options.encoder, { device: options.device, maxLength: options.maxLength });
+    const built = readEncoderRecord(options.index);
+    encoder = await Encoder.load(options.encoder, {
+      device: options.device,
+      maxLength: options.maxLength,
+      pooling: options.pooling ?? built?.pooling,
+      normalize: options.normalize ?? built?.normalize,
+      queryPrefix: options.queryPrefix ?? built?.queryPrefix,
+      passagePrefix: options.passagePrefix ?? built?.passagePrefix,
+      hub: options.hub,
+    });
+    const differs = built ? encoderDifferences(built, encoder.record()) : [];
+    if (differs.length > 0 && !options.allowEncoderMismatch) {
+      await encoder.dispose();
+      throw new GainragError('E_INDEX', `${options.index} was built with another encoder than ${options.encoder}: ${differs.join('; ')} (allowEncoderMismatch / --allow-encoder-mismatch to use it anyway)`);
+    }
   } catch (err) {
     store.close();
     throw err;
@@ -151,7 +175,7 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
     const flush = async () => {
       if (batch.length === 0) return;
       const call = { signal: options.signal };
-      const emb = await encoder.embed(batch.map((b) => b.question), call);
+      const emb = await encoder.embedQueries(batch.map((b) => b.question), call);
       const { ids, scores } = await index.search(emb, topK, call);
       // Passages retrieved by several questions of the batch are read and tokenised once.
       const cache = new Map<number, { p: Passage; tokens?: string[] }>();

@@ -22,10 +22,11 @@ export const retrieveStage: StageDefinition<RetrieveStageOptions, RetrieveResour
       .option('out', { type: 'string', demandOption: true, describe: 'output JSONL (input fields + ctxs)' })
       .option('batch-size', { type: 'number', default: 512, describe: 'questions embedded and searched together' })
       .option('max-length', { type: 'number', describe: 'tokens per question (default: the model maximum)' })
-      .option('device', { type: 'string', describe: 'encoder device: cpu, cuda, cuda:N' }) as unknown as Argv,
+      .option('device', { type: 'string', describe: 'encoder device: cpu, cuda, cuda:N' })
+      .option('allow-encoder-mismatch', { type: 'boolean', default: false, describe: "use an encoder that embeds differently from the index's (weights, pooling, normalize, query prefix)" }) as unknown as Argv,
   optionsFromArgs: (a: ParsedArgs) => ({
     index: a.index, encoder: a.encoder, data: a.data, out: a.out, topK: a['top-k'], batchSize: a['batch-size'], maxLength: a['max-length'], device: a.device,
-    ...scaleArgs(a as never),
+    allowEncoderMismatch: a['allow-encoder-mismatch'], ...scaleArgs(a as never),
   }),
   check: (o) => {
     positiveInt('topK', o.topK ?? 100);
@@ -35,8 +36,8 @@ export const retrieveStage: StageDefinition<RetrieveStageOptions, RetrieveResour
   },
   alignment: (o) => o.batchSize ?? 512,
   load: (o, cache) =>
-    cached(cache, `retrieve\0${path.resolve(o.index)}\0${path.resolve(o.encoder)}\0${o.device}\0${o.maxLength}`, () =>
-      openRetrieveResources({ index: o.index, encoder: o.encoder, device: o.device, maxLength: o.maxLength })),
+    cached(cache, `retrieve\0${path.resolve(o.index)}\0${path.resolve(o.encoder)}\0${o.device}\0${o.maxLength}\0${JSON.stringify([o.pooling, o.normalize, o.queryPrefix, o.passagePrefix, o.allowEncoderMismatch])}`, () =>
+      openRetrieveResources(o)),
   run: (resources, o) => retrieve({ ...o, resources, onProgress: (done) => o.onProgress?.(done) }),
   models: (o) => [o.encoder],
   written: (s) => s.questions,

@@ -8,6 +8,7 @@ import { withControls, type CallOptions } from '../controls.js';
 import { NativeOwner } from '../lifetime.js';
 import { native, type NativeControls } from '../native.js';
 import { Tokenizer } from '../tokenizer.js';
+import { resolveModel } from '../models/hub.js';
 import type { TrainGroup } from './sampling.js';
 import { checkNumber, runTraining } from './train-loop.js';
 import type { SelectorTrainerOptions, StepResult, Trainable, TrainOptions, TrainSummary } from './types.js';
@@ -54,8 +55,8 @@ export class SelectorTrainer extends NativeOwner<NativeSelectorTrainer> implemen
   }
 
   /** Loads `modelDir` (a sequence-classification checkpoint) as trainable fp32 weights. */
-  static async create(modelDir: string, options: SelectorTrainerOptions = {}): Promise<SelectorTrainer> {
-    if (typeof modelDir !== 'string' || modelDir.length === 0) throw new TypeError('modelDir must be a non-empty string');
+  static async create(modelRef: string, options: SelectorTrainerOptions = {}): Promise<SelectorTrainer> {
+    if (typeof modelRef !== 'string' || modelRef.length === 0) throw new TypeError('modelDir must be a non-empty string');
     checkNumber('lr', options.lr, Number.MIN_VALUE);
     checkNumber('weightDecay', options.weightDecay, 0);
     checkNumber('warmupRatio', options.warmupRatio, 0);
@@ -69,6 +70,7 @@ export class SelectorTrainer extends NativeOwner<NativeSelectorTrainer> implemen
     if (options.dtype !== undefined && !['float32', 'float16', 'bfloat16'].includes(options.dtype)) {
       throw new TypeError(`dtype must be float32, float16 or bfloat16, got ${String(options.dtype)}`);
     }
+    const modelDir = await resolveModel(modelRef); // a directory, or a hub id (downloaded into the HF cache)
     const tokenizer = Tokenizer.load(modelDir);
     const addon = native() as unknown as TrainerAddon;
     const trainer = await addon.createSelectorTrainer(modelDir, {

@@ -28,7 +28,10 @@ namespace gainrag {
   X(kNoAddon, "E_NO_ADDON")             /* the native addon cannot be loaded (JS) */  \
   X(kTokenizer, "E_TOKENIZER")          /* tokenizer files missing/invalid (JS) */    \
   X(kLocked, "E_LOCKED")                /* another live process writes that output */\
-  X(kDisposed, "E_DISPOSED")            /* the object was disposed before the call */
+  X(kDisposed, "E_DISPOSED")            /* the object was disposed before the call */\
+  X(kModelNotFound, "E_MODEL_NOT_FOUND") /* no such model dir / hub repo / file (JS) */\
+  X(kUnauthorized, "E_UNAUTHORIZED")    /* the hub refused: gated or private (JS) */  \
+  X(kNetwork, "E_NETWORK")              /* the hub could not be reached or broke off */
 
 enum class ErrorCode {
 #define GAINRAG_ERROR_ENUM(name, text) name,

@@ -16,6 +16,10 @@ interface Args {
   dtype: IndexDType;
   metric: IndexMetric;
   title: boolean;
+  pooling?: 'mean' | 'cls';
+  normalize?: boolean;
+  'query-prefix'?: string;
+  'passage-prefix'?: string;
 }
 
 export const indexBuildCommand: CommandModule<{ json: boolean }, Args> = {
@@ -24,14 +28,18 @@ export const indexBuildCommand: CommandModule<{ json: boolean }, Args> = {
   builder: (y) =>
     y
       .option('passages', { type: 'string', demandOption: true, describe: 'DPR TSV (id, text, title with header) or JSONL {id,title,text}' })
-      .option('encoder', { type: 'string', demandOption: true, describe: 'bi-encoder model directory (e.g. Contriever)' })
+      .option('encoder', { type: 'string', demandOption: true, describe: 'bi-encoder: a model directory or a hub id org/name[@revision] (e.g. facebook/contriever-msmarco, BAAI/bge-base-en-v1.5)' })
       .option('out', { type: 'string', demandOption: true, describe: 'index directory to write' })
       .option('batch-size', { type: 'number', default: 256, describe: 'passages per encoder call' })
       .option('max-length', { type: 'number', describe: 'tokens per passage (default: the model maximum)' })
       .option('device', { type: 'string', describe: 'encoder device: cpu, cuda, cuda:N' })
       .option('dtype', { choices: ['float32', 'float16', 'bfloat16'] as const, default: 'float32' as IndexDType, describe: 'storage type of the vectors (memory while building: passages x dim x bytes)' })
       .option('metric', { choices: ['ip', 'cosine'] as const, default: 'ip' as IndexMetric, describe: 'inner product or cosine' })
-      .option('title', { type: 'boolean', default: true, describe: 'embed "title text" (--no-title: the text alone)' }) as never,
+      .option('title', { type: 'boolean', default: true, describe: 'embed "title text" (--no-title: the text alone)' })
+      .option('pooling', { choices: ['mean', 'cls'] as const, describe: "encoder pooling (default: the model's sentence-transformers Pooling config, else mean)" })
+      .option('normalize', { type: 'boolean', describe: 'L2-normalise embeddings (default: whether the model has a Normalize module)' })
+      .option('query-prefix', { type: 'string', describe: "text put before each query at retrieve time, recorded in the index (default: the model's 'query' prompt)" })
+      .option('passage-prefix', { type: 'string', describe: "text put before each passage (default: the model's 'document'/'passage' prompt)" }) as never,
   handler: async (argv) => {
     const t0 = performance.now();
     const progress = progressReporter('index build', 'passages');
@@ -48,6 +56,10 @@ export const indexBuildCommand: CommandModule<{ json: boolean }, Args> = {
           dtype: argv.dtype,
           metric: argv.metric,
           withTitle: argv.title,
+          pooling: argv.pooling,
+          normalize: argv.normalize,
+          queryPrefix: argv['query-prefix'],
+          passagePrefix: argv['passage-prefix'],
           signal,
           onProgress: (done, total) => progress.update(done, total),
         }),

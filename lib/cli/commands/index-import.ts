@@ -11,6 +11,11 @@ interface Args {
   out: string;
   dtype: IndexDType;
   metric: IndexMetric;
+  encoder?: string;
+  pooling?: 'mean' | 'cls';
+  normalize?: boolean;
+  'query-prefix'?: string;
+  'passage-prefix'?: string;
 }
 
 export const indexImportCommand: CommandModule<{ json: boolean }, Args> = {
@@ -22,11 +27,19 @@ export const indexImportCommand: CommandModule<{ json: boolean }, Args> = {
       .option('passages', { type: 'string', demandOption: true, describe: 'passages in the same order: DPR TSV (id, text, title) or JSONL {id,title,text}' })
       .option('out', { type: 'string', demandOption: true, describe: 'index directory to write' })
       .option('dtype', { choices: ['float32', 'float16', 'bfloat16'] as const, default: 'float32' as IndexDType, describe: 'storage type of the vectors' })
-      .option('metric', { choices: ['ip', 'cosine'] as const, default: 'ip' as IndexMetric, describe: 'inner product or cosine' }) as never,
+      .option('metric', { choices: ['ip', 'cosine'] as const, default: 'ip' as IndexMetric, describe: 'inner product or cosine' })
+      .option('encoder', { type: 'string', describe: 'the encoder (directory or hub id) that made the vectors: recorded for retrieve to check' })
+      .option('pooling', { choices: ['mean', 'cls'] as const, describe: "with --encoder: its pooling (default: the model's config)" })
+      .option('normalize', { type: 'boolean', describe: "with --encoder: whether the vectors were normalised (default: the model's config)" })
+      .option('query-prefix', { type: 'string', describe: "with --encoder: the query prefix retrieve uses (default: the model's 'query' prompt)" })
+      .option('passage-prefix', { type: 'string', describe: 'with --encoder: the prefix the passages were embedded with' }) as never,
   handler: async (argv) => {
     const t0 = performance.now();
     const count = await withInterrupt((signal) =>
-      importIndex({ vectors: argv.vectors, passages: argv.passages, out: argv.out, dtype: argv.dtype, metric: argv.metric, signal }),
+      importIndex({
+        vectors: argv.vectors, passages: argv.passages, out: argv.out, dtype: argv.dtype, metric: argv.metric, signal,
+        encoder: argv.encoder, pooling: argv.pooling, normalize: argv.normalize, queryPrefix: argv['query-prefix'], passagePrefix: argv['passage-prefix'],
+      }),
     );
     const summary = { out: argv.out, passages: count, seconds: (performance.now() - t0) / 1000 };
     process.stdout.write(argv.json ? `${JSON.stringify(summary)}\n` : `indexed ${count} passages into ${argv.out}\n`);

@@ -16,11 +16,13 @@ import { generateCommand } from './generate.js';
 import { evaluateCommand } from './evaluate.js';
 import { compareCommand } from './compare.js';
 import { splitCommand } from './split.js';
+import { pullCommand } from './pull.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 // In pipeline order, as `gainrag --help` lists them.
 export const commands: CommandModule<any, any>[] = [
   infoCommand,
+  pullCommand,
   demoCommand,
   indexCommand,
   retrieveCommand,
