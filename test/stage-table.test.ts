@@ -27,7 +27,10 @@ const model = (name: string) => path.join(repoRoot, 'models', name);
 
 // Every flag of every stage, each with a value other than its default.
 const FLAGS: Record<StageName, string[]> = {
-  retrieve: ['--index', 'idx', '--encoder', 'enc', '--top-k', '7', '--batch-size', '9', '--max-length', '33', '--device', 'cpu', '--shard', '1/3', '--format', 'arrow'],
+  retrieve: [
+    '--index', 'idx', '--encoder', 'enc', '--top-k', '7', '--batch-size', '9', '--max-length', '33', '--device', 'cpu', '--pooling', 'cls', '--no-normalize',
+    '--query-prefix', 'query: ', '--passage-prefix', 'passage: ', '--allow-encoder-mismatch', '--shard', '1/3', '--format', 'arrow',
+  ],
   synthesize: [
     '--llm', 'lm', '--top-k', '5', '--alpha', '0.25', '--task', 'FEVER', '--instruction', 'Say it.', '--no-pseudo-passage', '--max-new-tokens', '7',
     '--pseudo-max-new-tokens', '11', '--chat-template', 'none', '--system-prompt', 'sys', '--resume', '--generate-url', 'http://127.0.0.1:9/v1',

@@ -23,9 +23,14 @@ export const retrieveStage: StageDefinition<RetrieveStageOptions, RetrieveResour
       .option('batch-size', { type: 'number', default: 512, describe: 'questions embedded and searched together' })
       .option('max-length', { type: 'number', describe: 'tokens per question (default: the model maximum)' })
       .option('device', { type: 'string', describe: 'encoder device: cpu, cuda, cuda:N' })
+      .option('pooling', { choices: ['mean', 'cls'] as const, describe: "encoder pooling (default: the index's record, else the model's sentence-transformers config, else mean)" })
+      .option('normalize', { type: 'boolean', describe: "L2-normalise query embeddings (default: the index's record / the model's Normalize module)" })
+      .option('query-prefix', { type: 'string', describe: "text put before each question (E5 'query: ', BGE's instruction; default: the index's record / the model's prompts)" })
+      .option('passage-prefix', { type: 'string', describe: 'text put before each passage (recorded by index build; here only to check it matches)' })
       .option('allow-encoder-mismatch', { type: 'boolean', default: false, describe: "use an encoder that embeds differently from the index's (weights, pooling, normalize, query prefix)" }) as unknown as Argv,
   optionsFromArgs: (a: ParsedArgs) => ({
     index: a.index, encoder: a.encoder, data: a.data, out: a.out, topK: a['top-k'], batchSize: a['batch-size'], maxLength: a['max-length'], device: a.device,
+    pooling: a.pooling, normalize: a.normalize, queryPrefix: a['query-prefix'], passagePrefix: a['passage-prefix'],
     allowEncoderMismatch: a['allow-encoder-mismatch'], ...scaleArgs(a as never),
   }),
   check: (o) => {
