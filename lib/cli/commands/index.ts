@@ -15,6 +15,7 @@ import { selectCommand } from './select.js';
 import { generateCommand } from './generate.js';
 import { evaluateCommand } from './evaluate.js';
 import { compareCommand } from './compare.js';
+import { serveCommand } from './serve.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 // In pipeline order, as `gainrag --help` lists them.
@@ -31,6 +32,7 @@ export const commands: CommandModule<any, any>[] = [
   generateCommand,
   evaluateCommand,
   compareCommand,
+  serveCommand,
   convertCommand,
   mergeCommand,
   clusterCommand,
