@@ -76,8 +76,15 @@ export class Batcher<I, O> {
         job.settled = true;
         this.o.metrics?.cancelled.inc({ queue: this.o.name });
         const at = this.queue.indexOf(job);
-        if (at >= 0) this.queue.splice(at, 1);
-        else job.onGone?.();
+        if (at >= 0) {
+          this.queue.splice(at, 1);
+          // The wait timer was set for the oldest request; set it again for the one now first.
+          if (this.timer !== undefined) {
+            clearTimeout(this.timer);
+            this.timer = undefined;
+          }
+          this.schedule();
+        } else job.onGone?.();
         reject(cancelled(signal));
       };
       signal.addEventListener('abort', onAbort, { once: true });

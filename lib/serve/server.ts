@@ -178,6 +178,12 @@ export async function listen(models: ServeModels, o: ResolvedServeOptions): Prom
       }
     }
   });
+  // While draining, every answer closes its connection: an idle keep-alive connection would
+  // otherwise hold close() until the client's keep-alive timeout.
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (closing) void reply.header('connection', 'close');
+    return payload;
+  });
   app.addHook('onResponse', async (request, reply) => {
     finish(request as WithWork, reply.statusCode);
   });
