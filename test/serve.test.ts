@@ -17,6 +17,7 @@ import { buildIndex } from '../lib/retrieval/build.js';
 import { OpenAIGenerator } from '../lib/pipeline/openai-generate.js';
 import { DEFAULT_SYSTEM_PROMPT, promptWrapper, retrievedPrompt, standardPrompt, taskInstruction } from '../lib/pipeline/prompts.js';
 import { startServer, type GainragServer } from '../lib/serve/server.js';
+import { Batcher } from '../lib/serve/batcher.js';
 import { cliPath, repoRoot } from './helpers.js';
 
 const models = path.join(repoRoot, 'models');
@@ -377,4 +378,68 @@ test('SIGTERM: the CLI server finishes the request in flight, then exits 0', asy
   assert.equal(await exited, 0, stderr);
   assert.match(stderr, /SIGTERM: draining/);
   await assert.rejects(fetch(`${url}/health`));
+});
+
+test('Batcher: packs by key and budget, splits results back; a cancelled request aborts the engine call only when the batch is all its own', async () => {
+  const calls: { items: number[]; key: string; signal: AbortSignal; release: () => void }[] = [];
+  const b = new Batcher<number, number>({
+    name: 't', maxBatchTokens: 10, maxWaitMs: 0, maxQueue: 100,
+    run: (items, key, signal) => new Promise((resolve, reject) => {
+      const call = { items, key, signal, release: () => resolve(items.map((x) => x * 10)) };
+      calls.push(call);
+      signal.addEventListener('abort', () => reject(signal.reason));
+    }),
+  });
+  const never = new AbortController().signal;
+  // The first request runs alone; the next four wait for it, then pack by key and budget.
+  const first = b.submit([1], 1, 'a', never);
+  await new Promise((r) => setImmediate(r));
+  const ps = [b.submit([2, 3], 4, 'a', never), b.submit([4], 4, 'b', never), b.submit([5], 4, 'a', never), b.submit([6], 4, 'a', never)];
+  assert.equal(b.depth, 4);
+  calls[0].release();
+  assert.deepEqual(await first, [10]);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(calls[1].items, [2, 3, 5]); // key 'a' up to 10 tokens: 4 + 4, the third would pass it
+  calls[1].release();
+  assert.deepEqual(await ps[0], [20, 30]);
+  assert.deepEqual(await ps[2], [50]);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(calls[2].items, [4]); // the older request of key 'b' goes next
+  calls[2].release();
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(calls[3].items, [6]);
+  calls[3].release();
+  assert.deepEqual(await Promise.all([ps[1], ps[3]]), [[40], [60]]);
+
+  // Two requests in one running batch: one leaves (answered E_CANCELLED at once), the call goes on.
+  const gate = b.submit([0], 1, 'c', never);
+  await new Promise((r) => setImmediate(r));
+  const x = new AbortController();
+  const y = new AbortController();
+  const px = b.submit([7], 1, 'c', x.signal);
+  const py = b.submit([8], 1, 'c', y.signal);
+  calls[4].release();
+  await gate;
+  await new Promise((r) => setImmediate(r));
+  const shared = calls[5];
+  assert.deepEqual(shared.items, [7, 8]);
+  x.abort(new Error('x went away'));
+  await assert.rejects(px, /x went away/);
+  assert.equal(shared.signal.aborted, false, 'the other request still wants the results');
+  shared.release();
+  assert.deepEqual(await py, [80]);
+
+  // A batch of one request: its cancellation reaches the engine call's signal.
+  const z = new AbortController();
+  const pz = b.submit([9], 1, 'd', z.signal);
+  await new Promise((r) => setImmediate(r));
+  z.abort(new Error('z went away'));
+  await assert.rejects(pz, /z went away/);
+  assert.equal(calls[6].signal.aborted, true);
+  // Queue bound: 429 with Retry-After once maxQueue requests wait.
+  const tiny = new Batcher<number, number>({ name: 'q', maxBatchTokens: 1, maxWaitMs: 0, maxQueue: 1, run: () => new Promise(() => undefined) });
+  void tiny.submit([1], 1, 'k', never);
+  await new Promise((r) => setImmediate(r));
+  void tiny.submit([2], 1, 'k', never);
+  await assert.rejects(tiny.submit([3], 1, 'k', never), (e: { status?: number; retryAfter?: number; code?: string }) => e.status === 429 && e.retryAfter === 1 && e.code === 'E_LOCKED');
 });
