@@ -3,7 +3,6 @@
 // requests in flight finish, exit 0.
 import type { CommandModule } from 'yargs';
 import { GainragError } from '../../errors.js';
-import { startServer } from '../../serve/server.js';
 import type { ChatTemplateMode } from '../../pipeline/prompts.js';
 
 interface Args {
@@ -59,6 +58,8 @@ export const serveCommand: CommandModule<{ json: boolean }, Args> = {
       apiKey = process.env[argv['api-key-env']];
       if (!apiKey) throw new GainragError('E_INVALID_ARG', `--api-key-env ${argv['api-key-env']}: that environment variable is not set or empty`);
     }
+    // Loaded here: Fastify is not needed by the other commands.
+    const { startServer } = await import('../../serve/server.js');
     const server = await startServer({
       encoder: argv.encoder,
       reranker: argv.reranker ?? argv.selector,
