@@ -2,7 +2,7 @@
 // 1, 8 and 64 concurrent connections, next to the offline batch throughput of the same inputs
 // (one library call over all of them) measured in the same run on the same machine:
 //   node dist/bench/serve.js [--duration 10] [--connections 1,8,64] [--texts 20] [--embed-texts 8]
-//     [--bodies 64] [--reranker DIR] [--encoder DIR] [--device cpu] [--soak N] [--out bench/results/serve.md]
+//     [--bodies 64] [--reranker DIR] [--encoder DIR] [--device cpu] [--soak N] [--no-load] [--out bench/results/serve.md]
 // The server is the CLI (`gainrag serve`, its own process, default flags but --max-queue), so the
 // load generator's JavaScript does not share its event loop. Each request body is one of
 // `--bodies` distinct ones (bundled SQuAD questions, pseudo-randomly drawn bundled passages cut
@@ -31,6 +31,8 @@ const perRerank = Number(arg('texts', '20'));
 const perEmbed = Number(arg('embed-texts', '8'));
 const bodies = Number(arg('bodies', '64'));
 const soak = Number(arg('soak', '0'));
+// --no-load: only the soak (and the offline numbers are not measured).
+const load = !process.argv.includes('--no-load');
 const device = arg('device', 'cpu') as Device;
 const rerankerDir = arg('reranker', path.join(repoRoot, 'models', 'xlmr-tiny-reranker'));
 const encoderDir = arg('encoder', path.join(repoRoot, 'models', 'bert-tiny'));
@@ -118,7 +120,7 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   let soakLine = '';
   try {
-    for (const [route, list, perRequest, measure] of [
+    for (const [route, list, perRequest, measure] of !load ? [] : [
       ['/rerank', rerankBodies, perRerank, meter.rerank],
       ['/embed', embedBodies, perEmbed, meter.embed],
     ] as const) {
@@ -142,10 +144,17 @@ async function main(): Promise<void> {
     if (soak > 0) {
       const small = passages.slice(0, 64).map((t) => ({ method: 'POST', path: '/embed', body: JSON.stringify({ inputs: t.slice(0, 60) }), headers: { 'content-type': 'application/json' } }));
       await autocannon({ url, connections: 64, amount: 2000, requests: small }); // warm-up
-      const rss0 = rssMiB(child.pid!);
-      const r = await autocannon({ url, connections: 64, amount: soak, requests: small, timeout: 60 });
-      const rss1 = rssMiB(child.pid!);
-      soakLine = `Soak: ${r['2xx']} of ${soak} small /embed requests answered 2xx at 64 connections (${(r['2xx'] / r.duration).toFixed(0)} req/s); server RSS ${rss0.toFixed(0)} MiB before, ${rss1.toFixed(0)} MiB after.`;
+      // RSS after each quarter: growth that does not level off is a leak; V8 heap growth levels off.
+      const rss = [rssMiB(child.pid!)];
+      let ok = 0;
+      let seconds = 0;
+      for (let part = 0; part < 4; part++) {
+        const r = await autocannon({ url, connections: 64, amount: Math.ceil(soak / 4), requests: small, timeout: 60 });
+        ok += r['2xx'];
+        seconds += r.duration;
+        rss.push(rssMiB(child.pid!));
+      }
+      soakLine = `Soak: ${ok} of ${4 * Math.ceil(soak / 4)} small /embed requests (1 text of 60 characters) answered 2xx at 64 connections (${(ok / seconds).toFixed(0)} req/s); server RSS after the warm-up and after each quarter: ${rss.map((x) => x.toFixed(0)).join(' / ')} MiB.`;
       process.stderr.write(`${soakLine}\n`);
     }
   } finally {

@@ -57,7 +57,7 @@ function sse(reply: FastifyReply, chunks: object[]): string {
 }
 
 export function registerOpenAI(app: FastifyInstance, ctx: ServeContext): void {
-  const { encoder, lm, names } = { ...ctx.models, names: ctx.models.names };
+  const { encoder, lm, names } = ctx.models;
   const modelIds = [names.llm, names.encoder, names.reranker].filter((n): n is string => n !== undefined);
 
   const checkModel = (body: Body, served: string | undefined): string => {
