@@ -1,7 +1,7 @@
 // `gainrag serve` under load (issue #21): autocannon on loopback against /rerank and /embed with
 // 1, 8 and 64 concurrent connections, next to the offline batch throughput of the same inputs
 // (one library call over all of them) measured in the same run on the same machine:
-//   node dist/bench/serve.js [--duration 10] [--connections 1,8,64] [--texts 20] [--embed-texts 8]
+//   node dist/bench/serve.js [--duration 12] [--slices 3] [--connections 1,8,64] [--texts 20] [--embed-texts 8]
 //     [--bodies 64] [--reranker DIR] [--encoder DIR] [--device cpu] [--soak N] [--no-load] [--out bench/results/serve.md]
 // The server is the CLI (`gainrag serve`, its own process, default flags but --max-queue), so the
 // load generator's JavaScript does not share its event loop. Each request body is one of
@@ -25,7 +25,8 @@ function arg(name: string, fallback: string): string {
   return i >= 0 ? process.argv[i + 1] : fallback;
 }
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const duration = Number(arg('duration', '10'));
+const duration = Number(arg('duration', '12'));
+const slices = Number(arg('slices', '3'));
 const connections = arg('connections', '1,8,64').split(',').map(Number);
 const perRerank = Number(arg('texts', '20'));
 const perEmbed = Number(arg('embed-texts', '8'));
@@ -58,8 +59,8 @@ const embedBodies = Array.from({ length: bodies }, () => ({ inputs: Array.from({
 
 /**
  * Offline batch throughput of the same inputs: one library call over every body's inputs
- * (the engine packs its own batches), best of `rounds`. Measured again right before each load
- * row, so the ratio compares runs under the same machine load.
+ * (the engine packs its own batches), best of `rounds`; the rows call it between their load
+ * slices, so the ratio compares runs under the same machine load.
  */
 async function offlineMeter(): Promise<{ rerank: (rounds: number) => Promise<number>; embed: (rounds: number) => Promise<number>; dispose(): Promise<void> }> {
   const reranker = await CrossEncoder.load(rerankerDir, { device });
@@ -127,17 +128,32 @@ async function main(): Promise<void> {
       const requests = list.map((b) => ({ method: 'POST', path: route, body: JSON.stringify(b), headers: { 'content-type': 'application/json' } }));
       await autocannon({ url, connections: 8, duration: 2, requests }); // warm-up
       for (const c of connections) {
-        const offlineRate = await measure(2);
+        // Slices of load alternate with offline calls, so both see the same machine load.
         const before = await batchStats(url, route.slice(1));
-        const r = await autocannon({ url, connections: c, duration, requests, timeout: 60 });
+        let ok = 0, seconds = 0, offlinePairs = 0, offlineSeconds = 0, failed = 0;
+        const p50s: number[] = [];
+        const p99s: number[] = [];
+        for (let slice = 0; slice < slices; slice++) {
+          const rate = await measure(1);
+          offlinePairs += list.length * perRequest;
+          offlineSeconds += (list.length * perRequest) / rate;
+          const r = await autocannon({ url, connections: c, duration: duration / slices, requests, timeout: 60 });
+          ok += r['2xx'];
+          seconds += r.duration;
+          failed += r.non2xx + r.errors;
+          p50s.push(r.latency.p50);
+          p99s.push(r.latency.p99);
+        }
         const after = await batchStats(url, route.slice(1));
-        const ok = r['2xx'];
-        const rps = ok / r.duration;
+        const rps = ok / seconds;
+        const offlineRate = offlinePairs / offlineSeconds;
         rows.push({
-          route, connections: c, rps, pairsPerSec: rps * perRequest, offline: offlineRate, p50: r.latency.p50, p99: r.latency.p99,
+          route, connections: c, rps, pairsPerSec: rps * perRequest, offline: offlineRate,
+          p50: p50s.sort((a, b) => a - b)[Math.floor(p50s.length / 2)], p99: Math.max(...p99s),
           perBatch: (after.requests - before.requests) / Math.max(1, after.batches - before.batches),
-          ratio: (rps * perRequest) / offlineRate, failed: r.non2xx + r.errors, rss: rssMiB(child.pid!),
+          ratio: (rps * perRequest) / offlineRate, failed, rss: rssMiB(child.pid!),
         });
+        const r = { latency: { p50: rows.at(-1)!.p50, p99: rows.at(-1)!.p99 } };
         process.stderr.write(`${route} x${c}: ${rps.toFixed(0)} req/s, ${(rps * perRequest).toFixed(0)} pairs/s, p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms, ratio ${rows.at(-1)!.ratio.toFixed(2)}\n`);
       }
     }
@@ -167,8 +183,8 @@ async function main(): Promise<void> {
     '',
     `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'}), load average ${loadavg()[0].toFixed(1)} at the end, device ${device}.`,
     `Models: reranker ${path.basename(rerankerDir)}, encoder ${path.basename(encoderDir)}. Server: \`gainrag serve\` defaults (max-batch-tokens 16384, max-wait-ms 2), --max-queue 4096.`,
-    `Load: autocannon on loopback, ${duration} s per row, ${bodies} distinct bodies cycled; /rerank: 1 query + ${perRerank} texts per request; /embed: ${perEmbed} texts per request (passages cut to 400 characters, truncate: true).`,
-    `Offline: one library call over all ${bodies} bodies' inputs (${bodies * perRerank} pairs / ${bodies * perEmbed} texts), best of 2, in the bench process while the server idles, right before each row; the ratio is the row's pairs/s over it.`,
+    `Load: autocannon on loopback, ${duration} s per row in ${slices} slices, ${bodies} distinct bodies cycled; /rerank: 1 query + ${perRerank} texts per request; /embed: ${perEmbed} texts per request (passages cut to 400 characters, truncate: true).`,
+    `Offline: one library call over all ${bodies} bodies' inputs (${bodies * perRerank} pairs / ${bodies * perEmbed} texts) in the bench process while the server idles. Each row alternates ${slices} offline calls with ${slices} load slices of ${(duration / slices).toFixed(1)} s (both see the same machine load); ratio = the row's pairs/s over the offline pairs/s of its calls; p50 is the median of the slices', p99 the largest.`,
     '',
     '| route | clients | requests/s | pairs/s | p50 ms | p99 ms | requests per engine call | offline pairs/s | ratio to offline | failed | server RSS MiB |',
     '|---|---|---|---|---|---|---|---|---|---|---|',

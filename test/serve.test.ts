@@ -443,3 +443,16 @@ test('Batcher: packs by key and budget, splits results back; a cancelled request
   void tiny.submit([2], 1, 'k', never);
   await assert.rejects(tiny.submit([3], 1, 'k', never), (e: { status?: number; retryAfter?: number; code?: string }) => e.status === 429 && e.retryAfter === 1 && e.code === 'E_LOCKED');
 });
+
+test('draining: new requests get 503 (E_DISPOSED) in our error format while the one in flight finishes', async () => {
+  const s = await startServer({ encoder: encoderDir, port: 0, maxWaitMs: 1000 });
+  const inflight = post(`${s.url}/embed`, { inputs: 'last one' });
+  while (s.context.embed!.depth !== 1) await new Promise((r) => setTimeout(r, 10));
+  const closed = s.close();
+  const late = await s.app.inject({ method: 'POST', url: '/embed', payload: { inputs: 'too late' } });
+  assert.equal(late.statusCode, 503);
+  assert.equal(late.json().error.code, 'E_DISPOSED');
+  assert.equal(late.headers.connection, 'close');
+  assert.equal((await inflight).status, 200);
+  await closed;
+});

@@ -113,7 +113,7 @@ export async function listen(models: ServeModels, o: ResolvedServeOptions): Prom
   let closing = false;
   let inflight = 0;
   metrics.inflight.track({}, () => inflight);
-  const app = Fastify({ bodyLimit: o.maxBodyBytes, logger: false, return503OnClosing: true, forceCloseConnections: 'idle' });
+  const app = Fastify({ bodyLimit: o.maxBodyBytes, logger: false, return503OnClosing: false, forceCloseConnections: 'idle' });
   const common = { maxWaitMs: o.maxWaitMs, maxQueue: o.maxQueue, maxBatchTokens: o.maxBatchTokens, metrics };
   const { encoder, reranker, lm } = models;
   const ctx: ServeContext = {
@@ -170,6 +170,8 @@ export async function listen(models: ServeModels, o: ResolvedServeOptions): Prom
     reply.raw.once('close', () => {
       if (!reply.raw.writableFinished) controller.abort(new ServeError(499, 'E_CANCELLED', 'the client closed the connection'));
     });
+    // Draining: a request that arrives on a connection still open gets 503 in our error format.
+    if (closing) throw new ServeError(503, 'E_DISPOSED', 'the server is shutting down', { retryAfter: 1 });
     if (key !== undefined && request.url !== '/health') {
       const got = Buffer.from(request.headers.authorization ?? '');
       if (got.length !== key.length || !timingSafeEqual(got, key)) {
@@ -230,8 +232,8 @@ export async function listen(models: ServeModels, o: ResolvedServeOptions): Prom
     context: ctx,
     close() {
       closing = true;
-      // Fastify stops listening, answers new requests on open connections with 503 and waits
-      // for those in flight; the models go after the last one.
+      // Fastify stops listening and waits for the requests in flight (new ones on open
+      // connections get 503 from the onRequest hook); the models go after the last one.
       closed ??= app.close().then(() => models.dispose());
       return closed;
     },
