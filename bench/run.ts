@@ -5,7 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const all = ['retrieval', 'encoder', 'causal-lm', 'synthesis', 'select', 'generate', 'training', 'json-values'];
+const all = ['retrieval', 'encoder', 'causal-lm', 'synthesis', 'select', 'generate', 'training', 'json-values', 'serve'];
 const chosen = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 const names = chosen.length > 0 ? chosen : all;
 let failed = 0;

@@ -32,3 +32,5 @@ export { readNpyFloat32, writeNpyFloat32, type NpyMatrix } from './retrieval/npy
 export { readRecords, AtomicJsonlWriter, type RecordAt, type AtomicJsonlWriterOptions } from './io/jsonl.js';
 export { parseJson, stringifyJson } from './io/json-values.js';
 export { DenseIndexWriter } from './retrieval/index-writer.js';
+export { startServer, listen, resolveServeOptions, type ServeOptions, type GainragServer, type ServeContext } from './serve/server.js';
+export { loadServeModels, type ServeModels, type ServeModelOptions } from './serve/models.js';

@@ -17,6 +17,7 @@ import { evaluateCommand } from './evaluate.js';
 import { compareCommand } from './compare.js';
 import { splitCommand } from './split.js';
 import { pullCommand } from './pull.js';
+import { serveCommand } from './serve.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 // In pipeline order, as `gainrag --help` lists them.
@@ -35,6 +36,7 @@ export const commands: CommandModule<any, any>[] = [
   generateCommand,
   evaluateCommand,
   compareCommand,
+  serveCommand,
   convertCommand,
   mergeCommand,
   clusterCommand,
