@@ -84,7 +84,7 @@ export async function runStage<Item, S extends StageSummaryBase>(spec: StageSpec
     return summary;
   };
   validateOutput(io.out, 'file', { inputs: [io.data], label: 'out' });
-  if (io.resume && io.format === 'arrow') throw new GainragError('E_INVALID_ARG', '--resume is supported for JSONL outputs only; rerun without --resume or write JSONL');
+  if (io.resume && io.format !== undefined && io.format !== 'jsonl') throw new GainragError('E_INVALID_ARG', '--resume is supported for JSONL outputs only; rerun without --resume or write JSONL');
   const range = io.range ?? (await shardOf(io.data, io.shard, batchQuestions));
   const partial = `${io.out}.partial`;
 
@@ -191,7 +191,7 @@ export async function runStage<Item, S extends StageSummaryBase>(spec: StageSpec
     }
     if (matched < done.length) throw new GainragError('E_DATA', `${writer.partialPath} has ${done.length} records but the input only matches ${matched}; start without --resume`);
     await flush();
-    writer.close();
+    await writer.close();
     rmSync(settingsPath, { force: true });
   } catch (err) {
     writer.abort({ keepPartial: true });

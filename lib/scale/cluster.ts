@@ -190,7 +190,7 @@ async function submitLocked(options: SubmitOptions, ctx: SubmitContext): Promise
   const madeDirs = makeDirs(workRoot);
   const workDir = path.join(workRoot, `gainrag-run-${runId}`);
   mkdirSync(workDir);
-  const ext = format === 'arrow' ? 'arrow' : 'jsonl';
+  const ext = format; // the chunks are written in the output's format (merge insists on one)
   const chunkPath = (k: number) => path.join(workDir, `chunk-${String(k).padStart(6, '0')}.${ext}`);
   const jobId = (k: number) => `${runId}.${k}`;
   const queue = new Queue<ChunkJobData>(options.queue ?? DEFAULT_QUEUE, { connection: redisConnection(options.redis) });
