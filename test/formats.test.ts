@@ -136,3 +136,35 @@ test('gainrag retrieve --out: .parquet writes Parquet, .feather/.arrow the IPC f
   cli(['filter', '--data', f('r.jsonl'), '--out', f('filtered-j.jsonl')]);
   assert.equal(readFileSync(f('filtered-p.jsonl'), 'utf8'), readFileSync(f('filtered-j.jsonl'), 'utf8'));
 });
+
+test('typed columns: records that do not fit (other keys, types, key order, nulls, lone surrogates) read back exactly too', async () => {
+  const recs: unknown[] = [
+    { id: 'a', question: 'q1', answers: ['x'], ctxs: [{ id: '1', title: 't', text: 'x', score: 1.5, hasanswer: true }], n: 1, F1: 0.5, EM: 1, origin_hit_rank: null },
+    { id: 'b', question: 'q2', answers: [], ctxs: [], n: 2.5, F1: NaN, EM: 0, origin_hit_rank: 3 }, // NaN is JSON null
+    { question: 'q3', id: 'c', answers: ['y'], ctxs: [{ id: '2', title: 't', text: 'y', score: 0.1, hasanswer: false }] }, // key order; 0.1 is no float32
+    { id: 7, question: 'q\ud800', answers: ['z', 1], ctxs: null, n: -0, F1: Infinity, EM: 300, extra: { deep: [1, { a: null }] }, u: undefined },
+    { id: 'e', question: 'q5', answers: ['w'], ctxs: [{ id: '3', title: 't', text: 'z', score: -Infinity, hasanswer: false, more: 1 }], EM: 1, origin_hit_rank: 1.5 },
+  ];
+  // What the JSONL path gives: the records through stringifyJson / parseJson.
+  const jl = f('fit.jsonl');
+  const w = openStageOutput(jl, { format: 'jsonl' });
+  for (const r of recs) w.write(r);
+  w.close();
+  const expected = await all(jl);
+  for (const [name, format] of [['fit.arrow', 'arrow'], ['fit.arrows', 'arrows'], ['fit.parquet', 'parquet']] as const) {
+    const out = openStageOutput(f(name), { format, manifest: { stage: 'select', settings: {} } });
+    out.write(recs[0]);
+    out.write(recs[1]);
+    out.flush();
+    for (const r of recs.slice(2)) out.write(r);
+    await out.close();
+    const back = await all(f(name));
+    assert.deepEqual(back, expected, name);
+    assert.equal(back.map((r) => JSON.stringify(r)).join('\n'), expected.map((r) => JSON.stringify(r)).join('\n'), `${name}: key order`);
+  }
+  // The typed columns still hold what fits: the first record entirely, and the ctxs of record 1.
+  const [batch0] = [...RecordBatchFileReader.from(readFileSync(f('fit.arrow')))];
+  assert.equal(batch0.getChild('_record')!.get(0), null);
+  assert.equal(batch0.getChild('ctx_scores')!.get(0)!.get(0), 1.5);
+  assert.equal(batch0.getChild('n')!.get(0), 1);
+});

@@ -68,9 +68,9 @@ test('CLI and cluster map the same argv to the same options, for every stage and
     const sharded = (await cliOptions(stage, [...FLAGS[stage], '--data', data, '--out', out])) as { shard?: unknown };
     if (FLAGS[stage].includes('--shard')) assert.ok(sharded.shard, `${stage}: --shard reaches the options`);
   }
-  const gen = STAGE_TABLE.generate.optionsFromArgs(parseStageArgs('generate', ['--llm', 'lm', '--no-retrieval'], 'd', 'o')) as { noRetrieval?: boolean };
+  const gen = STAGE_TABLE.generate.optionsFromArgs(parseStageArgs('generate', ['--llm', 'lm', '--no-retrieval'], 'd', 'o.jsonl')) as { noRetrieval?: boolean };
   assert.equal(gen.noRetrieval, true, 'cluster generate --no-retrieval answers without retrieval');
-  const sel = (await cliOptions('select', FLAGS.select.concat(['--data', 'd', '--out', 'o']))) as { ties?: string; kDocs?: number; pseudoPassage?: boolean };
+  const sel = (await cliOptions('select', FLAGS.select.concat(['--data', 'd', '--out', 'o.jsonl']))) as { ties?: string; kDocs?: number; pseudoPassage?: boolean };
   assert.deepEqual([sel.ties, sel.kDocs, sel.pseudoPassage], ['earlier', 3, false]);
 });
 

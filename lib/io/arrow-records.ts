@@ -276,7 +276,7 @@ export class AtomicArrowWriter {
   // The schema: fixed for kind json, else from the first batch's records.
   private ensureSchema(): Schema {
     if (!this.schema) {
-      this.layout = inferLayout(this.rows, this.extra);
+      this.layout = inferLayout(this.rows, this.extra, this.metadata['gainrag.stage']);
       this.schema = layoutSchema(this.layout, this.metadata);
     }
     return this.schema;

@@ -51,7 +51,7 @@ export interface Layout {
 const isGroup = (e: Entry): e is Group => 'items' in e;
 
 // Fields whose type (and null rule) is known, wherever they appear at the top of a record.
-const KNOWN: Record<string, Omit<Leaf, 'key' | 'column'> & { always?: boolean }> = {
+const KNOWN: Record<string, Omit<Leaf, 'key' | 'column'> & { always?: string[] }> = {
   question: { type: 'utf8', nulls: 'absent' },
   answers: { type: 'list<utf8>', nulls: 'absent' },
   prompt_standard: { type: 'utf8', nulls: 'absent' },
@@ -59,20 +59,20 @@ const KNOWN: Record<string, Omit<Leaf, 'key' | 'column'> & { always?: boolean }>
   generated: { type: 'utf8', nulls: 'absent' },
   EM: { type: 'int8', nulls: 'absent' },
   F1: { type: 'float64', nulls: 'absent' },
-  truncated: { type: 'bool', nulls: 'absent', always: true },
+  truncated: { type: 'bool', nulls: 'absent', always: ['generate'] },
   origin_hit_rank: { type: 'int64', nulls: 'null' },
   rerank_hit_rank: { type: 'int64', nulls: 'null' },
 };
 
 // Arrays of objects: column prefix, renamed columns, and the element fields known.
-const GROUPS: Record<string, { prefix: string; names: Record<string, string>; known: Record<string, Omit<Leaf, 'key' | 'column'> & { always?: boolean }> }> = {
+const GROUPS: Record<string, { prefix: string; names: Record<string, string>; known: Record<string, Omit<Leaf, 'key' | 'column'> & { always?: string[] }> }> = {
   ctxs: {
     prefix: 'ctx_',
     names: { id: 'ctx_passage_ids', score: 'ctx_scores' },
     known: {
       id: { type: 'utf8', nulls: 'absent' }, title: { type: 'utf8', nulls: 'absent' }, text: { type: 'utf8', nulls: 'absent' },
       score: { type: 'float32', nulls: 'absent' }, hasanswer: { type: 'bool', nulls: 'absent' }, selector_score: { type: 'float32', nulls: 'absent' },
-      pseudo: { type: 'bool', nulls: 'absent', always: true },
+      pseudo: { type: 'bool', nulls: 'absent', always: ['select'] },
     },
   },
   passages: {
@@ -82,8 +82,8 @@ const GROUPS: Record<string, { prefix: string; names: Record<string, string>; kn
       title: { type: 'utf8', nulls: 'absent' }, text: { type: 'utf8', nulls: 'absent' },
       has_answer: { type: 'bool', nulls: 'null' }, retrieval_score: { type: 'float64', nulls: 'null' },
       prompt_retrieved: { type: 'utf8', nulls: 'absent' }, PPL_CD: { type: 'float64', nulls: 'null' }, retrieved_ppl: { type: 'float64', nulls: 'null' },
-      EM_with_retrieval: { type: 'float64', nulls: 'absent' }, F1_with_retrieval: { type: 'float64', nulls: 'absent' }, generated: { type: 'utf8', nulls: 'absent' },
-      pseudo: { type: 'bool', nulls: 'absent', always: true }, truncated: { type: 'bool', nulls: 'absent', always: true },
+      EM_with_retrieval: { type: 'bool', nulls: 'absent' }, F1_with_retrieval: { type: 'float64', nulls: 'absent' }, generated: { type: 'utf8', nulls: 'absent' },
+      pseudo: { type: 'bool', nulls: 'absent', always: ['synthesize'] }, truncated: { type: 'bool', nulls: 'absent', always: ['synthesize'] },
     },
   },
 };
@@ -141,8 +141,13 @@ function survey(objs: Obj[], inGroup: boolean): Map<string, Kind | undefined> {
   return keys;
 }
 
-/** The layout for an output whose first batch is `rows` (see the top of this file). */
-export function inferLayout(rows: unknown[], extra: Layout['extra'] = []): Layout {
+/**
+ * The layout for an output whose first batch is `rows` (see the top of this file). Optional
+ * fields `stage` writes (generate's `truncated`, select's `ctxs[].pseudo`...) get their columns
+ * even when the first batch has none.
+ */
+export function inferLayout(rows: unknown[], extra: Layout['extra'] = [], stage?: string): Layout {
+  const always = (k: { always?: string[] }) => stage !== undefined && (k.always?.includes(stage) ?? false);
   const used = new Set<string>([REST_COLUMN, ...extra.map((e) => e.column)]);
   const name = (want: string) => {
     let n = want;
@@ -162,14 +167,20 @@ export function inferLayout(rows: unknown[], extra: Layout['extra'] = []): Layou
       const elements = objs.flatMap((o) => (Array.isArray(o[key]) ? (o[key] as unknown[]).filter(isPlain) : []));
       const items: Leaf[] = [];
       const inner = survey(elements, true);
-      for (const k of Object.keys(spec.known)) if (spec.known[k].always && !inner.has(k)) inner.set(k, undefined);
-      for (const [k, ik] of inner) items.push(leaf(k, spec.names[k] ?? `${spec.prefix}${k}`, ik, spec.known[k]));
+      for (const k of Object.keys(spec.known)) if (always(spec.known[k]) && !inner.has(k)) inner.set(k, undefined);
+      // Known element fields keep the order the stage writes them in (pseudo before truncated),
+      // whichever the first batch happened to show first; the others stay where they appeared.
+      const order = [...inner.keys()];
+      const knownAt = order.map((k, i) => (k in spec.known ? i : -1)).filter((i) => i >= 0);
+      const knownKeys = knownAt.map((i) => order[i]).sort((a, b) => Object.keys(spec.known).indexOf(a) - Object.keys(spec.known).indexOf(b));
+      knownAt.forEach((i, j) => (order[i] = knownKeys[j]));
+      for (const k of order) items.push(leaf(k, spec.names[k] ?? `${spec.prefix}${k}`, inner.get(k), spec.known[k]));
       entries.push({ key, items });
     } else {
       entries.push(leaf(key, key, kind, KNOWN[key]));
     }
   }
-  for (const k of Object.keys(KNOWN)) if (KNOWN[k].always && !top.has(k)) entries.push(leaf(k, k, undefined, KNOWN[k]));
+  for (const k of Object.keys(KNOWN)) if (always(KNOWN[k]) && !top.has(k)) entries.push(leaf(k, k, undefined, KNOWN[k]));
   return { entries, extra };
 }
 

@@ -115,7 +115,7 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
       format: options.format ?? 'jsonl',
       extra: [{ column: 'ctx_ids', type: 'list<int64>' }],
       // Same for every shard of one job (merge insists on identical schemas), wherever it is written.
-      metadata: { 'gainrag.index_name': path.basename(path.resolve(options.index)), 'gainrag.passages': String(store.size) },
+      metadata: { 'gainrag.stage': 'retrieve', 'gainrag.index_name': path.basename(path.resolve(options.index)), 'gainrag.passages': String(store.size) },
       inputs: [options.data],
       manifest: options.manifest,
     });
