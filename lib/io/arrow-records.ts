@@ -15,7 +15,7 @@
 // Streams are framed here at the message level (continuation marker, metadata length, metadata,
 // body), which is what lets `merge` concatenate shard outputs without re-encoding anything, and
 // --resume cut a partial output back to its last complete batch.
-import { closeSync, createReadStream, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, createReadStream, fstatSync, ftruncateSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import {
   Field, Message, MetadataVersion, RecordBatch, RecordBatchStreamReader, RecordBatchStreamWriter, Schema, Struct, Utf8, makeData, vectorFromArray,
@@ -224,6 +224,8 @@ export async function arrowStreamToParquet(streamFile: string, write: (bytes: Ui
 }
 
 export interface AtomicArrowWriterOptions {
+  /** Continue an existing `<path>.partial` (--resume). */
+  append?: boolean;
   /** Arrow IPC file format, stream format (default), or Parquet. */
   container?: ArrowContainer;
   metadata?: Record<string, string>;
@@ -241,7 +243,11 @@ export interface AtomicArrowWriterOptions {
  */
 export class AtomicArrowWriter {
   readonly partialPath: string;
-  readonly resumedRecords = 0;
+  private resumed = 0;
+  private readonly appendMode: boolean;
+  private wroteSchema = false;
+  /** End of the last complete message of a resumed partial (where its resumed records end). */
+  private resumedEnd = 0;
   readonly container: ArrowContainer;
   private rows: unknown[] = [];
   private extras: (Record<string, unknown> | undefined)[] = [];
@@ -259,9 +265,91 @@ export class AtomicArrowWriter {
     this.metadata = options.metadata ?? {};
     this.extra = options.extra ?? [];
     if (kind === 'json') this.schema = jsonSchema(this.metadata);
-    this.file = PartialFile.open(path, { inputs: options.inputs, manifest: options.manifest });
+    this.appendMode = options.append ?? false;
+    this.file = PartialFile.open(path, { append: options.append, inputs: options.inputs, manifest: options.manifest });
     this.partialPath = this.file.partialPath;
-    if (this.container === 'file') this.file.write(MAGIC);
+    try {
+      if (this.file.resumed) this.recover();
+    } catch (err) {
+      this.file.discard(true);
+      throw err;
+    }
+    if (this.container === 'file' && this.file.position === 0) this.file.write(MAGIC);
+  }
+
+  /** Records already in the partial output when it was reopened with {append: true}. */
+  get resumedRecords(): number {
+    return this.resumed;
+  }
+
+  // A reopened OUT.partial: its schema and complete record batches are kept, a torn message
+  // after them is cut off (as JSONL cuts a torn line), and writing continues after them.
+  private recover(): void {
+    const name = path.basename(this.partialPath);
+    const start = this.container === 'file' ? MAGIC.length : 0;
+    const f = new ArrowMessageFile(this.partialPath, start);
+    let schemaBytes: Buffer | undefined;
+    const blocks: { offset: number; meta: number; body: number }[] = [];
+    let rows = 0;
+    let end = 0;
+    try {
+      if (f.size > 0 && start > 0 && !f.read(MAGIC.length, 0).equals(Buffer.from(MAGIC))) {
+        throw new GainragError('E_DATA', `${name} is not a partial Arrow IPC file (written in another format?); start without --resume`);
+      }
+      for (;;) {
+        let m: FileMessage | undefined;
+        try {
+          m = f.next();
+        } catch {
+          break; // torn at the end: cut here
+        }
+        if (!m) break;
+        if (!schemaBytes) {
+          if (m.header !== 1) throw new GainragError('E_DATA', `${name} does not start with an Arrow schema; start without --resume`);
+          schemaBytes = m.bytes;
+        } else if (m.header === 3) {
+          blocks.push({ offset: m.offset, meta: m.meta, body: m.body });
+          rows += m.rows;
+        }
+        end = f.pos;
+      }
+    } finally {
+      f.close();
+    }
+    if (!schemaBytes) end = 0; // nothing complete: start over
+    ftruncateSync(this.file.fd, end);
+    this.file.position = end;
+    this.resumedEnd = end;
+    if (!schemaBytes) return;
+    const schema = splitSchema(schemaBytes);
+    const kind = schema.metadata.get('gainrag.kind');
+    if (kind !== this.kind) throw new GainragError('E_DATA', `${name} holds ${kind} records, not ${this.kind}; start without --resume`);
+    this.schema = schema;
+    if (kind === 'columns') this.layout = schemaLayout(schema, name);
+    this.blocks = blocks;
+    this.resumed = rows;
+    this.wroteSchema = true;
+  }
+
+  /** The records already in a resumed partial output (lib/pipeline/run-stage.ts matches them to the input). */
+  async *readResumed(): AsyncGenerator<unknown> {
+    if (this.resumed === 0) return;
+    const start = this.container === 'file' ? MAGIC.length : 0;
+    const stream = createReadStream(this.partialPath, { start, end: this.resumedEnd - 1 });
+    try {
+      const reader = (await RecordBatchStreamReader.from(stream as never)) as unknown as AsyncIterable<RecordBatch>;
+      const name = path.basename(this.partialPath);
+      for await (const batch of reader) {
+        if (this.kind === 'json') {
+          const col = batch.getChildAt(0)!;
+          for (let i = 0; i < batch.numRows; i++) yield parseJson(col.get(i) as string);
+        } else {
+          yield* decodeBatch(this.layout!, batch, 0, name);
+        }
+      }
+    } finally {
+      stream.destroy();
+    }
   }
 
   /** Queues one record (any JSON value), with the values of its extra columns. */
@@ -285,7 +373,7 @@ export class AtomicArrowWriter {
   /** Writes the queued rows as one record batch (nothing when none are queued). */
   flush(): void {
     if (!this.file.open || this.rows.length === 0) return;
-    const first = !this.schema || this.blocks.length === 0;
+    const first = !this.wroteSchema;
     const schema = this.ensureSchema();
     const batch = this.kind === 'json' ? encodeJson(schema, this.rows) : encodeBatch(this.layout!, schema, this.rows, this.extras);
     this.rows = [];
@@ -299,6 +387,7 @@ export class AtomicArrowWriter {
     const base = this.file.position - from;
     for (const s of spans) if (s.header === 3) this.blocks.push({ offset: base + s.start, meta: s.meta, body: s.end - s.start - s.meta });
     this.file.write(bytes.subarray(from, spans[spans.length - 1].end));
+    this.wroteSchema = true;
   }
 
   /** Ends and publishes the output (a Parquet output is converted first: hence the promise). */
@@ -306,7 +395,7 @@ export class AtomicArrowWriter {
     if (!this.file.open) return;
     this.flush();
     const schema = this.ensureSchema();
-    if (this.blocks.length === 0) {
+    if (!this.wroteSchema) {
       const bytes = schemaOnlyStream(schema);
       this.file.write(bytes.subarray(0, splitStream(bytes)[0].end));
     }
@@ -315,15 +404,21 @@ export class AtomicArrowWriter {
     } else {
       this.file.write(EOS);
     }
+    const records = this.resumed + this.written;
     if (this.container !== 'parquet') {
-      this.file.publish(this.written);
+      this.file.publish(records);
       return;
     }
-    return this.file.publishConverted(this.written, (write) => arrowStreamToParquet(this.partialPath, write));
+    return this.file.publishConverted(records, (write) => arrowStreamToParquet(this.partialPath, write));
   }
 
-  abort(_options: { keepPartial?: boolean } = {}): void {
-    this.file.discard(false);
+  /**
+   * Stops without publishing. OUT.partial (complete batches only: rows queued since the last
+   * flush are dropped, so a resumed run batches as an uninterrupted one) is kept when the writer
+   * was opened with {append: true} unless keepPartial is false, or when keepPartial is true.
+   */
+  abort(options: { keepPartial?: boolean } = {}): void {
+    this.file.discard(options.keepPartial ?? this.appendMode);
   }
 }
 

@@ -233,9 +233,17 @@ const CONTAINER: Record<Exclude<RecordFormat, 'jsonl'>, ArrowContainer> = { arro
 
 export function openStageOutput(file: string, options: WriterOptions): RecordWriter {
   if (options.format === 'jsonl') return AtomicJsonlWriter.open(file, { append: options.append, inputs: options.inputs, manifest: options.manifest });
-  if (options.append) throw new GainragError('E_INVALID_ARG', `${path.basename(file)}: --resume is supported for JSONL outputs only; rerun without --resume or write JSONL`);
   const metadata = { ...options.metadata, ...(options.manifest ? { 'gainrag.stage': options.manifest.stage } : {}) };
-  return new AtomicArrowWriter(file, 'columns', { container: CONTAINER[options.format], metadata, extra: options.extra, inputs: options.inputs, manifest: options.manifest });
+  return new AtomicArrowWriter(file, 'columns', { append: options.append, container: CONTAINER[options.format], metadata, extra: options.extra, inputs: options.inputs, manifest: options.manifest });
+}
+
+/** The records already in a resumed writer's partial output, in order (JSONL, Arrow or Parquet). */
+export async function* readResumed(writer: RecordWriter): AsyncGenerator<unknown> {
+  if (writer instanceof AtomicArrowWriter) {
+    yield* writer.readResumed();
+    return;
+  }
+  for await (const { record } of readRecords(writer.partialPath)) yield record;
 }
 
 /** Resolves --shard into a range of `file` (undefined: the whole input). */

@@ -20,8 +20,7 @@
 // - output: OUT.partial, flushed after every batch, renamed when the input is done, with a
 //   manifest (stage, settings, input identity, range, count) beside it.
 import { existsSync, rmSync } from 'node:fs';
-import { readRecords } from '../io/jsonl.js';
-import { countRecords, openStageOutput, readStageInput, shardOf } from '../io/records.js';
+import { countRecords, openStageOutput, readResumed, readStageInput, shardOf } from '../io/records.js';
 import { readManifest } from '../io/manifest.js';
 import { validateOutput } from '../io/output.js';
 import { GainragError } from '../errors.js';
@@ -84,7 +83,6 @@ export async function runStage<Item, S extends StageSummaryBase>(spec: StageSpec
     return summary;
   };
   validateOutput(io.out, 'file', { inputs: [io.data], label: 'out' });
-  if (io.resume && io.format !== undefined && io.format !== 'jsonl') throw new GainragError('E_INVALID_ARG', '--resume is supported for JSONL outputs only; rerun without --resume or write JSONL');
   const range = io.range ?? (await shardOf(io.data, io.shard, batchQuestions));
   const partial = `${io.out}.partial`;
 
@@ -116,7 +114,7 @@ export async function runStage<Item, S extends StageSummaryBase>(spec: StageSpec
     // Questions of the records already in the partial file, to match them against the input.
     const done: unknown[] = [];
     if (writer.resumedRecords > 0) {
-      for await (const { record } of readRecords(writer.partialPath)) {
+      for await (const record of readResumed(writer) as AsyncIterable<OutputRecord>) {
         if (done.length === writer.resumedRecords) break;
         done.push(record?.question);
         spec.account(record);
