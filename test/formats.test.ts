@@ -162,6 +162,12 @@ test('typed columns: records that do not fit (other keys, types, key order, null
     assert.deepEqual(back, expected, name);
     assert.equal(back.map((r) => JSON.stringify(r)).join('\n'), expected.map((r) => JSON.stringify(r)).join('\n'), `${name}: key order`);
   }
+  // Arrays and objects inside exploded elements are JSON items.
+  const nested = [{ question: 'n', ctxs: [{ id: '1', tags: ['a', 'b'], meta: { x: [1] } }, { id: '2', tags: [], meta: null }] }];
+  const nw = openStageOutput(f('nested.parquet'), { format: 'parquet' });
+  nw.write(nested[0]);
+  await nw.close();
+  assert.deepEqual(await all(f('nested.parquet')), nested);
   // The typed columns still hold what fits: the first record entirely, and the ctxs of record 1.
   const [batch0] = [...RecordBatchFileReader.from(readFileSync(f('fit.arrow')))];
   assert.equal(batch0.getChild('_record')!.get(0), null);
