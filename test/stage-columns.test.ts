@@ -17,6 +17,7 @@ import { openRetrieveResources, retrieve } from '../lib/retrieval/retrieve.js';
 import { synthesize } from '../lib/pipeline/synthesize.js';
 import { select } from '../lib/pipeline/select.js';
 import { generateAnswers } from '../lib/pipeline/generate.js';
+import { evaluate } from '../lib/pipeline/evaluate.js';
 import { CausalLM } from '../lib/models/causal-lm.js';
 import { CrossEncoder } from '../lib/models/cross-encoder.js';
 import { nativeGenerator } from '../lib/pipeline/text-backend.js';
@@ -168,6 +169,10 @@ test('every stage: Arrow file/stream and Parquet outputs in typed columns, read 
     const first = [...RecordBatchFileReader.from(readFileSync(f('retrieve.arrow')))].flatMap((b) => [...b.getChild('ctx_scores')!].map((l) => (l as { get(i: number): number }).get(0)));
     assert.deepEqual(first, ret.map((r) => r.ctxs[0].score));
   }
+  // evaluate reads every format: the same summary from each.
+  const ev = await evaluate({ data: f('generate.jsonl') });
+  for (const [ext] of COLUMNAR) assert.deepEqual({ ...(await evaluate({ data: f(`generate.${ext}`) })), input: '' }, { ...ev, input: '' }, `evaluate ${ext}`);
+  assert.equal(ev.storedMismatches, 0);
   duck.closeSync();
   const sizes = Object.fromEntries(['jsonl', 'arrow', 'parquet'].map((e) => [e, readFileSync(f(`retrieve.${e}`)).length]));
   t.diagnostic(`retrieve top-4 output bytes: ${JSON.stringify(sizes)}`);

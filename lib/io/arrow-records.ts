@@ -355,7 +355,8 @@ export class AtomicArrowWriter {
   /** Queues one record (any JSON value), with the values of its extra columns. */
   write(row: unknown, extra?: Record<string, unknown>): void {
     if (!this.file.open) throw new GainragError('E_IO', `${this.path}: writer is closed`);
-    if (stringifyJson(row) === undefined) throw new TypeError('AtomicArrowWriter.write: record is not JSON-serialisable');
+    // What JSON cannot hold at all (the JSONL writer's TypeError); deeper problems surface when encoded.
+    if (row === undefined || typeof row === 'function' || typeof row === 'symbol') throw new TypeError('AtomicArrowWriter.write: record is not JSON-serialisable');
     this.rows.push(row);
     this.extras.push(extra);
     this.written++;
