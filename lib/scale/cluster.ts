@@ -241,7 +241,7 @@ async function submitLocked(options: SubmitOptions, ctx: SubmitContext): Promise
       (err as GainragError & { failures?: ChunkFailure[] }).failures = failures;
       throw err;
     }
-    const merged = await mergeOutputs(ranges.map((_, k) => chunkPath(k)), out, { lock, warn: log });
+    const merged = await mergeOutputs(ranges.map((_, k) => chunkPath(k)), out, { lock, warn: log, formatChosen: true });
     rmSync(workDir, { recursive: true, force: true }); // the run's own directory
     await Promise.all(ranges.map((_, k) => queue.remove(jobId(k)).catch(() => 0)));
     return { out, records: merged.records, chunks: ranges.length, chunkSize, seconds: (performance.now() - t0) / 1000 };

@@ -36,6 +36,8 @@ export interface MergeOptions {
   lock?: OutputLock;
   /** Where warnings go (shards without manifests, an input that changed). */
   warn?: (message: string) => void;
+  /** The output's format was chosen by --format (the cluster's): its extension is not checked against the shards'. */
+  formatChosen?: boolean;
 }
 
 function checkShardFile(file: string): void {
@@ -121,7 +123,7 @@ export async function mergeOutputs(inputs: string[], out: string, options: Merge
   if (odd >= 0) throw new GainragError('E_DATA', `merge: ${inputs[odd]} is ${formats[odd]} but ${inputs[0]} is ${format}; shards of one job share a format`);
   let named: RecordFormat | undefined;
   try {
-    named = outputFormat(out);
+    named = options.formatChosen ? undefined : outputFormat(out);
   } catch {
     named = undefined; // an extension of no format: the shards' format, whatever the name
   }
