@@ -177,7 +177,7 @@ test('--resume onto a finished output is "complete" only for the same settings; 
   retrieved(data, 4);
   const out = path.join(work, 'stale.out.jsonl');
   const modelDir = path.join(work, 'sel-model');
-  cpSync(fixture('xlmr-tiny-reranker'), modelDir, { recursive: true });
+  cpSync(fixture('xlmr-tiny-reranker'), modelDir, { recursive: true, dereference: true }); // a copy, not the link: the test edits it
   await select(scorer({}), { data, out, kDocs: 1, modelId: modelDir });
   const same = await select(scorer({}), { data, out, kDocs: 1, modelId: modelDir, resume: true });
   assert.equal(same.resumed, 4, 'same settings: replayed');
