@@ -74,15 +74,15 @@ test('CLI and cluster map the same argv to the same options, for every stage and
     const sharded = (await cliOptions(stage, [...FLAGS[stage], '--data', data, '--out', out])) as { shard?: unknown };
     if (FLAGS[stage].includes('--shard')) assert.ok(sharded.shard, `${stage}: --shard reaches the options`);
   }
-  const gen = STAGE_TABLE.generate.optionsFromArgs(parseStageArgs('generate', ['--llm', 'lm', '--no-retrieval'], 'd', 'o')) as { noRetrieval?: boolean };
+  const gen = STAGE_TABLE.generate.optionsFromArgs(parseStageArgs('generate', ['--llm', 'lm', '--no-retrieval'], 'd', 'o.jsonl')) as { noRetrieval?: boolean };
   assert.equal(gen.noRetrieval, true, 'cluster generate --no-retrieval answers without retrieval');
-  const sel = (await cliOptions('select', FLAGS.select.concat(['--data', 'd', '--out', 'o']))) as { ties?: string; kDocs?: number; pseudoPassage?: boolean; backend: { retries?: number; doubleBos?: boolean } };
+  const sel = (await cliOptions('select', FLAGS.select.concat(['--data', 'd', '--out', 'o.jsonl']))) as { ties?: string; kDocs?: number; pseudoPassage?: boolean; backend: { retries?: number; doubleBos?: boolean } };
   assert.deepEqual([sel.ties, sel.kDocs, sel.pseudoPassage, sel.backend.retries, sel.backend.doubleBos], ['earlier', 3, false, 0, true]);
-  const syn = STAGE_TABLE.synthesize.optionsFromArgs(parseStageArgs('synthesize', FLAGS.synthesize.slice(0, -4), 'd', 'o')) as { doubleBos?: boolean; dataset?: object; backend: { apiKeyEnv?: string } };
+  const syn = STAGE_TABLE.synthesize.optionsFromArgs(parseStageArgs('synthesize', FLAGS.synthesize.slice(0, -4), 'd', 'o.jsonl')) as { doubleBos?: boolean; dataset?: object; backend: { apiKeyEnv?: string } };
   assert.deepEqual([syn.doubleBos, syn.backend.apiKeyEnv, syn.dataset], [true, 'MY_KEY', { dataFormat: 'nq-open', questionField: 'q', answersField: 'a', idField: 'i' }]);
   // An option given twice is refused by both parsers.
-  assert.throws(() => parseStageArgs('select', ['--selector', 's', '--k-docs', '1', '--k-docs', '2'], 'd', 'o'), { code: 'E_INVALID_ARG', message: /given 2 times/ });
-  await assert.rejects(cliOptions('select', ['--selector', 's', '--k-docs', '1', '--k-docs', '2', '--data', 'd', '--out', 'o']), { code: 'E_INVALID_ARG' });
+  assert.throws(() => parseStageArgs('select', ['--selector', 's', '--k-docs', '1', '--k-docs', '2'], 'd', 'o.jsonl'), { code: 'E_INVALID_ARG', message: /given 2 times/ });
+  await assert.rejects(cliOptions('select', ['--selector', 's', '--k-docs', '1', '--k-docs', '2', '--data', 'd', '--out', 'o.jsonl']), { code: 'E_INVALID_ARG' });
 });
 
 test('a cluster chunk of generate --no-retrieval equals the single-process run', async () => {

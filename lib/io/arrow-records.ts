@@ -1,111 +1,59 @@
-// Arrow IPC streams between pipeline stages.
+// Arrow IPC (file and stream format) and Parquet stage outputs, and their records back.
 //
-// A stage output in Arrow is one IPC stream: a schema message, one record batch per stage batch
-// (flush()), and the end-of-stream marker. Two record layouts ("kinds", named in the schema
-// metadata under gainrag.kind):
-//   retrieval  question fields + List<Int64> ctx_ids (index rows), List<Float32> ctx_scores and
-//              List<Bool> ctx_hasanswer. Passage id/title/text are not stored: a reader resolves
-//              them from the passage store of the index named in gainrag.index.
-//   json       one Utf8 column `record` holding each record as JSON (the later stages' outputs,
-//              whose records are small next to retrieval's).
-// Question fields are kept as `question` (Utf8), `answers` (List<Utf8>, null when absent) and
-// `fields`: the input record as JSON with the question/answers values replaced by 0. The
-// placeholders keep the record's key order, so a record read back from Arrow serialises to the
-// same JSON as the one read from JSONL, and so do the records later stages build from it.
+// A columnar stage output is a schema message, one record batch per stage batch (flush()) and the
+// end-of-stream marker; the file format (.arrow) puts ARROW1 before that and a footer (the batch
+// offsets) after it, the stream format (.arrows) is just that, and Parquet (.parquet) is written
+// as an Arrow stream in OUT.partial and converted (lib/io/parquet.ts) when the output is closed.
+// Layouts (kinds, named in the schema metadata under gainrag.kind):
+//   columns    typed, flat columns (lib/io/columns.ts), what every stage writes now;
+//   json       one Utf8 column `record` holding each record as JSON (what later stages wrote
+//              before the columns; read, and written on request);
+//   retrieval  older retrieval outputs (question fields, List<Int64> ctx_ids, List<Float32>
+//              ctx_scores, List<Bool> ctx_hasanswer; passage text resolved from the passage
+//              store of the index in gainrag.index): read only.
 //
 // Streams are framed here at the message level (continuation marker, metadata length, metadata,
-// body), which is what lets `merge` concatenate shard outputs without re-encoding anything.
-import { closeSync, createReadStream, fstatSync, openSync, readSync } from 'node:fs';
+// body), which is what lets `merge` concatenate shard outputs without re-encoding anything, and
+// --resume cut a partial output back to its last complete batch.
+import { closeSync, createReadStream, fstatSync, ftruncateSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import {
-  Bool, Field, Float32, Int64, List, Message, RecordBatch, RecordBatchStreamReader, RecordBatchStreamWriter, Schema, Struct, Utf8, makeData, vectorFromArray,
-  type Data,
+  Field, Message, MetadataVersion, RecordBatch, RecordBatchStreamReader, RecordBatchStreamWriter, Schema, Struct, Utf8, makeData, vectorFromArray,
 } from 'apache-arrow';
+import { FileBlock, Footer } from 'apache-arrow/ipc/metadata/file';
 import { GainragError } from '../errors.js';
 import type { ManifestSpec } from './manifest.js';
 import { PartialFile } from './partial-file.js';
 import { indexIdentity } from './index-identity.js';
 import { parseJson, stringifyJson } from './json-values.js';
 import { PassageStore } from './passages.js';
+import { COLUMNS_SCHEMA, decodeBatch, encodeBatch, inferLayout, layoutSchema, schemaLayout, type Layout } from './columns.js';
+import { inputFormat } from './formats.js';
+import { parquetBatches, parquetInfo, writeParquetStream } from './parquet.js';
 
-export type ArrowKind = 'retrieval' | 'json';
+export type ArrowKind = 'columns' | 'json';
+/** How a columnar output is stored: Arrow IPC file or stream format, or Parquet. */
+export type ArrowContainer = 'file' | 'stream' | 'parquet';
 
-/** One retrieved question, as retrieve hands it to the Arrow writer. */
-export interface RetrievalRow {
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  record: any;
-  /** Index rows, best first (a view into the search result; copied once per batch). */
-  ids: BigInt64Array;
-  scores: Float32Array;
-  hasanswer: boolean[];
+const MAGIC = new Uint8Array([0x41, 0x52, 0x52, 0x4f, 0x57, 0x31, 0, 0]); // "ARROW1" + padding to 8
+const EOS = new Uint8Array([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+
+function jsonSchema(metadata: Record<string, string>): Schema {
+  const meta = new Map(Object.entries({ ...metadata, 'gainrag.kind': 'json' }).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  return new Schema([new Field('record', new Utf8(), false)], meta);
 }
 
-const utf8List = () => new List(new Field('item', new Utf8(), true));
-
-function schemaFor(kind: ArrowKind, metadata: Record<string, string>): Schema {
-  const meta = new Map(Object.entries({ ...metadata, 'gainrag.kind': kind }).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-  if (kind === 'json') return new Schema([new Field('record', new Utf8(), false)], meta);
-  return new Schema(
-    [
-      new Field('question', new Utf8(), false),
-      new Field('answers', utf8List(), true),
-      new Field('fields', new Utf8(), false),
-      new Field('ctx_ids', new List(new Field('item', new Int64(), false)), false),
-      new Field('ctx_scores', new List(new Field('item', new Float32(), false)), false),
-      new Field('ctx_hasanswer', new List(new Field('item', new Bool(), false)), false),
-    ],
-    meta,
-  );
-}
-
-// The record as JSON with question/answers replaced by 0 (see the top of this file).
-function fieldsJson(record: Record<string, unknown>): string {
-  const shell: Record<string, unknown> = {};
-  for (const k of Object.keys(record)) shell[k] = k === 'question' || k === 'answers' ? 0 : record[k];
-  return stringifyJson(shell) as string; // +/-Infinity as 1e999 (json-values.ts), not null
-}
-
-function listData<T extends Int64 | Float32 | Bool>(type: T, values: Data<T>, offsets: Int32Array): Data<List<T>> {
-  const listType = new List(new Field('item', type, false));
-  return makeData({ type: listType, length: offsets.length - 1, nullCount: 0, valueOffsets: offsets, child: values });
-}
-
-function encode(kind: ArrowKind, schema: Schema, rows: unknown[]): RecordBatch {
-  if (kind === 'json') {
-    const col = vectorFromArray(rows.map((r) => stringifyJson(r) as string), new Utf8());
-    return new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: rows.length, nullCount: 0, children: [col.data[0]] }));
-  }
-  const rs = rows as RetrievalRow[];
-  const offsets = new Int32Array(rs.length + 1);
-  rs.forEach((r, i) => (offsets[i + 1] = offsets[i] + r.ids.length));
-  const n = offsets[rs.length];
-  const ids = new BigInt64Array(n);
-  const scores = new Float32Array(n);
-  const hits = new Uint8Array((n + 7) >> 3);
-  rs.forEach((r, i) => {
-    ids.set(r.ids, offsets[i]);
-    scores.set(r.scores, offsets[i]);
-    r.hasanswer.forEach((h, j) => {
-      const bit = offsets[i] + j;
-      if (h) hits[bit >> 3] |= 1 << (bit & 7);
-    });
-  });
-  const answers = vectorFromArray(rs.map((r) => (Array.isArray(r.record.answers) ? r.record.answers : null)), utf8List());
-  const children = [
-    vectorFromArray(rs.map((r) => r.record.question as string), new Utf8()).data[0],
-    answers.data[0],
-    vectorFromArray(rs.map((r) => fieldsJson(r.record)), new Utf8()).data[0],
-    listData(new Int64(), makeData({ type: new Int64(), length: n, nullCount: 0, data: ids }), offsets),
-    listData(new Float32(), makeData({ type: new Float32(), length: n, nullCount: 0, data: scores }), offsets),
-    listData(new Bool(), makeData({ type: new Bool(), length: n, nullCount: 0, data: hits }), offsets),
-  ];
-  return new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: rs.length, nullCount: 0, children }));
+function encodeJson(schema: Schema, rows: unknown[]): RecordBatch {
+  const col = vectorFromArray(rows.map((r) => stringifyJson(r) as string), new Utf8());
+  return new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: rows.length, nullCount: 0, children: [col.data[0]] }));
 }
 
 /** Byte ranges of the messages of an IPC stream held in memory. */
 export interface MessageSpan {
   start: number;
   end: number;
+  /** Bytes before the body: length prefix and metadata (the file footer's metaDataLength). */
+  meta: number;
   header: number; // MessageHeader: 1 schema, 2 dictionary batch, 3 record batch
   rows: number;
 }
@@ -130,7 +78,7 @@ function parseAt(buf: Uint8Array, at: number, name: string): MessageSpan | 'eos'
   const end = meta + len + Number(msg.bodyLength);
   if (end > buf.length) throw new GainragError('E_DATA', `${name}: Arrow message at byte ${at} is truncated`);
   const rows = msg.isRecordBatch() ? Number((msg.header() as { length: number }).length) : 0;
-  return { start: at, end, header: msg.headerType, rows };
+  return { start: at, end, meta: meta + len - at, header: msg.headerType, rows };
 }
 
 /** Splits one complete IPC stream in memory into its messages (without the end marker). */
@@ -144,14 +92,24 @@ export function splitStream(buf: Uint8Array, name = 'stream'): MessageSpan[] {
   }
 }
 
-const EOS = new Uint8Array([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+/** One message read from a file. */
+export interface FileMessage {
+  bytes: Buffer;
+  header: number;
+  rows: number;
+  /** File offset of the message, and its metaDataLength / bodyLength (file footer blocks). */
+  offset: number;
+  meta: number;
+  body: number;
+}
 
-// Streams the messages of an IPC file from disk without holding more than one message.
+// Streams the messages of an IPC stream (from byte `start` of a file) without holding more than one.
 export class ArrowMessageFile {
   private readonly fd: number;
-  private readonly size: number;
-  private pos = 0;
-  constructor(readonly file: string) {
+  readonly size: number;
+  pos: number;
+  constructor(readonly file: string, start = 0) {
+    this.pos = start;
     try {
       this.fd = openSync(file, 'r');
       this.size = fstatSync(this.fd).size;
@@ -159,7 +117,7 @@ export class ArrowMessageFile {
       throw new GainragError('E_IO', `${file}: ${(err as Error).message}`, { cause: err });
     }
   }
-  private read(n: number, at: number): Buffer {
+  read(n: number, at: number): Buffer {
     const b = Buffer.allocUnsafe(n);
     let got = 0;
     while (got < n) {
@@ -170,7 +128,7 @@ export class ArrowMessageFile {
     return got === n ? b : b.subarray(0, got);
   }
   /** Next message as raw bytes plus its kind; undefined at the end-of-stream marker. */
-  next(readBody = true): { bytes: Buffer; header: number; rows: number } | undefined {
+  next(readBody = true): FileMessage | undefined {
     const prefix = this.read(8, this.pos);
     const name = path.basename(this.file);
     if (prefix.length < 8) throw new GainragError('E_DATA', `${name}: Arrow stream is truncated (no end-of-stream marker)`);
@@ -180,7 +138,6 @@ export class ArrowMessageFile {
     const metaStart = this.pos + (cont ? 8 : 4);
     const meta = this.read(Math.max(len, 0), metaStart);
     const headerBuf = Buffer.concat([prefix.subarray(0, cont ? 8 : 4), meta]);
-    // parseAt needs the whole message; read the body length first, then the body.
     let msg: Message;
     try {
       if (meta.length < len || len < 0) throw new Error('truncated');
@@ -191,19 +148,33 @@ export class ArrowMessageFile {
     const bodyLength = Number(msg.bodyLength);
     if (metaStart + len + bodyLength > this.size) throw new GainragError('E_DATA', `${name}: Arrow message at byte ${this.pos} is truncated`);
     const body = readBody ? this.read(bodyLength, metaStart + len) : Buffer.alloc(0);
+    const offset = this.pos;
     this.pos = metaStart + len + bodyLength;
     const rows = msg.isRecordBatch() ? Number((msg.header() as { length: number }).length) : 0;
-    return { bytes: Buffer.concat([headerBuf, body]), header: msg.headerType, rows };
+    return { bytes: Buffer.concat([headerBuf, body]), header: msg.headerType, rows, offset, meta: metaStart + len - offset, body: bodyLength };
   }
   close(): void {
     closeSync(this.fd);
   }
 }
 
-/** Rows in an Arrow stream file, from the record batch headers (bodies are skipped over, not decoded). */
+/** Where the stream of an Arrow file starts: 8 for the file format (after ARROW1), else 0. */
+function streamStart(file: string): number {
+  return inputFormat(file) === 'arrow' ? MAGIC.length : 0;
+}
+
+// The file format ends with footer, footer length and ARROW1: a file cut short is damaged.
+function checkFileTail(f: ArrowMessageFile): void {
+  const tail = f.read(10, f.size - 10);
+  if (f.size < 26 || tail.toString('latin1', 4) !== 'ARROW1') throw new GainragError('E_DATA', `${path.basename(f.file)}: Arrow file is truncated (no footer)`);
+}
+
+/** Rows in an Arrow file (file or stream format), from the record batch headers (bodies are skipped). */
 export function countArrowRows(file: string): number {
-  const f = new ArrowMessageFile(file);
+  const start = streamStart(file);
+  const f = new ArrowMessageFile(file, start);
   try {
+    if (start > 0) checkFileTail(f);
     let rows = 0;
     for (let m = f.next(false); m; m = f.next(false)) rows += m.rows;
     return rows;
@@ -212,99 +183,271 @@ export function countArrowRows(file: string): number {
   }
 }
 
-/**
- * Atomic Arrow stream writer: rows are buffered, flush() writes them as one record batch to
- * `<path>.partial`, close() adds the end marker, fsyncs and renames onto `<path>`.
- */
+/** The file format's ending: end marker, footer (schema + batch blocks), footer length, ARROW1. */
+export function fileFooter(schema: Schema, blocks: { offset: number; meta: number; body: number }[]): Uint8Array {
+  const fileBlocks = blocks.map((b) => new FileBlock(b.meta, b.body, b.offset));
+  const footer = Footer.encode(new Footer(schema, MetadataVersion.V5, fileBlocks, []));
+  const len = new Uint8Array(4);
+  new DataView(len.buffer).setInt32(0, footer.byteLength, true);
+  const out = new Uint8Array(EOS.length + footer.byteLength + 4 + 6);
+  out.set(EOS, 0);
+  out.set(footer, EOS.length);
+  out.set(len, EOS.length + footer.byteLength);
+  out.set(MAGIC.subarray(0, 6), EOS.length + footer.byteLength + 4);
+  return out;
+}
+
+/** The schema message alone, as a complete stream (schema + end marker): comparable bytes. */
+export function schemaStreamBytes(schema: Schema): Uint8Array {
+  return schemaOnlyStream(schema);
+}
+
+function schemaOnlyStream(schema: Schema): Uint8Array {
+  const w = new RecordBatchStreamWriter();
+  w.reset(undefined, schema);
+  w.finish();
+  return w.toUint8Array(true);
+}
+
+/** Converts the Arrow stream in `streamFile` to Parquet, batch by batch, into `write`. */
+export async function arrowStreamToParquet(streamFile: string, write: (bytes: Uint8Array) => void): Promise<void> {
+  const f = new ArrowMessageFile(streamFile, streamStart(streamFile));
+  try {
+    const schema = f.next();
+    if (!schema || schema.header !== 1) throw new GainragError('E_DATA', `${path.basename(streamFile)}: Arrow stream does not start with a schema`);
+    async function* batches(): AsyncGenerator<Uint8Array> {
+      for (let m = f.next(); m; m = f.next()) if (m.header === 3) yield Buffer.concat([schema!.bytes, m.bytes, EOS]);
+    }
+    await writeParquetStream(batches(), Buffer.concat([schema.bytes, EOS]), write);
+  } finally {
+    f.close();
+  }
+}
+
 export interface AtomicArrowWriterOptions {
+  /** Continue an existing `<path>.partial` (--resume). */
+  append?: boolean;
+  /** Arrow IPC file format, stream format (default), or Parquet. */
+  container?: ArrowContainer;
   metadata?: Record<string, string>;
+  /** Columns written beside the records' own (kind columns), given per record to write(). */
+  extra?: Layout['extra'];
   inputs?: string[];
   /** Publish `<path>.gainrag.json` with the output (lib/io/manifest.ts). */
   manifest?: ManifestSpec;
 }
 
+/**
+ * Atomic columnar writer: rows are buffered, flush() writes them as one record batch to
+ * `<path>.partial`, close() ends the stream (file format: adds the footer; Parquet: converts),
+ * fsyncs and renames onto `<path>`.
+ */
 export class AtomicArrowWriter {
   readonly partialPath: string;
-  readonly resumedRecords = 0;
-  private rows: unknown[] = [];
-  private written = 0;
+  private resumed = 0;
+  private readonly appendMode: boolean;
   private wroteSchema = false;
-  private readonly schema: Schema;
+  /** End of the last complete message of a resumed partial (where its resumed records end). */
+  private resumedEnd = 0;
+  readonly container: ArrowContainer;
+  private rows: unknown[] = [];
+  private extras: (Record<string, unknown> | undefined)[] = [];
+  private written = 0;
+  private schema: Schema | undefined;
+  private layout: Layout | undefined;
+  private readonly metadata: Record<string, string>;
+  private readonly extra: Layout['extra'];
+  private blocks: { offset: number; meta: number; body: number }[] = [];
   // Validated and locked like every output (lib/io/partial-file.ts): no second writer, no link/FIFO.
   private readonly file: PartialFile;
 
   constructor(readonly path: string, readonly kind: ArrowKind, options: AtomicArrowWriterOptions = {}) {
-    this.schema = schemaFor(kind, options.metadata ?? {});
-    this.file = PartialFile.open(path, { inputs: options.inputs, manifest: options.manifest });
+    this.container = options.container ?? 'stream';
+    this.metadata = options.metadata ?? {};
+    this.extra = options.extra ?? [];
+    if (kind === 'json') this.schema = jsonSchema(this.metadata);
+    this.appendMode = options.append ?? false;
+    this.file = PartialFile.open(path, { append: options.append, inputs: options.inputs, manifest: options.manifest });
     this.partialPath = this.file.partialPath;
+    try {
+      if (this.file.resumed) this.recover();
+    } catch (err) {
+      this.file.discard(true);
+      throw err;
+    }
+    if (this.container === 'file' && this.file.position === 0) this.file.write(MAGIC);
   }
 
-  /** Queues one record (kind json: any JSON value; kind retrieval: a RetrievalRow). */
-  write(row: unknown): void {
+  /** Records already in the partial output when it was reopened with {append: true}. */
+  get resumedRecords(): number {
+    return this.resumed;
+  }
+
+  // A reopened OUT.partial: its schema and complete record batches are kept, a torn message
+  // after them is cut off (as JSONL cuts a torn line), and writing continues after them.
+  private recover(): void {
+    const name = path.basename(this.partialPath);
+    const start = this.container === 'file' ? MAGIC.length : 0;
+    const f = new ArrowMessageFile(this.partialPath, start);
+    let schemaBytes: Buffer | undefined;
+    const blocks: { offset: number; meta: number; body: number }[] = [];
+    let rows = 0;
+    let end = 0;
+    try {
+      if (f.size > 0 && start > 0 && !f.read(MAGIC.length, 0).equals(Buffer.from(MAGIC))) {
+        throw new GainragError('E_DATA', `${name} is not a partial Arrow IPC file (written in another format?); start without --resume`);
+      }
+      for (;;) {
+        let m: FileMessage | undefined;
+        try {
+          m = f.next();
+        } catch {
+          break; // torn at the end: cut here
+        }
+        if (!m) break;
+        if (!schemaBytes) {
+          if (m.header !== 1) throw new GainragError('E_DATA', `${name} does not start with an Arrow schema; start without --resume`);
+          schemaBytes = m.bytes;
+        } else if (m.header === 3) {
+          blocks.push({ offset: m.offset, meta: m.meta, body: m.body });
+          rows += m.rows;
+        }
+        end = f.pos;
+      }
+    } finally {
+      f.close();
+    }
+    if (!schemaBytes) end = 0; // nothing complete: start over
+    ftruncateSync(this.file.fd, end);
+    this.file.position = end;
+    this.resumedEnd = end;
+    if (!schemaBytes) return;
+    const schema = splitSchema(schemaBytes);
+    const kind = schema.metadata.get('gainrag.kind');
+    if (kind !== this.kind) throw new GainragError('E_DATA', `${name} holds ${kind} records, not ${this.kind}; start without --resume`);
+    this.schema = schema;
+    if (kind === 'columns') this.layout = schemaLayout(schema, name);
+    this.blocks = blocks;
+    this.resumed = rows;
+    this.wroteSchema = true;
+  }
+
+  /** The records already in a resumed partial output (lib/pipeline/run-stage.ts matches them to the input). */
+  async *readResumed(): AsyncGenerator<unknown> {
+    if (this.resumed === 0) return;
+    const start = this.container === 'file' ? MAGIC.length : 0;
+    const stream = createReadStream(this.partialPath, { start, end: this.resumedEnd - 1 });
+    try {
+      const reader = (await RecordBatchStreamReader.from(stream as never)) as unknown as AsyncIterable<RecordBatch>;
+      const name = path.basename(this.partialPath);
+      for await (const batch of reader) {
+        if (this.kind === 'json') {
+          const col = batch.getChildAt(0)!;
+          for (let i = 0; i < batch.numRows; i++) yield parseJson(col.get(i) as string);
+        } else {
+          yield* decodeBatch(this.layout!, batch, 0, name);
+        }
+      }
+    } finally {
+      stream.destroy();
+    }
+  }
+
+  /** Queues one record (any JSON value), with the values of its extra columns. */
+  write(row: unknown, extra?: Record<string, unknown>): void {
     if (!this.file.open) throw new GainragError('E_IO', `${this.path}: writer is closed`);
-    if (this.kind === 'json' && stringifyJson(row) === undefined) throw new TypeError('AtomicArrowWriter.write: record is not JSON-serialisable');
+    // What JSON cannot hold at all (the JSONL writer's TypeError); deeper problems surface when encoded.
+    if (row === undefined || typeof row === 'function' || typeof row === 'symbol') throw new TypeError('AtomicArrowWriter.write: record is not JSON-serialisable');
     this.rows.push(row);
+    this.extras.push(extra);
     this.written++;
+  }
+
+  // The schema: fixed for kind json, else from the first batch's records.
+  private ensureSchema(): Schema {
+    if (!this.schema) {
+      this.layout = inferLayout(this.rows, this.extra, this.metadata['gainrag.stage']);
+      this.schema = layoutSchema(this.layout, this.metadata);
+    }
+    return this.schema;
   }
 
   /** Writes the queued rows as one record batch (nothing when none are queued). */
   flush(): void {
     if (!this.file.open || this.rows.length === 0) return;
-    const batch = encode(this.kind, this.schema, this.rows);
+    const first = !this.wroteSchema;
+    const schema = this.ensureSchema();
+    const batch = this.kind === 'json' ? encodeJson(schema, this.rows) : encodeBatch(this.layout!, schema, this.rows, this.extras);
     this.rows = [];
+    this.extras = [];
     const w = new RecordBatchStreamWriter();
     w.write(batch);
     w.finish();
     const bytes = w.toUint8Array(true);
     const spans = splitStream(bytes);
-    const from = this.wroteSchema ? spans[0].end : 0; // the schema goes out once, at the start
+    const from = first ? 0 : spans[0].end; // the schema goes out once, at the start
+    const base = this.file.position - from;
+    for (const s of spans) if (s.header === 3) this.blocks.push({ offset: base + s.start, meta: s.meta, body: s.end - s.start - s.meta });
     this.file.write(bytes.subarray(from, spans[spans.length - 1].end));
     this.wroteSchema = true;
   }
 
-  close(): void {
+  /** Ends and publishes the output (a Parquet output is converted first: hence the promise). */
+  close(): void | Promise<void> {
     if (!this.file.open) return;
     this.flush();
+    const schema = this.ensureSchema();
     if (!this.wroteSchema) {
-      const w = new RecordBatchStreamWriter();
-      w.reset(undefined, this.schema);
-      w.finish();
-      const bytes = w.toUint8Array(true);
+      const bytes = schemaOnlyStream(schema);
       this.file.write(bytes.subarray(0, splitStream(bytes)[0].end));
     }
-    this.file.write(EOS);
-    this.file.publish(this.written);
+    if (this.container === 'file') {
+      this.file.write(fileFooter(schema, this.blocks));
+    } else {
+      this.file.write(EOS);
+    }
+    const records = this.resumed + this.written;
+    if (this.container !== 'parquet') {
+      this.file.publish(records);
+      return;
+    }
+    return this.file.publishConverted(records, (write) => arrowStreamToParquet(this.partialPath, write));
   }
 
-  abort(_options: { keepPartial?: boolean } = {}): void {
-    this.file.discard(false); // Arrow outputs are not resumable
+  /**
+   * Stops without publishing. OUT.partial (complete batches only: rows queued since the last
+   * flush are dropped, so a resumed run batches as an uninterrupted one) is kept when the writer
+   * was opened with {append: true} unless keepPartial is false, or when keepPartial is true.
+   */
+  abort(options: { keepPartial?: boolean } = {}): void {
+    this.file.discard(options.keepPartial ?? this.appendMode);
   }
 }
 
 export interface ArrowReadOptions {
-  /** Index directory whose passage store resolves retrieval rows (default: the stream's gainrag.index). */
+  /** Index directory whose passage store resolves older retrieval rows (default: the file's gainrag.index). */
   indexDir?: string;
 }
 
-/**
- * Streams the records of an Arrow stage output, batch by batch, as the plain objects the JSONL
- * form holds (retrieval rows get their ctxs back from the passage store).
- */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export async function* readArrowRecords(file: string, options: ArrowReadOptions = {}, skip = 0): AsyncGenerator<any> {
+// The record batches of an Arrow (file or stream format) or Parquet file, from row `skip` on:
+// whole batches before it are not decoded; `left` rows of the first one yielded are to be skipped.
+async function* batchesOf(file: string, skip: number): AsyncGenerator<{ batch: RecordBatch; left: number }> {
   const name = path.basename(file);
+  const format = inputFormat(file);
+  if (format === 'parquet') {
+    for await (const batch of parquetBatches(file, skip)) yield { batch, left: 0 };
+    return;
+  }
   // The framing is checked first (headers only): a truncated stream is an error, not fewer rows.
   countArrowRows(file);
-  const stream = createReadStream(file, { highWaterMark: 1 << 20 });
-  let store: PassageStore | undefined;
+  const stream = createReadStream(file, { highWaterMark: 1 << 20, start: streamStart(file) });
   try {
     let reader: AsyncIterable<RecordBatch>;
     try {
       reader = (await RecordBatchStreamReader.from(stream as never)) as unknown as AsyncIterable<RecordBatch>;
     } catch (err) {
-      throw new GainragError('E_DATA', `${name}: not an Arrow IPC stream (${(err as Error).message})`);
+      throw new GainragError('E_DATA', `${name}: not an Arrow IPC file (${(err as Error).message})`);
     }
-    let kind: string | undefined;
     let left = skip;
     const it = reader[Symbol.asyncIterator]();
     for (;;) {
@@ -312,7 +455,7 @@ export async function* readArrowRecords(file: string, options: ArrowReadOptions 
       try {
         step = await it.next();
       } catch (err) {
-        throw new GainragError('E_DATA', `${name}: damaged Arrow stream (${(err as Error).message})`);
+        throw new GainragError('E_DATA', `${name}: damaged Arrow data (${(err as Error).message})`);
       }
       if (step.done) break;
       const batch = step.value;
@@ -320,8 +463,52 @@ export async function* readArrowRecords(file: string, options: ArrowReadOptions 
         left -= batch.numRows; // a whole batch before the range: not decoded
         continue;
       }
-      kind ??= batch.schema.metadata.get('gainrag.kind');
-      if (kind === 'json') {
+      yield { batch, left };
+      left = 0;
+    }
+  } finally {
+    stream.destroy();
+  }
+}
+
+/** The schema of an Arrow (file or stream format) or Parquet file. Errors: E_DATA. */
+export async function columnarSchema(file: string): Promise<Schema> {
+  if (inputFormat(file) === 'parquet') return (await parquetInfo(file)).schema;
+  const f = new ArrowMessageFile(file, streamStart(file));
+  try {
+    const m = f.next();
+    if (!m || m.header !== 1) throw new GainragError('E_DATA', `${path.basename(file)}: Arrow data does not start with a schema`);
+    return splitSchema(m.bytes);
+  } finally {
+    f.close();
+  }
+}
+
+// The Schema of one schema message.
+function splitSchema(bytes: Uint8Array): Schema {
+  const span = splitStream(Buffer.concat([bytes, EOS]))[0];
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const metaStart = dv.getUint32(0, true) === 0xffffffff ? 8 : 4;
+  return Message.decode(bytes.subarray(metaStart, span.meta)).header() as Schema;
+}
+
+/**
+ * Streams the records of an Arrow or Parquet stage output, batch by batch, as the plain objects
+ * the JSONL form holds (older retrieval rows get their ctxs back from the passage store).
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export async function* readArrowRecords(file: string, options: ArrowReadOptions = {}, skip = 0): AsyncGenerator<any> {
+  const name = path.basename(file);
+  let store: PassageStore | undefined;
+  let layout: Layout | undefined;
+  try {
+    for await (const { batch, left } of batchesOf(file, skip)) {
+      const kind = batch.schema.metadata.get('gainrag.kind');
+      if (kind === 'columns') {
+        if (batch.schema.metadata.get('gainrag.schema') !== COLUMNS_SCHEMA) throw new GainragError('E_DATA', `${name}: columns schema ${batch.schema.metadata.get('gainrag.schema')} is not ${COLUMNS_SCHEMA} (made by a newer gainrag?)`);
+        layout ??= schemaLayout(batch.schema, name);
+        yield* decodeBatch(layout, batch, left, name);
+      } else if (kind === 'json') {
         const col = batch.getChildAt(0)!;
         for (let i = left; i < batch.numRows; i++) yield parseJson(col.get(i) as string); // 1e999 back to Infinity
       } else if (kind === 'retrieval') {
@@ -338,13 +525,11 @@ export async function* readArrowRecords(file: string, options: ArrowReadOptions 
         }
         yield* decodeRetrieval(batch, store, left);
       } else {
-        throw new GainragError('E_DATA', `${name}: unknown gainrag.kind ${JSON.stringify(kind)} in the Arrow schema`);
+        throw new GainragError('E_DATA', `${name}: not a gainrag stage output (gainrag.kind ${JSON.stringify(kind)} in the Arrow schema)`);
       }
-      left = 0;
     }
   } finally {
     store?.close();
-    stream.destroy();
   }
 }
 
@@ -394,29 +579,59 @@ function* decodeRetrieval(batch: RecordBatch, store: PassageStore, from: number)
  * Concatenates Arrow stage outputs in order into one stream: the first schema message, every
  * record batch, one end marker. The schemas must be byte-identical (same stage, same settings).
  */
-export function mergeArrowFiles(inputs: string[], write: (bytes: Uint8Array) => void): number {
-  let schema: Buffer | undefined;
-  let rows = 0;
-  for (const file of inputs) {
-    const f = new ArrowMessageFile(file);
+
+/**
+ * Concatenates Arrow stage outputs (all file format or all stream format) in order: the schema
+ * message, every record batch, the end marker (and the file format's footer). The schemas must be
+ * byte-identical (same stage, same settings); an output without rows is left out.
+ */
+export function mergeArrowFiles(inputs: string[], write: (bytes: Uint8Array) => void, container: 'file' | 'stream' = 'stream'): number {
+  // Headers first (bodies skipped): which inputs have rows, and their schemas.
+  const infos = inputs.map((file) => {
+    const f = new ArrowMessageFile(file, streamStart(file));
     try {
       const first = f.next();
       if (!first || first.header !== 1) throw new GainragError('E_DATA', `${path.basename(file)}: Arrow stream does not start with a schema`);
-      if (!schema) {
-        schema = first.bytes;
-        write(schema);
-      } else if (!schema.equals(first.bytes)) {
-        throw new GainragError('E_DATA', `${path.basename(file)}: its Arrow schema differs from ${path.basename(inputs[0])}'s (outputs of different stages or settings?)`);
-      }
-      for (let m = f.next(); m; m = f.next()) {
+      const msgs: FileMessage[] = [];
+      for (let m = f.next(false); m; m = f.next(false)) {
         if (m.header === 2) throw new GainragError('E_DATA', `${path.basename(file)}: dictionary batches cannot be merged`);
+        msgs.push(m);
+      }
+      return { file, schema: first.bytes, msgs, rows: msgs.reduce((a, m) => a + m.rows, 0) };
+    } finally {
+      f.close();
+    }
+  });
+  if (infos.length === 0) return 0;
+  // An output's schema is decided by its first batch (lib/io/columns.ts): an empty shard's says nothing.
+  const ref = infos.find((i) => i.rows > 0) ?? infos[0];
+  for (const i of infos) {
+    if (i.rows > 0 && !i.schema.equals(ref.schema)) {
+      throw new GainragError('E_DATA', `${path.basename(i.file)}: its Arrow schema differs from ${path.basename(ref.file)}'s (outputs of different stages or settings?)`);
+    }
+  }
+  let pos = 0;
+  const out = (b: Uint8Array) => {
+    write(b);
+    pos += b.length;
+  };
+  const blocks: { offset: number; meta: number; body: number }[] = [];
+  if (container === 'file') out(MAGIC);
+  out(ref.schema);
+  let rows = 0;
+  for (const i of infos) {
+    if (i.rows === 0) continue;
+    const f = new ArrowMessageFile(i.file);
+    try {
+      for (const m of i.msgs) {
+        if (m.header === 3) blocks.push({ offset: pos, meta: m.meta, body: m.body });
+        out(f.read(m.meta + m.body, m.offset));
         rows += m.rows;
-        write(m.bytes);
       }
     } finally {
       f.close();
     }
   }
-  if (schema) write(EOS);
+  out(container === 'file' ? fileFooter(splitSchema(ref.schema), blocks) : EOS);
   return rows;
 }

@@ -13,7 +13,7 @@
 // AtomicJsonlWriter writes to `<path>.partial` and renames onto `<path>` only in close(), so a
 // reader never sees a half-written output under the final name, and a resumable job can reopen
 // the partial file with {append: true} and continue where it stopped.
-import { createReadStream, fstatSync, ftruncateSync, readSync } from 'node:fs';
+import { createReadStream, fstatSync, ftruncateSync, readSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { GainragError, ioError } from '../errors.js';
 import type { OutputLock } from './output.js';
@@ -22,6 +22,17 @@ import { PartialFile } from './partial-file.js';
 import { parseJson, stringifyJson } from './json-values.js';
 import { checkRegularFile } from './input-file.js';
 import { Utf8Chunks } from './utf8-chunks.js';
+import { inputFormat } from './formats.js';
+
+// Columnar by its first bytes (regular files only: a pipe's bytes cannot be peeked at); a file
+// that cannot be opened is left to the JSONL reader's errors.
+function columnar(file: string): boolean {
+  try {
+    return statSync(file).isFile() && inputFormat(file) !== 'jsonl';
+  } catch {
+    return false;
+  }
+}
 
 export interface RecordAt {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -30,8 +41,19 @@ export interface RecordAt {
   line: number;
 }
 
-/** Streams the records of a JSONL file or of a JSON array file. Errors: E_IO, E_DATA 'FILE:LINE: ...'. */
+/**
+ * Streams the records of a JSONL file or of a JSON array file; an Arrow or Parquet stage output
+ * (recognised by its first bytes, lib/io/formats.ts) is read through lib/io/arrow-records.ts, with
+ * `line` its 1-based record number. Errors: E_IO, E_DATA 'FILE:LINE: ...'.
+ */
 export async function* readRecords(file: string, from?: { byte: number; line: number }): AsyncGenerator<RecordAt> {
+  if (!from && columnar(file)) {
+    // Imported when needed: arrow-records reads the passage store, which reads JSONL through here.
+    const { readArrowRecords } = await import('./arrow-records.js');
+    let line = 0;
+    for await (const record of readArrowRecords(file)) yield { record, line: ++line };
+    return;
+  }
   // `from` starts a JSONL file mid-way, at a line start (lib/io/records.ts finds shard offsets).
   checkRegularFile(file);
   const stream = createReadStream(file, { highWaterMark: 1 << 20, start: from?.byte ?? 0 });

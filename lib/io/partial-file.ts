@@ -114,6 +114,52 @@ export class PartialFile {
     }
   }
 
+  /**
+   * Publishes a file made from the partial one (Parquet from the Arrow stream in OUT.partial):
+   * `convert` writes it into `<out>.partial.convert`, which is fsynced and renamed onto `<out>`;
+   * OUT.partial is then removed. On failure the converted file is removed and the writer stays
+   * open (for discard). Errors: those of `convert`, E_IO.
+   */
+  async publishConverted(records: number, convert: (write: (bytes: Uint8Array) => void) => Promise<void>): Promise<void> {
+    const fd = this.fd;
+    const target = `${this.partialPath}.convert`;
+    let out: number | undefined;
+    try {
+      rmSync(target, { force: true });
+      out = openSync(target, 'wx');
+      let at = 0;
+      const o = out;
+      await convert((data) => {
+        for (let off = 0; off < data.length; ) {
+          const n = writeSync(o, data, off, data.length - off, at);
+          off += n;
+          at += n;
+        }
+      });
+      fsyncSync(out);
+      closeSync(out);
+      out = undefined;
+    } catch (err) {
+      if (out !== undefined) closeSync(out);
+      rmSync(target, { force: true });
+      if (err instanceof GainragError) throw err;
+      throw ioError(err, `${this.path}: cannot write the output`);
+    }
+    this.fdValue = undefined;
+    try {
+      closeSync(fd);
+      removeManifest(this.path);
+      renameSync(target, this.path);
+      rmSync(this.partialPath, { force: true });
+      if (this.manifest) writeFileAtomic(manifestPath(this.path), `${JSON.stringify({ ...this.manifest, records }, null, 1)}\n`);
+    } catch (err) {
+      rmSync(target, { force: true });
+      throw ioError(err, `${this.path}: cannot finish the output`);
+    } finally {
+      this.releaseLock();
+    }
+  }
+
   /** Closes without publishing; the partial file is removed unless `keep`. */
   discard(keep = false): void {
     if (this.fdValue === undefined) return;

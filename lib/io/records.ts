@@ -1,4 +1,4 @@
-// Format-neutral stage I/O: JSONL or Arrow IPC (lib/io/arrow-records.ts), and sharding.
+// Format-neutral stage I/O: JSONL, Arrow IPC or Parquet (lib/io/formats.ts, arrow-records.ts), and sharding.
 //
 // A shard is a deterministic partition of the input by record position: shard I of N reads one
 // contiguous range, so shard outputs concatenated in shard order are the unsharded output
@@ -12,35 +12,13 @@ import { GainragError } from '../errors.js';
 import { AtomicJsonlWriter, readRecords, type RecordAt } from './jsonl.js';
 import { isNestedDataset, mapRecord, readNestedDataset, type DatasetOptions } from './datasets.js';
 import { checkRegularFile } from './input-file.js';
-import { AtomicArrowWriter, countArrowRows, readArrowRecords, type ArrowKind } from './arrow-records.js';
+import { AtomicArrowWriter, countArrowRows, readArrowRecords, type ArrowContainer, type ArrowKind } from './arrow-records.js';
+import { inputFormat, type RecordFormat } from './formats.js';
+import { parquetInfo } from './parquet.js';
+import type { Layout } from './columns.js';
 import type { ManifestSpec } from './manifest.js';
 
-export type RecordFormat = 'jsonl' | 'arrow';
-
-/** The format a stage writes: explicit, else by extension (.arrow / .arrows / .ipc), else JSONL. */
-export function outputFormat(file: string, explicit?: string): RecordFormat {
-  if (explicit === 'jsonl' || explicit === 'arrow') return explicit;
-  if (explicit !== undefined && explicit !== 'auto') throw new GainragError('E_INVALID_ARG', `--format must be auto, jsonl or arrow, got ${JSON.stringify(explicit)}`);
-  return /\.(arrows?|ipc)$/i.test(file) ? 'arrow' : 'jsonl';
-}
-
-/** The format of an existing file, by content: an Arrow stream starts with 0xFFFFFFFF. */
-export function inputFormat(file: string): RecordFormat {
-  checkRegularFile(file); // before open(): a FIFO would block this thread
-  let fd: number;
-  try {
-    fd = openSync(file, 'r');
-  } catch (err) {
-    throw new GainragError('E_IO', `${file}: ${(err as Error).message}`, { cause: err });
-  }
-  try {
-    const b = Buffer.alloc(4);
-    const n = readSync(fd, b, 0, 4, 0);
-    return n === 4 && b.readUInt32LE(0) === 0xffffffff ? 'arrow' : 'jsonl';
-  } finally {
-    closeSync(fd);
-  }
-}
+export { FORMATS, inputFormat, isColumnar, outputFormat, type RecordFormat } from './formats.js';
 
 export interface Shard {
   /** 0-based. */
@@ -170,14 +148,16 @@ export function jsonlShape(file: string): { records: number; array: boolean; tor
   return { records, array, torn };
 }
 
-/** Records in a stage input or output: JSONL lines, JSON array elements, or Arrow rows. */
+/** Records in a stage input or output: JSONL lines, JSON array elements, Arrow or Parquet rows. */
 export async function countRecords(file: string, dataset?: DatasetOptions): Promise<number> {
   if (isNestedDataset(file, dataset)) {
     let n = 0;
     for await (const _ of readNestedDataset(file, dataset)) n++;
     return n;
   }
-  if (inputFormat(file) === 'arrow') return countArrowRows(file);
+  const format = inputFormat(file);
+  if (format === 'parquet') return (await parquetInfo(file)).rows;
+  if (format !== 'jsonl') return countArrowRows(file);
   const scan = scanJsonl(file);
   if (!scan.array) return scan.records;
   let n = 0;
@@ -200,8 +180,8 @@ export interface PositionedRecord extends RecordAt {
 
 /**
  * Streams the records of `file` in [range.start, range.end) (all when no range), whatever its
- * format. JSONL seeks to the range's first line; JSON arrays and Arrow streams skip records
- * before it (Arrow skips whole batches undecoded). `line` is the file line for JSONL and the
+ * format. JSONL seeks to the range's first line; JSON arrays and Arrow files skip records
+ * before it (Arrow skips whole batches undecoded, Parquet seeks to the row). `line` is the file line for JSONL and the
  * 1-based record number otherwise.
  */
 export async function* readStageInput(file: string, options: ReadOptions = {}): AsyncGenerator<PositionedRecord> {
@@ -221,7 +201,7 @@ export async function* readStageInput(file: string, options: ReadOptions = {}): 
 }
 
 async function* readFlatInput(file: string, options: ReadOptions, start: number, end: number): AsyncGenerator<PositionedRecord> {
-  if (inputFormat(file) === 'arrow') {
+  if (inputFormat(file) !== 'jsonl') {
     let position = start;
     for await (const record of readArrowRecords(file, { indexDir: options.indexDir }, start)) {
       if (position >= end) return;
@@ -245,17 +225,21 @@ export interface RecordWriter {
   readonly path: string;
   readonly partialPath: string;
   readonly resumedRecords: number;
-  write(record: unknown): void;
+  /** Queues one record; `extra`: values of the writer's extra columns (columnar outputs only). */
+  write(record: unknown, extra?: Record<string, unknown>): void;
   /** Ends a stage batch (an Arrow record batch; JSONL: writes what is queued). */
   flush(): void;
-  close(): void;
+  /** Publishes the output; a Parquet output is converted first, hence the promise (await it). */
+  close(): void | Promise<void>;
   abort(options?: { keepPartial?: boolean }): void;
 }
 
 export interface WriterOptions {
   format: RecordFormat;
-  /** Arrow layout; retrieval rows must be RetrievalRow objects. */
-  kind?: ArrowKind;
+  /** Accepted for older callers; columnar outputs are always typed columns (lib/io/columns.ts). */
+  kind?: ArrowKind | 'retrieval';
+  /** Columns written beside the records' (columnar outputs; e.g. retrieve's index rows). */
+  extra?: Layout['extra'];
   /** Arrow schema metadata (identical for every shard of one job). */
   metadata?: Record<string, string>;
   append?: boolean;
@@ -268,10 +252,21 @@ export interface WriterOptions {
   manifest?: ManifestSpec;
 }
 
+const CONTAINER: Record<Exclude<RecordFormat, 'jsonl'>, ArrowContainer> = { arrow: 'file', arrows: 'stream', parquet: 'parquet' };
+
 export function openStageOutput(file: string, options: WriterOptions): RecordWriter {
   if (options.format === 'jsonl') return AtomicJsonlWriter.open(file, { append: options.append, inputs: options.inputs, manifest: options.manifest });
-  if (options.append) throw new GainragError('E_INVALID_ARG', `${path.basename(file)}: --resume is supported for JSONL outputs only; rerun without --resume or write JSONL`);
-  return new AtomicArrowWriter(file, options.kind ?? 'json', { metadata: options.metadata, inputs: options.inputs, manifest: options.manifest });
+  const metadata = { ...options.metadata, ...(options.manifest ? { 'gainrag.stage': options.manifest.stage } : {}) };
+  return new AtomicArrowWriter(file, 'columns', { append: options.append, container: CONTAINER[options.format], metadata, extra: options.extra, inputs: options.inputs, manifest: options.manifest });
+}
+
+/** The records already in a resumed writer's partial output, in order (JSONL, Arrow or Parquet). */
+export async function* readResumed(writer: RecordWriter): AsyncGenerator<unknown> {
+  if (writer instanceof AtomicArrowWriter) {
+    yield* writer.readResumed();
+    return;
+  }
+  for await (const { record } of readRecords(writer.partialPath)) yield record;
 }
 
 /** Resolves --shard into a range of `file` (undefined: the whole input). */

@@ -20,8 +20,7 @@
 // - output: OUT.partial, flushed after every batch, renamed when the input is done, with a
 //   manifest (stage, settings, input identity, range, count) beside it.
 import { existsSync, rmSync } from 'node:fs';
-import { readRecords } from '../io/jsonl.js';
-import { countRecords, openStageOutput, readStageInput, shardOf } from '../io/records.js';
+import { countRecords, openStageOutput, readResumed, readStageInput, shardOf } from '../io/records.js';
 import { readManifest } from '../io/manifest.js';
 import { checkDatasetOptions } from '../io/datasets.js';
 import { validateOutput } from '../io/output.js';
@@ -85,7 +84,6 @@ export async function runStage<Item, S extends StageSummaryBase>(spec: StageSpec
     return summary;
   };
   validateOutput(io.out, 'file', { inputs: [io.data], label: 'out' });
-  if (io.resume && io.format === 'arrow') throw new GainragError('E_INVALID_ARG', '--resume is supported for JSONL outputs only; rerun without --resume or write JSONL');
   checkDatasetOptions(io.dataset);
   const range = io.range ?? (await shardOf(io.data, io.shard, batchQuestions, io.dataset));
   const partial = `${io.out}.partial`;
@@ -118,7 +116,7 @@ export async function runStage<Item, S extends StageSummaryBase>(spec: StageSpec
     // Questions of the records already in the partial file, to match them against the input.
     const done: unknown[] = [];
     if (writer.resumedRecords > 0) {
-      for await (const { record } of readRecords(writer.partialPath)) {
+      for await (const record of readResumed(writer) as AsyncIterable<OutputRecord>) {
         if (done.length === writer.resumedRecords) break;
         done.push(record?.question);
         spec.account(record);
@@ -193,7 +191,7 @@ export async function runStage<Item, S extends StageSummaryBase>(spec: StageSpec
     }
     if (matched < done.length) throw new GainragError('E_DATA', `${writer.partialPath} has ${done.length} records but the input only matches ${matched}; start without --resume`);
     await flush();
-    writer.close();
+    await writer.close();
     rmSync(settingsPath, { force: true });
   } catch (err) {
     writer.abort({ keepPartial: true });

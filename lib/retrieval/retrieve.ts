@@ -1,8 +1,8 @@
 // GainRAG stage 1: embed questions, exact top-k over an index directory, attach passages with
-// DPR hasanswer flags, stream the records to a JSONL file, and report Recall@k.
+// DPR hasanswer flags, stream the records to the output (JSONL, Arrow, Parquet), and report Recall@k.
 import { GainragError } from '../errors.js';
 import { checkDatasetOptions, type DatasetOptions } from '../io/datasets.js';
-import { openStageOutput, readStageInput, shardOf, type Range, type RecordFormat, type RecordWriter, type Shard } from '../io/records.js';
+import { isColumnar, openStageOutput, readStageInput, shardOf, type Range, type RecordFormat, type RecordWriter, type Shard } from '../io/records.js';
 import { validateOutput } from '../io/output.js';
 import { weightsFingerprint } from '../models/fingerprint.js';
 import type { ManifestSpec } from '../io/manifest.js';
@@ -33,7 +33,7 @@ export interface RetrieveOptions extends Pick<EncoderLoadOptions, 'pooling' | 'n
   device?: Device;
   signal?: AbortSignal;
   onProgress?: (questions: number) => void;
-  /** Output format (default JSONL); Arrow stores passage rows, resolved from the index's store when read. */
+  /** Output format (default JSONL); Arrow and Parquet add the index rows (`ctx_ids`) to the typed columns. */
   format?: RecordFormat;
   /** Only this shard of the input (boundaries on multiples of batchSize, see lib/io/records.ts). */
   shard?: Shard;
@@ -141,18 +141,18 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
     if (ownStore) store.close();
     throw new RangeError(`top-k ${topK} exceeds the index size ${index.size}`);
   }
-  const arrow = options.format === 'arrow';
+  const columnar = isColumnar(options.format ?? 'jsonl');
   const recall = new RecallAccumulator(DEFAULT_RECALL_KS.filter((k) => k <= topK));
-  const identity = arrow ? indexIdentity(options.index) : undefined;
+  const identity = columnar ? indexIdentity(options.index) : undefined;
   let writer: RecordWriter;
   try {
     writer = openStageOutput(options.out, {
       format: options.format ?? 'jsonl',
-      kind: 'retrieval',
-      // Same for every shard of one job (merge insists on identical schemas).
+      extra: [{ column: 'ctx_ids', type: 'list<int64>' }],
+      // Same for every shard of one job (merge insists on identical schemas), wherever it is written.
       metadata: {
-        'gainrag.index': path.resolve(options.index), 'gainrag.passages': String(store.size),
-        // Which build of the index the rows refer to (checked when the output is read).
+        'gainrag.stage': 'retrieve', 'gainrag.index_name': path.basename(path.resolve(options.index)), 'gainrag.passages': String(store.size),
+        // Which build of the index the ctx_ids refer to.
         ...(identity ? { 'gainrag.index_id': identity } : {}),
       },
       inputs: [options.data],
@@ -193,13 +193,13 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
           let hasanswer = false;
           if (matcher.usable) hasanswer = matcher.matchesTokens((entry.tokens ??= dprTokens(p.text)));
           hits.push(hasanswer);
-          if (!arrow) ctxs.push({ id: p.id, title: p.title, text: p.text, score: scores[q * topK + j], hasanswer });
+          ctxs.push({ id: p.id, title: p.title, text: p.text, score: scores[q * topK + j], hasanswer });
         }
         recall.add(hits); // all false without answers: a miss, as the reference counts it
-        if (arrow) writer.write({ record: b.record, ids: ids.subarray(q * topK, q * topK + hits.length), scores: scores.subarray(q * topK, q * topK + hits.length), hasanswer: hits });
-        else writer.write({ ...b.record, ctxs });
+        // Columnar outputs also keep the index rows (ctx_ids), beside the record's own columns.
+        writer.write({ ...b.record, ctxs }, columnar ? { ctx_ids: Array.from(ids.subarray(q * topK, q * topK + hits.length)) } : undefined);
       });
-      writer.flush(); // one Arrow record batch per search batch
+      writer.flush(); // one record batch per search batch
       questions += batch.length;
       batch = [];
       options.onProgress?.(questions);
@@ -210,7 +210,7 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
       if (batch.length >= batchSize) await flush();
     }
     await flush();
-    writer.close();
+    await writer.close();
   } catch (err) {
     writer.abort();
     throw err;

@@ -187,7 +187,7 @@ async function submitLocked(options: SubmitOptions, ctx: SubmitContext): Promise
   const madeDirs = makeDirs(workRoot);
   const workDir = path.join(workRoot, `gainrag-run-${runId}`);
   mkdirSync(workDir);
-  const ext = format === 'arrow' ? 'arrow' : 'jsonl';
+  const ext = format; // the chunks are written in the output's format (merge insists on one)
   const chunkPath = (k: number) => path.join(workDir, `chunk-${String(k).padStart(6, '0')}.${ext}`);
   const jobId = (k: number) => `${runId}.${k}`;
   const queue = new Queue<ChunkJobData>(options.queue ?? DEFAULT_QUEUE, { connection: redisConnection(options.redis) });
@@ -238,7 +238,7 @@ async function submitLocked(options: SubmitOptions, ctx: SubmitContext): Promise
       (err as GainragError & { failures?: ChunkFailure[] }).failures = failures;
       throw err;
     }
-    const merged = await mergeOutputs(ranges.map((_, k) => chunkPath(k)), out, { lock, warn: log });
+    const merged = await mergeOutputs(ranges.map((_, k) => chunkPath(k)), out, { lock, warn: log, formatChosen: true });
     rmSync(workDir, { recursive: true, force: true }); // the run's own directory
     await Promise.all(ranges.map((_, k) => queue.remove(jobId(k)).catch(() => 0)));
     return { out, records: merged.records, chunks: ranges.length, chunkSize, seconds: (performance.now() - t0) / 1000 };

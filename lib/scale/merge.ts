@@ -1,6 +1,7 @@
 // Merging shard outputs: concatenation in shard order. JSONL files are copied byte for byte;
-// Arrow streams keep the first schema message, every record batch and one end marker
-// (lib/io/arrow-records.ts). The result is written like every output (lib/io/partial-file.ts:
+// Arrow files and streams keep the first schema message, every record batch and one end marker
+// (plus the file format's footer) (lib/io/arrow-records.ts); Parquet shards' rows are rewritten
+// into one Parquet file, batch by batch (lib/io/parquet.ts). The result is written like every output (lib/io/partial-file.ts:
 // validated, locked, OUT.partial renamed when complete).
 //
 // Before a byte is written, the shards must be one job's, complete and in order. Shards with
@@ -12,11 +13,13 @@
 // end with a newline: a torn last line would glue two records together.
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { GainragError, ioError } from '../errors.js';
-import { mergeArrowFiles } from '../io/arrow-records.js';
+import { columnarSchema, mergeArrowFiles, schemaStreamBytes } from '../io/arrow-records.js';
+import { parquetFilesBatches, writeParquetStream } from '../io/parquet.js';
 import { canonicalJson, readManifest, inputIdentity, type OutputManifest } from '../io/manifest.js';
 import { validateOutput, type OutputLock } from '../io/output.js';
 import { PartialFile } from '../io/partial-file.js';
 import { countRecords, inputFormat, jsonlShape, type RecordFormat } from '../io/records.js';
+import { outputFormat } from '../io/formats.js';
 
 export interface MergeSummary {
   out: string;
@@ -33,6 +36,8 @@ export interface MergeOptions {
   lock?: OutputLock;
   /** Where warnings go (shards without manifests, an input that changed). */
   warn?: (message: string) => void;
+  /** The output's format was chosen by --format (the cluster's): its extension is not checked against the shards'. */
+  formatChosen?: boolean;
 }
 
 function checkShardFile(file: string): void {
@@ -117,9 +122,16 @@ export async function mergeOutputs(inputs: string[], out: string, options: Merge
   const format = formats[0];
   const odd = inputs.findIndex((_, i) => formats[i] !== format);
   if (odd >= 0) throw new GainragError('E_DATA', `merge: ${inputs[odd]} is ${formats[odd]} but ${inputs[0]} is ${format}; shards of one job share a format`);
+  let named: RecordFormat | undefined;
+  try {
+    named = options.formatChosen ? undefined : outputFormat(out);
+  } catch {
+    named = undefined; // an extension of no format: the shards' format, whatever the name
+  }
+  if (named !== undefined && named !== format) throw new GainragError('E_INVALID_ARG', `merge: the shards are ${format} but --out ${out} names ${named}; name the output for the shards' format`);
   const counts: number[] = [];
   for (const f of inputs) {
-    if (format === 'arrow') {
+    if (format !== 'jsonl') {
       counts.push(await countRecords(f)); // checks the framing: a truncated stream is E_DATA
       continue;
     }
@@ -137,8 +149,15 @@ export async function mergeOutputs(inputs: string[], out: string, options: Merge
   });
   const records = counts.reduce((a, b) => a + b, 0);
   try {
-    if (format === 'arrow') {
-      mergeArrowFiles(inputs, (bytes) => file.write(bytes));
+    if (format === 'arrow' || format === 'arrows') {
+      mergeArrowFiles(inputs, (bytes) => file.write(bytes), format === 'arrow' ? 'file' : 'stream');
+    } else if (format === 'parquet') {
+      // Shards with rows must share one schema (an empty shard's says nothing: lib/io/columns.ts).
+      const withRows = inputs.filter((_, i) => counts[i] > 0);
+      const schemas = await Promise.all((withRows.length > 0 ? withRows : inputs.slice(0, 1)).map(async (f) => Buffer.from(schemaStreamBytes(await columnarSchema(f)))));
+      const odd = schemas.findIndex((s) => !s.equals(schemas[0]));
+      if (odd >= 0) throw new GainragError('E_DATA', `merge: ${withRows[odd]}: its Arrow schema differs from ${withRows[0]}'s (outputs of different stages or settings?)`);
+      await writeParquetStream(parquetFilesBatches(withRows), schemas[0], (bytes) => file.write(bytes));
     } else {
       const buf = Buffer.allocUnsafe(1 << 20);
       for (const f of inputs) {

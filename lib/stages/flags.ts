@@ -30,9 +30,9 @@ export function withScaleOptions<T>(y: Argv<T>): Argv<T & ScaleArgs> {
       describe: 'process shard I/N of the input (0-based, contiguous by position; `gainrag merge` joins the outputs), or env (Slurm array / Kubernetes Indexed Job variables)',
     })
     .option('format', {
-      choices: ['auto', 'jsonl', 'arrow'],
+      choices: ['auto', 'jsonl', 'arrow', 'arrows', 'parquet'],
       default: 'auto',
-      describe: 'output format (auto: Arrow IPC stream for .arrow/.arrows/.ipc, else JSONL); inputs are detected by content',
+      describe: 'output format (auto: by extension: .jsonl/.json JSONL, .arrow/.feather Arrow IPC file, .arrows/.ipc Arrow IPC stream, .parquet Parquet; any other is refused); inputs are detected by content',
     }) as unknown as Argv<T & ScaleArgs>;
 }
 

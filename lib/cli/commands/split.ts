@@ -9,7 +9,7 @@ export const splitCommand: CommandModule<{ json: boolean }, Record<string, never
   describe: 'split questions into train and test by a hash of their id (stable under reordering; the demo\'s split)',
   builder: (y) =>
     withInputOptions(y)
-      .option('format', { choices: ['auto', 'jsonl', 'arrow'], default: 'auto', describe: 'output format (auto: by the extension of --out-train)' })
+      .option('format', { choices: ['auto', 'jsonl', 'arrow', 'arrows', 'parquet'], default: 'auto', describe: 'output format (auto: by the extension of --out-train)' })
       .option('data', { type: 'string', demandOption: true, describe: 'questions, or any stage output (any dataset format, see --data-format)' })
       .option('out-train', { type: 'string', demandOption: true, describe: 'train part' })
       .option('out-test', { type: 'string', demandOption: true, describe: 'test part' })
