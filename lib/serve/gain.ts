@@ -6,7 +6,7 @@ import type { FastifyInstance } from 'fastify';
 import { MAX_ALPHA } from '../pipeline/synthesize.js';
 import { promptWrapper, retrievedPrompt, standardPrompt, taskInstruction, type ChatTemplateMode } from '../pipeline/prompts.js';
 import { badRequest, notLoaded } from './errors.js';
-import type { ServeContext } from './server.js';
+import type { ServeContext } from './context.js';
 import { estimateTokens } from './tei.js';
 import { bool, int, num, objectBody, optStr, str, texts } from './validate.js';
 

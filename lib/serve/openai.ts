@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ChatMessage } from '../models/chat-template.js';
 import { badRequest, notLoaded, ServeError } from './errors.js';
-import type { ServeContext } from './server.js';
+import type { ServeContext } from './context.js';
 import { checkFits, estimateTokens } from './tei.js';
 import { bool, int, objectBody, optStr, texts, type Body } from './validate.js';
 

@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Encoder } from '../models/encoder.js';
 import type { CrossEncoder } from '../models/cross-encoder.js';
 import { badRequest, notLoaded, ServeError } from './errors.js';
-import type { PairItem, ServeContext } from './server.js';
+import type { PairItem, ServeContext } from './context.js';
 import { bool, objectBody, rightTruncation, str, texts } from './validate.js';
 
 const VERSION = '0.1.0';
