@@ -3,15 +3,24 @@
 import path from 'node:path';
 import type { Argv } from 'yargs';
 import { CrossEncoder } from '../models/cross-encoder.js';
-import { checkSelectOptions, select, type SelectOptions, type SelectSummary } from '../pipeline/select.js';
+import { checkSelectOptions, select, type PairScorer, type SelectOptions, type SelectSummary } from '../pipeline/select.js';
+import { TeiReranker } from '../pipeline/tei-client.js';
+import { GainragError } from '../errors.js';
 import { openTextBackend, type TextBackend, type TextBackendOptions } from '../pipeline/text-backend.js';
 import { cachedCausalLM, cached, scaleArgs, textBackendArgs, textBackendFlags, withScaleOptions, type ModelCache, type ParsedArgs } from './flags.js';
 import type { StageDefinition, StageRunBase } from './definition.js';
 
-export type SelectStageOptions = SelectOptions & StageRunBase & { selector: string; dtype?: TextBackendOptions['dtype']; backend: TextBackendOptions };
+export type SelectStageOptions = SelectOptions & StageRunBase & {
+  selector?: string;
+  /** A TEI-compatible /rerank server instead of a local selector. */
+  rerankUrl?: string;
+  rerankBatch?: number;
+  dtype?: TextBackendOptions['dtype'];
+  backend: TextBackendOptions;
+};
 
 interface SelectModels {
-  selector: CrossEncoder;
+  selector: PairScorer;
   writer?: TextBackend;
 }
 
@@ -27,7 +36,9 @@ export const selectStage: StageDefinition<SelectStageOptions, SelectModels, Sele
   builder: (y: Argv) =>
     textBackendFlags(withScaleOptions(y), 'causal LM that writes missing pseudo-passages (background prompt of synthesize)', 'cpu, cuda, cuda:N (both models)')
       .option('data', { type: 'string', demandOption: true, describe: 'retrieval output (JSONL or JSON array of {question, answers, ctxs})' })
-      .option('selector', { type: 'string', demandOption: true, describe: 'trained selector (cross-encoder directory; gainrag train)' })
+      .option('selector', { type: 'string', describe: 'trained selector (cross-encoder directory or hub id; gainrag train)' })
+      .option('rerank-url', { type: 'string', describe: 'score with a Text Embeddings Inference server instead (TEI or gainrag serve: POST /rerank, raw scores)' })
+      .option('rerank-batch', { type: 'number', default: 32, describe: 'texts per --rerank-url request' })
       .option('out', { type: 'string', demandOption: true, describe: 'output JSONL (written as OUT.partial, renamed when complete)' })
       .option('k-docs', { type: 'number', default: 1, describe: 'passages kept per question' })
       .option('candidates', { type: 'number', default: 100, describe: 'retrieved passages reranked per question (top of ctxs)' })
@@ -37,17 +48,23 @@ export const selectStage: StageDefinition<SelectStageOptions, SelectModels, Sele
       .option('max-length', { type: 'number', describe: "tokens per (question, passage) pair (default: the selector's maximum)" })
       .option('batch-tokens', { type: 'number', describe: 'engine batch budget, rows x longest row (default 1024 CPU, 65536 CUDA)' })
       .option('ties', { choices: ['later', 'earlier'] as const, default: 'later' as const, describe: "exact score ties: later candidate first (the reference's argsort; the pseudo-passage wins) or earlier" })
-      .option('resume', { type: 'boolean', default: false, describe: 'continue an interrupted run from OUT.partial' }) as Argv,
+      .option('resume', { type: 'boolean', default: false, describe: 'continue an interrupted run from OUT.partial' })
+      .check((a: ParsedArgs) => {
+        if (Boolean(a.selector) === Boolean(a['rerank-url'])) throw new GainragError('E_INVALID_ARG', 'give one of --selector DIR or --rerank-url URL');
+        return true;
+      }) as Argv,
   optionsFromArgs: (a: ParsedArgs) => ({
-    data: a.data, out: a.out, selector: a.selector, kDocs: a['k-docs'], candidates: a.candidates, pseudoPassage: a['pseudo-passage'],
+    data: a.data, out: a.out, selector: a.selector, rerankUrl: a['rerank-url'], rerankBatch: a['rerank-batch'], kDocs: a['k-docs'], candidates: a.candidates, pseudoPassage: a['pseudo-passage'],
     pseudoMaxNewTokens: a['pseudo-max-new-tokens'], batchQuestions: a['batch-questions'], maxLength: a['max-length'], batchTokens: a['batch-tokens'],
-    ties: a.ties, resume: a.resume, modelId: path.resolve(a.selector), device: a.device, dtype: a.dtype, backend: textBackendArgs(a),
+    ties: a.ties, resume: a.resume, modelId: a.selector ? path.resolve(a.selector) : `tei:${a['rerank-url']}`, device: a.device, dtype: a.dtype, backend: textBackendArgs(a),
     ...scaleArgs(a as never),
   }),
   check: (o) => void checkSelectOptions(o),
   alignment: (o) => o.batchQuestions ?? 32,
   load: async (o, cache) => {
-    const selector = await cached(cache, `select\0${path.resolve(o.selector)}\0${o.device}\0${o.dtype}`, () => CrossEncoder.load(o.selector, { device: o.device as never, dtype: o.dtype }));
+    const selector: PairScorer = o.rerankUrl
+      ? new TeiReranker({ url: o.rerankUrl, batchSize: o.rerankBatch, retries: o.backend.retries, apiKeyEnv: o.backend.apiKeyEnv, timeoutMs: o.backend.generateTimeoutMs })
+      : await cached(cache, `select\0${path.resolve(o.selector!)}\0${o.device}\0${o.dtype}`, () => CrossEncoder.load(o.selector!, { device: o.device as never, dtype: o.dtype }));
     const writer = o.pseudoPassage === false ? undefined : await pseudoPassageWriter({ ...o.backend, device: o.device }, cache);
     return { selector, writer };
   },

@@ -12,6 +12,7 @@ import { progressReporter, runResumable, stageWarner, type ProgressReporter } fr
 import { bundledModelsNote } from '../../models/bundled.js';
 import { generatorOptions, type GeneratorArgs } from './select.js';
 import { openTextBackend } from '../../pipeline/text-backend.js';
+import { TeiReranker } from '../../pipeline/tei-client.js';
 import { textBackendArgs } from '../../stages/flags.js';
 
 interface Args extends GeneratorArgs {
@@ -20,6 +21,7 @@ interface Args extends GeneratorArgs {
   out: string;
   selector?: string;
   reranker?: string;
+  'rerank-url'?: string;
   'k-docs': string;
   candidates: number;
   task: string;
@@ -44,6 +46,7 @@ export const compareCommand: CommandModule<{ json: boolean }, Args> = {
       .option('out', { type: 'string', demandOption: true, describe: 'directory for every run (input.jsonl, <run>-k<K>.answers.jsonl, compare.json)' })
       .option('selector', { type: 'string', describe: 'trained GainRAG selector (cross-encoder directory); its run adds the pseudo-passage' })
       .option('reranker', { type: 'string', describe: 'off-the-shelf reranker (cross-encoder directory) for the reranker baseline' })
+      .option('rerank-url', { type: 'string', conflicts: 'reranker', describe: 'the reranker baseline from a Text Embeddings Inference server (POST /rerank, raw scores)' })
       .option('k-docs', { type: 'string', default: '1,5', describe: 'passages in the prompt, one table row per run and K' })
       .option('candidates', { type: 'number', default: 100, describe: 'retrieved passages the reranker / selector choose from' })
       .option('task', { type: 'string', default: DEFAULT_TASK, describe: `task instruction by name (${Object.keys(TASK_INSTRUCTIONS).join(', ')})` })
@@ -65,7 +68,7 @@ export const compareCommand: CommandModule<{ json: boolean }, Args> = {
         chatTemplate: argv['chat-template'], systemPrompt: argv['system-prompt'], generateModel: argv['generate-model'],
         generateTimeoutMs: argv['generate-timeout'] * 1000, generateConcurrency: argv['generate-concurrency'],
       },
-      selectorId: argv.selector ? path.resolve(argv.selector) : undefined, rerankerId: argv.reranker ? path.resolve(argv.reranker) : undefined,
+      selectorId: argv.selector ? path.resolve(argv.selector) : undefined, rerankerId: argv.reranker ? path.resolve(argv.reranker) : argv['rerank-url'] ? `tei:${argv['rerank-url']}` : undefined,
       llmId: argv['generate-url'] ? `${argv['generate-url']}#${argv['generate-model'] ?? ''}` : path.resolve(argv.llm as string),
     };
     checkCompareOptions(options);
@@ -84,6 +87,7 @@ export const compareCommand: CommandModule<{ json: boolean }, Args> = {
     }
     if (argv.selector) options.selector = await CrossEncoder.load(argv.selector, load);
     if (argv.reranker) options.reranker = await CrossEncoder.load(argv.reranker, load);
+    else if (argv['rerank-url']) options.reranker = new TeiReranker({ url: argv['rerank-url'], retries: textBackendArgs(argv).retries, apiKeyEnv: textBackendArgs(argv).apiKeyEnv });
     let progress = progressReporter('compare', 'questions');
     // One warner for the whole comparison, drawing next to whichever run's bar is current: a cut
     // evidence is routine (every run of every K would repeat it per record), and counted per run
