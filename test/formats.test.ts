@@ -128,6 +128,14 @@ test('gainrag retrieve --out: .parquet writes Parquet, .feather/.arrow the IPC f
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /unknown output format \.txt.*\.parquet.*\(E_INVALID_ARG\)/s);
   assert.equal(existsSync(f('r.txt')) || existsSync(f('r.txt.partial')), false);
+  // Damaged Parquet is E_DATA (never a crash of the process, never garbage): a cut footer, or
+  // overwritten pages (which parquet-wasm's async readers would throw outside any promise).
+  const pbytes = readFileSync(f('r.parquet'));
+  writeFileSync(f('cut.parquet'), pbytes.subarray(0, pbytes.length - 40));
+  await assert.rejects(countRecords(f('cut.parquet')), { code: 'E_DATA' });
+  writeFileSync(f('bad.parquet'), Buffer.concat([pbytes.subarray(0, 100), Buffer.alloc(300, 7), pbytes.subarray(400)]));
+  await assert.rejects(all(f('bad.parquet')), { code: 'E_DATA' });
+  assert.deepEqual(await all(f('r.parquet')), jsonl, 'the reader still works after a damaged file');
   // --format overrides the extension.
   cli([...args, '--out', f('r.txt'), '--format', 'parquet']);
   assert.equal(head(f('r.txt'), 4), 'PAR1');

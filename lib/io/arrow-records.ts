@@ -434,7 +434,7 @@ async function* batchesOf(file: string, skip: number): AsyncGenerator<{ batch: R
   const name = path.basename(file);
   const format = inputFormat(file);
   if (format === 'parquet') {
-    for await (const batch of parquetBatches(file, skip)) yield { batch, left: 0 };
+    yield* parquetBatches(file, skip);
     return;
   }
   // The framing is checked first (headers only): a truncated stream is an error, not fewer rows.
