@@ -143,6 +143,12 @@ test('gainrag retrieve --out: .parquet writes Parquet, .feather/.arrow the IPC f
   cli(['filter', '--data', f('r.parquet'), '--out', f('filtered-p.jsonl')]);
   cli(['filter', '--data', f('r.jsonl'), '--out', f('filtered-j.jsonl')]);
   assert.equal(readFileSync(f('filtered-p.jsonl'), 'utf8'), readFileSync(f('filtered-j.jsonl'), 'utf8'));
+  // filter writes Parquet by extension too (synthesize-shaped records: passages with PPL_CD).
+  const syn = f('syn.jsonl');
+  writeFileSync(syn, [1, 2, 3].map((i) => JSON.stringify({ question: `q${i}`, answers: ['a'], passages: [{ title: 't', text: 'x', PPL_CD: i, EM_with_retrieval: i !== 2 }] })).join('\n') + '\n');
+  cli(['filter', '--data', syn, '--out', f('kept.parquet')]);
+  assert.equal(head(f('kept.parquet'), 4), 'PAR1');
+  assert.deepEqual((await all(f('kept.parquet'))).map((r) => (r as { question: string }).question), ['q1', 'q3']);
 });
 
 test('typed columns: records that do not fit (other keys, types, key order, nulls, lone surrogates) read back exactly too', async () => {
