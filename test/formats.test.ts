@@ -154,6 +154,11 @@ test('gainrag retrieve --out: .parquet writes Parquet, .feather/.arrow the IPC f
     cli([...args.map((a) => (a === questions ? f(q) : a)), '--out', f(`from-${q}.jsonl`)]);
     assert.equal(readFileSync(f(`from-${q}.jsonl`), 'utf8'), readFileSync(f('r.jsonl'), 'utf8'), q);
   }
+  // gainrag convert records: JSONL -> Parquet -> JSONL gives the file back byte for byte.
+  cli(['convert', 'records', '--data', f('r.jsonl'), '--out', f('c.parquet')]);
+  assert.deepEqual(await all(f('c.parquet')), jsonl);
+  cli(['convert', 'records', '--data', f('c.parquet'), '--out', f('c.jsonl')]);
+  assert.equal(readFileSync(f('c.jsonl'), 'utf8'), readFileSync(f('r.jsonl'), 'utf8'));
   // --format overrides the extension.
   cli([...args, '--out', f('r.txt'), '--format', 'parquet']);
   assert.equal(head(f('r.txt'), 4), 'PAR1');
