@@ -31,6 +31,9 @@ export { retrieve, type RetrieveOptions, type RetrieveSummary, type Ctx } from '
 export { readNpyFloat32, writeNpyFloat32, type NpyMatrix } from './retrieval/npy.js';
 export { readRecords, AtomicJsonlWriter, type RecordAt, type AtomicJsonlWriterOptions } from './io/jsonl.js';
 export { parseJson, stringifyJson } from './io/json-values.js';
+export { readStageInput, openStageOutput, countRecords, type RecordWriter, type WriterOptions } from './io/records.js';
+export { outputFormat, inputFormat, FORMATS, type RecordFormat } from './io/formats.js';
+export { COLUMNS_SCHEMA } from './io/columns.js';
 export { DenseIndexWriter } from './retrieval/index-writer.js';
 export { startServer, listen, resolveServeOptions, type ServeOptions, type GainragServer, type ServeContext } from './serve/server.js';
 export { loadServeModels, type ServeModels, type ServeModelOptions } from './serve/models.js';

@@ -89,7 +89,7 @@ async function startRedis() {
   return r;
 }
 
-test('cluster: kill a worker mid-chunk and restart Redis; merged output equals one run; a corrupt chunk is reported', async () => {
+test('cluster: kill a worker mid-chunk and restart Redis; merged output equals one run (JSONL and Parquet); a corrupt chunk is reported', async () => {
   port = await freePort();
   let redis = await startRedis();
   const url = `redis://127.0.0.1:${port}`;
@@ -137,6 +137,16 @@ test('cluster: kill a worker mid-chunk and restart Redis; merged output equals o
   const got = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l).question);
   assert.deepEqual(got, questionLines.map((l) => JSON.parse(l).question), 'every question exactly once, in input order');
   assert.equal(existsSync(`${out}.chunks`), false, 'chunk directory removed after the merge');
+
+  // Parquet out, Parquet in: chunks in Parquet, merged into the single-process Parquet output byte for byte.
+  const retrievedParquet = path.join(work, 'retrieved.parquet');
+  cli(['retrieve', '--index', index, '--encoder', model('bert-tiny'), '--data', questions, '--top-k', '3', '--batch-size', '4', '--out', retrievedParquet]);
+  const referenceParquet = path.join(work, 'reference.parquet');
+  cli(['synthesize', '--data', retrievedParquet, '--out', referenceParquet, ...synthArgs]);
+  const outParquet = path.join(work, 'cluster.parquet');
+  const pq = watched(process.execPath, [cliPath, 'cluster', 'submit', '--stage', 'synthesize', '--data', retrievedParquet, '--out', outParquet, '--redis', url, '--chunk-size', '6', '--', ...synthArgs]);
+  assert.equal(await pq.exited, 0, pq.text());
+  assert.ok(readFileSync(outParquet).equals(readFileSync(referenceParquet)), 'cluster Parquet output is byte-identical to the single-process run');
 
   // A chunk whose input is damaged: retried, then reported by id; no final file.
   const bad = questionLines.slice(0, 12);

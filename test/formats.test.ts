@@ -7,7 +7,8 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, openSync, readFileSync, readSync, closeSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { RecordBatchFileReader, RecordBatchStreamReader } from 'apache-arrow';
+import { Field, List, RecordBatchFileReader, RecordBatchStreamReader, Table, Utf8, tableToIPC, vectorFromArray } from 'apache-arrow';
+import { parquetWasm } from '../lib/io/parquet.js';
 import { inputFormat, outputFormat } from '../lib/io/formats.js';
 import { countRecords, openStageOutput, readStageInput } from '../lib/io/records.js';
 import { readRecords } from '../lib/io/jsonl.js';
@@ -128,6 +129,36 @@ test('gainrag retrieve --out: .parquet writes Parquet, .feather/.arrow the IPC f
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /unknown output format \.txt.*\.parquet.*\(E_INVALID_ARG\)/s);
   assert.equal(existsSync(f('r.txt')) || existsSync(f('r.txt.partial')), false);
+  // Damaged Parquet is E_DATA (never a crash of the process, never garbage): a cut footer, or
+  // overwritten pages (which parquet-wasm's async readers would throw outside any promise).
+  const pbytes = readFileSync(f('r.parquet'));
+  writeFileSync(f('cut.parquet'), pbytes.subarray(0, pbytes.length - 40));
+  await assert.rejects(countRecords(f('cut.parquet')), { code: 'E_DATA' });
+  writeFileSync(f('bad.parquet'), Buffer.concat([pbytes.subarray(0, 100), Buffer.alloc(300, 7), pbytes.subarray(400)]));
+  await assert.rejects(all(f('bad.parquet')), { code: 'E_DATA' });
+  assert.deepEqual(await all(f('r.parquet')), jsonl, 'the reader still works after a damaged file');
+  // Question sets written by other tools (an Arrow file, Parquet, no gainrag metadata) are read
+  // row by row as records: retrieving from them gives the JSONL run's output.
+  const qs = [];
+  for await (const r of readRecords(questions)) qs.push(r.record as { id: string; question: string; answers: string[]; gold_passage_ids: string[] });
+  const utf8List = new List(new Field('item', new Utf8(), true));
+  const table = new Table({
+    id: vectorFromArray(qs.map((q) => q.id), new Utf8()), question: vectorFromArray(qs.map((q) => q.question), new Utf8()),
+    answers: vectorFromArray(qs.map((q) => q.answers), utf8List), gold_passage_ids: vectorFromArray(qs.map((q) => q.gold_passage_ids), utf8List),
+  });
+  writeFileSync(f('q.arrow'), tableToIPC(table, 'file'));
+  const pq = parquetWasm();
+  writeFileSync(f('q.parquet'), pq.writeParquet(pq.Table.fromIPCStream(tableToIPC(table, 'stream'))));
+  for (const q of ['q.arrow', 'q.parquet']) {
+    assert.deepEqual(await all(f(q)), qs, q);
+    cli([...args.map((a) => (a === questions ? f(q) : a)), '--out', f(`from-${q}.jsonl`)]);
+    assert.equal(readFileSync(f(`from-${q}.jsonl`), 'utf8'), readFileSync(f('r.jsonl'), 'utf8'), q);
+  }
+  // gainrag convert records: JSONL -> Parquet -> JSONL gives the file back byte for byte.
+  cli(['convert', 'records', '--data', f('r.jsonl'), '--out', f('c.parquet')]);
+  assert.deepEqual(await all(f('c.parquet')), jsonl);
+  cli(['convert', 'records', '--data', f('c.parquet'), '--out', f('c.jsonl')]);
+  assert.equal(readFileSync(f('c.jsonl'), 'utf8'), readFileSync(f('r.jsonl'), 'utf8'));
   // --format overrides the extension.
   cli([...args, '--out', f('r.txt'), '--format', 'parquet']);
   assert.equal(head(f('r.txt'), 4), 'PAR1');
@@ -135,6 +166,12 @@ test('gainrag retrieve --out: .parquet writes Parquet, .feather/.arrow the IPC f
   cli(['filter', '--data', f('r.parquet'), '--out', f('filtered-p.jsonl')]);
   cli(['filter', '--data', f('r.jsonl'), '--out', f('filtered-j.jsonl')]);
   assert.equal(readFileSync(f('filtered-p.jsonl'), 'utf8'), readFileSync(f('filtered-j.jsonl'), 'utf8'));
+  // filter writes Parquet by extension too (synthesize-shaped records: passages with PPL_CD).
+  const syn = f('syn.jsonl');
+  writeFileSync(syn, [1, 2, 3].map((i) => JSON.stringify({ question: `q${i}`, answers: ['a'], passages: [{ title: 't', text: 'x', PPL_CD: i, EM_with_retrieval: i !== 2 }] })).join('\n') + '\n');
+  cli(['filter', '--data', syn, '--out', f('kept.parquet')]);
+  assert.equal(head(f('kept.parquet'), 4), 'PAR1');
+  assert.deepEqual((await all(f('kept.parquet'))).map((r) => (r as { question: string }).question), ['q1', 'q3']);
 });
 
 test('typed columns: records that do not fit (other keys, types, key order, nulls, lone surrogates) read back exactly too', async () => {

@@ -15,10 +15,10 @@
 // Streams are framed here at the message level (continuation marker, metadata length, metadata,
 // body), which is what lets `merge` concatenate shard outputs without re-encoding anything, and
 // --resume cut a partial output back to its last complete batch.
-import { closeSync, createReadStream, fstatSync, ftruncateSync, openSync, readSync } from 'node:fs';
+import { closeSync, createReadStream, fstatSync, ftruncateSync, openSync, readFileSync, readSync } from 'node:fs';
 import path from 'node:path';
 import {
-  Field, Message, MetadataVersion, RecordBatch, RecordBatchStreamReader, RecordBatchStreamWriter, Schema, Struct, Utf8, makeData, vectorFromArray,
+  Field, Message, MetadataVersion, RecordBatch, RecordBatchFileReader, RecordBatchStreamReader, RecordBatchStreamWriter, Schema, Struct, Utf8, makeData, vectorFromArray,
 } from 'apache-arrow';
 import { FileBlock, Footer } from 'apache-arrow/ipc/metadata/file';
 import { GainragError } from '../errors.js';
@@ -169,8 +169,33 @@ function checkFileTail(f: ArrowMessageFile): void {
   if (f.size < 26 || tail.toString('latin1', 4) !== 'ARROW1') throw new GainragError('E_DATA', `${path.basename(f.file)}: Arrow file is truncated (no footer)`);
 }
 
+// An Arrow IPC file another tool wrote (no gainrag.kind in its schema). Not every writer puts the
+// end-of-stream marker before the footer (apache-arrow's does not), so such files are read
+// through their footer, by apache-arrow's file reader, in memory.
+function foreignFile(file: string): boolean {
+  if (streamStart(file) === 0) return false;
+  const f = new ArrowMessageFile(file, MAGIC.length);
+  try {
+    const m = f.next();
+    return !m || m.header !== 1 || !splitSchema(m.bytes).metadata.has('gainrag.kind');
+  } catch {
+    return true;
+  } finally {
+    f.close();
+  }
+}
+
+function foreignBatches(file: string): RecordBatch[] {
+  try {
+    return [...RecordBatchFileReader.from(readFileSync(file))];
+  } catch (err) {
+    throw new GainragError('E_DATA', `${path.basename(file)}: not a readable Arrow IPC file (${(err as Error).message})`);
+  }
+}
+
 /** Rows in an Arrow file (file or stream format), from the record batch headers (bodies are skipped). */
 export function countArrowRows(file: string): number {
+  if (foreignFile(file)) return foreignBatches(file).reduce((n, b) => n + b.numRows, 0);
   const start = streamStart(file);
   const f = new ArrowMessageFile(file, start);
   try {
@@ -435,7 +460,19 @@ async function* batchesOf(file: string, skip: number): AsyncGenerator<{ batch: R
   const name = path.basename(file);
   const format = inputFormat(file);
   if (format === 'parquet') {
-    for await (const batch of parquetBatches(file, skip)) yield { batch, left: 0 };
+    yield* parquetBatches(file, skip);
+    return;
+  }
+  if (foreignFile(file)) {
+    let left = skip;
+    for (const batch of foreignBatches(file)) {
+      if (left >= batch.numRows) {
+        left -= batch.numRows;
+        continue;
+      }
+      yield { batch, left };
+      left = 0;
+    }
     return;
   }
   // The framing is checked first (headers only): a truncated stream is an error, not fewer rows.
@@ -524,12 +561,43 @@ export async function* readArrowRecords(file: string, options: ArrowReadOptions 
           }
         }
         yield* decodeRetrieval(batch, store, left);
+      } else if (kind === undefined) {
+        yield* plainRows(batch, left); // a table made elsewhere (pandas, Polars, DuckDB...): its rows as records
       } else {
-        throw new GainragError('E_DATA', `${name}: not a gainrag stage output (gainrag.kind ${JSON.stringify(kind)} in the Arrow schema)`);
+        throw new GainragError('E_DATA', `${name}: unknown gainrag.kind ${JSON.stringify(kind)} in the Arrow schema (made by a newer gainrag?)`);
       }
     }
   } finally {
     store?.close();
+  }
+}
+
+// A cell of a table gainrag did not write, as JSON would hold it: lists as arrays, structs and
+// maps as objects, 64-bit integers as numbers, dates as ISO strings, nulls as null.
+function plainValue(v: unknown): unknown {
+  if (v === null || v === undefined) return null;
+  if (typeof v === 'bigint') return Number(v);
+  if (typeof v === 'number') return v === 0 ? 0 : v;
+  if (typeof v !== 'object') return v;
+  if (v instanceof Date) return v.toISOString();
+  if (v instanceof Uint8Array) return Buffer.from(v).toString('base64');
+  const o = v as { toArray?: () => unknown; toJSON?: () => unknown; [Symbol.iterator]?: unknown };
+  if (ArrayBuffer.isView(v)) return Array.from(v as unknown as ArrayLike<number | bigint>, plainValue);
+  if (typeof o[Symbol.iterator] === 'function' && typeof (v as { length?: unknown }).length === 'number') return Array.from(v as Iterable<unknown>, plainValue);
+  const json = typeof o.toJSON === 'function' ? (o.toJSON() as Record<string, unknown>) : (v as Record<string, unknown>);
+  if (json instanceof Map) return Object.fromEntries([...json].map(([k, x]) => [String(k), plainValue(x)]));
+  return Object.fromEntries(Object.entries(json).map(([k, x]) => [k, plainValue(x)]));
+}
+
+function* plainRows(batch: RecordBatch, from: number): Generator<Record<string, unknown>> {
+  const cols = batch.schema.fields.map((field, i) => [field.name, batch.getChildAt(i)!] as const);
+  for (let i = from; i < batch.numRows; i++) {
+    const r: Record<string, unknown> = {};
+    for (const [k, col] of cols) {
+      const v = col.get(i);
+      if (v !== null && v !== undefined) r[k] = plainValue(v); // a null cell: the key is absent
+    }
+    yield r;
   }
 }
 

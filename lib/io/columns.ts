@@ -83,7 +83,7 @@ const GROUPS: Record<string, { prefix: string; names: Record<string, string>; kn
       has_answer: { type: 'bool', nulls: 'null' }, retrieval_score: { type: 'float64', nulls: 'null' },
       prompt_retrieved: { type: 'utf8', nulls: 'absent' }, PPL_CD: { type: 'float64', nulls: 'null' }, retrieved_ppl: { type: 'float64', nulls: 'null' },
       EM_with_retrieval: { type: 'bool', nulls: 'absent' }, F1_with_retrieval: { type: 'float64', nulls: 'absent' }, generated: { type: 'utf8', nulls: 'absent' },
-      pseudo: { type: 'bool', nulls: 'absent', always: ['synthesize'] }, truncated: { type: 'bool', nulls: 'absent', always: ['synthesize'] },
+      pseudo: { type: 'bool', nulls: 'absent', always: ['synthesize', 'filter'] }, truncated: { type: 'bool', nulls: 'absent', always: ['synthesize', 'filter'] },
     },
   },
 };

@@ -4,9 +4,10 @@
 //
 // Writing streams: batches are handed to the wasm writer one at a time and it emits a row group
 // every ROW_GROUP_ROWS rows, so memory stays at about one row group (measured: 1M rows of 100-byte
-// strings in 26 MB of wasm memory with 20k-row groups), not the whole table.
+// strings in 26 MB of wasm memory with 20k-row groups), not the whole table. Reading decodes one
+// row group at a time, synchronously (see readGroup).
 import { createRequire } from 'node:module';
-import { openAsBlob } from 'node:fs';
+import { openAsBlob, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { RecordBatch, Schema, tableFromIPC } from 'apache-arrow';
 import type * as PQ from 'parquet-wasm/node';
@@ -35,13 +36,15 @@ async function open(file: string): Promise<PQ.ParquetFile> {
   }
 }
 
-/** Row count and Arrow schema (with its metadata) of a Parquet file. Errors: E_IO, E_DATA. */
-export async function parquetInfo(file: string): Promise<{ rows: number; schema: Schema }> {
+/** Row count, rows per row group and Arrow schema (with its metadata) of a Parquet file. Errors: E_IO, E_DATA. */
+export async function parquetInfo(file: string): Promise<{ rows: number; groups: number[]; schema: Schema }> {
   const pf = await open(file);
   try {
-    const rows = pf.metadata().fileMetadata().numRows();
+    const meta = pf.metadata();
+    const rows = meta.fileMetadata().numRows();
+    const groups = meta.rowGroups().map((g) => g.numRows());
     const schema = tableFromIPC(pf.schema().intoIPCStream()).schema;
-    return { rows, schema };
+    return { rows, groups, schema };
   } catch (err) {
     throw new GainragError('E_DATA', `${path.basename(file)}: damaged Parquet metadata (${String((err as Error)?.message ?? err)})`);
   } finally {
@@ -49,47 +52,62 @@ export async function parquetInfo(file: string): Promise<{ rows: number; schema:
   }
 }
 
-/** The wasm record batches of a Parquet file from row `offset` on (for rewriting without decoding). */
-async function* wasmBatches(file: string, offset = 0): AsyncGenerator<PQ.RecordBatch> {
-  const pf = await open(file);
-  const name = path.basename(file);
+// One row group as a wasm table. Read synchronously on purpose: a damaged page makes the wasm
+// code fail (or trap), and only a synchronous call hands that back to the caller as an error;
+// in parquet-wasm's async readers it escapes as an uncaught exception and ends the process.
+function readGroup(file: string, bytes: Uint8Array, g: number): PQ.Table {
   try {
-    let stream: ReadableStream<PQ.RecordBatch>;
-    try {
-      stream = (await pf.stream({ batchSize: 4096, offset })) as ReadableStream<PQ.RecordBatch>;
-    } catch (err) {
-      throw new GainragError('E_DATA', `${name}: cannot read Parquet (${String((err as Error)?.message ?? err)})`);
-    }
-    const reader = stream.getReader();
-    // Streamed batches lose the schema-level metadata (gainrag.layout): the file's schema back on.
-    const schema = pf.schema();
-    try {
-      for (;;) {
-        let step: ReadableStreamReadResult<PQ.RecordBatch>;
-        try {
-          step = await reader.read();
-        } catch (err) {
-          throw new GainragError('E_DATA', `${name}: damaged Parquet data (${String((err as Error)?.message ?? err)})`);
-        }
-        if (step.done) return;
-        yield step.value.withSchema(schema);
-      }
-    } finally {
-      reader.releaseLock();
-    }
-  } finally {
-    pf.free();
+    return parquetWasm().readParquet(bytes, { rowGroups: [g] });
+  } catch (err) {
+    if (err instanceof WebAssembly.RuntimeError) module = undefined; // a trap: use a fresh instance from now on
+    throw new GainragError('E_DATA', `${path.basename(file)}: damaged Parquet data in row group ${g} (${String((err as Error)?.message ?? err)})`);
   }
 }
 
-/** Arrow JS record batches of a Parquet file from row `offset` on, each with the file's schema. */
-export async function* parquetBatches(file: string, offset = 0): AsyncGenerator<RecordBatch> {
-  const { schema } = await parquetInfo(file);
-  for await (const wb of wasmBatches(file, offset)) {
-    for (const b of tableFromIPC(wb.intoIPCStream()).batches) {
-      // The streamed batches lose the schema-level metadata; the columns are the file's.
-      yield new RecordBatch(schema, b.data);
+/**
+ * Arrow JS record batches of a Parquet file, one row group at a time, from row `offset` on (row
+ * groups before it are not decoded; `left`: rows of the first batch yielded before the offset).
+ * The file's bytes are held while it is read (Parquet outputs are compact; decoded data is one
+ * row group). Each batch carries the file's schema, metadata included.
+ */
+export async function* parquetBatches(file: string, offset = 0): AsyncGenerator<{ batch: RecordBatch; left: number }> {
+  const { groups, schema } = await parquetInfo(file);
+  const bytes = readBytes(file);
+  let skip = offset;
+  for (let g = 0; g < groups.length; g++) {
+    if (skip >= groups[g]) {
+      skip -= groups[g];
+      continue;
     }
+    const table = tableFromIPC(readGroup(file, bytes, g).intoIPCStream());
+    for (const b of table.batches) {
+      if (skip >= b.numRows) {
+        skip -= b.numRows;
+        continue;
+      }
+      yield { batch: new RecordBatch(schema, b.data), left: skip };
+      skip = 0;
+    }
+  }
+}
+
+/** The wasm record batches of Parquet files in order, with their schema (merge: no JS decoding). */
+export async function* parquetFilesBatches(files: string[]): AsyncGenerator<PQ.RecordBatch> {
+  for (const file of files) {
+    const { groups } = await parquetInfo(file);
+    const bytes = readBytes(file);
+    const schema = parquetWasm().readSchema(bytes);
+    for (let g = 0; g < groups.length; g++) {
+      for (const b of readGroup(file, bytes, g).recordBatches()) yield b.withSchema(schema);
+    }
+  }
+}
+
+function readBytes(file: string): Uint8Array {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new GainragError('E_IO', `${file}: ${(err as Error).message}`, { cause: err });
   }
 }
 
@@ -140,9 +158,4 @@ export async function writeParquetStream(batches: AsyncIterable<Uint8Array | PQ.
     if (err instanceof GainragError) throw err;
     throw new GainragError('E_DATA', `cannot write Parquet (${String((err as Error)?.message ?? err)})`, { cause: err });
   }
-}
-
-/** The wasm batches of Parquet files in order (merge: row groups are rewritten, not decoded). */
-export async function* parquetFilesBatches(files: string[]): AsyncGenerator<PQ.RecordBatch> {
-  for (const f of files) yield* wasmBatches(f);
 }

@@ -8,8 +8,8 @@
 // and never the best passage; +Infinity (Python writes it when an answer has no tokens) is a
 // valid, worst score. EM_with_retrieval must be a boolean or 0/1: the string "false" is truthy in
 // JavaScript and would keep a question the LLM got wrong.
-import { AtomicJsonlWriter } from '../io/jsonl.js';
-import { readStageInput } from '../io/records.js';
+import { openStageOutput, readStageInput } from '../io/records.js';
+import { outputFormat, type RecordFormat } from '../io/formats.js';
 import { GainragError } from '../errors.js';
 
 export interface SynthPassage {
@@ -69,7 +69,14 @@ export function emFlag(v: unknown): boolean | undefined {
 export async function filterSynthesized(options: { data: string; out: string; signal?: AbortSignal; warn?: (m: string) => void }): Promise<FilterSummary> {
   const summary: FilterSummary = { records: 0, kept: 0, skipped: 0, badScores: 0 };
   const warn = options.warn ?? (() => undefined);
-  const writer = AtomicJsonlWriter.open(options.out, { inputs: [options.data] });
+  // The output's format by its extension (.parquet, .arrow, ...); any other name is JSONL, as before.
+  let format: RecordFormat;
+  try {
+    format = outputFormat(options.out);
+  } catch {
+    format = 'jsonl';
+  }
+  const writer = openStageOutput(options.out, { format, inputs: [options.data], metadata: { 'gainrag.stage': 'filter' } });
   try {
     for await (const { record, line } of readStageInput(options.data)) {
       if (options.signal?.aborted) throw new GainragError('E_CANCELLED', 'filter was cancelled');
@@ -102,9 +109,10 @@ export async function filterSynthesized(options: { data: string; out: string; si
       if (em) {
         writer.write(record);
         summary.kept++;
+        if (summary.kept % 1024 === 0) writer.flush(); // a record batch per 1024 records kept
       }
     }
-    writer.close();
+    await writer.close();
   } catch (err) {
     writer.abort();
     throw err;

@@ -14,7 +14,7 @@ export const filterCommand: CommandModule<{ json: boolean }, Args> = {
   builder: (y) =>
     y
       .option('data', { type: 'string', demandOption: true, describe: 'synthesize output (JSONL or JSON array)' })
-      .option('out', { type: 'string', demandOption: true, describe: 'output JSONL' }) as never,
+      .option('out', { type: 'string', demandOption: true, describe: 'output: JSONL, or Arrow (.arrow/.arrows) / Parquet (.parquet) by extension' }) as never,
   handler: async (argv) => {
     const summary = await filterSynthesized({ data: argv.data, out: argv.out, warn: (m) => process.stderr.write(`gainrag: warning: ${m}\n`) });
     if (argv.json) process.stdout.write(`${JSON.stringify({ output: argv.out, ...summary })}\n`);
