@@ -4,7 +4,7 @@ export { SafetensorsFile, readSafetensors, decode16, type TensorMeta, type Tenso
 export { GainragError, hasCode, type ErrorCode } from './errors.js';
 export { type CallOptions } from './controls.js';
 export { Tokenizer, type TokenBatch, type PairOptions, type TruncationStrategy } from './tokenizer.js';
-export { Encoder, embeddingsToArrow, type EncoderLoadOptions, type EmbedOptions, type TextInput, type Pooling } from './models/encoder.js';
+export { Encoder, embeddingsToArrow, type EncoderLoadOptions, type EmbedOptions, type TextInput, type Pooling, type GemmPath } from './models/encoder.js';
 export { CrossEncoder, type ScoreOptions } from './models/cross-encoder.js';
 export { CausalLM, type CausalLMOptions, type CausalLMInfo, type CausalLMStats, type ContrastiveItem, type ContrastiveResult, type ContrastiveOptions, type GenerateOptions, type GenerateResult, type ContrastiveColumns, type ContrastiveArrowResult, type GenerateArrowResult, type TextListInput } from './models/causal-lm.js';
 export { renderChatTemplate, dropsSystemMessage, configTemplater, type ChatMessage, type ChatTemplateOptions } from './models/chat-template.js';

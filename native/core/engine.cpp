@@ -28,6 +28,9 @@ EngineInfo GetEngineInfo() {
   info.backends.push_back("cuda");
   info.cuda_devices = CudaDeviceCount();
 #endif
+#ifdef GAINRAG_WITH_DNNL
+  info.backends.push_back("dnnl");  // oneDNN matmuls for the encoders (opt-in: GAINRAG_GEMM=dnnl)
+#endif
   info.threads = at::get_num_threads();
   info.blas = at::hasMKL() ? "mkl" : "system";
   return info;
