@@ -13,7 +13,7 @@ export interface EngineInfo {
   threads: number;
 }
 
-export function engineInfo(): EngineInfo & { blas: string } {
+export function engineInfo(): EngineInfo & { blas: string; dnnlKernels: string } {
   return native().engineInfo();
 }
 

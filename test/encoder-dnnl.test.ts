@@ -75,10 +75,14 @@ function writeWideModel(name: string, hiddenAct: string): string {
 
 test('engineInfo lists dnnl exactly when an explicit gemm: dnnl loads', async () => {
   if (hasDnnl) {
+    // oneDNN's run-time choice of kernel for each precision is reported ("none" where it has none).
+    assert.match(engineInfo().dnnlKernels, /^f32 \S+, bf16 \S+$/);
+    assert.doesNotMatch(engineInfo().dnnlKernels, /^f32 none/);
     const enc = await Encoder.load(fixture('bert-tiny'), { gemm: 'dnnl' });
     assert.equal(enc.gemm, 'dnnl');
     assert.equal((await Encoder.load(fixture('bert-tiny'), { gemm: 'torch' })).gemm, 'torch');
   } else {
+    assert.equal(engineInfo().dnnlKernels, '');
     await assert.rejects(Encoder.load(fixture('bert-tiny'), { gemm: 'dnnl' }), (e) => hasCode(e, 'E_UNSUPPORTED'));
   }
 });
