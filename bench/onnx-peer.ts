@@ -2,6 +2,10 @@
 // ONNX Runtime for Node on the same weights and the same inputs, in one process, interleaved:
 //   node dist/bench/onnx-peer.js [--rows 256] [--rounds 5] [--base-rounds 2] [--no-base]
 //                                [--base-passages] [--base-max-length 128] [--xlmr-base]
+//                                [--no-padded] [--no-dnnl]
+// With a oneDNN build (engineInfo().backends has 'dnnl') two more gainrag rows run in the same
+// interleaved rounds: gemm 'dnnl' at float32 and at bfloat16 (token budget); --no-dnnl drops them.
+// --no-padded drops "gainrag one padded batch" (minutes a round at the base shape).
 // Shapes: the bundled tiny models (models/bert-tiny, models/xlmr-tiny-reranker) and a BERT-base
 // shape (768 hidden, 12 layers, 12 heads, 3072 intermediate; random weights written as safetensors
 // to a temp directory, bert-tiny's tokenizer). --xlmr-base adds an XLM-R-base cross-encoder shape.
@@ -46,6 +50,8 @@ const rounds = arg('rounds', 5);
 const baseRounds = arg('base-rounds', 2);
 const baseMaxLength = arg('base-max-length', 128);
 const ortRows = arg('ort-rows', 32);
+const withPadded = !flag('no-padded');
+const withDnnl = !flag('no-dnnl') && engineInfo().backends.includes('dnnl');
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const models = path.join(repoRoot, 'models');
@@ -220,7 +226,7 @@ async function ortRun(ort: Ort, session: OrtSession, batch: TokenBatch, padId: n
 // ---- measuring ----------------------------------------------------------------------------------------
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-interface Variant { label: string; run: () => Promise<Float32Array>; engine: 'gainrag' | 'ort' }
+interface Variant { label: string; run: () => Promise<Float32Array>; engine: 'gainrag' | 'ort'; role?: 'default' | 'padded' | 'dnnl-f32' | 'dnnl-bf16' }
 
 /** One warm-up call each, then `repeats` interleaved rounds; median seconds per variant and the last outputs. */
 async function measure(variants: Variant[], repeats: number): Promise<{ seconds: number[]; outputs: Float32Array[] }> {
@@ -247,7 +253,22 @@ function maxRelDiff(a: Float32Array, b: Float32Array): number {
   return diff / (scale || 1);
 }
 
-interface Summary { title: string; unit: string; gainrag: number; ort: number; ortLabel: string; ratio: number; diff: number; budgetVsPadded: number }
+interface DnnlSummary { ratio: number; vsDefault: number; diff: number; cos: number }
+interface Summary {
+  title: string; unit: string; gainrag: number; ort: number; ortLabel: string; ratio: number; diff: number; budgetVsPadded: number;
+  dnnl: { 'dnnl-f32'?: DnnlSummary; 'dnnl-bf16'?: DnnlSummary };
+}
+
+/** Lowest cosine between matching rows of two n x dim matrices. */
+function minCosine(a: Float32Array, b: Float32Array, dim: number): number {
+  let worst = 1;
+  for (let r = 0; r < a.length / dim; r++) {
+    let dot = 0, na = 0, nb = 0;
+    for (let j = r * dim; j < (r + 1) * dim; j++) { dot += a[j] * b[j]; na += a[j] * a[j]; nb += b[j] * b[j]; }
+    worst = Math.min(worst, dot / Math.sqrt(na * nb));
+  }
+  return worst;
+}
 const summaries: Summary[] = [];
 
 /** Median seconds of the tokenisation alone (it is inside every timed call, on both sides). */
@@ -270,19 +291,32 @@ function report(title: string, unit: string, count: number, batch: TokenBatch, v
   for (let v = 0; v < variants.length; v++) {
     console.log(`  ${variants[v].label.padEnd(44)} ${seconds[v].toFixed(3).padStart(8)} s  ${(count / seconds[v]).toFixed(1).padStart(9)} ${unit}/s`);
   }
-  const g = variants.findIndex((v) => v.engine === 'gainrag');
+  const g = variants.findIndex((v) => v.role === 'default');
+  const padded = variants.findIndex((v) => v.role === 'padded');
   const ortIdx = variants.map((v, i) => (v.engine === 'ort' ? i : -1)).filter((i) => i >= 0);
   const bestOrt = ortIdx.reduce((a, b) => (seconds[b] < seconds[a] ? b : a));
   const bestG = variants.map((v, i) => (v.engine === 'gainrag' ? i : -1)).filter((i) => i >= 0).reduce((a, b) => (seconds[b] < seconds[a] ? b : a));
   const diff = maxRelDiff(outputs[g], outputs[ortIdx[0]]);
-  const batching = maxRelDiff(outputs[g + 1], outputs[g]);
   const ratio = seconds[bestOrt] / seconds[g];
   console.log(`  gainrag default vs best ORT (${variants[bestOrt].label.trim()}): ${ratio.toFixed(2)}x` +
     `   [best gainrag variant vs best ORT: ${(seconds[bestOrt] / seconds[bestG]).toFixed(2)}x]`);
-  console.log(`  max relative diff gainrag vs ORT: ${diff.toExponential(2)}; gainrag padded vs token budget: ${batching.toExponential(2)}`);
-  const bp = seconds[g + 1] / seconds[g];
-  console.log(`  token budget vs one padded batch: ${bp >= 1 ? `token budget faster (${bp.toFixed(2)}x)` : `ONE PADDED BATCH faster (${(1 / bp).toFixed(2)}x)`}`);
-  summaries.push({ title, unit, gainrag: count / seconds[g], ort: count / seconds[bestOrt], ortLabel: variants[bestOrt].label.trim(), ratio, diff, budgetVsPadded: bp });
+  console.log(`  max relative diff gainrag vs ORT: ${diff.toExponential(2)}`);
+  let bp = Number.NaN;
+  if (padded >= 0) {
+    console.log(`  gainrag padded vs token budget: ${maxRelDiff(outputs[padded], outputs[g]).toExponential(2)}`);
+    bp = seconds[padded] / seconds[g];
+    console.log(`  token budget vs one padded batch: ${bp >= 1 ? `token budget faster (${bp.toFixed(2)}x)` : `ONE PADDED BATCH faster (${(1 / bp).toFixed(2)}x)`}`);
+  }
+  const dnnl: Summary['dnnl'] = {};
+  for (const role of ['dnnl-f32', 'dnnl-bf16'] as const) {
+    const i = variants.findIndex((v) => v.role === role);
+    if (i < 0) continue;
+    const cos = unit === 'embeddings' ? minCosine(outputs[i], outputs[g], outputs[g].length / count) : Number.NaN;
+    dnnl[role] = { ratio: seconds[bestOrt] / seconds[i], vsDefault: seconds[g] / seconds[i], diff: maxRelDiff(outputs[i], outputs[g]), cos };
+    console.log(`  ${role} vs best ORT: ${dnnl[role]!.ratio.toFixed(2)}x, vs gainrag default: ${dnnl[role]!.vsDefault.toFixed(2)}x; ` +
+      `max rel diff to default ${dnnl[role]!.diff.toExponential(2)}${Number.isNaN(cos) ? '' : `, lowest cosine to default ${cos.toFixed(6)}`}`);
+  }
+  summaries.push({ title, unit, gainrag: count / seconds[g], ort: count / seconds[bestOrt], ortLabel: variants[bestOrt].label.trim(), ratio, diff, budgetVsPadded: bp, dnnl });
 }
 
 function padId(dir: string): number {
@@ -297,15 +331,21 @@ const ortOptions = (threads: number) => ({
 async function benchEncoder(ort: Ort, python: string, scratch: string, title: string, dir: string, input: string[], maxLength: number | undefined, repeats: number): Promise<void> {
   const file = path.join(scratch, `${path.basename(dir)}.encoder.onnx`);
   exportOnnx(python, dir, file, 'encoder');
-  const enc = await Encoder.load(dir, maxLength ? { maxLength } : {});
+  const enc = await Encoder.load(dir, { ...(maxLength ? { maxLength } : {}), gemm: 'torch' });
+  const f32 = withDnnl ? await Encoder.load(dir, { ...(maxLength ? { maxLength } : {}), gemm: 'dnnl' }) : undefined;
+  const b16 = withDnnl ? await Encoder.load(dir, { ...(maxLength ? { maxLength } : {}), gemm: 'dnnl', dtype: 'bfloat16' }) : undefined;
   const session = await ort.InferenceSession.create(file, ortOptions(engineInfo().threads));
   const pad = padId(dir);
   const n = input.length;
   const ortCall = (chunk: number) => async () => ortRun(ort, session, await enc.tokenizer.encodeBatch(input, { maxLength: enc.maxLength }), pad, chunk, 'embeddings');
   const padded: BatchOptions = { batchTokens: 2 ** 40, maxRows: n };
   const variants: Variant[] = [
-    { label: 'gainrag default (token budget)', engine: 'gainrag', run: () => enc.embed(input) },
-    { label: 'gainrag one padded batch', engine: 'gainrag', run: () => enc.embed(input, padded) },
+    { label: 'gainrag default (token budget)', engine: 'gainrag', role: 'default', run: () => enc.embed(input) },
+    ...(withPadded ? [{ label: 'gainrag one padded batch', engine: 'gainrag', role: 'padded', run: () => enc.embed(input, padded) } as Variant] : []),
+    ...(f32 && b16 ? [
+      { label: 'gainrag dnnl float32 (token budget)', engine: 'gainrag', role: 'dnnl-f32', run: () => f32.embed(input) } as Variant,
+      { label: 'gainrag dnnl bfloat16 (token budget)', engine: 'gainrag', role: 'dnnl-bf16', run: () => b16.embed(input) } as Variant,
+    ] : []),
     { label: `ORT one padded batch (${n} rows)`, engine: 'ort', run: ortCall(n) },
     { label: `ORT length-sorted, ${ortRows} rows/batch`, engine: 'ort', run: ortCall(ortRows) },
   ];
@@ -314,20 +354,28 @@ async function benchEncoder(ort: Ort, python: string, scratch: string, title: st
   report(title, 'embeddings', n, await tokenize(), variants, seconds, outputs, repeats, await tokenizeSeconds(tokenize));
   await session.release?.();
   await enc.dispose();
+  await f32?.dispose();
+  await b16?.dispose();
 }
 
 async function benchCross(ort: Ort, python: string, scratch: string, title: string, dir: string, q: string[], p: string[], maxLength: number, repeats: number): Promise<void> {
   const file = path.join(scratch, `${path.basename(dir)}.cross.onnx`);
   exportOnnx(python, dir, file, 'cross');
-  const ce = await CrossEncoder.load(dir);
+  const ce = await CrossEncoder.load(dir, { gemm: 'torch' });
+  const f32 = withDnnl ? await CrossEncoder.load(dir, { gemm: 'dnnl' }) : undefined;
+  const b16 = withDnnl ? await CrossEncoder.load(dir, { gemm: 'dnnl', dtype: 'bfloat16' }) : undefined;
   const session = await ort.InferenceSession.create(file, ortOptions(engineInfo().threads));
   const pad = padId(dir);
   const n = q.length;
   const tokenize = () => ce.tokenizer.encodePairs(q, p, { maxLength, truncation: 'only_second' });
   const ortCall = (chunk: number) => async () => ortRun(ort, session, await tokenize(), pad, chunk, 'logits');
   const variants: Variant[] = [
-    { label: 'gainrag default (token budget)', engine: 'gainrag', run: () => ce.score(q, p, { maxLength }) },
-    { label: 'gainrag one padded batch', engine: 'gainrag', run: () => ce.score(q, p, { maxLength, batchTokens: 2 ** 40, maxRows: n }) },
+    { label: 'gainrag default (token budget)', engine: 'gainrag', role: 'default', run: () => ce.score(q, p, { maxLength }) },
+    ...(withPadded ? [{ label: 'gainrag one padded batch', engine: 'gainrag', role: 'padded', run: () => ce.score(q, p, { maxLength, batchTokens: 2 ** 40, maxRows: n }) } as Variant] : []),
+    ...(f32 && b16 ? [
+      { label: 'gainrag dnnl float32 (token budget)', engine: 'gainrag', role: 'dnnl-f32', run: () => f32.score(q, p, { maxLength }) } as Variant,
+      { label: 'gainrag dnnl bfloat16 (token budget)', engine: 'gainrag', role: 'dnnl-bf16', run: () => b16.score(q, p, { maxLength }) } as Variant,
+    ] : []),
     { label: `ORT one padded batch (${n} rows)`, engine: 'ort', run: ortCall(n) },
     { label: `ORT length-sorted, ${ortRows} rows/batch`, engine: 'ort', run: ortCall(ortRows) },
   ];
@@ -335,6 +383,8 @@ async function benchCross(ort: Ort, python: string, scratch: string, title: stri
   report(title, 'pairs', n, await tokenize(), variants, seconds, outputs, repeats, await tokenizeSeconds(tokenize));
   await session.release?.();
   await ce.dispose();
+  await f32?.dispose();
+  await b16?.dispose();
 }
 
 const ort = loadOrt();
@@ -372,7 +422,18 @@ try {
 console.log('\n| shape | gainrag | ORT (best way) | gainrag/ORT | max rel diff | token budget vs one padded batch |');
 console.log('|---|---|---|---|---|---|');
 for (const s of summaries) {
-  const bp = s.budgetVsPadded >= 1 ? `budget ${s.budgetVsPadded.toFixed(2)}x faster` : `padded ${(1 / s.budgetVsPadded).toFixed(2)}x faster`;
+  const bp = Number.isNaN(s.budgetVsPadded) ? 'not run' : s.budgetVsPadded >= 1 ? `budget ${s.budgetVsPadded.toFixed(2)}x faster` : `padded ${(1 / s.budgetVsPadded).toFixed(2)}x faster`;
   console.log(`| ${s.title} | ${s.gainrag.toFixed(1)} ${s.unit}/s | ${s.ort.toFixed(1)} (${s.ortLabel}) | ${s.ratio.toFixed(2)}x | ${s.diff.toExponential(1)} | ${bp} |`);
 }
+if (withDnnl) {
+  console.log('\n| shape | default / ORT | dnnl f32 / ORT | dnnl bf16 / ORT | dnnl f32 / default | dnnl bf16 / default | f32 max rel diff to default | bf16 lowest cosine (max rel diff) to default |');
+  console.log('|---|---|---|---|---|---|---|---|');
+  for (const s of summaries) {
+    const f = s.dnnl['dnnl-f32'], b = s.dnnl['dnnl-bf16'];
+    if (!f || !b) continue;
+    const bAcc = Number.isNaN(b.cos) ? `(${b.diff.toExponential(1)})` : `${b.cos.toFixed(5)} (${b.diff.toExponential(1)})`;
+    console.log(`| ${s.title} | ${s.ratio.toFixed(2)}x | ${f.ratio.toFixed(2)}x | ${b.ratio.toFixed(2)}x | ${f.vsDefault.toFixed(2)}x | ${b.vsDefault.toFixed(2)}x | ${f.diff.toExponential(1)} | ${bAcc} |`);
+  }
+}
+console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(1)).join(' ')} (${cpus().length} cores, shared machine)`);
 if (!existsSync(path.join(ortPrefix, 'node_modules'))) console.log('(bench/.ort was not populated)');

@@ -41,6 +41,7 @@ Napi::Object Describe(Napi::Env env, Napi::Object self, const EncoderModel& m) {
   self.Set("modelType", Napi::String::New(env, c.model_type));
   self.Set("dtype", Napi::String::New(env, DTypeName(FromScalarType(m.dtype()))));
   self.Set("device", Napi::String::New(env, m.device().str()));
+  self.Set("gemm", Napi::String::New(env, m.gemm()));
   self.Set("dir", Napi::String::New(env, m.dir()));
   return self;
 }
@@ -111,7 +112,7 @@ class CrossEncoderWrap : public Napi::ObjectWrap<CrossEncoderWrap> {
   ModelPtr model_;
 };
 
-// loadEncoder(dir, {device, dtype}) / loadCrossEncoder(dir, {device, dtype}) -> Promise<instance>
+// loadEncoder(dir, {device, dtype, gemm}) / loadCrossEncoder(dir, {device, dtype, gemm}) -> Promise<instance>
 template <bool kCross>
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -121,9 +122,11 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     Napi::Object o = info[1].As<Napi::Object>();
     std::string device = OptionalString(o, "device", "cpu");
     std::string dtype = OptionalString(o, "dtype", "float32");
+    std::string gemm = OptionalString(o, "gemm", "");
     Guard(env, [&] {
       opts.device = ParseDevice(device);
       opts.dtype = ParseFloatType(dtype);
+      opts.gemm = ParseGemmPath(gemm);
     });
   } else if (!info[1].IsUndefined() && !info[1].IsNull()) {
     throw Napi::TypeError::New(env, "options must be an object");

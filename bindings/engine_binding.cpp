@@ -20,6 +20,7 @@ Napi::Value EngineInfoJs(const Napi::CallbackInfo& info) {
     out.Set("cudaDevices", e.cuda_devices);
     out.Set("threads", e.threads);
     out.Set("blas", e.blas);
+    out.Set("dnnlKernels", e.dnnl_kernels);
     return out;
   });
 }

@@ -5,7 +5,7 @@ export interface EngineInfo {
   version: string;
   /** LibTorch version the addon was built against */
   torch: string;
-  /** backends compiled in: 'cpu', and 'cuda' when built against a CUDA LibTorch */
+  /** backends compiled in: 'cpu'; 'cuda' when built against a CUDA LibTorch; 'dnnl' when built with oneDNN (libdnnl-dev) */
   backends: string[];
   /** CUDA devices visible at run time (0 without CUDA) */
   cudaDevices: number;
@@ -13,7 +13,7 @@ export interface EngineInfo {
   threads: number;
 }
 
-export function engineInfo(): EngineInfo & { blas: string } {
+export function engineInfo(): EngineInfo & { blas: string; dnnlKernels: string } {
   return native().engineInfo();
 }
 

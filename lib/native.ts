@@ -36,7 +36,7 @@ export interface NativeSafetensorsFile {
 /** The raw addon surface. Only lib/ uses it; users import the typed classes. */
 export interface NativeAddon {
   CancelToken: new () => NativeCancelToken;
-  engineInfo(): { version: string; torch: string; backends: string[]; cudaDevices: number; threads: number; blas: string };
+  engineInfo(): { version: string; torch: string; backends: string[]; cudaDevices: number; threads: number; blas: string; dnnlKernels: string };
   setThreads(n: number): number;
   openSafetensors(path: string): Promise<NativeSafetensorsFile>;
   testing: {

@@ -130,6 +130,8 @@ function main() {
   const jobs = String(Math.max(1, Number(process.env.GAINRAG_BUILD_JOBS) || cpus().length));
   const args = [cmakeJs, 'build', '--directory', root, '--out', buildDir, '--config', 'Release', '--parallel', jobs];
   if (process.env.GAINRAG_CUDA) args.push(`--CDGAINRAG_CUDA=${process.env.GAINRAG_CUDA}`);
+  // AUTO (default): the oneDNN backend when libdnnl-dev is installed; ON fails without it; OFF skips it.
+  if (process.env.GAINRAG_WITH_DNNL) args.push(`--CDGAINRAG_WITH_DNNL=${process.env.GAINRAG_WITH_DNNL}`);
   const r = spawnSync(process.execPath, args, { stdio: 'inherit', cwd: root });
   if (r.status !== 0) throw new Error(`native build failed (cmake-js exit ${r.status})`);
 }

@@ -10,10 +10,13 @@ import { Tokenizer, type TruncationStrategy } from '../tokenizer.js';
 import {
   checkBatchOptions,
   checkLoadOptions,
+  nativeLoadOptions,
   resolveMaxLength,
   toStrings,
   type BatchOptions,
+  type GemmPath,
   type ModelLoadOptions,
+  type NativeLoadOptions,
   type NativeEncoderModel,
   type NativeRunOptions,
   type TextInput,
@@ -44,7 +47,7 @@ interface NativeCrossEncoder extends NativeEncoderModel {
 }
 
 interface CrossEncoderAddon {
-  loadCrossEncoder(dir: string, opts: { device?: string; dtype?: string }): Promise<NativeCrossEncoder>;
+  loadCrossEncoder(dir: string, opts: NativeLoadOptions): Promise<NativeCrossEncoder>;
 }
 
 const STRATEGIES: readonly TruncationStrategy[] = ['only_second', 'only_first', 'longest_first'];
@@ -92,12 +95,17 @@ export class CrossEncoder extends NativeOwner<NativeCrossEncoder> {
     const dir = await resolveModel(ref, options.hub);
     const tokenizer = Tokenizer.load(dir);
     const addon = native() as unknown as CrossEncoderAddon;
-    const model = await addon.loadCrossEncoder(dir, { device: options.device, dtype: options.dtype });
+    const model = await addon.loadCrossEncoder(dir, nativeLoadOptions(options));
     return new CrossEncoder(model, tokenizer, resolveMaxLength(options.maxLength, tokenizer, model.maxTokens));
   }
 
   get modelType(): string {
     return this.model.modelType;
+  }
+
+  /** Who runs the Linear layers: 'torch' or 'dnnl' (see ModelLoadOptions.gemm). */
+  get gemm(): GemmPath {
+    return this.model.gemm;
   }
 
   /** Relevance logits of each (queries[i], passages[i]) pair. */

@@ -14,6 +14,8 @@ import { promptPrefixes, readSentenceTransformersConfig } from './sentence-trans
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
 export type ModelDType = 'float32' | 'float16' | 'bfloat16';
 export type Pooling = 'mean' | 'cls';
+/** Who runs the Linear layers on CPU: LibTorch's BLAS, or oneDNN on weights packed at load. */
+export type GemmPath = 'torch' | 'dnnl';
 
 /** Texts as JS strings or an Apache Arrow Utf8 / LargeUtf8 vector. */
 export type TextInput = readonly string[] | Vector;
@@ -25,6 +27,14 @@ export interface ModelLoadOptions {
   maxLength?: number;
   /** How a hub id is resolved and downloaded (lib/models/hub.ts). */
   hub?: HubOptions;
+  /**
+   * CPU matrix products (default: GAINRAG_GEMM when set, else 'torch'). 'dnnl' (builds with
+   * oneDNN: engineInfo().backends lists 'dnnl') packs the weights once at load; with
+   * dtype 'bfloat16' it keeps activations in float32 and runs bf16 products with fp32
+   * accumulation. An explicit 'dnnl' the build or device cannot serve is E_UNSUPPORTED;
+   * GAINRAG_GEMM=dnnl falls back to 'torch' there.
+   */
+  gemm?: GemmPath;
 }
 
 /**
@@ -76,6 +86,7 @@ export interface NativeEncoderModel {
   readonly modelType: string;
   readonly dtype: string;
   readonly device: string;
+  readonly gemm: GemmPath;
   /** Drops the wrapper's reference to the weights (running calls keep theirs). */
   dispose(): void;
 }
@@ -91,8 +102,19 @@ interface NativeEncoder extends NativeEncoderModel {
   embed(ids: Int32Array, offsets: Int32Array, typeIds: Int32Array | undefined, opts: NativeRunOptions, controls: NativeControls): Promise<Float32Array>;
 }
 
+/** What the native loaders take. */
+export interface NativeLoadOptions {
+  device?: string;
+  dtype?: string;
+  gemm?: string;
+}
+
+export function nativeLoadOptions(options: ModelLoadOptions): NativeLoadOptions {
+  return { device: options.device, dtype: options.dtype, gemm: options.gemm };
+}
+
 interface EncoderAddon {
-  loadEncoder(dir: string, opts: { device?: string; dtype?: string }): Promise<NativeEncoder>;
+  loadEncoder(dir: string, opts: NativeLoadOptions): Promise<NativeEncoder>;
 }
 
 export function checkLoadOptions(dir: unknown, options: ModelLoadOptions): void {
@@ -101,6 +123,9 @@ export function checkLoadOptions(dir: unknown, options: ModelLoadOptions): void 
   if (options.device !== undefined && typeof options.device !== 'string') throw new TypeError('device must be a string');
   if (options.dtype !== undefined && !['float32', 'float16', 'bfloat16'].includes(options.dtype)) {
     throw new TypeError(`dtype must be 'float32', 'float16' or 'bfloat16', got ${String(options.dtype)}`);
+  }
+  if (options.gemm !== undefined && options.gemm !== 'torch' && options.gemm !== 'dnnl') {
+    throw new TypeError(`gemm must be 'torch' or 'dnnl', got ${String(options.gemm)}`);
   }
   if (options.maxLength !== undefined && (!Number.isInteger(options.maxLength) || options.maxLength < 1)) {
     throw new RangeError(`maxLength must be a positive integer, got ${String(options.maxLength)}`);
@@ -206,7 +231,7 @@ export class Encoder extends NativeOwner<NativeEncoder> {
     const settings = encoderSettings(dir, options);
     const tokenizer = Tokenizer.load(dir);
     const addon = native() as unknown as EncoderAddon;
-    const model = await addon.loadEncoder(dir, { device: options.device, dtype: options.dtype });
+    const model = await addon.loadEncoder(dir, nativeLoadOptions(options));
     return new Encoder(model, tokenizer, settings, resolveMaxLength(options.maxLength, tokenizer, model.maxTokens), ref, dir);
   }
 
@@ -223,6 +248,11 @@ export class Encoder extends NativeOwner<NativeEncoder> {
 
   get modelType(): string {
     return this.model.modelType;
+  }
+
+  /** Who runs the Linear layers: 'torch' or 'dnnl' (see ModelLoadOptions.gemm). */
+  get gemm(): GemmPath {
+    return this.model.gemm;
   }
 
   /** Embeddings of `texts` as one Float32Array, row i at [i * dim, (i + 1) * dim). */

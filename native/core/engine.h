@@ -11,10 +11,11 @@ namespace gainrag {
 struct EngineInfo {
   std::string version;
   std::string torch;
-  std::vector<std::string> backends;  // compiled in: "cpu", "cuda"
+  std::vector<std::string> backends;  // compiled in: "cpu", "cuda", "dnnl"
   int cuda_devices = 0;               // visible at run time
   int threads = 0;                    // LibTorch intra-op threads
   std::string blas;                   // BLAS LibTorch uses for CPU matrix products
+  std::string dnnl_kernels;           // oneDNN's pick on this CPU, "f32 KERNEL, bf16 KERNEL"; "" without dnnl
 };
 
 EngineInfo GetEngineInfo();

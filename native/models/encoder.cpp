@@ -36,6 +36,8 @@ double DropoutField(const json::Value& root, const char* key, double fallback) {
 
 }  // namespace
 
+GemmPath ResolveGemmPath(const EncoderOptions& opts);  // encoder_dnnl.cpp
+
 Pooling ParsePooling(const std::string& name) {
   if (name == "mean") return Pooling::kMean;
   if (name == "cls") return Pooling::kCls;
@@ -59,7 +61,10 @@ std::shared_ptr<EncoderModel> EncoderModel::Load(const std::string& dir, const E
     m->attention_dropout_ = DropoutField(root, "attention_probs_dropout_prob", 0.1);
     m->classifier_dropout_ = DropoutField(root, "classifier_dropout", m->hidden_dropout_);
   }
-  m->dtype_ = opts.dtype;
+  const GemmPath gemm = ResolveGemmPath(opts);
+  // The oneDNN path keeps everything outside the matrix products in float32.
+  m->dtype_ = gemm == GemmPath::kDnnl ? at::kFloat : opts.dtype;
+  m->precision_ = opts.dtype;
   m->device_ = opts.device;
 
   auto weights = WeightFiles::Open(dir);
@@ -105,7 +110,9 @@ std::shared_ptr<EncoderModel> EncoderModel::Load(const std::string& dir, const E
   }
 
   // One [3H, H] product instead of three, and q/k/v come out of it contiguous per head.
+  if (gemm == GemmPath::kDnnl) m->PackForDnnl(opts.dtype);
   for (Layer& L : m->layers_) {
+    if (m->packed_) break;
     L.qkv.weight = at::cat({L.query.weight, L.key.weight, L.value.weight});
     L.qkv.bias = at::cat({L.query.bias, L.key.bias, L.value.bias});
     L.query.weight = L.qkv.weight.narrow(0, 0, H);
@@ -157,8 +164,8 @@ at::Tensor EncoderModel::Activation(const at::Tensor& x) const {
 at::Tensor EncoderModel::LayerForward(const Layer& L, const at::Tensor& x, const at::Tensor& bias, bool training) const {
   const int64_t B = x.size(0), T = x.size(1), H = config_.hidden_size, nh = config_.num_heads, hd = H / nh;
   at::Tensor q, k, v;
-  if (L.qkv.weight.defined()) {
-    at::Tensor qkv = at::linear(x, L.qkv.weight, L.qkv.bias).view({B, T, 3, nh, hd}).permute({2, 0, 3, 1, 4}).contiguous();
+  if (L.qkv.packed || L.qkv.weight.defined()) {
+    at::Tensor qkv = Apply(L.qkv, x).view({B, T, 3, nh, hd}).permute({2, 0, 3, 1, 4}).contiguous();
     q = qkv[0], k = qkv[1], v = qkv[2];
   } else {
     auto heads = [&](const at::Tensor& t) { return t.view({B, T, nh, hd}).transpose(1, 2); };
@@ -180,10 +187,10 @@ at::Tensor EncoderModel::LayerForward(const Layer& L, const at::Tensor& x, const
 #endif
   ctx = ctx.transpose(1, 2).reshape({B, T, H});
   const double eps = config_.layer_norm_eps;
-  at::Tensor a = DropoutIf(at::linear(ctx, L.attn_out.weight, L.attn_out.bias), p_hidden);
+  at::Tensor a = DropoutIf(Apply(L.attn_out, ctx), p_hidden);
   at::Tensor h = at::layer_norm(a.add_(x), {H}, L.attn_norm.weight, L.attn_norm.bias, eps);
-  at::Tensor f = Activation(at::linear(h, L.intermediate.weight, L.intermediate.bias));
-  at::Tensor o = DropoutIf(at::linear(f, L.output.weight, L.output.bias), p_hidden);
+  at::Tensor f = ApplyActivated(L.intermediate, h);
+  at::Tensor o = DropoutIf(Apply(L.output, f), p_hidden);
   return at::layer_norm(o.add_(h), {H}, L.out_norm.weight, L.out_norm.bias, eps);
 }
 
@@ -268,7 +275,12 @@ at::Tensor EncoderModel::Classify(const at::Tensor& hidden) const {
 std::vector<std::pair<std::string, at::Tensor*>> EncoderModel::NamedParameters() { return named_; }
 
 void EncoderModel::MakeTrainable(at::Device device) {
-  for (Layer& L : layers_) L.qkv = Linear();  // q/k/v become independent parameters below
+  for (Layer& L : layers_) {
+    L.qkv = Linear();  // q/k/v become independent parameters below
+    for (Linear* l : {&L.attn_out, &L.intermediate, &L.output}) l->packed.reset();  // autograd needs at::linear
+  }
+  packed_ = false;
+  precision_ = at::kFloat;
   for (auto& [name, slot] : named_) {
     // clone(): never train in place on a view of the mapped checkpoint.
     *slot = slot->to(device, at::kFloat).clone().detach().requires_grad_(true);

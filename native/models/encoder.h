@@ -17,15 +17,33 @@
 namespace gainrag {
 
 class WeightFiles;
+namespace onednn {
+class PackedLinear;
+}
 
 enum class Pooling { kMean, kCls };
 
 // Parses "mean" | "cls"; throws Error(kInvalidArgument).
 Pooling ParsePooling(const std::string& name);
 
+// Who computes the Linear layers (QKV, attention output, FFN up/down) on CPU.
+enum class GemmPath {
+  kDefault,  // GAINRAG_GEMM ("torch" | "dnnl") when set and usable, else kTorch
+  kTorch,    // at::linear (LibTorch's BLAS)
+  kDnnl,     // oneDNN matmul on weights packed at load (native/backends/dnnl); CPU only
+};
+
+// Parses "torch" | "dnnl" (empty = kDefault); throws Error(kInvalidArgument).
+GemmPath ParseGemmPath(const std::string& name);
+// Whether this build has the oneDNN backend (CMake option GAINRAG_WITH_DNNL).
+bool DnnlCompiledIn();
+
 struct EncoderOptions {
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::kCPU;
+  // kDnnl with dtype bfloat16 keeps activations, LayerNorm and the residual stream in float32
+  // and runs the Linear products on bf16 inputs and weights with fp32 accumulation.
+  GemmPath gemm = GemmPath::kDefault;
 };
 
 class EncoderModel {
@@ -36,7 +54,10 @@ class EncoderModel {
 
   const EncoderConfig& config() const { return config_; }
   at::Device device() const { return device_; }
-  at::ScalarType dtype() const { return dtype_; }
+  // The precision asked for at load (with the oneDNN path, that of the matrix products).
+  at::ScalarType dtype() const { return precision_; }
+  // "torch" or "dnnl": who runs the Linear layers in inference.
+  const char* gemm() const { return packed_ ? "dnnl" : "torch"; }
   const std::string& dir() const { return dir_; }
   // Longest input (tokens) the position table allows.
   int64_t max_tokens() const { return config_.max_tokens(); }
@@ -68,6 +89,9 @@ class EncoderModel {
   enum class Head { kNone, kRobertaClassification, kBertPooler };
   struct Linear {
     at::Tensor weight, bias;
+    // Inference with the oneDNN path: the same layer packed at load (bias, and for the FFN up
+    // projection the activation, applied inside the product).
+    std::shared_ptr<const onednn::PackedLinear> packed;
   };
   struct Norm {
     at::Tensor weight, bias;
@@ -84,11 +108,19 @@ class EncoderModel {
   at::Tensor Dropout(const at::Tensor& x, double p) const;
   at::Tensor LayerForward(const Layer& layer, const at::Tensor& x, const at::Tensor& bias, bool training) const;
   at::Tensor Activation(const at::Tensor& x) const;
+  // l(x): the packed product when there is one and no autograd graph is wanted, else at::linear.
+  at::Tensor Apply(const Linear& l, const at::Tensor& x) const;
+  // Activation(l(x)), fused into the product on the packed path.
+  at::Tensor ApplyActivated(const Linear& l, const at::Tensor& x) const;
+  // Packs the Linear layers for oneDNN at `precision`; defined in encoder_dnnl.cpp.
+  void PackForDnnl(at::ScalarType precision);
 
   std::string dir_;
   EncoderConfig config_;
   at::Device device_ = at::kCPU;
-  at::ScalarType dtype_ = at::kFloat;
+  at::ScalarType dtype_ = at::kFloat;      // storage and activation dtype
+  at::ScalarType precision_ = at::kFloat;  // reported dtype (see dtype())
+  bool packed_ = false;                    // layers carry oneDNN packings
   bool training_ = false;
   bool checkpointing_ = false;
   double hidden_dropout_ = 0.1;

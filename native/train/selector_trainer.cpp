@@ -64,6 +64,7 @@ std::shared_ptr<SelectorTrainer> SelectorTrainer::Create(const std::string& mode
   t->options_ = options;
   EncoderOptions eo;  // master weights are fp32 whatever the compute dtype
   eo.device = options.device;
+  eo.gemm = GemmPath::kTorch;  // trained through autograd (at::linear), never packed
   t->model_ = EncoderModel::Load(model_dir, eo);
   GR_CHECK(t->model_->has_classifier(), kModelConfig, model_dir,
            " has no sequence-classification head: the selector must be a cross-encoder (reranker)");

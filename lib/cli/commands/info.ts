@@ -18,6 +18,7 @@ export const infoCommand: CommandModule<{ json: boolean }, { json: boolean }> = 
         `cuda devices ${info.cudaDevices}`,
         `threads      ${info.threads}`,
         `blas         ${info.blas}`,
+        ...(info.dnnlKernels ? [`dnnl         ${info.dnnlKernels} (opt-in: GAINRAG_GEMM=dnnl)`] : []),
       ].join('\n') + '\n',
     );
   },

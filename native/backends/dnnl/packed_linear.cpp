@@ -1,0 +1,219 @@
+#include "backends/dnnl/packed_linear.h"
+
+#include <ATen/Parallel.h>
+
+#include <dnnl.hpp>
+
+#include <mutex>
+#include <tuple>
+#include <unordered_map>
+#include <utility>
+
+#include "core/error.h"
+
+namespace gainrag::onednn {
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+
+// Rows of the product the weights are packed for. The blocked weight layout oneDNN's brgemm
+// kernels choose depends on (in, out, precision), not on the row count (checked for 1..13568
+// rows on BERT shapes), so one packing serves every batch.
+constexpr int64_t kPackRows = 256;
+// A product of M rows runs as one of floor(M / kRowStep) * kRowStep rows plus a tail of fewer
+// than kRowStep rows, so at most ~M / kRowStep + kRowStep distinct shapes ever get compiled
+// (each costs ~0.2-2 ms to create) however ragged the batches are.
+constexpr int64_t kRowStep = 64;
+// Compiled primitives kept process-wide; beyond this the cache is cleared and refilled.
+constexpr size_t kMaxPrimitives = 2048;
+
+const dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+memory::data_type DataType(at::ScalarType t) {
+  return t == at::kBFloat16 ? memory::data_type::bf16 : memory::data_type::f32;
+}
+
+dnnl::algorithm Algorithm(Epilogue e) {
+  switch (e) {
+    case Epilogue::kGeluErf: return dnnl::algorithm::eltwise_gelu_erf;
+    case Epilogue::kGeluTanh: return dnnl::algorithm::eltwise_gelu_tanh;
+    case Epilogue::kRelu: return dnnl::algorithm::eltwise_relu;
+    case Epilogue::kNone: break;
+  }
+  return dnnl::algorithm::undef;
+}
+
+dnnl::primitive_attr Attributes(Epilogue e) {
+  dnnl::primitive_attr attr;
+  // Scratch memory comes with each call, so one primitive can run on several threads at once.
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (e != Epilogue::kNone) {
+    dnnl::post_ops ops;
+    ops.append_eltwise(1.0f, Algorithm(e), 0.0f, 0.0f);
+    attr.set_post_ops(ops);
+  }
+  return attr;
+}
+
+// weights: a concrete layout, or format_tag::any to let oneDNN choose (packing).
+dnnl::matmul::primitive_desc Describe(int64_t M, int64_t K, int64_t N, at::ScalarType precision, Epilogue e,
+                                      const memory::desc& weights) {
+  const memory::data_type dt = DataType(precision);
+  memory::desc src({M, K}, dt, tag::ab);
+  memory::desc bias({1, N}, memory::data_type::f32, tag::ab);
+  memory::desc dst({M, N}, memory::data_type::f32, tag::ab);
+  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, bias, dst), Attributes(e), Engine());
+}
+
+struct Compiled {
+  dnnl::matmul primitive;
+  size_t scratch_bytes = 0;
+};
+
+using Key = std::tuple<int64_t, int64_t, int64_t, int, int>;
+struct KeyHash {
+  size_t operator()(const Key& k) const {
+    size_t h = 0;
+    auto mix = [&](int64_t v) { h = h * 1000003u ^ std::hash<int64_t>()(v); };
+    mix(std::get<0>(k)), mix(std::get<1>(k)), mix(std::get<2>(k)), mix(std::get<3>(k)), mix(std::get<4>(k));
+    return h;
+  }
+};
+
+}  // namespace
+
+struct PackedLinear::Impl {
+  int64_t in = 0, out = 0;
+  at::ScalarType precision = at::kFloat;
+  Epilogue epilogue = Epilogue::kNone;
+  memory::desc weights_desc;
+  at::Tensor weights;  // bytes in weights_desc's layout (ATen's CPU allocator aligns to 64)
+  at::Tensor bias;     // float32 [out]
+
+  // One primitive per (rows, in, out, precision, epilogue), shared by every layer of that shape.
+  std::shared_ptr<Compiled> Get(int64_t M) const {
+    static std::mutex mu;
+    static std::unordered_map<Key, std::shared_ptr<Compiled>, KeyHash> cache;
+    const Key key{M, in, out, int(precision), int(epilogue)};
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      auto it = cache.find(key);
+      if (it != cache.end()) return it->second;
+    }
+    auto c = std::make_shared<Compiled>();
+    try {
+      auto pd = Describe(M, in, out, precision, epilogue, weights_desc);
+      GR_CHECK(pd.weights_desc() == weights_desc, kInternal, "oneDNN wants another weight layout for ", M, " rows");
+      c->scratch_bytes = pd.scratchpad_desc().get_size();
+      c->primitive = dnnl::matmul(pd);
+    } catch (const dnnl::error& e) {
+      GR_FAIL(kUnsupported, "oneDNN matmul [", M, ", ", in, "] x [", in, ", ", out, "]: ", e.what());
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    if (cache.size() >= kMaxPrimitives) cache.clear();
+    cache.emplace(key, c);
+    return c;
+  }
+
+  // rows [M, in] at src -> [M, out] at dst.
+  void Run(const void* src, float* dst, int64_t M, dnnl::stream& stream) const {
+    std::shared_ptr<Compiled> c = Get(M);
+    const dnnl::engine& eng = Engine();
+    memory src_m({{M, in}, DataType(precision), tag::ab}, eng, const_cast<void*>(src));
+    memory dst_m({{M, out}, memory::data_type::f32, tag::ab}, eng, dst);
+    memory w_m(weights_desc, eng, weights.data_ptr());
+    memory b_m({{1, out}, memory::data_type::f32, tag::ab}, eng, bias.data_ptr());
+    at::Tensor scratch = at::empty({int64_t(c->scratch_bytes)}, at::kByte);
+    memory s_m({{int64_t(c->scratch_bytes)}, memory::data_type::u8, tag::a}, eng, scratch.data_ptr());
+    c->primitive.execute(stream, {{DNNL_ARG_SRC, src_m}, {DNNL_ARG_WEIGHTS, w_m}, {DNNL_ARG_BIAS, b_m},
+                                  {DNNL_ARG_DST, dst_m}, {DNNL_ARG_SCRATCHPAD, s_m}});
+    stream.wait();
+  }
+};
+
+PackedLinear::PackedLinear(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+PackedLinear::~PackedLinear() = default;
+int64_t PackedLinear::in_features() const { return impl_->in; }
+int64_t PackedLinear::out_features() const { return impl_->out; }
+
+bool Supports(at::ScalarType precision) {
+  if (precision != at::kFloat && precision != at::kBFloat16) return false;
+  try {
+    Describe(kPackRows, 64, 64, precision, Epilogue::kNone, memory::desc({64, 64}, DataType(precision), tag::any));
+    return true;
+  } catch (const dnnl::error&) {
+    return false;
+  }
+}
+
+std::string KernelName(at::ScalarType precision) {
+  try {
+    auto pd = Describe(kPackRows, 768, 768, precision, Epilogue::kNone,
+                       memory::desc({768, 768}, DataType(precision), tag::any));
+    return pd.impl_info_str();
+  } catch (const dnnl::error&) {
+    return "";
+  }
+}
+
+std::shared_ptr<const PackedLinear> PackedLinear::Pack(const at::Tensor& weight, const at::Tensor& bias,
+                                                      at::ScalarType precision, Epilogue epilogue) {
+  GR_CHECK(weight.dim() == 2 && bias.dim() == 1 && bias.size(0) == weight.size(0), kShape,
+           "packed linear: weight ", weight.sizes(), " and bias ", bias.sizes(), " do not form a layer");
+  GR_CHECK(precision == at::kFloat || precision == at::kBFloat16, kInvalidArgument,
+           "oneDNN linear layers run in float32 or bfloat16");
+  auto impl = std::make_unique<Impl>();
+  impl->out = weight.size(0);
+  impl->in = weight.size(1);
+  impl->precision = precision;
+  impl->epilogue = epilogue;
+  impl->bias = bias.to(at::kCPU, at::kFloat).contiguous();
+  try {
+    auto pd = Describe(kPackRows, impl->in, impl->out, precision, epilogue,
+                       memory::desc({impl->in, impl->out}, DataType(precision), tag::any));
+    impl->weights_desc = pd.weights_desc();
+    // W^T [in, out] is W [out, in] read column-major: format "ba" over (in, out).
+    at::Tensor w = weight.to(at::kCPU, precision).contiguous();
+    const dnnl::engine& eng = Engine();
+    memory plain({{impl->in, impl->out}, DataType(precision), tag::ba}, eng, w.data_ptr());
+    impl->weights = at::empty({int64_t(impl->weights_desc.get_size())}, at::kByte);
+    memory packed(impl->weights_desc, eng, impl->weights.data_ptr());
+    dnnl::stream stream(eng);
+    dnnl::reorder(plain, packed).execute(stream, plain, packed);
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    GR_FAIL(kUnsupported, "oneDNN cannot build a ", precision == at::kBFloat16 ? "bfloat16" : "float32",
+            " matmul on this CPU (", e.what(), ")");
+  }
+  return std::shared_ptr<const PackedLinear>(new PackedLinear(std::move(impl)));
+}
+
+at::Tensor PackedLinear::Forward(const at::Tensor& x_in) const {
+  const Impl& p = *impl_;
+  GR_CHECK(x_in.dim() >= 1 && x_in.size(-1) == p.in, kShape, "packed linear expects [..., ", p.in, "], got ",
+           x_in.sizes());
+  // oneDNN runs on OpenMP, whose team size is per calling thread; this sets it from LibTorch's
+  // setting on threads (libuv workers) that have not run a parallel ATen op yet.
+  (void)at::get_num_threads();
+  at::Tensor x = x_in.to(at::kCPU, p.precision).reshape({-1, p.in}).contiguous();
+  const int64_t M = x.size(0);
+  std::vector<int64_t> sizes = x_in.sizes().vec();
+  sizes.back() = p.out;
+  at::Tensor y = at::empty({M, p.out}, at::kFloat);
+  if (M == 0) return y.view(sizes);
+  thread_local dnnl::stream stream(Engine());
+  const int64_t tail = M > kRowStep ? M % kRowStep : 0;
+  const int64_t head = M - tail;
+  const size_t elem = x.element_size();
+  const char* src = static_cast<const char*>(x.data_ptr());
+  float* dst = y.data_ptr<float>();
+  p.Run(src, dst, head, stream);
+  if (tail > 0) p.Run(src + size_t(head) * size_t(p.in) * elem, dst + head * p.out, tail, stream);
+  return y.view(sizes);
+}
+
+}  // namespace gainrag::onednn

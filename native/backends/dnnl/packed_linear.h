@@ -1,0 +1,48 @@
+// Linear layers (y = x W^T + b, optionally followed by an activation) on oneDNN matmul
+// primitives, with W reordered once at load into the blocked layout oneDNN's kernels read
+// directly. This header names no oneDNN type, so callers compile without libdnnl; the
+// implementation (packed_linear.cpp) is built only when CMake found oneDNN (GAINRAG_WITH_DNNL).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <string>
+
+namespace gainrag::onednn {
+
+// Applied to the product inside the primitive (a oneDNN post-op), so the [rows, out] result
+// is written once instead of being read back by a separate activation.
+enum class Epilogue { kNone, kGeluErf, kGeluTanh, kRelu };
+
+// Whether a matmul of this precision (kFloat or kBFloat16) can be created on this CPU.
+// oneDNN picks the instruction set at run time (AVX-512, AVX512-BF16, AVX2, ...); bf16 needs
+// at least AVX-512.
+bool Supports(at::ScalarType precision);
+
+// The kernel oneDNN dispatches to for a representative product, e.g. "brg:avx512_core_bf16".
+std::string KernelName(at::ScalarType precision);
+
+class PackedLinear {
+ public:
+  // weight [out, in] and bias [out] (any floating dtype, CPU). precision kFloat: fp32
+  // throughout; kBFloat16: inputs and weights rounded to bf16, fp32 accumulation and output.
+  // Throws Error(kUnsupported) when oneDNN cannot build the product on this CPU.
+  static std::shared_ptr<const PackedLinear> Pack(const at::Tensor& weight, const at::Tensor& bias,
+                                                  at::ScalarType precision, Epilogue epilogue);
+  ~PackedLinear();
+
+  // x [..., in] (float32, or bfloat16 at bf16 precision) -> [..., out] float32.
+  // Inference only: no autograd graph is recorded.
+  at::Tensor Forward(const at::Tensor& x) const;
+
+  int64_t in_features() const;
+  int64_t out_features() const;
+
+ private:
+  struct Impl;
+  explicit PackedLinear(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace gainrag::onednn

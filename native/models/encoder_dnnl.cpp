@@ -1,0 +1,99 @@
+// The encoder's choice of GEMM path and its oneDNN packing. Compiled in every build; without
+// oneDNN (GAINRAG_WITH_DNNL unset) asking for "dnnl" is Error(kUnsupported) and GAINRAG_GEMM=dnnl
+// falls back to LibTorch, so one environment can serve builds with and without libdnnl.
+#include <ATen/ATen.h>
+
+#include <cstdlib>
+
+#include "core/error.h"
+#include "models/encoder.h"
+
+#ifdef GAINRAG_WITH_DNNL
+#include "backends/dnnl/packed_linear.h"
+#endif
+
+namespace gainrag {
+
+GemmPath ParseGemmPath(const std::string& name) {
+  if (name.empty()) return GemmPath::kDefault;
+  if (name == "torch") return GemmPath::kTorch;
+  if (name == "dnnl") return GemmPath::kDnnl;
+  GR_FAIL(kInvalidArgument, "gemm must be 'torch' or 'dnnl', got '", name, "'");
+}
+
+bool DnnlCompiledIn() {
+#ifdef GAINRAG_WITH_DNNL
+  return true;
+#else
+  return false;
+#endif
+}
+
+// Why the oneDNN path cannot serve this load, or "" when it can.
+std::string DnnlObstacle(const EncoderOptions& opts) {
+  if (!DnnlCompiledIn()) return "this build has no oneDNN backend (libdnnl-dev was not found at build time)";
+  if (!opts.device.is_cpu()) return "the oneDNN path runs on CPU only";
+  if (opts.dtype != at::kFloat && opts.dtype != at::kBFloat16) return "the oneDNN path runs float32 or bfloat16";
+#ifdef GAINRAG_WITH_DNNL
+  if (!onednn::Supports(opts.dtype)) return "oneDNN has no kernel for this precision on this CPU";
+#endif
+  return "";
+}
+
+// kTorch or kDnnl. An explicit request that cannot be met fails; the environment's is a
+// preference (GAINRAG_GEMM=dnnl must not break CUDA or float16 models).
+GemmPath ResolveGemmPath(const EncoderOptions& opts) {
+  GemmPath want = opts.gemm;
+  bool from_env = false;
+  if (want == GemmPath::kDefault) {
+    const char* env = std::getenv("GAINRAG_GEMM");
+    try {
+      want = ParseGemmPath(env ? env : "");
+    } catch (const Error&) {
+      GR_FAIL(kInvalidArgument, "GAINRAG_GEMM must be 'torch' or 'dnnl', got '", env, "'");
+    }
+    from_env = true;
+  }
+  if (want != GemmPath::kDnnl) return GemmPath::kTorch;
+  const std::string why = DnnlObstacle(opts);
+  if (why.empty()) return GemmPath::kDnnl;
+  GR_CHECK(from_env, kUnsupported, "gemm 'dnnl': ", why);
+  return GemmPath::kTorch;
+}
+
+at::Tensor EncoderModel::Apply(const Linear& l, const at::Tensor& x) const {
+#ifdef GAINRAG_WITH_DNNL
+  if (l.packed) return l.packed->Forward(x);
+#endif
+  return at::linear(x, l.weight, l.bias);
+}
+
+at::Tensor EncoderModel::ApplyActivated(const Linear& l, const at::Tensor& x) const {
+#ifdef GAINRAG_WITH_DNNL
+  if (l.packed) return l.packed->Forward(x);  // packed with the activation as its epilogue
+#endif
+  return Activation(at::linear(x, l.weight, l.bias));
+}
+
+void EncoderModel::PackForDnnl(at::ScalarType precision) {
+#ifdef GAINRAG_WITH_DNNL
+  using onednn::Epilogue;
+  using onednn::PackedLinear;
+  // The same mapping as Activation().
+  const std::string& act = config_.hidden_act;
+  const Epilogue ffn = act == "gelu" ? Epilogue::kGeluErf : act == "relu" ? Epilogue::kRelu : Epilogue::kGeluTanh;
+  for (Layer& L : layers_) {
+    // One [3H, H] product; the stacked copy lives only in the packing.
+    L.qkv.packed = PackedLinear::Pack(at::cat({L.query.weight, L.key.weight, L.value.weight}),
+                                      at::cat({L.query.bias, L.key.bias, L.value.bias}), precision, Epilogue::kNone);
+    L.attn_out.packed = PackedLinear::Pack(L.attn_out.weight, L.attn_out.bias, precision, Epilogue::kNone);
+    L.intermediate.packed = PackedLinear::Pack(L.intermediate.weight, L.intermediate.bias, precision, ffn);
+    L.output.packed = PackedLinear::Pack(L.output.weight, L.output.bias, precision, Epilogue::kNone);
+  }
+  packed_ = true;
+#else
+  GR_FAIL(kUnsupported, "gemm 'dnnl': this build has no oneDNN backend");
+#endif
+}
+
+}  // namespace gainrag

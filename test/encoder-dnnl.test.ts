@@ -1,0 +1,165 @@
+// The oneDNN GEMM path (gemm: 'dnnl', native/backends/dnnl): Hugging Face parity as the LibTorch
+// path has it, equality with the LibTorch path on ragged batches (products split into a 64-row
+// block and a tail) and wider layers than the fixtures', bfloat16 against float32, concurrent
+// calls, and how the option and GAINRAG_GEMM are checked. On a build without oneDNN only the
+// refusal is tested.
+import assert from 'node:assert/strict';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { encodeSafetensors, type F32Tensor } from '../lib/convert/llama2c.js';
+import { CrossEncoder, Encoder, engineInfo, hasCode } from '../lib/index.js';
+import { fixture, maxRelDiff, readReference } from './helpers.js';
+
+interface BertRef { queries: string[]; mean_pooled: number[][]; cls: number[][] }
+interface XlmrRef { pairs: [string, string][]; scores: number[]; max_length: number }
+const bertRef = readReference<BertRef>('bert-tiny');
+const xlmrRef = readReference<XlmrRef>('xlmr-tiny-reranker');
+const hasDnnl = engineInfo().backends.includes('dnnl');
+const skip = hasDnnl ? false : 'this build has no oneDNN backend';
+const scratch = mkdtempSync(path.join(tmpdir(), 'gainrag-dnnl-test-'));
+after(() => rmSync(scratch, { recursive: true, force: true }));
+
+// Texts of 1..~120 tokens, so batches are ragged and most products have a row tail.
+const words = 'the river bank holds a small boat while seven quiet herons watch the morning fog lift'.split(' ');
+const texts = [
+  ...bertRef.queries,
+  ...xlmrRef.pairs.map((p) => p[1]),
+  ...Array.from({ length: 40 }, (_, i) => Array.from({ length: 1 + ((i * 37) % 110) }, (_, j) => words[(i + j * 3) % words.length]).join(' ')),
+];
+
+function cosines(a: Float32Array, b: Float32Array, dim: number): number[] {
+  const out: number[] = [];
+  for (let r = 0; r < a.length / dim; r++) {
+    let dot = 0, na = 0, nb = 0;
+    for (let j = r * dim; j < (r + 1) * dim; j++) { dot += a[j] * b[j]; na += a[j] * a[j]; nb += b[j] * b[j]; }
+    out.push(dot / Math.sqrt(na * nb));
+  }
+  return out;
+}
+
+/** A BERT with random weights, wider than the fixtures (K up to 1024 splits into blocks). */
+function writeWideModel(name: string, hiddenAct: string): string {
+  const dir = path.join(scratch, name);
+  mkdirSync(dir, { recursive: true });
+  const H = 256, I = 1024, L = 2, vocab = 1200, positions = 128;
+  let state = 12345;
+  const rand = () => ((state = (state * 1103515245 + 12345) >>> 0) / 2 ** 32 - 0.5) * 0.07;
+  const t = (n: string, shape: number[], fill?: number): F32Tensor => {
+    const size = shape.reduce((a, b) => a * b, 1);
+    return { name: n, shape, data: Float32Array.from({ length: size }, () => (fill === undefined ? rand() : fill)) };
+  };
+  const ts: F32Tensor[] = [
+    t('embeddings.word_embeddings.weight', [vocab, H]), t('embeddings.position_embeddings.weight', [positions, H]),
+    t('embeddings.token_type_embeddings.weight', [2, H]), t('embeddings.LayerNorm.weight', [H], 1), t('embeddings.LayerNorm.bias', [H], 0),
+  ];
+  for (let l = 0; l < L; l++) {
+    const p = `encoder.layer.${l}.`;
+    for (const m of ['query', 'key', 'value']) ts.push(t(`${p}attention.self.${m}.weight`, [H, H]), t(`${p}attention.self.${m}.bias`, [H]));
+    ts.push(t(`${p}attention.output.dense.weight`, [H, H]), t(`${p}attention.output.dense.bias`, [H]),
+      t(`${p}attention.output.LayerNorm.weight`, [H], 1), t(`${p}attention.output.LayerNorm.bias`, [H], 0),
+      t(`${p}intermediate.dense.weight`, [I, H]), t(`${p}intermediate.dense.bias`, [I]),
+      t(`${p}output.dense.weight`, [H, I]), t(`${p}output.dense.bias`, [H]),
+      t(`${p}output.LayerNorm.weight`, [H], 1), t(`${p}output.LayerNorm.bias`, [H], 0));
+  }
+  writeFileSync(path.join(dir, 'model.safetensors'), encodeSafetensors(ts));
+  writeFileSync(path.join(dir, 'config.json'), JSON.stringify({
+    model_type: 'bert', architectures: ['BertModel'], vocab_size: vocab, hidden_size: H, num_hidden_layers: L,
+    num_attention_heads: 4, intermediate_size: I, max_position_embeddings: positions, type_vocab_size: 2, pad_token_id: 0,
+    layer_norm_eps: 1e-12, hidden_act: hiddenAct,
+  }));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(path.join(fixture('bert-tiny'), f), path.join(dir, f));
+  return dir;
+}
+
+test('engineInfo lists dnnl exactly when an explicit gemm: dnnl loads', async () => {
+  if (hasDnnl) {
+    // oneDNN's run-time choice of kernel for each precision is reported ("none" where it has none).
+    assert.match(engineInfo().dnnlKernels, /^f32 \S+, bf16 \S+$/);
+    assert.doesNotMatch(engineInfo().dnnlKernels, /^f32 none/);
+    const enc = await Encoder.load(fixture('bert-tiny'), { gemm: 'dnnl' });
+    assert.equal(enc.gemm, 'dnnl');
+    assert.equal((await Encoder.load(fixture('bert-tiny'), { gemm: 'torch' })).gemm, 'torch');
+  } else {
+    assert.equal(engineInfo().dnnlKernels, '');
+    await assert.rejects(Encoder.load(fixture('bert-tiny'), { gemm: 'dnnl' }), (e) => hasCode(e, 'E_UNSUPPORTED'));
+  }
+});
+
+test('dnnl float32 matches transformers within 1e-4 (bert-tiny mean + CLS, xlmr-tiny scores)', { skip }, async () => {
+  const mean = await Encoder.load(fixture('bert-tiny'), { gemm: 'dnnl' });
+  assert.ok(maxRelDiff(await mean.embed(bertRef.queries), bertRef.mean_pooled.flat(), 1e-3) < 1e-4);
+  const cls = await Encoder.load(fixture('bert-tiny'), { gemm: 'dnnl', pooling: 'cls' });
+  assert.ok(maxRelDiff(await cls.embed(bertRef.queries), bertRef.cls.flat(), 1e-3) < 1e-4);
+  const ce = await CrossEncoder.load(fixture('xlmr-tiny-reranker'), { gemm: 'dnnl' });
+  assert.equal(ce.gemm, 'dnnl');
+  const scores = await ce.score(xlmrRef.pairs.map((p) => p[0]), xlmrRef.pairs.map((p) => p[1]), { maxLength: xlmrRef.max_length });
+  assert.ok(maxRelDiff(scores, xlmrRef.scores, 1e-3) < 1e-4, `max rel diff ${maxRelDiff(scores, xlmrRef.scores, 1e-3)}`);
+});
+
+test('dnnl float32 equals the LibTorch path on ragged batches and wider layers (GELU erf and tanh epilogues)', { skip }, async () => {
+  const dirs = [fixture('bert-tiny'), writeWideModel('wide-gelu', 'gelu'), writeWideModel('wide-gelu-new', 'gelu_new')];
+  for (const dir of dirs) {
+    const torch = await Encoder.load(dir, { gemm: 'torch' });
+    const dnnl = await Encoder.load(dir, { gemm: 'dnnl' });
+    for (const batchTokens of [1, 300, 1 << 20]) {
+      const a = await torch.embed(texts, { batchTokens });
+      const b = await dnnl.embed(texts, { batchTokens });
+      const d = maxRelDiff(b, a, 1e-3);
+      assert.ok(d < 1e-4, `${path.basename(dir)} batchTokens ${batchTokens}: max rel diff ${d}`);
+    }
+  }
+});
+
+test('dnnl bfloat16 (fp32 activations, bf16 products): embedding cosine >= 0.999 to float32, scores close', { skip }, async () => {
+  for (const dir of [fixture('bert-tiny'), writeWideModel('wide-bf16', 'gelu')]) {
+    const f32 = await Encoder.load(dir);
+    const b16 = await Encoder.load(dir, { gemm: 'dnnl', dtype: 'bfloat16' });
+    assert.equal(b16.gemm, 'dnnl');
+    const a = await f32.embed(texts);
+    const b = await b16.embed(texts);
+    const worst = Math.min(...cosines(a, b, f32.dim));
+    assert.ok(worst >= 0.999, `${path.basename(dir)}: lowest cosine ${worst}`);
+    // bf16 rounding is really applied (this is not the float32 path under another name).
+    assert.ok(maxRelDiff(b, a, 1e-3) > 1e-6);
+  }
+  const ce = await CrossEncoder.load(fixture('xlmr-tiny-reranker'), { gemm: 'dnnl', dtype: 'bfloat16' });
+  const s = await ce.score(xlmrRef.pairs.map((p) => p[0]), xlmrRef.pairs.map((p) => p[1]), { maxLength: 64 });
+  xlmrRef.scores.forEach((ref, i) => assert.ok(Math.abs(s[i] - ref) <= 0.01 + 0.02 * Math.abs(ref), `pair ${i}: ${s[i]} vs ${ref}`));
+});
+
+test('concurrent calls on one dnnl model give the results of sequential ones', { skip }, async () => {
+  const enc = await Encoder.load(writeWideModel('wide-concurrent', 'gelu'), { gemm: 'dnnl' });
+  const parts = [texts.slice(0, 20), texts.slice(20, 45), texts.slice(45), texts];
+  const sequential: Float32Array[] = [];
+  for (const p of parts) sequential.push(await enc.embed(p, { batchTokens: 500 }));
+  const together = await Promise.all(parts.map((p) => enc.embed(p, { batchTokens: 500 })));
+  together.forEach((got, i) => assert.deepEqual(got, sequential[i], `part ${i}`));
+});
+
+test('gemm option and GAINRAG_GEMM: bad values are refused; the environment is only a preference', async () => {
+  await assert.rejects(Encoder.load(fixture('bert-tiny'), { gemm: 'blas' as 'dnnl' }), TypeError);
+  const saved = process.env.GAINRAG_GEMM;
+  try {
+    process.env.GAINRAG_GEMM = 'blas';
+    await assert.rejects(Encoder.load(fixture('bert-tiny')), (e) => hasCode(e, 'E_INVALID_ARG') && /GAINRAG_GEMM/.test(String(e)));
+    process.env.GAINRAG_GEMM = 'dnnl';
+    assert.equal((await Encoder.load(fixture('bert-tiny'))).gemm, hasDnnl ? 'dnnl' : 'torch');
+    // An explicit option wins over the environment.
+    assert.equal((await Encoder.load(fixture('bert-tiny'), { gemm: 'torch' })).gemm, 'torch');
+    // float16 has no oneDNN path: the environment's preference gives way; LibTorch may still refuse float16 on CPU.
+    try {
+      assert.equal((await CrossEncoder.load(fixture('xlmr-tiny-reranker'), { dtype: 'float16' })).gemm, 'torch');
+    } catch (err) {
+      assert.ok(hasCode(err, 'E_UNSUPPORTED') && !/gemm/.test(String(err)), String(err));
+    }
+  } finally {
+    if (saved === undefined) delete process.env.GAINRAG_GEMM;
+    else process.env.GAINRAG_GEMM = saved;
+  }
+  if (hasDnnl) {
+    await assert.rejects(Encoder.load(fixture('bert-tiny'), { gemm: 'dnnl', dtype: 'float16' }),
+      (e) => hasCode(e, 'E_UNSUPPORTED') && /float32 or bfloat16/.test(String(e)));
+  }
+});
