@@ -228,6 +228,7 @@ class DenseIndexWriterWrap : public Napi::ObjectWrap<DenseIndexWriterWrap> {
                        {InstanceAccessor<&DenseIndexWriterWrap::Count>("count"),
                         InstanceMethod<&DenseIndexWriterWrap::Append>("append"),
                         InstanceMethod<&DenseIndexWriterWrap::AppendNpy>("appendNpy"),
+                        InstanceMethod<&DenseIndexWriterWrap::AppendFile>("appendFile"),
                         InstanceMethod<&DenseIndexWriterWrap::Finish>("finish"),
                         InstanceMethod<&DenseIndexWriterWrap::Abort>("abort")});
   }
@@ -261,13 +262,15 @@ class DenseIndexWriterWrap : public Napi::ObjectWrap<DenseIndexWriterWrap> {
       throw Napi::RangeError::New(env, "vectors length " + std::to_string(flat.numel()) + " is not a multiple of dim " +
                                            std::to_string(dim));
     TaskControls controls = ReadControls(ControlsArg(info, 1));
-    at::Tensor vectors = flat.clone().view({flat.numel() / dim, dim});  // detach-safe copy (marshal.h)
+    const int64_t n = flat.numel() / dim;
+    at::Tensor ids = OptionalIds(info, 2, n);
+    at::Tensor vectors = flat.clone().view({n, dim});  // detach-safe copy (marshal.h)
     auto state = state_;
     return StartTask(
         env, "gainrag.DenseIndexWriter.append",
-        [state, vectors](const RunContext& ctx) {
+        [state, vectors, ids](const RunContext& ctx) {
           std::lock_guard lock(state->mutex);
-          state->writer->Append(vectors, ctx);
+          state->writer->Append(vectors, ctx, ids);
           state->count = state->writer->count();
         },
         nullptr, controls);
@@ -288,6 +291,31 @@ class DenseIndexWriterWrap : public Napi::ObjectWrap<DenseIndexWriterWrap> {
         },
         [added](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, double(*added)); },
         ReadControls(ControlsArg(info, 1)));
+  }
+
+  static at::Tensor OptionalIds(const Napi::CallbackInfo& info, size_t i, int64_t n) {
+    if (info.Length() <= i || info[i].IsUndefined() || info[i].IsNull()) return at::Tensor();
+    return CopyTypedArray(info[i], at::kLong, {n}, "ids");
+  }
+
+  // appendFile(path, offset, rows, dtype, ids?, controls?): rows stored inside another file.
+  Napi::Value AppendFile(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string path = RequireString(info[0], "path");
+    const int64_t offset = RequireInt(info[1], "offset", 0, int64_t{1} << 53);
+    const int64_t rows = RequireInt(info[2], "rows", 0, int64_t{1} << 40);
+    const std::string dtype_name = RequireString(info[3], "dtype");
+    at::ScalarType dtype = Guard(env, [&] { return ParseFloatType(dtype_name); });
+    at::Tensor ids = OptionalIds(info, 4, rows);
+    auto state = state_;
+    return StartTask(
+        env, "gainrag.DenseIndexWriter.appendFile",
+        [state, path, offset, rows, dtype, ids](const RunContext& ctx) {
+          std::lock_guard lock(state->mutex);
+          state->writer->AppendFileRows(path, static_cast<uint64_t>(offset), rows, dtype, ids, ctx);
+          state->count = state->writer->count();
+        },
+        nullptr, ReadControls(ControlsArg(info, 5)));
   }
 
   Napi::Value Finish(const Napi::CallbackInfo& info) {

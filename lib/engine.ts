@@ -5,7 +5,7 @@ export interface EngineInfo {
   version: string;
   /** LibTorch version the addon was built against */
   torch: string;
-  /** backends compiled in: 'cpu', and 'cuda' when built against a CUDA LibTorch */
+  /** backends compiled in: 'cpu', 'cuda' when built against a CUDA LibTorch, 'faiss' when FAISS index files are supported */
   backends: string[];
   /** CUDA devices visible at run time (0 without CUDA) */
   cudaDevices: number;

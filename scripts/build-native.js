@@ -130,6 +130,8 @@ function main() {
   const jobs = String(Math.max(1, Number(process.env.GAINRAG_BUILD_JOBS) || cpus().length));
   const args = [cmakeJs, 'build', '--directory', root, '--out', buildDir, '--config', 'Release', '--parallel', jobs];
   if (process.env.GAINRAG_CUDA) args.push(`--CDGAINRAG_CUDA=${process.env.GAINRAG_CUDA}`);
+  // AUTO (default): FAISS index files when libfaiss is found; OFF / ON to force.
+  if (process.env.GAINRAG_FAISS) args.push(`--CDGAINRAG_FAISS=${process.env.GAINRAG_FAISS}`);
   const r = spawnSync(process.execPath, args, { stdio: 'inherit', cwd: root });
   if (r.status !== 0) throw new Error(`native build failed (cmake-js exit ${r.status})`);
 }

@@ -61,7 +61,7 @@ export function isGainragIndexDir(dir: string): boolean {
 
 // A Node fs failure (ENOSPC, EIO, EDQUOT ...) of the passage store is E_IO with its errno, not
 // an uncoded error that the CLI could only report as E_INTERNAL.
-function writeFailure(err: unknown, out: string): unknown {
+export function writeFailure(err: unknown, out: string): unknown {
   const e = err as NodeJS.ErrnoException;
   return e instanceof Error && typeof e.syscall === 'string' && !isErrorCode(e.code) ? ioError(err, `cannot write the index ${out}`) : err;
 }
@@ -74,7 +74,7 @@ function isEmptyDir(dir: string): boolean {
   }
 }
 
-interface PreparedOut {
+export interface PreparedOut {
   tmp: string;
   lock: OutputLock;
 }
@@ -84,7 +84,7 @@ interface PreparedOut {
  * empty directory) at `out`, and only our own half-built `<out>.partial`, may be replaced.
  * Errors: E_INVALID_ARG, E_LOCKED, E_IO.
  */
-function prepareOut(out: string, inputs: string[]): PreparedOut {
+export function prepareOut(out: string, inputs: string[]): PreparedOut {
   validateOutput(out, 'dir', { inputs, label: 'out' });
   if (existsSync(out) && !isGainragIndexDir(out) && !isEmptyDir(out)) {
     throw new GainragError('E_INVALID_ARG', `${out} exists and is not a gainrag index (no manifest.json with format "${INDEX_FORMAT}"); refusing to replace it`);
@@ -107,7 +107,7 @@ function prepareOut(out: string, inputs: string[]): PreparedOut {
   return { tmp, lock };
 }
 
-function publish(tmp: string, out: string): void {
+export function publish(tmp: string, out: string): void {
   try {
     rmSync(path.join(tmp, PARTIAL_MARKER), { force: true });
     if (existsSync(out)) {

@@ -4,6 +4,7 @@ import { buildIndex } from '../../retrieval/build.js';
 import { progressReporter, withInterrupt } from '../progress.js';
 import type { IndexDType, IndexMetric } from '../../retrieval/dense-index.js';
 import { indexImportCommand } from './index-import.js';
+import { indexExportCommand } from './index-export.js';
 
 interface Args {
   json: boolean;
@@ -63,7 +64,7 @@ export const indexBuildCommand: CommandModule<{ json: boolean }, Args> = {
 
 export const indexCommand: CommandModule<{ json: boolean }, { json: boolean }> = {
   command: 'index <command>',
-  describe: 'build or import a dense passage index',
-  builder: (y) => y.command(indexBuildCommand as never).command(indexImportCommand as never).demandCommand(1) as never,
+  describe: 'build, import or export a dense passage index',
+  builder: (y) => y.command(indexBuildCommand as never).command(indexImportCommand as never).command(indexExportCommand as never).demandCommand(1) as never,
   handler: () => undefined,
 };
