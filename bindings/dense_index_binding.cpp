@@ -11,8 +11,10 @@
 #include "bindings/addon_data.h"
 #include "bindings/async_task.h"
 #include "bindings/marshal.h"
+#include "core/error.h"
 #include "core/tensor_util.h"
 #include "index/dense_index.h"
+#include "index/faiss_ann.h"
 #include "index/index_writer.h"
 
 namespace gainrag::node {
@@ -23,6 +25,7 @@ struct IndexHolder {
   std::shared_mutex mutex;
   std::shared_ptr<FifoGate> add_order = std::make_shared<FifoGate>();
   std::atomic<int64_t> size{0};  // read by the JS getter without taking the lock
+  std::shared_ptr<FaissAnn> ann;  // approximate search (ann.faiss), when attached
 };
 
 const char* DTypeString(at::ScalarType t) {
@@ -45,6 +48,8 @@ class DenseIndexWrap : public Napi::ObjectWrap<DenseIndexWrap> {
                         InstanceMethod<&DenseIndexWrap::Add>("add"),
                         InstanceMethod<&DenseIndexWrap::AddNpy>("addNpy"),
                         InstanceMethod<&DenseIndexWrap::Search>("search"),
+                        InstanceMethod<&DenseIndexWrap::AttachAnn>("attachAnn"),
+                        InstanceMethod<&DenseIndexWrap::SearchAnn>("searchAnn"),
                         InstanceMethod<&DenseIndexWrap::Save>("save"),
                         InstanceMethod<&DenseIndexWrap::SaveFiles>("saveFiles"),
                         InstanceMethod<&DenseIndexWrap::SetDevice>("setDevice"),
@@ -170,6 +175,58 @@ class DenseIndexWrap : public Napi::ObjectWrap<DenseIndexWrap> {
         [holder, queries, k, options, result](const RunContext& ctx) {
           std::shared_lock lock(holder->mutex);
           *result = holder->index->Search(queries, k, ctx, options);
+        },
+        [result](Napi::Env env) -> Napi::Value {
+          Napi::Object out = Napi::Object::New(env);
+          out.Set("ids", TensorToTypedArray(env, result->ids));
+          out.Set("scores", TensorToTypedArray(env, result->scores));
+          return out;
+        },
+        controls);
+  }
+
+  // attachAnn(file) -> FAISS class name: later searchAnn calls go through this FAISS index.
+  Napi::Value AttachAnn(const Napi::CallbackInfo& info) {
+    std::string file = RequireString(info[0], "file");
+    auto holder = Live(info.Env());
+    auto type = std::make_shared<std::string>();
+    return StartTask(
+        info.Env(), "gainrag.DenseIndex.attachAnn",
+        [holder, file, type](const RunContext&) {
+          std::unique_lock lock(holder->mutex);
+          holder->ann = FaissAnn::Open(file, holder->index);
+          *type = holder->ann->type();
+        },
+        [type](Napi::Env env) -> Napi::Value { return Napi::String::New(env, *type); });
+  }
+
+  // searchAnn(queries, k, {nprobe?, efSearch?}, controls?) -> {ids, scores}
+  Napi::Value SearchAnn(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto holder = Live(env);
+    const int64_t dim = holder->index->dim();
+    at::Tensor flat = BorrowTypedArray1D(info[0], at::kFloat, "queries");
+    if (flat.numel() % dim != 0)
+      throw Napi::RangeError::New(env, "queries length " + std::to_string(flat.numel()) + " is not a multiple of dim " +
+                                           std::to_string(dim));
+    const int64_t k = RequireInt(info[1], "k", 1, std::max<int64_t>(1, holder->size.load()));
+    AnnSearchOptions options;
+    if (info.Length() > 2 && info[2].IsObject()) {
+      Napi::Object o = info[2].As<Napi::Object>();
+      options.nprobe = static_cast<int64_t>(OptionalNumber(o, "nprobe", 0));
+      options.ef_search = static_cast<int64_t>(OptionalNumber(o, "efSearch", 0));
+    }
+    TaskControls controls = ReadControls(ControlsArg(info, 3));
+    at::Tensor queries = flat.clone().view({flat.numel() / dim, dim});
+    auto result = std::make_shared<SearchResult>();
+    return StartTask(
+        env, "gainrag.DenseIndex.searchAnn",
+        [holder, queries, k, options, result](const RunContext& ctx) {
+          std::shared_lock lock(holder->mutex);
+          GR_CHECK(holder->ann != nullptr, kIndex, "this index has no FAISS index attached");
+          GR_CHECK(holder->ann->size() == holder->index->size(), kIndex, "rows were added after the FAISS index was "
+                   "built: it covers ", holder->ann->size(), " of ", holder->index->size(), " rows");
+          *result = holder->ann->Search(queries, k, options, ctx);
         },
         [result](Napi::Env env) -> Napi::Value {
           Napi::Object out = Napi::Object::New(env);
@@ -361,6 +418,21 @@ Napi::Value OpenDenseIndex(const Napi::CallbackInfo& info) {
       [result](Napi::Env env) -> Napi::Value { return DenseIndexWrap::New(env, *result); });
 }
 
+// buildFaissAnn(indexDir, outFile, factory, trainSize, controls?) -> rows added
+Napi::Value BuildFaissAnnJs(const Napi::CallbackInfo& info) {
+  AnnBuildOptions options;
+  const std::string dir = RequireString(info[0], "indexDir");
+  const std::string file = RequireString(info[1], "outFile");
+  options.factory = RequireString(info[2], "factory");
+  options.train_size = RequireInt(info[3], "trainSize", 0, int64_t{1} << 40);
+  auto rows = std::make_shared<int64_t>(0);
+  return StartTask(
+      info.Env(), "gainrag.buildFaissAnn",
+      [dir, file, options, rows](const RunContext& ctx) { *rows = BuildFaissAnn(dir, file, options, ctx); },
+      [rows](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, double(*rows)); },
+      ReadControls(ControlsArg(info, 4)));
+}
+
 // npyInfo(path) -> {rows, dim, dtype}: header check only (the data stays mapped, unread).
 Napi::Value NpyInfo(const Napi::CallbackInfo& info) {
   std::string path = RequireString(info[0], "path");
@@ -384,6 +456,7 @@ void InitDenseIndex(Napi::Env env, Napi::Object exports) {
   exports.Set("openDenseIndex", Napi::Function::New<OpenDenseIndex>(env, "openDenseIndex"));
   exports.Set("DenseIndexWriter", DenseIndexWriterWrap::Define(env));
   exports.Set("npyInfo", Napi::Function::New<NpyInfo>(env, "npyInfo"));
+  exports.Set("buildFaissAnn", Napi::Function::New<BuildFaissAnnJs>(env, "buildFaissAnn"));
 }
 
 }  // namespace gainrag::node

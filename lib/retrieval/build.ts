@@ -11,6 +11,7 @@ import { Encoder, type Device } from '../models/encoder.js';
 import { npyInfo, type IndexDType, type IndexMetric } from './dense-index.js';
 import { DenseIndexWriter, INDEX_FORMAT } from './index-writer.js';
 import { PassageStoreWriter, readPassages, type Passage } from '../io/passages.js';
+import { buildAnn, checkAnnOptions, type AnnOptions } from './ann.js';
 
 export interface BuildProgress {
   (done: number, total: number, note: string): void;
@@ -30,6 +31,8 @@ export interface BuildIndexOptions {
   withTitle?: boolean;
   signal?: AbortSignal;
   onProgress?: BuildProgress;
+  /** Also build an approximate FAISS index (ann.faiss) over the rows. */
+  ann?: AnnOptions;
 }
 
 /** Counts data lines (for progress totals): newlines, minus a TSV header. */
@@ -132,6 +135,7 @@ export async function buildIndex(options: BuildIndexOptions): Promise<number> {
   const batchSize = options.batchSize ?? 256;
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError('batchSize must be a positive integer');
   validateOutput(options.out, 'dir', { inputs: [options.passages], label: 'out' }); // before the model load
+  if (options.ann) checkAnnOptions(options.ann);
   const encoder = await Encoder.load(options.encoder, { device: options.device, maxLength: options.maxLength });
   const total = await countPassages(options.passages);
   const { tmp, lock } = prepareOut(options.out, [options.passages]);
@@ -157,6 +161,7 @@ export async function buildIndex(options: BuildIndexOptions): Promise<number> {
     if (writer.count === 0) throw new GainragError('E_DATA', `${options.passages} has no passages`);
     store.close();
     const count = await writer.finish();
+    if (options.ann) await buildAnn(tmp, options.ann, { signal: options.signal });
     publish(tmp, options.out);
     return count;
   } catch (err) {
@@ -175,11 +180,13 @@ export interface ImportIndexOptions extends CallOptions {
   out: string;
   dtype?: IndexDType;
   metric?: IndexMetric;
+  ann?: AnnOptions;
 }
 
 /** Index directory from a float32/float16 .npy (row i = passage i of the passage file). */
 export async function importIndex(options: ImportIndexOptions): Promise<number> {
   const info = npyInfo(options.vectors);
+  if (options.ann) checkAnnOptions(options.ann);
   const { tmp, lock } = prepareOut(options.out, [options.vectors, options.passages]);
   const store = new PassageStoreWriter(tmp);
   try {
@@ -196,6 +203,7 @@ export async function importIndex(options: ImportIndexOptions): Promise<number> 
       writer.abort();
       throw err;
     }
+    if (options.ann) await buildAnn(tmp, options.ann, { signal: options.signal });
     publish(tmp, options.out);
     return info.rows;
   } catch (err) {

@@ -12,6 +12,7 @@ import { PassageStore, PassageStoreWriter } from '../io/passages.js';
 import { NdArray, pickleStringList, unpickleFile } from '../io/pickle.js';
 import { native, type NativeControls } from '../native.js';
 import { prepareOut, publish, writeFailure } from './build.js';
+import { buildAnn, checkAnnOptions, faissAvailable, type AnnOptions } from './ann.js';
 import type { IndexDType, IndexMetric } from './dense-index.js';
 import type { ImportSummary } from './import-contriever.js';
 import { PassageIds, PassageJoin } from './passage-join.js';
@@ -20,7 +21,6 @@ export const FAISS_INDEX_FILE = 'index.faiss';
 export const FAISS_META_FILE = 'index_meta.faiss';
 
 interface FaissAddon {
-  faissAvailable: boolean;
   importFaiss(file: string, dir: string, dtype: string, metric: string, ids: BigInt64Array, controls: NativeControls): Promise<{ count: number; dim: number; type: string }>;
   exportFaiss(indexDir: string, file: string, controls: NativeControls): Promise<BigInt64Array>;
 }
@@ -29,10 +29,7 @@ function addon(): FaissAddon {
   return native() as unknown as FaissAddon;
 }
 
-/** True when this build links FAISS. */
-export function faissAvailable(): boolean {
-  return addon().faissAvailable === true;
-}
+export { faissAvailable };
 
 function requireFaiss(): void {
   if (!faissAvailable()) {
@@ -47,6 +44,8 @@ export interface ImportFaissOptions extends CallOptions {
   out: string;
   dtype?: IndexDType;
   metric?: IndexMetric;
+  /** Also build an approximate FAISS index over the imported rows. */
+  ann?: AnnOptions;
 }
 
 export interface FaissImportSummary extends ImportSummary {
@@ -61,6 +60,7 @@ export interface FaissImportSummary extends ImportSummary {
  */
 export async function importFaiss(options: ImportFaissOptions): Promise<FaissImportSummary> {
   requireFaiss();
+  if (options.ann) checkAnnOptions(options.ann);
   const indexFile = path.join(options.dir, FAISS_INDEX_FILE);
   const metaFile = path.join(options.dir, FAISS_META_FILE);
   checkRegularFile(indexFile);
@@ -81,6 +81,7 @@ export async function importFaiss(options: ImportFaissOptions): Promise<FaissImp
     const r = await withControls({ signal: options.signal, onProgress: options.onProgress }, (controls) =>
       addon().importFaiss(indexFile, tmp, options.dtype ?? 'float32', options.metric ?? 'ip', storeIds, controls),
     );
+    if (options.ann) await buildAnn(tmp, options.ann, { signal: options.signal });
     publish(tmp, options.out);
     return { count: r.count, dim: r.dim, missing: join.missing, type: r.type };
   } catch (err) {

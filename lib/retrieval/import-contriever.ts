@@ -12,6 +12,7 @@ import { PassageStoreWriter } from '../io/passages.js';
 import { prepareOut, publish, writeFailure } from './build.js';
 import type { IndexDType, IndexMetric } from './dense-index.js';
 import { DenseIndexWriter } from './index-writer.js';
+import { buildAnn, checkAnnOptions, type AnnOptions } from './ann.js';
 import { PassageIds, PassageJoin } from './passage-join.js';
 
 export interface ImportContrieverOptions extends CallOptions {
@@ -21,6 +22,8 @@ export interface ImportContrieverOptions extends CallOptions {
   out: string;
   dtype?: IndexDType;
   metric?: IndexMetric;
+  /** Also build an approximate FAISS index over the imported rows. */
+  ann?: AnnOptions;
 }
 
 export interface ImportSummary {
@@ -132,6 +135,7 @@ function toFloat32(b: Buffer, dtype: 'float16' | 'float32'): Float32Array {
 
 /** Imports Contriever shards + their passage file into an index directory. Errors: E_DATA, E_IO, E_INVALID_ARG. */
 export async function importContriever(options: ImportContrieverOptions): Promise<ImportSummary> {
+  if (options.ann) checkAnnOptions(options.ann);
   const files = expandShards(options.shards);
   if (files.length === 0) throw new GainragError('E_INVALID_ARG', 'no shard files given');
   const passageIds = await PassageIds.read(options.passages);
@@ -169,6 +173,7 @@ export async function importContriever(options: ImportContrieverOptions): Promis
       writer.abort();
       throw err;
     }
+    if (options.ann) await buildAnn(tmp, options.ann, { signal: options.signal });
     publish(tmp, options.out);
     return { count: join.vectors, dim, missing: join.missing };
   } catch (err) {

@@ -5,8 +5,10 @@ import { progressReporter, withInterrupt } from '../progress.js';
 import type { IndexDType, IndexMetric } from '../../retrieval/dense-index.js';
 import { indexImportCommand } from './index-import.js';
 import { indexExportCommand } from './index-export.js';
+import { indexEvalCommand } from './index-eval.js';
+import { annFromArgs, withAnnFlags, type AnnArgs } from './ann-flags.js';
 
-interface Args {
+interface Args extends AnnArgs {
   json: boolean;
   passages: string;
   encoder: string;
@@ -23,7 +25,7 @@ export const indexBuildCommand: CommandModule<{ json: boolean }, Args> = {
   command: 'build',
   describe: 'embed a passage file with a bi-encoder and write an index directory',
   builder: (y) =>
-    y
+    withAnnFlags(y)
       .option('passages', { type: 'string', demandOption: true, describe: 'DPR TSV (id, text, title with header) or JSONL {id,title,text}' })
       .option('encoder', { type: 'string', demandOption: true, describe: 'bi-encoder model directory (e.g. Contriever)' })
       .option('out', { type: 'string', demandOption: true, describe: 'index directory to write' })
@@ -49,6 +51,7 @@ export const indexBuildCommand: CommandModule<{ json: boolean }, Args> = {
           dtype: argv.dtype,
           metric: argv.metric,
           withTitle: argv.title,
+          ann: annFromArgs(argv),
           signal,
           onProgress: (done, total) => progress.update(done, total),
         }),
@@ -64,7 +67,7 @@ export const indexBuildCommand: CommandModule<{ json: boolean }, Args> = {
 
 export const indexCommand: CommandModule<{ json: boolean }, { json: boolean }> = {
   command: 'index <command>',
-  describe: 'build, import or export a dense passage index',
-  builder: (y) => y.command(indexBuildCommand as never).command(indexImportCommand as never).command(indexExportCommand as never).demandCommand(1) as never,
+  describe: 'build, import, export or evaluate a dense passage index',
+  builder: (y) => y.command(indexBuildCommand as never).command(indexImportCommand as never).command(indexExportCommand as never).command(indexEvalCommand as never).demandCommand(1) as never,
   handler: () => undefined,
 };

@@ -8,8 +8,9 @@ import { importContriever } from '../../retrieval/import-contriever.js';
 import { importFaiss } from '../../retrieval/faiss.js';
 import { progressReporter, withInterrupt } from '../progress.js';
 import type { IndexDType, IndexMetric } from '../../retrieval/dense-index.js';
+import { annFromArgs, withAnnFlags, type AnnArgs } from './ann-flags.js';
 
-interface Args {
+interface Args extends AnnArgs {
   json: boolean;
   vectors?: string;
   contriever?: string[];
@@ -24,7 +25,7 @@ export const indexImportCommand: CommandModule<{ json: boolean }, Args> = {
   command: 'import',
   describe: 'build an index directory from a .npy matrix, Contriever embedding shards or a FAISS index, and its passage file',
   builder: (y) =>
-    y
+    withAnnFlags(y)
       .option('vectors', { type: 'string', describe: '.npy matrix [passages, dim] (float32 or float16, C order), row i = passage i' })
       .option('contriever', { type: 'string', array: true, describe: "Contriever's pickled embedding shards (ids, embeddings): files or a pattern such as 'DIR/passages_*'" })
       .option('faiss', { type: 'string', describe: 'directory with index.faiss + index_meta.faiss as the reference writes them (needs a FAISS build)' })
@@ -39,7 +40,7 @@ export const indexImportCommand: CommandModule<{ json: boolean }, Args> = {
       }) as never,
   handler: async (argv) => {
     const t0 = performance.now();
-    const common = { passages: argv.passages, out: argv.out, dtype: argv.dtype, metric: argv.metric };
+    const common = { passages: argv.passages, out: argv.out, dtype: argv.dtype, metric: argv.metric, ann: annFromArgs(argv) };
     const progress = progressReporter('index import', 'vectors');
     let summary: Record<string, unknown>;
     try {
