@@ -52,7 +52,7 @@ class FaissAnn {
 
  private:
   FaissAnn() = default;
-  std::unique_ptr<faiss::Index> index_;
+  std::shared_ptr<faiss::Index> index_;  // shared_ptr: destructible where faiss::Index is incomplete (no-FAISS builds)
   std::shared_ptr<const DenseIndex> exact_;
   std::string type_;
   mutable std::mutex mutex_;
