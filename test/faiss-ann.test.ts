@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { cliPath } from './helpers.js';
+import { cliPath, dataDir, fixture } from './helpers.js';
 import { DenseIndex } from '../lib/retrieval/dense-index.js';
 import { writeNpyFloat32 } from '../lib/retrieval/npy.js';
 import { faissAvailable } from '../lib/retrieval/ann.js';
@@ -144,6 +144,36 @@ test('a factory FAISS rejects is E_INVALID_ARG with nothing created; a stale ann
     const meta = JSON.parse(readFileSync(path.join(good, 'ann.json'), 'utf8'));
     writeFileSync(path.join(good, 'ann.json'), JSON.stringify({ ...meta, manifest: '0000000000000000' }));
     await assert.rejects(DenseIndex.open(good), (e: Error & { code?: string }) => e.code === 'E_INDEX' && /another version of this index/.test(e.message));
+  } finally {
+    rmSync(w, { recursive: true, force: true });
+  }
+});
+
+test('index build --faiss-factory, then retrieve: searches through FAISS (all IVF lists probed: the exact results; one list: fewer)', { skip }, async () => {
+  const w = mkdtempSync(path.join(tmpdir(), 'gainrag-ann-test-'));
+  try {
+    const squad = path.join(dataDir, 'squad_v1.1_dev_open');
+    const passages = path.join(w, 'p.jsonl');
+    writeFileSync(passages, readFileSync(path.join(squad, 'passages.jsonl'), 'utf8').split('\n').slice(0, 300).join('\n') + '\n');
+    const questions = path.join(w, 'q.jsonl');
+    writeFileSync(questions, readFileSync(path.join(squad, 'questions.jsonl'), 'utf8').split('\n').slice(0, 20).join('\n') + '\n');
+    const encoder = fixture('bert-tiny');
+    const results: string[][][] = [];
+    const runs = [[], ['--faiss-factory', 'IVF4,Flat', '--nprobe', '4'], ['--faiss-factory', 'IVF4,Flat', '--nprobe', '1']];
+    for (const [i, extra] of runs.entries()) {
+      const index = path.join(w, `idx${i}`);
+      let r = cli(['index', 'build', '--passages', passages, '--encoder', encoder, '--out', index, ...extra]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(existsSync(path.join(index, 'ann.faiss')), extra.length > 0);
+      const out = path.join(w, `r${i}.jsonl`);
+      r = cli(['retrieve', '--index', index, '--encoder', encoder, '--data', questions, '--top-k', '5', '--out', out]);
+      assert.equal(r.status, 0, r.stderr);
+      results.push(readFileSync(out, 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { ctxs: { id: string }[] }).ctxs.map((c) => c.id)));
+    }
+    assert.equal(results[0].length, 20);
+    assert.deepEqual(results[1], results[0]);
+    // One list of four: retrieve really went through FAISS (its default nprobe from ann.json).
+    assert.notDeepEqual(results[2], results[0]);
   } finally {
     rmSync(w, { recursive: true, force: true });
   }
