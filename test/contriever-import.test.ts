@@ -95,6 +95,10 @@ test('the unpickler refuses other opcodes and globals with E_DATA naming them', 
   for (const [name, buf, re] of cases) {
     assert.throws(() => unpickleBuffer(buf, name), (e: Error & { code?: string }) => e.code === 'E_DATA' && re.test(e.message), name);
   }
+  // A list nested a million deep (two bytes a level) is data, not a stack overflow.
+  const depth = 1_000_000;
+  const deep = Buffer.concat([Buffer.from([0x80, 4]), Buffer.alloc(depth, 0x5d), Buffer.alloc(depth - 1, 0x61), Buffer.from([0x2e])]);
+  assert.ok(Array.isArray(unpickleBuffer(deep)));
   // Our own list writer round-trips (long strings use BINUNICODE).
   const ids = ['1', 'x'.repeat(300), 'é'];
   assert.deepEqual(unpickleBuffer(Buffer.concat(pickleStringList(ids))), ids);
@@ -191,5 +195,25 @@ test('ids that are not in the passage file, or repeated, are E_DATA naming the i
     assert.match(r.stderr, /exactly one of --vectors, --contriever and --faiss \(E_INVALID_ARG\)/);
   } finally {
     rmSync(w, { recursive: true, force: true });
+  }
+});
+
+test('mutated and truncated shards are E_DATA or parse, never another error (seeded mutations)', () => {
+  let seed = 17;
+  const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) % n);
+  for (const name of ['passages_00', 'passages_01', 'passages_02']) {
+    const good = readFileSync(path.join(dir, name));
+    for (let i = 0; i < 300; i++) {
+      const buf = Buffer.from(good);
+      const kind = rnd(3);
+      if (kind === 0) for (let j = 0; j < 1 + rnd(4); j++) buf[rnd(buf.length)] = rnd(256);
+      const bytes = kind === 1 ? buf.subarray(0, rnd(buf.length)) : buf;
+      if (kind === 2) bytes.writeUInt32LE(rnd(2 ** 32), Math.min(bytes.length - 4, 2 + rnd(40)));
+      try {
+        unpickleBuffer(bytes, `${name}#${i}`, { lazyBytes: 64 });
+      } catch (e) {
+        assert.equal((e as { code?: string }).code, 'E_DATA', `${name} mutation ${i}: ${(e as Error).stack}`);
+      }
+    }
   }
 });

@@ -384,15 +384,17 @@ function run(src: Source, options: UnpickleOptions): PickleValue {
 
 // The result may hold only data: a global or dtype left inside a tuple is refused.
 function plain(src: Source, v: PickleValue): PickleValue {
+  // An explicit stack: a hostile pickle can nest lists a million deep in two bytes a level.
   const seen = new Set<object>();
-  const walk = (x: unknown): void => {
+  const todo: unknown[] = [v];
+  while (todo.length > 0) {
+    const x = todo.pop();
     if (x instanceof Global || x instanceof DType) src.fail(`the pickled object holds ${describe(x as Item)}, which is only allowed as numpy's array reconstruction`);
     const items = x instanceof PyTuple ? x.items : Array.isArray(x) ? x : null;
-    if (!items || seen.has(items)) return;
+    if (!items || seen.has(items)) continue;
     seen.add(items);
-    for (const it of items) if (typeof it === 'object' && it !== null) walk(it);
-  };
-  walk(v);
+    for (const it of items) if (typeof it === 'object' && it !== null) todo.push(it);
+  }
   return v;
 }
 
