@@ -117,3 +117,27 @@ test('index export --faiss writes index.faiss + index_meta.faiss that Python FAI
     rmSync(w, { recursive: true, force: true });
   }
 });
+
+test('index import --faiss --keep-faiss searches through the imported IndexPQ itself (FAISS results, decoded rows as exact fallback)', { skip: noFaiss }, async () => {
+  const w = mkdtempSync(path.join(tmpdir(), 'gainrag-faiss-test-'));
+  try {
+    const out = path.join(w, 'idx');
+    const r = cli(['index', 'import', '--faiss', path.join(dir, 'faiss_pq'), '--keep-faiss', '--passages', path.join(dir, 'psgs_faiss.tsv'), '--out', out]);
+    assert.equal(r.status, 0, r.stderr);
+    const index = await DenseIndex.open(out);
+    try {
+      assert.equal(index.approximate?.type, 'IndexPQ');
+      assert.equal(index.approximate?.factory, 'imported IndexPQ');
+    } finally {
+      await index.dispose();
+    }
+    const expected = JSON.parse(readFileSync(path.join(dir, 'faiss_expected.json'), 'utf8')).pq as { ids: string[][]; scores: number[][] };
+    const got = await searchIds(out, path.join(dir, 'faiss_queries.npy'), 10);
+    assert.deepEqual(got.ids, expected.ids);
+    assert.deepEqual(got.scores.flat().map((x) => Math.fround(x)), expected.scores.flat().map((x) => Math.fround(x)));
+    const bad = cli(['index', 'import', '--vectors', path.join(dir, 'vectors.npy'), '--keep-faiss', '--passages', path.join(dir, 'psgs.tsv'), '--out', path.join(w, 'x')]);
+    assert.match(bad.stderr, /--keep-faiss goes with --faiss \(E_INVALID_ARG\)/);
+  } finally {
+    rmSync(w, { recursive: true, force: true });
+  }
+});

@@ -61,16 +61,21 @@ export function checkAnnOptions(o: AnnOptions): void {
   if (!faissAvailable()) throw new GainragError('E_UNSUPPORTED', 'approximate (FAISS) indexes need a build of gainrag with FAISS (Debian: apt-get install libfaiss-dev, then npm run build:native)');
 }
 
-/** Trains and writes ann.faiss + ann.json into a finished (unpublished) index directory. */
-export async function buildAnn(dir: string, options: AnnOptions, call: CallOptions = {}): Promise<number> {
-  checkAnnOptions(options);
-  const addon = native() as unknown as AnnAddon;
-  const count = await withControls(call, (controls) => addon.buildFaissAnn(dir, path.join(dir, ANN_FILE), options.factory, options.trainSize ?? 0, controls));
+/** Writes ann.json for an ann.faiss already in `dir` (built here, or kept from an imported FAISS directory). */
+export function writeAnnMeta(dir: string, options: AnnOptions, count: number): void {
   const meta: AnnMeta = {
     format: ANN_FORMAT, version: 1, factory: options.factory, count, manifest: manifestChecksum(dir),
     ...(options.trainSize ? { trainSize: options.trainSize } : {}), ...(options.nprobe ? { nprobe: options.nprobe } : {}), ...(options.efSearch ? { efSearch: options.efSearch } : {}),
   };
   writeFileAtomic(path.join(dir, ANN_META_FILE), `${JSON.stringify(meta)}\n`);
+}
+
+/** Trains and writes ann.faiss + ann.json into a finished (unpublished) index directory. */
+export async function buildAnn(dir: string, options: AnnOptions, call: CallOptions = {}): Promise<number> {
+  checkAnnOptions(options);
+  const addon = native() as unknown as AnnAddon;
+  const count = await withControls(call, (controls) => addon.buildFaissAnn(dir, path.join(dir, ANN_FILE), options.factory, options.trainSize ?? 0, controls));
+  writeAnnMeta(dir, options, count);
   return count;
 }
 

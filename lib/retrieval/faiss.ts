@@ -2,7 +2,7 @@
 // directory with `index.faiss` (faiss.write_index) and `index_meta.faiss` (a pickled list of the
 // passage ids of the FAISS rows). FAISS's own library reads and writes the index files; it is
 // linked only when the build found it (engineInfo().backends includes 'faiss').
-import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { GainragError, ioError } from '../errors.js';
 import { withControls, type CallOptions } from '../controls.js';
@@ -12,7 +12,7 @@ import { PassageStore, PassageStoreWriter } from '../io/passages.js';
 import { NdArray, pickleStringList, unpickleFile } from '../io/pickle.js';
 import { native, type NativeControls } from '../native.js';
 import { prepareOut, publish, writeFailure } from './build.js';
-import { buildAnn, checkAnnOptions, faissAvailable, type AnnOptions } from './ann.js';
+import { ANN_FILE, buildAnn, checkAnnOptions, faissAvailable, writeAnnMeta, type AnnOptions } from './ann.js';
 import type { IndexDType, IndexMetric } from './dense-index.js';
 import type { ImportSummary } from './import-contriever.js';
 import { PassageIds, PassageJoin } from './passage-join.js';
@@ -46,6 +46,11 @@ export interface ImportFaissOptions extends CallOptions {
   metric?: IndexMetric;
   /** Also build an approximate FAISS index over the imported rows. */
   ann?: AnnOptions;
+  /**
+   * Keep the imported FAISS index itself for searching (ann.faiss): a PQ/IVF/HNSW reference index
+   * then searches as FAISS does, in its own memory, with the decoded rows as the exact fallback.
+   */
+  keepFaiss?: { nprobe?: number; efSearch?: number };
 }
 
 export interface FaissImportSummary extends ImportSummary {
@@ -61,6 +66,8 @@ export interface FaissImportSummary extends ImportSummary {
 export async function importFaiss(options: ImportFaissOptions): Promise<FaissImportSummary> {
   requireFaiss();
   if (options.ann) checkAnnOptions(options.ann);
+  if (options.ann && options.keepFaiss) throw new GainragError('E_INVALID_ARG', 'give either a new FAISS factory or keep the imported FAISS index, not both');
+  if (options.keepFaiss && options.metric === 'cosine') throw new GainragError('E_INVALID_ARG', 'the imported FAISS index searches by inner product; it cannot be kept for a cosine index');
   const indexFile = path.join(options.dir, FAISS_INDEX_FILE);
   const metaFile = path.join(options.dir, FAISS_META_FILE);
   checkRegularFile(indexFile);
@@ -82,6 +89,14 @@ export async function importFaiss(options: ImportFaissOptions): Promise<FaissImp
       addon().importFaiss(indexFile, tmp, options.dtype ?? 'float32', options.metric ?? 'ip', storeIds, controls),
     );
     if (options.ann) await buildAnn(tmp, options.ann, { signal: options.signal });
+    if (options.keepFaiss) {
+      try {
+        copyFileSync(indexFile, path.join(tmp, ANN_FILE));
+      } catch (err) {
+        throw ioError(err, `cannot copy ${indexFile}`);
+      }
+      writeAnnMeta(tmp, { factory: `imported ${r.type}`, ...options.keepFaiss }, r.count);
+    }
     publish(tmp, options.out);
     return { count: r.count, dim: r.dim, missing: join.missing, type: r.type };
   } catch (err) {

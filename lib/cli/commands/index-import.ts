@@ -15,6 +15,7 @@ interface Args extends AnnArgs {
   vectors?: string;
   contriever?: string[];
   faiss?: string;
+  'keep-faiss': boolean;
   passages: string;
   out: string;
   dtype: IndexDType;
@@ -29,6 +30,7 @@ export const indexImportCommand: CommandModule<{ json: boolean }, Args> = {
       .option('vectors', { type: 'string', describe: '.npy matrix [passages, dim] (float32 or float16, C order), row i = passage i' })
       .option('contriever', { type: 'string', array: true, describe: "Contriever's pickled embedding shards (ids, embeddings): files or a pattern such as 'DIR/passages_*'" })
       .option('faiss', { type: 'string', describe: 'directory with index.faiss + index_meta.faiss as the reference writes them (needs a FAISS build)' })
+      .option('keep-faiss', { type: 'boolean', default: false, describe: 'with --faiss: search through the imported FAISS index itself (PQ/IVF/HNSW as FAISS searches them; --nprobe/--ef-search set its defaults)' })
       .option('passages', { type: 'string', demandOption: true, describe: 'the passages: DPR TSV (id, text, title) or JSONL {id,title,text}' })
       .option('out', { type: 'string', demandOption: true, describe: 'index directory to write' })
       .option('dtype', { choices: ['float32', 'float16', 'bfloat16'] as const, default: 'float32' as IndexDType, describe: 'storage type of the vectors' })
@@ -36,6 +38,7 @@ export const indexImportCommand: CommandModule<{ json: boolean }, Args> = {
       .check((a) => {
         const given = [a.vectors, a.contriever, a.faiss].filter((v) => v !== undefined).length;
         if (given !== 1) throw new GainragError('E_INVALID_ARG', 'give exactly one of --vectors, --contriever and --faiss');
+        if (a['keep-faiss'] && a.faiss === undefined) throw new GainragError('E_INVALID_ARG', '--keep-faiss goes with --faiss');
         return true;
       }) as never,
   handler: async (argv) => {
@@ -47,7 +50,10 @@ export const indexImportCommand: CommandModule<{ json: boolean }, Args> = {
       summary = await withInterrupt(async (signal): Promise<Record<string, unknown>> => {
         const onProgress = (done: number, total: number) => progress.update(done, total);
         if (argv.contriever) return { source: 'contriever', ...(await importContriever({ ...common, shards: argv.contriever, signal, onProgress })) };
-        if (argv.faiss) return { source: 'faiss', ...(await importFaiss({ ...common, dir: argv.faiss, signal, onProgress })) };
+        if (argv.faiss) {
+          const keepFaiss = argv['keep-faiss'] ? { nprobe: argv.nprobe, efSearch: argv['ef-search'] } : undefined;
+          return { source: 'faiss', ...(await importFaiss({ ...common, dir: argv.faiss, keepFaiss, signal, onProgress })) };
+        }
         return { source: 'npy', count: await importIndex({ ...common, vectors: argv.vectors as string, signal }) };
       });
     } finally {
