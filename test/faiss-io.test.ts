@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { cliPath, fixture } from './helpers.js';
@@ -137,6 +137,37 @@ test('index import --faiss --keep-faiss searches through the imported IndexPQ it
     assert.deepEqual(got.scores.flat().map((x) => Math.fround(x)), expected.scores.flat().map((x) => Math.fround(x)));
     const bad = cli(['index', 'import', '--vectors', path.join(dir, 'vectors.npy'), '--keep-faiss', '--passages', path.join(dir, 'psgs.tsv'), '--out', path.join(w, 'x')]);
     assert.match(bad.stderr, /--keep-faiss goes with --faiss \(E_INVALID_ARG\)/);
+  } finally {
+    rmSync(w, { recursive: true, force: true });
+  }
+});
+
+test('without FAISS compiled in: FAISS commands are E_UNSUPPORTED with nothing created; an index carrying ann.faiss searches exactly', { skip: noFaiss ? false : 'FAISS is compiled in' }, async () => {
+  const w = mkdtempSync(path.join(tmpdir(), 'gainrag-faiss-test-'));
+  try {
+    const out = path.join(w, 'idx');
+    await assert.rejects(importFaiss({ dir: path.join(dir, 'faiss_flat'), passages: path.join(dir, 'psgs_faiss.tsv'), out }), { code: 'E_UNSUPPORTED' });
+    let r = cli(['index', 'import', '--vectors', path.join(dir, 'vectors.npy'), '--passages', path.join(dir, 'psgs.tsv'), '--out', out, '--faiss-factory', 'PQ4']);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /\(E_UNSUPPORTED\)/);
+    assert.equal(existsSync(out), false);
+    r = cli(['index', 'import', '--vectors', path.join(dir, 'vectors.npy'), '--passages', path.join(dir, 'psgs.tsv'), '--out', out]);
+    assert.equal(r.status, 0, r.stderr);
+    await assert.rejects(exportFaiss({ index: out, out: path.join(w, 'f') }), { code: 'E_UNSUPPORTED' });
+    // An index built elsewhere with a FAISS index beside it.
+    const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));
+    writeFileSync(path.join(out, 'ann.json'), JSON.stringify({ format: 'gainrag-faiss-ann', version: 1, factory: 'PQ4', count: 40, manifest: manifest.checksums.manifest }));
+    writeFileSync(path.join(out, 'ann.faiss'), 'not read here');
+    const index = await DenseIndex.open(out);
+    try {
+      assert.equal(index.approximate, null);
+      const q = readNpyFloat32(path.join(dir, 'queries.npy'));
+      const a = await index.search(q.data, 5);
+      const b = await index.search(q.data, 5, { exact: true });
+      assert.deepEqual(a.ids, b.ids);
+    } finally {
+      await index.dispose();
+    }
   } finally {
     rmSync(w, { recursive: true, force: true });
   }
