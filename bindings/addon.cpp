@@ -21,6 +21,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitCausalLM(env, exports);
   InitDenseIndex(env, exports);
   InitSelectorTrainer(env, exports);
+  InitFaiss(env, exports);
   return exports;
 }
 

@@ -25,5 +25,6 @@ void InitEncoder(Napi::Env env, Napi::Object exports);          // encoder_bindi
 void InitCausalLM(Napi::Env env, Napi::Object exports);         // causal_lm_binding.cpp: CausalLM
 void InitDenseIndex(Napi::Env env, Napi::Object exports);       // dense_index_binding.cpp: DenseIndex
 void InitSelectorTrainer(Napi::Env env, Napi::Object exports);  // selector_trainer_binding.cpp
+void InitFaiss(Napi::Env env, Napi::Object exports);            // faiss_binding.cpp: importFaiss, exportFaiss
 
 }  // namespace gainrag::node

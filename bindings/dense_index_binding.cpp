@@ -11,8 +11,10 @@
 #include "bindings/addon_data.h"
 #include "bindings/async_task.h"
 #include "bindings/marshal.h"
+#include "core/error.h"
 #include "core/tensor_util.h"
 #include "index/dense_index.h"
+#include "index/faiss_ann.h"
 #include "index/index_writer.h"
 
 namespace gainrag::node {
@@ -23,6 +25,7 @@ struct IndexHolder {
   std::shared_mutex mutex;
   std::shared_ptr<FifoGate> add_order = std::make_shared<FifoGate>();
   std::atomic<int64_t> size{0};  // read by the JS getter without taking the lock
+  std::shared_ptr<FaissAnn> ann;  // approximate search (ann.faiss), when attached
 };
 
 const char* DTypeString(at::ScalarType t) {
@@ -45,6 +48,8 @@ class DenseIndexWrap : public Napi::ObjectWrap<DenseIndexWrap> {
                         InstanceMethod<&DenseIndexWrap::Add>("add"),
                         InstanceMethod<&DenseIndexWrap::AddNpy>("addNpy"),
                         InstanceMethod<&DenseIndexWrap::Search>("search"),
+                        InstanceMethod<&DenseIndexWrap::AttachAnn>("attachAnn"),
+                        InstanceMethod<&DenseIndexWrap::SearchAnn>("searchAnn"),
                         InstanceMethod<&DenseIndexWrap::Save>("save"),
                         InstanceMethod<&DenseIndexWrap::SaveFiles>("saveFiles"),
                         InstanceMethod<&DenseIndexWrap::SetDevice>("setDevice"),
@@ -180,6 +185,58 @@ class DenseIndexWrap : public Napi::ObjectWrap<DenseIndexWrap> {
         controls);
   }
 
+  // attachAnn(file) -> FAISS class name: later searchAnn calls go through this FAISS index.
+  Napi::Value AttachAnn(const Napi::CallbackInfo& info) {
+    std::string file = RequireString(info[0], "file");
+    auto holder = Live(info.Env());
+    auto type = std::make_shared<std::string>();
+    return StartTask(
+        info.Env(), "gainrag.DenseIndex.attachAnn",
+        [holder, file, type](const RunContext&) {
+          std::unique_lock lock(holder->mutex);
+          holder->ann = FaissAnn::Open(file, holder->index);
+          *type = holder->ann->type();
+        },
+        [type](Napi::Env env) -> Napi::Value { return Napi::String::New(env, *type); });
+  }
+
+  // searchAnn(queries, k, {nprobe?, efSearch?}, controls?) -> {ids, scores}
+  Napi::Value SearchAnn(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto holder = Live(env);
+    const int64_t dim = holder->index->dim();
+    at::Tensor flat = BorrowTypedArray1D(info[0], at::kFloat, "queries");
+    if (flat.numel() % dim != 0)
+      throw Napi::RangeError::New(env, "queries length " + std::to_string(flat.numel()) + " is not a multiple of dim " +
+                                           std::to_string(dim));
+    const int64_t k = RequireInt(info[1], "k", 1, std::max<int64_t>(1, holder->size.load()));
+    AnnSearchOptions options;
+    if (info.Length() > 2 && info[2].IsObject()) {
+      Napi::Object o = info[2].As<Napi::Object>();
+      options.nprobe = static_cast<int64_t>(OptionalNumber(o, "nprobe", 0));
+      options.ef_search = static_cast<int64_t>(OptionalNumber(o, "efSearch", 0));
+    }
+    TaskControls controls = ReadControls(ControlsArg(info, 3));
+    at::Tensor queries = flat.clone().view({flat.numel() / dim, dim});
+    auto result = std::make_shared<SearchResult>();
+    return StartTask(
+        env, "gainrag.DenseIndex.searchAnn",
+        [holder, queries, k, options, result](const RunContext& ctx) {
+          std::shared_lock lock(holder->mutex);
+          GR_CHECK(holder->ann != nullptr, kIndex, "this index has no FAISS index attached");
+          GR_CHECK(holder->ann->size() == holder->index->size(), kIndex, "rows were added after the FAISS index was "
+                   "built: it covers ", holder->ann->size(), " of ", holder->index->size(), " rows");
+          *result = holder->ann->Search(queries, k, options, ctx);
+        },
+        [result](Napi::Env env) -> Napi::Value {
+          Napi::Object out = Napi::Object::New(env);
+          out.Set("ids", TensorToTypedArray(env, result->ids));
+          out.Set("scores", TensorToTypedArray(env, result->scores));
+          return out;
+        },
+        controls);
+  }
+
   Napi::Value SaveImpl(const Napi::CallbackInfo& info, bool files_only) {
     std::string dir = RequireString(info[0], "dir");
     auto holder = Live(info.Env());
@@ -228,6 +285,7 @@ class DenseIndexWriterWrap : public Napi::ObjectWrap<DenseIndexWriterWrap> {
                        {InstanceAccessor<&DenseIndexWriterWrap::Count>("count"),
                         InstanceMethod<&DenseIndexWriterWrap::Append>("append"),
                         InstanceMethod<&DenseIndexWriterWrap::AppendNpy>("appendNpy"),
+                        InstanceMethod<&DenseIndexWriterWrap::AppendFile>("appendFile"),
                         InstanceMethod<&DenseIndexWriterWrap::Finish>("finish"),
                         InstanceMethod<&DenseIndexWriterWrap::Abort>("abort")});
   }
@@ -261,14 +319,16 @@ class DenseIndexWriterWrap : public Napi::ObjectWrap<DenseIndexWriterWrap> {
       throw Napi::RangeError::New(env, "vectors length " + std::to_string(flat.numel()) + " is not a multiple of dim " +
                                            std::to_string(dim));
     TaskControls controls = ReadControls(ControlsArg(info, 1));
-    at::Tensor vectors = flat.clone().view({flat.numel() / dim, dim});  // detach-safe copy (marshal.h)
+    const int64_t n = flat.numel() / dim;
+    at::Tensor ids = OptionalIds(info, 2, n);
+    at::Tensor vectors = flat.clone().view({n, dim});  // detach-safe copy (marshal.h)
     auto state = state_;
     return StartTask(
         env, "gainrag.DenseIndexWriter.append",
-        [state, vectors](const RunContext& ctx) {
+        [state, vectors, ids](const RunContext& ctx) {
           std::lock_guard lock(state->mutex);
           AbortWhenAsked cleanup{state->writer.get()};
-          state->writer->Append(vectors, ctx);
+          state->writer->Append(vectors, ctx, ids);
           state->count = state->writer->count();
         },
         nullptr, controls);
@@ -290,6 +350,32 @@ class DenseIndexWriterWrap : public Napi::ObjectWrap<DenseIndexWriterWrap> {
         },
         [added](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, double(*added)); },
         ReadControls(ControlsArg(info, 1)));
+  }
+
+  static at::Tensor OptionalIds(const Napi::CallbackInfo& info, size_t i, int64_t n) {
+    if (info.Length() <= i || info[i].IsUndefined() || info[i].IsNull()) return at::Tensor();
+    return CopyTypedArray(info[i], at::kLong, {n}, "ids");
+  }
+
+  // appendFile(path, offset, rows, dtype, ids?, controls?): rows stored inside another file.
+  Napi::Value AppendFile(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string path = RequireString(info[0], "path");
+    const int64_t offset = RequireInt(info[1], "offset", 0, int64_t{1} << 53);
+    const int64_t rows = RequireInt(info[2], "rows", 0, int64_t{1} << 40);
+    const std::string dtype_name = RequireString(info[3], "dtype");
+    at::ScalarType dtype = Guard(env, [&] { return ParseFloatType(dtype_name); });
+    at::Tensor ids = OptionalIds(info, 4, rows);
+    auto state = state_;
+    return StartTask(
+        env, "gainrag.DenseIndexWriter.appendFile",
+        [state, path, offset, rows, dtype, ids](const RunContext& ctx) {
+          std::lock_guard lock(state->mutex);
+          AbortWhenAsked cleanup{state->writer.get()};
+          state->writer->AppendFileRows(path, static_cast<uint64_t>(offset), rows, dtype, ids, ctx);
+          state->count = state->writer->count();
+        },
+        nullptr, ReadControls(ControlsArg(info, 5)));
   }
 
   Napi::Value Finish(const Napi::CallbackInfo& info) {
@@ -346,6 +432,21 @@ Napi::Value OpenDenseIndex(const Napi::CallbackInfo& info) {
       [result](Napi::Env env) -> Napi::Value { return DenseIndexWrap::New(env, *result); });
 }
 
+// buildFaissAnn(indexDir, outFile, factory, trainSize, controls?) -> rows added
+Napi::Value BuildFaissAnnJs(const Napi::CallbackInfo& info) {
+  AnnBuildOptions options;
+  const std::string dir = RequireString(info[0], "indexDir");
+  const std::string file = RequireString(info[1], "outFile");
+  options.factory = RequireString(info[2], "factory");
+  options.train_size = RequireInt(info[3], "trainSize", 0, int64_t{1} << 40);
+  auto rows = std::make_shared<int64_t>(0);
+  return StartTask(
+      info.Env(), "gainrag.buildFaissAnn",
+      [dir, file, options, rows](const RunContext& ctx) { *rows = BuildFaissAnn(dir, file, options, ctx); },
+      [rows](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, double(*rows)); },
+      ReadControls(ControlsArg(info, 4)));
+}
+
 // npyInfo(path) -> {rows, dim, dtype}: header check only (the data stays mapped, unread).
 Napi::Value NpyInfo(const Napi::CallbackInfo& info) {
   std::string path = RequireString(info[0], "path");
@@ -369,6 +470,7 @@ void InitDenseIndex(Napi::Env env, Napi::Object exports) {
   exports.Set("openDenseIndex", Napi::Function::New<OpenDenseIndex>(env, "openDenseIndex"));
   exports.Set("DenseIndexWriter", DenseIndexWriterWrap::Define(env));
   exports.Set("npyInfo", Napi::Function::New<NpyInfo>(env, "npyInfo"));
+  exports.Set("buildFaissAnn", Napi::Function::New<BuildFaissAnnJs>(env, "buildFaissAnn"));
 }
 
 }  // namespace gainrag::node

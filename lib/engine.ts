@@ -5,7 +5,7 @@ export interface EngineInfo {
   version: string;
   /** LibTorch version the addon was built against */
   torch: string;
-  /** backends compiled in: 'cpu'; 'cuda' when built against a CUDA LibTorch; 'dnnl' when built with oneDNN (libdnnl-dev) */
+  /** backends compiled in: 'cpu'; 'cuda' when built against a CUDA LibTorch; 'dnnl' when built with oneDNN (libdnnl-dev); 'faiss' when FAISS index files are supported */
   backends: string[];
   /** CUDA devices visible at run time (0 without CUDA) */
   cudaDevices: number;

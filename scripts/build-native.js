@@ -132,6 +132,8 @@ function main() {
   if (process.env.GAINRAG_CUDA) args.push(`--CDGAINRAG_CUDA=${process.env.GAINRAG_CUDA}`);
   // AUTO (default): the oneDNN backend when libdnnl-dev is installed; ON fails without it; OFF skips it.
   if (process.env.GAINRAG_WITH_DNNL) args.push(`--CDGAINRAG_WITH_DNNL=${process.env.GAINRAG_WITH_DNNL}`);
+  // AUTO (default): FAISS index files when libfaiss is found; OFF / ON to force.
+  if (process.env.GAINRAG_FAISS) args.push(`--CDGAINRAG_FAISS=${process.env.GAINRAG_FAISS}`);
   const r = spawnSync(process.execPath, args, { stdio: 'inherit', cwd: root });
   if (r.status !== 0) throw new Error(`native build failed (cmake-js exit ${r.status})`);
 }

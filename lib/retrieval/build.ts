@@ -12,6 +12,7 @@ import { writeEncoderRecord } from './encoder-record.js';
 import { npyInfo, type IndexDType, type IndexMetric } from './dense-index.js';
 import { DenseIndexWriter, INDEX_FORMAT } from './index-writer.js';
 import { PassageStoreWriter, readPassages, type Passage } from '../io/passages.js';
+import { buildAnn, checkAnnOptions, type AnnOptions } from './ann.js';
 
 export interface BuildProgress {
   (done: number, total: number, note: string): void;
@@ -32,6 +33,8 @@ export interface BuildIndexOptions extends Pick<EncoderLoadOptions, 'pooling' | 
   withTitle?: boolean;
   signal?: AbortSignal;
   onProgress?: BuildProgress;
+  /** Also build an approximate FAISS index (ann.faiss) over the rows. */
+  ann?: AnnOptions;
 }
 
 /** Counts data lines (for progress totals): newlines, minus a TSV header. */
@@ -63,7 +66,7 @@ export function isGainragIndexDir(dir: string): boolean {
 
 // A Node fs failure (ENOSPC, EIO, EDQUOT ...) of the passage store is E_IO with its errno, not
 // an uncoded error that the CLI could only report as E_INTERNAL.
-function writeFailure(err: unknown, out: string): unknown {
+export function writeFailure(err: unknown, out: string): unknown {
   const e = err as NodeJS.ErrnoException;
   return e instanceof Error && typeof e.syscall === 'string' && !isErrorCode(e.code) ? ioError(err, `cannot write the index ${out}`) : err;
 }
@@ -76,7 +79,7 @@ function isEmptyDir(dir: string): boolean {
   }
 }
 
-interface PreparedOut {
+export interface PreparedOut {
   tmp: string;
   lock: OutputLock;
 }
@@ -86,7 +89,7 @@ interface PreparedOut {
  * empty directory) at `out`, and only our own half-built `<out>.partial`, may be replaced.
  * Errors: E_INVALID_ARG, E_LOCKED, E_IO.
  */
-function prepareOut(out: string, inputs: string[]): PreparedOut {
+export function prepareOut(out: string, inputs: string[]): PreparedOut {
   validateOutput(out, 'dir', { inputs, label: 'out' });
   if (existsSync(out) && !isGainragIndexDir(out) && !isEmptyDir(out)) {
     throw new GainragError('E_INVALID_ARG', `${out} exists and is not a gainrag index (no manifest.json with format "${INDEX_FORMAT}"); refusing to replace it`);
@@ -109,7 +112,7 @@ function prepareOut(out: string, inputs: string[]): PreparedOut {
   return { tmp, lock };
 }
 
-function publish(tmp: string, out: string): void {
+export function publish(tmp: string, out: string): void {
   try {
     rmSync(path.join(tmp, PARTIAL_MARKER), { force: true });
     if (existsSync(out)) {
@@ -134,6 +137,7 @@ export async function buildIndex(options: BuildIndexOptions): Promise<number> {
   const batchSize = options.batchSize ?? 256;
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError('batchSize must be a positive integer');
   validateOutput(options.out, 'dir', { inputs: [options.passages], label: 'out' }); // before the model load
+  if (options.ann) checkAnnOptions(options.ann);
   const { pooling, normalize, queryPrefix, passagePrefix, hub } = options;
   const encoder = await Encoder.load(options.encoder, { device: options.device, maxLength: options.maxLength, pooling, normalize, queryPrefix, passagePrefix, hub });
   const total = await countPassages(options.passages);
@@ -161,6 +165,7 @@ export async function buildIndex(options: BuildIndexOptions): Promise<number> {
     store.close();
     const count = await writer.finish();
     writeEncoderRecord(tmp, encoder.record()); // what retrieve checks its encoder against
+    if (options.ann) await buildAnn(tmp, options.ann, { signal: options.signal });
     publish(tmp, options.out);
     return count;
   } catch (err) {
@@ -181,11 +186,13 @@ export interface ImportIndexOptions extends CallOptions, Pick<EncoderLoadOptions
   encoder?: string;
   dtype?: IndexDType;
   metric?: IndexMetric;
+  ann?: AnnOptions;
 }
 
 /** Index directory from a float32/float16 .npy (row i = passage i of the passage file). */
 export async function importIndex(options: ImportIndexOptions): Promise<number> {
   const info = npyInfo(options.vectors);
+  if (options.ann) checkAnnOptions(options.ann);
   let record: EncoderRecord | undefined;
   if (options.encoder !== undefined) {
     // Loaded only for its identity and settings; nothing is embedded.
@@ -215,6 +222,7 @@ export async function importIndex(options: ImportIndexOptions): Promise<number> 
       writer.abort();
       throw err;
     }
+    if (options.ann) await buildAnn(tmp, options.ann, { signal: options.signal });
     publish(tmp, options.out);
     return info.rows;
   } catch (err) {

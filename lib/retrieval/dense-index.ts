@@ -6,6 +6,8 @@ import { checkNotShared } from '../errors.js';
 import { withControls, type CallOptions } from '../controls.js';
 import { GainragError } from '../errors.js';
 import { native, type NativeControls } from '../native.js';
+import path from 'node:path';
+import { ANN_FILE, faissAvailable, readAnnMeta, type AnnMeta } from './ann.js';
 
 export type IndexDType = 'float32' | 'float16' | 'bfloat16';
 export type IndexMetric = 'ip' | 'cosine';
@@ -36,6 +38,17 @@ export interface SearchOptions extends CallOptions {
   queryBlock?: number;
   /** Queries served by one pass over the corpus (default: as many as ~256 MiB of top-k buffers hold). */
   queryGroup?: number;
+  /** An index with a FAISS approximate index (`approximate`): search the exact rows instead. */
+  exact?: boolean;
+  /** Approximate search: IVF lists probed (default: the index's own, see `approximate`). */
+  nprobe?: number;
+  /** Approximate search: HNSW efSearch. */
+  efSearch?: number;
+}
+
+/** The FAISS index an index directory carries (ann.json), and the FAISS class read. */
+export interface ApproximateInfo extends AnnMeta {
+  type: string;
 }
 
 /**
@@ -63,6 +76,8 @@ interface NativeDenseIndex {
   save(dir: string, controls: NativeControls): Promise<void>;
   saveFiles(dir: string, controls: NativeControls): Promise<void>;
   setDevice(device: string): void;
+  attachAnn(file: string): Promise<string>;
+  searchAnn(queries: Float32Array, k: number, options: { nprobe?: number; efSearch?: number }, controls: NativeControls): Promise<SearchResult>;
   row(i: number): Float32Array;
   dispose(): void;
 }
@@ -147,8 +162,11 @@ export function queryMatrix(queries: QueryInput, dim: number): Float32Array {
   return out;
 }
 
+let warnedNoFaiss = false;
+
 export class DenseIndex {
   private handle: NativeDenseIndex | null;
+  private ann: ApproximateInfo | null = null;
 
   private constructor(raw: NativeDenseIndex) {
     this.handle = raw;
@@ -210,7 +228,26 @@ export class DenseIndex {
     if (typeof dir !== 'string' || dir.length === 0) throw new TypeError('dir must be a non-empty string');
     const verify = options.verify ?? 'full';
     if (verify !== 'full' && verify !== 'header') throw new RangeError(`verify must be 'full' or 'header', got ${String(verify)}`);
-    return new DenseIndex(await addon().openDenseIndex(dir, verify));
+    const index = new DenseIndex(await addon().openDenseIndex(dir, verify));
+    const meta = readAnnMeta(dir);
+    if (meta && !faissAvailable()) {
+      // The exact rows are all there: searches stay correct, only slower.
+      if (!warnedNoFaiss) process.emitWarning(`${dir} has a FAISS index (${meta.factory}) but this build has no FAISS; searching exactly`);
+      warnedNoFaiss = true;
+    } else if (meta) {
+      try {
+        index.ann = { ...meta, type: await index.raw.attachAnn(path.join(dir, ANN_FILE)) };
+      } catch (err) {
+        await index.dispose();
+        throw err;
+      }
+    }
+    return index;
+  }
+
+  /** The attached FAISS index (searches go through it unless `exact`), or null. */
+  get approximate(): ApproximateInfo | null {
+    return this.ann;
   }
 
   get size(): number {
@@ -236,6 +273,7 @@ export class DenseIndex {
     if (vectors.length % this.dim !== 0) throw new RangeError(`vectors length ${vectors.length} is not a multiple of dim ${this.dim}`);
     const idArray = toIds(ids, vectors.length / this.dim);
     await withControls(options, (controls) => this.raw.add(vectors, idArray, controls));
+    this.ann = null; // the FAISS index does not cover the new rows: search exactly from now on
   }
 
   /** Exact top-k for each query. k must be in [1, size] (RangeError otherwise). */
@@ -244,9 +282,14 @@ export class DenseIndex {
     if (q.length % this.dim !== 0) throw new RangeError(`queries length ${q.length} is not a multiple of dim ${this.dim}`);
     if (!Number.isInteger(k)) throw new TypeError(`k must be an integer, got ${String(k)}`);
     if (this.size > 0 && (k < 1 || k > this.size)) throw new RangeError(`k must be in [1, ${this.size}] (the index size), got ${k}`);
-    for (const key of ['corpusBlock', 'queryBlock', 'queryGroup'] as const) {
+    for (const key of ['corpusBlock', 'queryBlock', 'queryGroup', 'nprobe', 'efSearch'] as const) {
       const v = options[key];
       if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw new RangeError(`${key} must be a positive integer`);
+    }
+    const ann = this.ann;
+    if (ann && options.exact !== true) {
+      const params = { nprobe: options.nprobe ?? ann.nprobe, efSearch: options.efSearch ?? ann.efSearch };
+      return withControls(options, (controls) => this.raw.searchAnn(q, k, params, controls));
     }
     return withControls(options, (controls) =>
       this.raw.search(q, k, { corpusBlock: options.corpusBlock, queryBlock: options.queryBlock, queryGroup: options.queryGroup }, controls),

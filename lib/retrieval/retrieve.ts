@@ -159,7 +159,9 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
       // What the output depends on (not the device: cluster chunks run on different ones).
       manifest: options.manifest ?? {
         stage: 'retrieve', input: options.data, range,
-        settings: { index: path.resolve(options.index), indexId: indexIdentity(options.index), encoder: path.resolve(options.encoder), encoderWeights: weightsFingerprint(options.encoder), topK, maxLength: options.maxLength ?? null, dataset: options.dataset ?? null },
+        settings: { index: path.resolve(options.index), indexId: indexIdentity(options.index), encoder: path.resolve(options.encoder), encoderWeights: weightsFingerprint(options.encoder), topK, maxLength: options.maxLength ?? null, dataset: options.dataset ?? null,
+          // Approximate results depend on the FAISS index and its search settings (absent for exact search).
+          ...(index.approximate ? { approximate: { factory: index.approximate.factory, nprobe: index.approximate.nprobe ?? null, efSearch: index.approximate.efSearch ?? null } } : {}) },
       },
     });
   } catch (err) {

@@ -42,6 +42,9 @@ EngineInfo GetEngineInfo() {
   }();
   info.dnnl_kernels = kernels;
 #endif
+#ifdef GAINRAG_WITH_FAISS
+  info.backends.push_back("faiss");  // FAISS index files (native/index/faiss_io.h)
+#endif
   info.threads = at::get_num_threads();
   info.blas = at::hasMKL() ? "mkl" : "system";
   return info;

@@ -11,7 +11,7 @@ namespace gainrag {
 struct EngineInfo {
   std::string version;
   std::string torch;
-  std::vector<std::string> backends;  // compiled in: "cpu", "cuda", "dnnl"
+  std::vector<std::string> backends;  // compiled in: "cpu", "cuda", "dnnl", "faiss" (FAISS index files)
   int cuda_devices = 0;               // visible at run time
   int threads = 0;                    // LibTorch intra-op threads
   std::string blas;                   // BLAS LibTorch uses for CPU matrix products

@@ -92,6 +92,17 @@ at::Tensor DenseIndex::Row(int64_t r) const {
   return Rows(r, r + 1).to(at::kFloat).reshape({dim_});
 }
 
+void DenseIndex::CopyRowsFloat(int64_t begin, int64_t end, float* out) const {
+  GR_CHECK(begin >= 0 && begin <= end && end <= size(), kInvalidArgument, "rows [", begin, ", ", end, ") out of range [0, ",
+           size(), ")");
+  if (begin < mapped_rows_) mapped_file_->CheckUnchanged(ErrorCode::kIndex);
+  for (int64_t r = begin; r < end;) {
+    const int64_t e = std::min(end, PartEnd(r));
+    at::from_blob(out + (r - begin) * dim_, {e - r, dim_}, at::TensorOptions().dtype(at::kFloat)).copy_(Rows(r, e));
+    r = e;
+  }
+}
+
 void DenseIndex::CheckNewIds(const std::vector<int64_t>& fresh) const {
   for (size_t i = 1; i < fresh.size(); ++i)
     GR_CHECK(fresh[i] != fresh[i - 1], kIndex, "duplicate id ", fresh[i], " in the added rows");

@@ -95,6 +95,8 @@ class DenseIndex {
   const std::vector<int64_t>& ids() const { return ids_; }
   // Row r as float32 (a copy; for tests and tools).
   at::Tensor Row(int64_t r) const;
+  // Rows [begin, end) as float32 into `out` (end - begin rows of dim floats): exporters.
+  void CopyRowsFloat(int64_t begin, int64_t end, float* out) const;
 
  private:
   // Rows [begin, end) of the storage as a tensor view (never spans the two parts).

@@ -53,7 +53,7 @@ void DenseIndexWriter::ThrowIfAborted() const {
   if (abort_requested()) throw Error(ErrorCode::kCancelled, "index writer for " + dir_ + " was aborted");
 }
 
-void DenseIndexWriter::Append(const at::Tensor& vectors, const RunContext& ctx) {
+void DenseIndexWriter::Append(const at::Tensor& vectors, const RunContext& ctx, const at::Tensor& given_ids) {
   ThrowIfAborted();
   GR_CHECK(vectors_ != nullptr, kIo, "index writer for ", dir_, " is closed");
   GR_CHECK(vectors.dim() == 2, kShape, "vectors must be a [n, dim] matrix");
@@ -70,7 +70,16 @@ void DenseIndexWriter::Append(const at::Tensor& vectors, const RunContext& ctx) 
     ConvertRows(vectors.slice(0, b, e), staging_.slice(0, 0, e - b), metric_, count_ + b);
   }
   std::vector<int64_t> ids(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) ids[i] = count_ + i;
+  if (given_ids.defined()) {
+    GR_CHECK(given_ids.scalar_type() == at::kLong && given_ids.numel() == n, kShape, "ids must be ", n, " int64 values, got ",
+             given_ids.numel());
+    at::Tensor c = given_ids.contiguous();
+    std::copy(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + n, ids.begin());
+    for (int64_t i = 0; i < n; ++i)
+      GR_CHECK(ids[i] >= 0, kIndex, "id ", ids[i], " is negative (ids must be >= 0; -1 means no result)");
+  } else {
+    for (int64_t i = 0; i < n; ++i) ids[i] = count_ + i;
+  }
   const long vec_pos = std::ftell(vectors_);
   const long ids_pos = std::ftell(ids_);
   Checksum sum_vectors = sum_vectors_, sum_ids = sum_ids_;  // committed only if the call succeeds
@@ -102,6 +111,29 @@ void DenseIndexWriter::Append(const at::Tensor& vectors, const RunContext& ctx) 
   count_ += n;
   sum_vectors_ = sum_vectors;
   sum_ids_ = sum_ids;
+}
+
+void DenseIndexWriter::AppendFileRows(const std::string& path, uint64_t offset, int64_t rows, at::ScalarType dtype,
+                                      const at::Tensor& ids, const RunContext& ctx) {
+  GR_CHECK(dtype == at::kFloat || dtype == at::kHalf, kInvalidArgument, "file rows must be float32 or float16");
+  GR_CHECK(rows >= 0, kInvalidArgument, "rows must be >= 0");
+  GR_CHECK(!ids.defined() || ids.numel() == rows, kShape, "ids must be ", rows, " int64 values, got ", ids.numel());
+  auto file = MappedFile::Open(path);
+  const uint64_t row_bytes = static_cast<uint64_t>(dim_) * c10::elementSize(dtype);
+  const uint64_t need = static_cast<uint64_t>(rows) * row_bytes;
+  GR_CHECK(offset <= file->size() && need <= file->size() - offset, kData, path, ": ", rows, " x ", dim_,
+           " vectors at byte ", offset, " run past the end of the file (", file->size(), " bytes)");
+  // The data offset inside a container need not be aligned for the element type: copy each
+  // chunk into an aligned buffer instead of viewing the mapping.
+  at::Tensor chunk = at::empty({std::min<int64_t>(rows, kChunk), dim_}, at::TensorOptions().dtype(dtype));
+  for (int64_t b = 0; b < rows; b += kChunk) {
+    ctx.ThrowIfCancelled();
+    const int64_t e = std::min(rows, b + kChunk);
+    at::Tensor part = chunk.slice(0, 0, e - b);
+    std::memcpy(part.data_ptr(), file->data() + offset + static_cast<uint64_t>(b) * row_bytes, (e - b) * row_bytes);
+    Append(part, RunContext(), ids.defined() ? ids.slice(0, b, e) : at::Tensor());
+    ctx.Progress(e, rows, "import");
+  }
 }
 
 void DenseIndexWriter::Finish() {

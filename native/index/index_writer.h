@@ -1,6 +1,8 @@
 // Streams rows into an index directory without holding the corpus in memory (building a
 // 21M x 768 index needs tens of GB as a matrix, but only a chunk at a time here). Rows get
-// consecutive ids 0..count-1 (the row number, which is how the passage store is addressed).
+// consecutive ids 0..count-1 (the row number, which is how the passage store is addressed)
+// unless the caller gives ids (an import whose vectors come in another order than its passages:
+// the caller keeps them unique; DenseIndex::Open checks that again).
 // Files are written under temporary names; Finish() renames them and writes the manifest last,
 // so a reader never sees a partial index.
 #pragma once
@@ -27,7 +29,13 @@ class DenseIndexWriter {
 
   // Appends rows [n, dim] of any float type (validated and converted like DenseIndex::Add).
   // All-or-nothing per call: a bad row leaves the files as they were before the call.
-  void Append(const at::Tensor& vectors, const RunContext& ctx = RunContext());
+  // ids: int64 [n] (each >= 0), or undefined for count..count+n-1.
+  void Append(const at::Tensor& vectors, const RunContext& ctx = RunContext(), const at::Tensor& ids = at::Tensor());
+  // Appends `rows` rows of little-endian `dtype` (float32/float16) stored at byte `offset` of the
+  // file `path` (a matrix inside another container, e.g. a pickle), a chunk at a time through
+  // an aligned copy. Error(kData) when the file is shorter than offset + rows x dim elements.
+  void AppendFileRows(const std::string& path, uint64_t offset, int64_t rows, at::ScalarType dtype,
+                      const at::Tensor& ids, const RunContext& ctx = RunContext());
   // Flushes, fsyncs, renames vectors.bin / ids.bin into place and writes manifest.json.
   void Finish();
   void Abort();

@@ -4,8 +4,11 @@ import { buildIndex } from '../../retrieval/build.js';
 import { progressReporter, withInterrupt } from '../progress.js';
 import type { IndexDType, IndexMetric } from '../../retrieval/dense-index.js';
 import { indexImportCommand } from './index-import.js';
+import { indexExportCommand } from './index-export.js';
+import { indexEvalCommand } from './index-eval.js';
+import { annFromArgs, withAnnFlags, type AnnArgs } from './ann-flags.js';
 
-interface Args {
+interface Args extends AnnArgs {
   json: boolean;
   passages: string;
   encoder: string;
@@ -26,7 +29,7 @@ export const indexBuildCommand: CommandModule<{ json: boolean }, Args> = {
   command: 'build',
   describe: 'embed a passage file with a bi-encoder and write an index directory',
   builder: (y) =>
-    y
+    withAnnFlags(y)
       .option('passages', { type: 'string', demandOption: true, describe: 'DPR TSV (id, text, title with header) or JSONL {id,title,text}' })
       .option('encoder', { type: 'string', demandOption: true, describe: 'bi-encoder: a model directory or a hub id org/name[@revision] (e.g. facebook/contriever-msmarco, BAAI/bge-base-en-v1.5)' })
       .option('out', { type: 'string', demandOption: true, describe: 'index directory to write' })
@@ -60,6 +63,7 @@ export const indexBuildCommand: CommandModule<{ json: boolean }, Args> = {
           normalize: argv.normalize,
           queryPrefix: argv['query-prefix'],
           passagePrefix: argv['passage-prefix'],
+          ann: annFromArgs(argv),
           signal,
           onProgress: (done, total) => progress.update(done, total),
         }),
@@ -75,7 +79,7 @@ export const indexBuildCommand: CommandModule<{ json: boolean }, Args> = {
 
 export const indexCommand: CommandModule<{ json: boolean }, { json: boolean }> = {
   command: 'index <command>',
-  describe: 'build or import a dense passage index',
-  builder: (y) => y.command(indexBuildCommand as never).command(indexImportCommand as never).demandCommand(1) as never,
+  describe: 'build, import, export or evaluate a dense passage index',
+  builder: (y) => y.command(indexBuildCommand as never).command(indexImportCommand as never).command(indexExportCommand as never).command(indexEvalCommand as never).demandCommand(1) as never,
   handler: () => undefined,
 };

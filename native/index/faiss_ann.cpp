@@ -1,0 +1,174 @@
+#include "index/faiss_ann.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <typeinfo>
+#include <limits>
+#include <vector>
+
+#include "core/error.h"
+
+#ifdef GAINRAG_WITH_FAISS
+#include <cxxabi.h>
+#include <faiss/AutoTune.h>
+#include <faiss/Index.h>
+#include <faiss/IndexHNSW.h>
+#include <faiss/IVFlib.h>
+#include <faiss/impl/FaissException.h>
+#include <faiss/index_factory.h>
+#include <faiss/index_io.h>
+#endif
+
+namespace gainrag {
+
+#ifndef GAINRAG_WITH_FAISS
+
+namespace {
+[[noreturn]] void NoFaiss() {
+  GR_FAIL(kUnsupported, "approximate (FAISS) indexes need a build of gainrag with FAISS (Debian: apt-get install "
+          "libfaiss-dev, then npm run build:native)");
+}
+}  // namespace
+
+int64_t BuildFaissAnn(const std::string&, const std::string&, const AnnBuildOptions&, const RunContext&) { NoFaiss(); }
+std::shared_ptr<FaissAnn> FaissAnn::Open(const std::string&, std::shared_ptr<const DenseIndex>) { NoFaiss(); }
+FaissAnn::~FaissAnn() = default;
+SearchResult FaissAnn::Search(const at::Tensor&, int64_t, const AnnSearchOptions&, const RunContext&) const { NoFaiss(); }
+int64_t FaissAnn::size() const { return 0; }
+
+#else
+
+namespace {
+constexpr int64_t kChunk = 16384;
+}  // namespace
+
+int64_t BuildFaissAnn(const std::string& index_dir, const std::string& out_file, const AnnBuildOptions& options,
+                      const RunContext& ctx) {
+  std::shared_ptr<DenseIndex> source = DenseIndex::Open(index_dir, DenseIndex::Verify::kHeader);
+  const int64_t n = source->size(), d = source->dim();
+  GR_CHECK(n > 0, kIndex, index_dir, " has no rows to build a FAISS index from");
+  std::unique_ptr<faiss::Index> index;
+  try {
+    index.reset(faiss::index_factory(int(d), options.factory.c_str(), faiss::METRIC_INNER_PRODUCT));
+  } catch (const faiss::FaissException& e) {
+    GR_FAIL(kInvalidArgument, "FAISS rejects the factory string '", options.factory, "': ", e.msg);
+  }
+  std::vector<float> buf;
+  if (!index->is_trained) {
+    const int64_t want = options.train_size > 0 ? std::min(n, options.train_size) : std::min<int64_t>(n, 262144);
+    // Evenly spaced rows: deterministic, and spread over the whole corpus (shards are often
+    // ordered by topic or source).
+    buf.resize(static_cast<size_t>(want * d));
+    for (int64_t i = 0; i < want; ++i) {
+      if (i % 4096 == 0) ctx.ThrowIfCancelled();
+      const int64_t r = static_cast<int64_t>((static_cast<__int128>(i) * n) / want);
+      source->CopyRowsFloat(r, r + 1, buf.data() + i * d);
+    }
+    ctx.Progress(0, n, "train");
+    try {
+      index->train(want, buf.data());
+    } catch (const faiss::FaissException& e) {
+      GR_FAIL(kInvalidArgument, "FAISS cannot train '", options.factory, "' on ", want, " rows: ", e.msg);
+    }
+  }
+  buf.assign(static_cast<size_t>(std::min(n, kChunk) * d), 0.0f);
+  for (int64_t b = 0; b < n; b += kChunk) {
+    ctx.ThrowIfCancelled();
+    const int64_t e = std::min(n, b + kChunk);
+    source->CopyRowsFloat(b, e, buf.data());
+    index->add(e - b, buf.data());
+    ctx.Progress(e, n, "add");
+  }
+  const std::string tmp = out_file + ".tmp-" + std::to_string(::getpid());
+  try {
+    faiss::write_index(index.get(), tmp.c_str());
+  } catch (const faiss::FaissException& e) {
+    std::remove(tmp.c_str());
+    GR_FAIL(kIo, "cannot write ", out_file, ": ", e.msg);
+  }
+  if (std::rename(tmp.c_str(), out_file.c_str()) != 0) {
+    const int err = errno;
+    std::remove(tmp.c_str());
+    GR_FAIL(kIo, "cannot write ", out_file, ": ", std::strerror(err));
+  }
+  return n;
+}
+
+std::shared_ptr<FaissAnn> FaissAnn::Open(const std::string& file, std::shared_ptr<const DenseIndex> exact) {
+  std::shared_ptr<FaissAnn> ann(new FaissAnn());
+  try {
+    ann->index_.reset(faiss::read_index(file.c_str()));
+  } catch (const faiss::FaissException& e) {
+    GR_FAIL(kIndex, file, ": FAISS cannot read it: ", e.msg);
+  }
+  GR_CHECK(ann->index_->ntotal == exact->size() && ann->index_->d == exact->dim(), kIndex, file, " holds ",
+           ann->index_->ntotal, " x ", ann->index_->d, " vectors but the index ", exact->size(), " x ", exact->dim(),
+           " (rebuilt without it?)");
+  GR_CHECK(ann->index_->metric_type == faiss::METRIC_INNER_PRODUCT, kIndex, file, " is not an inner-product index");
+  ann->exact_ = std::move(exact);
+  int status = 0;
+  const faiss::Index& ref = *ann->index_;
+  char* name = abi::__cxa_demangle(typeid(ref).name(), nullptr, nullptr, &status);
+  ann->type_ = status == 0 && name ? name : typeid(ref).name();
+  std::free(name);
+  if (ann->type_.rfind("faiss::", 0) == 0) ann->type_ = ann->type_.substr(7);
+  return ann;
+}
+
+FaissAnn::~FaissAnn() = default;
+
+int64_t FaissAnn::size() const { return index_->ntotal; }
+
+SearchResult FaissAnn::Search(const at::Tensor& queries, int64_t k, const AnnSearchOptions& options,
+                              const RunContext& ctx) const {
+  GR_CHECK(queries.dim() == 2 && queries.size(1) == index_->d, kShape, "queries must be [Q, ", index_->d, "]");
+  GR_CHECK(k >= 1 && k <= size(), kInvalidArgument, "k must be in [1, ", size(), "], got ", k);
+  at::Tensor q = queries.to(at::kFloat).contiguous();
+  GR_CHECK(at::isfinite(q).all().item<bool>(), kData, "queries contain NaN or Inf");
+  if (exact_->metric() == Metric::kCosine) q = q / q.norm(2, {1}, true).clamp_min(1e-30);
+  const int64_t nq = q.size(0);
+  at::Tensor scores = at::empty({nq, k}, at::TensorOptions().dtype(at::kFloat));
+  at::Tensor labels = at::empty({nq, k}, at::TensorOptions().dtype(at::kLong));
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    faiss::ParameterSpace params;
+    try {
+      if (options.nprobe > 0) params.set_index_parameter(index_.get(), "nprobe", double(options.nprobe));
+      if (options.ef_search > 0) params.set_index_parameter(index_.get(), "efSearch", double(options.ef_search));
+    } catch (const faiss::FaissException& e) {
+      GR_FAIL(kInvalidArgument, "this ", type_, " has no such search parameter: ", e.msg);
+    }
+    // Query blocks so that a cancel is seen between them.
+    constexpr int64_t kQueries = 1024;
+    for (int64_t b = 0; b < nq; b += kQueries) {
+      ctx.ThrowIfCancelled();
+      const int64_t e = std::min(nq, b + kQueries);
+      static_assert(sizeof(faiss::Index::idx_t) == sizeof(int64_t), "FAISS labels are 64-bit");
+      index_->search(e - b, q.data_ptr<float>() + b * index_->d, k, scores.data_ptr<float>() + b * k,
+                     reinterpret_cast<faiss::Index::idx_t*>(labels.data_ptr<int64_t>()) + b * k);
+      ctx.Progress(e, nq, "search");
+    }
+  }
+  // FAISS rows -> index ids; an empty slot is -1 / -inf.
+  const std::vector<int64_t>& ids = exact_->ids();
+  int64_t* l = labels.data_ptr<int64_t>();
+  float* s = scores.data_ptr<float>();
+  for (int64_t i = 0; i < nq * k; ++i) {
+    if (l[i] < 0 || l[i] >= static_cast<int64_t>(ids.size())) {
+      l[i] = -1;
+      s[i] = -std::numeric_limits<float>::infinity();
+    } else {
+      l[i] = ids[static_cast<size_t>(l[i])];
+    }
+  }
+  return {labels, scores};
+}
+
+#endif
+
+}  // namespace gainrag
