@@ -3,6 +3,9 @@
 #include "bindings/errors.h"
 #include "bindings/marshal.h"
 #include "core/engine.h"
+#ifdef GAINRAG_WITH_DNNL
+#include "backends/dnnl/packed_linear.h"
+#endif
 
 namespace gainrag::node {
 namespace {
@@ -11,6 +14,16 @@ Napi::Value EngineInfoJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
     EngineInfo e = GetEngineInfo();
+#ifdef GAINRAG_WITH_DNNL
+    // The backends above core/ are reported here, where the layers meet.
+    e.backends.push_back("dnnl");  // oneDNN matmuls for the encoders (opt-in: GAINRAG_GEMM=dnnl)
+    // Asked once: creating the probe primitives costs a few milliseconds.
+    static const std::string kernels = [] {
+      std::string f32 = onednn::KernelName(at::kFloat), bf16 = onednn::KernelName(at::kBFloat16);
+      return "f32 " + (f32.empty() ? std::string("none") : f32) + ", bf16 " + (bf16.empty() ? std::string("none") : bf16);
+    }();
+    e.dnnl_kernels = kernels;
+#endif
     Napi::Object out = Napi::Object::New(env);
     out.Set("version", e.version);
     out.Set("torch", e.torch);

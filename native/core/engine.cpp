@@ -9,9 +9,6 @@
 #include <cstdlib>
 #include <string>
 
-#ifdef GAINRAG_WITH_DNNL
-#include "backends/dnnl/packed_linear.h"
-#endif
 #include <thread>
 
 #ifndef GAINRAG_VERSION
@@ -32,15 +29,6 @@ EngineInfo GetEngineInfo() {
 #ifdef GAINRAG_WITH_CUDA
   info.backends.push_back("cuda");
   info.cuda_devices = CudaDeviceCount();
-#endif
-#ifdef GAINRAG_WITH_DNNL
-  info.backends.push_back("dnnl");  // oneDNN matmuls for the encoders (opt-in: GAINRAG_GEMM=dnnl)
-  // Asked once: creating the probe primitives costs a few milliseconds.
-  static const std::string kernels = [] {
-    std::string f32 = onednn::KernelName(at::kFloat), bf16 = onednn::KernelName(at::kBFloat16);
-    return "f32 " + (f32.empty() ? std::string("none") : f32) + ", bf16 " + (bf16.empty() ? std::string("none") : bf16);
-  }();
-  info.dnnl_kernels = kernels;
 #endif
 #ifdef GAINRAG_WITH_FAISS
   info.backends.push_back("faiss");  // FAISS index files (native/index/faiss_io.h)
