@@ -128,6 +128,27 @@ export function publish(tmp: string, out: string): void {
   }
 }
 
+/**
+ * Builds an index directory the one way every writer of one does: `OUT.partial` under the output
+ * lock, a passage store in it, `fill` writing the rest (vectors, manifest, encoder record, ANN),
+ * then publish. On failure everything under `OUT.partial` is removed and the error says where.
+ */
+export async function assembleIndexDir<T>(out: string, inputs: string[], fill: (tmp: string, store: PassageStoreWriter) => Promise<T>): Promise<T> {
+  const { tmp, lock } = prepareOut(out, inputs);
+  const store = new PassageStoreWriter(tmp);
+  try {
+    const result = await fill(tmp, store);
+    publish(tmp, out);
+    return result;
+  } catch (err) {
+    store.abort();
+    rmSync(tmp, { recursive: true, force: true });
+    throw writeFailure(err, out);
+  } finally {
+    lock.release();
+  }
+}
+
 export function passageText(p: Passage, withTitle: boolean): string {
   return withTitle && p.title ? `${p.title} ${p.text}` : p.text;
 }
@@ -141,41 +162,36 @@ export async function buildIndex(options: BuildIndexOptions): Promise<number> {
   const { pooling, normalize, queryPrefix, passagePrefix, hub } = options;
   const encoder = await Encoder.load(options.encoder, { device: options.device, maxLength: options.maxLength, pooling, normalize, queryPrefix, passagePrefix, hub });
   const total = await countPassages(options.passages);
-  const { tmp, lock } = prepareOut(options.out, [options.passages]);
-  const store = new PassageStoreWriter(tmp);
-  const writer = DenseIndexWriter.create(tmp, encoder.dim, { dtype: options.dtype, metric: options.metric });
-  try {
-    const call: CallOptions = { signal: options.signal };
-    let texts: string[] = [];
-    // Memory holds one batch of texts and one of vectors; the matrix goes straight to disk.
-    const flush = async () => {
-      if (texts.length === 0) return;
-      const vectors = await encoder.embedPassages(texts, call);
-      await writer.append(vectors, call);
-      texts = [];
-      options.onProgress?.(writer.count, Math.max(total, writer.count), 'embed');
-    };
-    for await (const p of readPassages(options.passages)) {
-      store.add(p);
-      texts.push(passageText(p, options.withTitle ?? true));
-      if (texts.length >= batchSize) await flush();
+  return assembleIndexDir(options.out, [options.passages], async (tmp, store) => {
+    const writer = DenseIndexWriter.create(tmp, encoder.dim, { dtype: options.dtype, metric: options.metric });
+    try {
+      const call: CallOptions = { signal: options.signal };
+      let texts: string[] = [];
+      // Memory holds one batch of texts and one of vectors; the matrix goes straight to disk.
+      const flush = async () => {
+        if (texts.length === 0) return;
+        const vectors = await encoder.embedPassages(texts, call);
+        await writer.append(vectors, call);
+        texts = [];
+        options.onProgress?.(writer.count, Math.max(total, writer.count), 'embed');
+      };
+      for await (const p of readPassages(options.passages)) {
+        store.add(p);
+        texts.push(passageText(p, options.withTitle ?? true));
+        if (texts.length >= batchSize) await flush();
+      }
+      await flush();
+      if (writer.count === 0) throw new GainragError('E_DATA', `${options.passages} has no passages`);
+      store.close();
+      const count = await writer.finish();
+      writeEncoderRecord(tmp, encoder.record()); // what retrieve checks its encoder against
+      if (options.ann) await buildAnn(tmp, options.ann, { signal: options.signal });
+      return count;
+    } catch (err) {
+      writer.abort();
+      throw err;
     }
-    await flush();
-    if (writer.count === 0) throw new GainragError('E_DATA', `${options.passages} has no passages`);
-    store.close();
-    const count = await writer.finish();
-    writeEncoderRecord(tmp, encoder.record()); // what retrieve checks its encoder against
-    if (options.ann) await buildAnn(tmp, options.ann, { signal: options.signal });
-    publish(tmp, options.out);
-    return count;
-  } catch (err) {
-    writer.abort();
-    store.abort();
-    rmSync(tmp, { recursive: true, force: true });
-    throw writeFailure(err, options.out);
-  } finally {
-    lock.release();
-  }
+  });
 }
 
 export interface ImportIndexOptions extends CallOptions, Pick<EncoderLoadOptions, 'pooling' | 'normalize' | 'queryPrefix' | 'passagePrefix' | 'hub'> {
@@ -205,9 +221,7 @@ export async function importIndex(options: ImportIndexOptions): Promise<number> 
       await encoder.dispose();
     }
   }
-  const { tmp, lock } = prepareOut(options.out, [options.vectors, options.passages]);
-  const store = new PassageStoreWriter(tmp);
-  try {
+  return assembleIndexDir(options.out, [options.vectors, options.passages], async (tmp, store) => {
     for await (const p of readPassages(options.passages)) store.add(p);
     store.close();
     if (store.count !== info.rows) {
@@ -223,13 +237,6 @@ export async function importIndex(options: ImportIndexOptions): Promise<number> 
       throw err;
     }
     if (options.ann) await buildAnn(tmp, options.ann, { signal: options.signal });
-    publish(tmp, options.out);
     return info.rows;
-  } catch (err) {
-    store.abort();
-    rmSync(tmp, { recursive: true, force: true });
-    throw writeFailure(err, options.out);
-  } finally {
-    lock.release();
-  }
+  });
 }

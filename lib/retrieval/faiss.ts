@@ -2,16 +2,16 @@
 // directory with `index.faiss` (faiss.write_index) and `index_meta.faiss` (a pickled list of the
 // passage ids of the FAISS rows). FAISS's own library reads and writes the index files; it is
 // linked only when the build found it (engineInfo().backends includes 'faiss').
-import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { GainragError, ioError } from '../errors.js';
 import { withControls, type CallOptions } from '../controls.js';
 import { checkRegularFile } from '../io/input-file.js';
 import { acquireOutputLock, validateOutput, writeFileAtomic } from '../io/output.js';
-import { PassageStore, PassageStoreWriter } from '../io/passages.js';
+import { PassageStore } from '../io/passages.js';
 import { NdArray, pickleStringList, unpickleFile } from '../io/pickle.js';
 import { native, type NativeControls } from '../native.js';
-import { prepareOut, publish, writeFailure } from './build.js';
+import { assembleIndexDir } from './build.js';
 import { ANN_FILE, buildAnn, checkAnnOptions, faissAvailable, writeAnnMeta, type AnnOptions } from './ann.js';
 import type { IndexDType, IndexMetric } from './dense-index.js';
 import type { ImportSummary } from './import-contriever.js';
@@ -79,9 +79,7 @@ export async function importFaiss(options: ImportFaissOptions): Promise<FaissImp
   const fileRows = join.map(ids, metaFile);
   if (join.vectors === 0) throw new GainragError('E_DATA', `${metaFile} lists no ids`);
 
-  const { tmp, lock } = prepareOut(options.out, [indexFile, metaFile, options.passages]);
-  const store = new PassageStoreWriter(tmp);
-  try {
+  return assembleIndexDir(options.out, [indexFile, metaFile, options.passages], async (tmp, store) => {
     await join.writeStore(store);
     store.close();
     const storeIds = join.storeIds(fileRows);
@@ -97,15 +95,8 @@ export async function importFaiss(options: ImportFaissOptions): Promise<FaissImp
       }
       writeAnnMeta(tmp, { factory: `imported ${r.type}`, ...options.keepFaiss }, r.count);
     }
-    publish(tmp, options.out);
     return { count: r.count, dim: r.dim, missing: join.missing, type: r.type };
-  } catch (err) {
-    store.abort();
-    rmSync(tmp, { recursive: true, force: true });
-    throw writeFailure(err, options.out);
-  } finally {
-    lock.release();
-  }
+  });
 }
 
 export interface ExportFaissOptions extends CallOptions {

@@ -3,13 +3,12 @@
 // (psgs_w100.tsv). Every shard is parsed (structure only, with the restricted unpickler) and its
 // ids joined before anything is created, so a bad or hostile shard leaves nothing behind; the
 // vectors are then streamed from each file into the index a chunk at a time.
-import { closeSync, openSync, readdirSync, readSync, rmSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { GainragError, ioError } from '../errors.js';
 import type { CallOptions } from '../controls.js';
 import { FileBytes, NdArray, PyTuple, unpickleFile, type PickleValue } from '../io/pickle.js';
-import { PassageStoreWriter } from '../io/passages.js';
-import { prepareOut, publish, writeFailure } from './build.js';
+import { assembleIndexDir } from './build.js';
 import type { IndexDType, IndexMetric } from './dense-index.js';
 import { DenseIndexWriter } from './index-writer.js';
 import { buildAnn, checkAnnOptions, type AnnOptions } from './ann.js';
@@ -151,9 +150,7 @@ export async function importContriever(options: ImportContrieverOptions): Promis
   if (join.vectors === 0) throw new GainragError('E_DATA', `the shards hold no embeddings`);
   if (dim < 1) throw new GainragError('E_DATA', `the embeddings have dimension 0`);
 
-  const { tmp, lock } = prepareOut(options.out, [...files, options.passages]);
-  const store = new PassageStoreWriter(tmp);
-  try {
+  return assembleIndexDir(options.out, [...files, options.passages], async (tmp, store) => {
     await join.writeStore(store);
     store.close();
     const writer = DenseIndexWriter.create(tmp, dim, { dtype: options.dtype, metric: options.metric });
@@ -174,13 +171,6 @@ export async function importContriever(options: ImportContrieverOptions): Promis
       throw err;
     }
     if (options.ann) await buildAnn(tmp, options.ann, { signal: options.signal });
-    publish(tmp, options.out);
     return { count: join.vectors, dim, missing: join.missing };
-  } catch (err) {
-    store.abort();
-    rmSync(tmp, { recursive: true, force: true });
-    throw writeFailure(err, options.out);
-  } finally {
-    lock.release();
-  }
+  });
 }
