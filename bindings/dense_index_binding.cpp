@@ -20,6 +20,15 @@
 namespace gainrag::node {
 namespace {
 
+// A Float32Array of whole rows of `dim` values, borrowed (no copy); RangeError otherwise, checked
+// before anything is copied.
+at::Tensor BorrowRows(Napi::Env env, const Napi::Value& value, int64_t dim, const char* name) {
+  at::Tensor flat = BorrowTypedArray1D(value, at::kFloat, name);
+  if (flat.numel() % dim != 0)
+    throw Napi::RangeError::New(env, std::string(name) + " length " + std::to_string(flat.numel()) + " is not a multiple of dim " + std::to_string(dim));
+  return flat;
+}
+
 struct IndexHolder {
   std::shared_ptr<DenseIndex> index;
   std::shared_mutex mutex;
@@ -103,10 +112,7 @@ class DenseIndexWrap : public Napi::ObjectWrap<DenseIndexWrap> {
     auto holder = Live(env);
     const int64_t dim = holder->index->dim();
     // Check the length before copying (a wrong call should not cost a copy).
-    at::Tensor view = BorrowTypedArray1D(info[0], at::kFloat, "vectors");
-    if (view.numel() % dim != 0)
-      throw Napi::RangeError::New(env, "vectors length " + std::to_string(view.numel()) + " is not a multiple of dim " +
-                                           std::to_string(dim));
+    at::Tensor view = BorrowRows(env, info[0], dim, "vectors");
     const int64_t n = view.numel() / dim;
     at::Tensor ids;
     if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull()) ids = CopyTypedArray(info[1], at::kLong, {n}, "ids");
@@ -151,10 +157,7 @@ class DenseIndexWrap : public Napi::ObjectWrap<DenseIndexWrap> {
     Napi::Env env = info.Env();
     auto holder = Live(env);
     const int64_t dim = holder->index->dim();
-    at::Tensor flat = BorrowTypedArray1D(info[0], at::kFloat, "queries");
-    if (flat.numel() % dim != 0)
-      throw Napi::RangeError::New(env, "queries length " + std::to_string(flat.numel()) + " is not a multiple of dim " +
-                                           std::to_string(dim));
+    at::Tensor flat = BorrowRows(env, info[0], dim, "queries");
     const int64_t size = holder->size.load();
     if (size == 0) throw MakeError(env, "E_INDEX", "cannot search an empty index");
     const int64_t k = RequireInt(info[1], "k", 1, size);
@@ -205,10 +208,7 @@ class DenseIndexWrap : public Napi::ObjectWrap<DenseIndexWrap> {
     Napi::Env env = info.Env();
     auto holder = Live(env);
     const int64_t dim = holder->index->dim();
-    at::Tensor flat = BorrowTypedArray1D(info[0], at::kFloat, "queries");
-    if (flat.numel() % dim != 0)
-      throw Napi::RangeError::New(env, "queries length " + std::to_string(flat.numel()) + " is not a multiple of dim " +
-                                           std::to_string(dim));
+    at::Tensor flat = BorrowRows(env, info[0], dim, "queries");
     const int64_t k = RequireInt(info[1], "k", 1, std::max<int64_t>(1, holder->size.load()));
     AnnSearchOptions options;
     if (info.Length() > 2 && info[2].IsObject()) {
@@ -314,10 +314,7 @@ class DenseIndexWriterWrap : public Napi::ObjectWrap<DenseIndexWriterWrap> {
   Napi::Value Append(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     const int64_t dim = state_->writer->dim();
-    at::Tensor flat = BorrowTypedArray1D(info[0], at::kFloat, "vectors");
-    if (flat.numel() % dim != 0)
-      throw Napi::RangeError::New(env, "vectors length " + std::to_string(flat.numel()) + " is not a multiple of dim " +
-                                           std::to_string(dim));
+    at::Tensor flat = BorrowRows(env, info[0], dim, "vectors");
     TaskControls controls = ReadControls(ControlsArg(info, 1));
     const int64_t n = flat.numel() / dim;
     at::Tensor ids = OptionalIds(info, 2, n);

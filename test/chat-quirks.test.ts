@@ -9,7 +9,7 @@ import yargs from 'yargs';
 import { promptWrapper } from '../lib/pipeline/prompts.js';
 import { configTemplater, dropsSystemMessage } from '../lib/models/chat-template.js';
 import { OpenAIGenerator } from '../lib/pipeline/openai-generate.js';
-import { backendFlagOptions, withBackendFlags } from '../lib/cli/backend-flags.js';
+import { backendFlagOptions, withBackendFlags } from '../lib/stages/backend-flags.js';
 import { Tokenizer } from '../lib/tokenizer.js';
 import { repoRoot } from './helpers.js';
 

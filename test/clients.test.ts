@@ -7,7 +7,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import yargs from 'yargs';
 import { OpenAIGenerator, retryAfterMs } from '../lib/pipeline/openai-generate.js';
-import { backendFlagOptions, withBackendFlags } from '../lib/cli/backend-flags.js';
+import { backendFlagOptions, withBackendFlags } from '../lib/stages/backend-flags.js';
 import { redisConnection } from '../lib/scale/cluster.js';
 
 type Reply = (req: IncomingMessage, res: ServerResponse) => void;

@@ -2,7 +2,8 @@
 // to do" and replays the finished records into its summary; but only after checking that the file
 // really is this stage's output for this input, so that an unrelated file at --out (or --out equal
 // to --data) is refused instead of being reported "already complete" with exit 0.
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { writeFileAtomic } from '../io/output.js';
 import { readRecords } from '../io/jsonl.js';
 import { GainragError } from '../errors.js';
 
@@ -63,7 +64,6 @@ export function recordResumeSettings(out: string, settings: Record<string, unkno
       throw new GainragError('E_INVALID_ARG', `--resume with settings that differ from the interrupted run (${diff}); use the same ones, or start without --resume`);
     }
   }
-  writeFileSync(`${settingsPath}.tmp`, JSON.stringify(settings, null, 1));
-  renameSync(`${settingsPath}.tmp`, settingsPath);
+  writeFileAtomic(settingsPath, JSON.stringify(settings, null, 1));
   return settingsPath;
 }

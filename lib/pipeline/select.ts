@@ -177,7 +177,6 @@ export async function select(selector: PairScorer, options: SelectOptions): Prom
     });
     if (rec.ctxs?.[0]?.pseudo === true) summary.pseudoSelected++;
   };
-  const pairBudget = selector.queryFits ? options.maxLength : undefined;
 
   const processBatch = async (batch: Pending[]): Promise<OutputRecord[]> => {
     const missing = batch.filter((q) => q.pseudo === undefined);
@@ -237,8 +236,8 @@ export async function select(selector: PairScorer, options: SelectOptions): Prom
       const q = prepare(record, where, candidates, kDocs, usePseudo, summary, warn);
       // A question that fills the selector's whole pair budget cannot be scored against any
       // passage; only that record is skipped.
-      if (selector.queryFits && !(await selector.queryFits(q.question, pairBudget))) {
-        throw new Skip('question-too-long', `${where}: the question leaves no room for a passage in the selector's ${pairBudget ?? 'default'}-token pairs (E_DATA)`);
+      if (selector.queryFits && !(await selector.queryFits(q.question, options.maxLength))) {
+        throw new Skip('question-too-long', `${where}: the question leaves no room for a passage in the selector's ${options.maxLength ?? 'default'}-token pairs (E_DATA)`);
       }
       if (usePseudo && q.pseudo !== undefined) summary.pseudoReused++;
       return q;

@@ -54,6 +54,19 @@ export function scaleArgs(argv: ScaleArgs & { out: string }): { shard?: Shard; f
   return { shard: parseShard(argv.shard), format: outputFormat(argv.out, argv.format), ...(Object.keys(dataset).length > 0 ? { dataset } : {}) };
 }
 
+/** What textBackendFlags parses. */
+export interface TextBackendArgs {
+  llm?: string;
+  'generate-url'?: string;
+  'generate-model'?: string;
+  'generate-timeout': number;
+  'generate-concurrency': number;
+  'chat-template': 'auto' | 'none';
+  'system-prompt': string;
+  device?: string;
+  dtype?: 'float32' | 'float16' | 'bfloat16';
+}
+
 /** The flags of the commands that generate text with an LLM (natively or through a server). */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export function textBackendFlags(y: any, llmHelp: string, device = 'cpu, cuda, cuda:N'): any {

@@ -10,12 +10,11 @@ import { nativeGenerator } from '../../pipeline/synthesize.js';
 import { DEFAULT_MAX_NEW_TOKENS } from '../../pipeline/generate.js';
 import { progressReporter, runResumable, stageWarner, type ProgressReporter } from '../progress.js';
 import { bundledModelsNote } from '../../models/bundled.js';
-import { generatorOptions, type GeneratorArgs } from './select.js';
 import { openTextBackend } from '../../pipeline/text-backend.js';
 import { TeiReranker } from '../../pipeline/tei-client.js';
-import { textBackendArgs } from '../../stages/flags.js';
+import { textBackendArgs, textBackendFlags, type TextBackendArgs } from '../../stages/flags.js';
 
-interface Args extends GeneratorArgs {
+interface Args extends TextBackendArgs {
   json: boolean;
   data: string;
   out: string;
@@ -41,7 +40,7 @@ export const compareCommand: CommandModule<{ json: boolean }, Args> = {
   command: 'compare',
   describe: 'GainRAG vs no retrieval, top-K retrieval and a reranker on the same questions: answers + one EM/F1 table',
   builder: (y) =>
-    generatorOptions(y, 'causal LM that answers (and writes pseudo-passages for the selector run)')
+    textBackendFlags(y, 'causal LM that answers (and writes pseudo-passages for the selector run)')
       .option('data', { type: 'string', demandOption: true, describe: 'retrieval output (JSONL or JSON array of {question, answers, ctxs})' })
       .option('out', { type: 'string', demandOption: true, describe: 'directory for every run (input.jsonl, <run>-k<K>.answers.jsonl, compare.json)' })
       .option('selector', { type: 'string', describe: 'trained GainRAG selector (cross-encoder directory); its run adds the pseudo-passage' })
