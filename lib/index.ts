@@ -34,6 +34,8 @@ export { parseJson, stringifyJson } from './io/json-values.js';
 export { readStageInput, openStageOutput, countRecords, type RecordWriter, type WriterOptions } from './io/records.js';
 export { outputFormat, inputFormat, FORMATS, type RecordFormat } from './io/formats.js';
 export { COLUMNS_SCHEMA } from './io/columns.js';
+export { ColumnarBatch, type NumericList, type GroupColumns } from './io/columns-read.js';
+export { readStageRows, type StageRow } from './io/stage-input.js';
 export { DenseIndexWriter } from './retrieval/index-writer.js';
 export { startServer, listen, resolveServeOptions, type ServeOptions, type GainragServer, type ServeContext } from './serve/server.js';
 export { loadServeModels, type ServeModels, type ServeModelOptions } from './serve/models.js';

@@ -13,8 +13,9 @@
 //              store of the index in gainrag.index): read only.
 //
 // Streams are framed here at the message level (continuation marker, metadata length, metadata,
-// body), which is what lets `merge` concatenate shard outputs without re-encoding anything, and
-// --resume cut a partial output back to its last complete batch.
+// body), which is what lets `merge` concatenate shard outputs without re-encoding anything
+// (lib/io/arrow-merge.ts), and --resume cut a partial output back to its last complete batch.
+// Reading files back: lib/io/arrow-read.ts.
 import { closeSync, createReadStream, fstatSync, ftruncateSync, openSync, readFileSync, readSync } from 'node:fs';
 import path from 'node:path';
 import {
@@ -24,19 +25,18 @@ import { FileBlock, Footer } from 'apache-arrow/ipc/metadata/file';
 import { GainragError } from '../errors.js';
 import type { ManifestSpec } from './manifest.js';
 import { PartialFile } from './partial-file.js';
-import { indexIdentity } from './index-identity.js';
 import { parseJson, stringifyJson } from './json-values.js';
-import { PassageStore } from './passages.js';
-import { COLUMNS_SCHEMA, decodeBatch, encodeBatch, inferLayout, layoutSchema, schemaLayout, type Layout } from './columns.js';
+import { encodeBatch, inferLayout, layoutSchema, schemaLayout, type Layout } from './columns.js';
+import { decodeBatch } from './columns-read.js';
 import { inputFormat } from './formats.js';
-import { parquetBatches, parquetInfo, writeParquetStream } from './parquet.js';
+import { parquetInfo, writeParquetStream } from './parquet.js';
 
 export type ArrowKind = 'columns' | 'json';
 /** How a columnar output is stored: Arrow IPC file or stream format, or Parquet. */
 export type ArrowContainer = 'file' | 'stream' | 'parquet';
 
-const MAGIC = new Uint8Array([0x41, 0x52, 0x52, 0x4f, 0x57, 0x31, 0, 0]); // "ARROW1" + padding to 8
-const EOS = new Uint8Array([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+export const MAGIC = new Uint8Array([0x41, 0x52, 0x52, 0x4f, 0x57, 0x31, 0, 0]); // "ARROW1" + padding to 8
+export const EOS = new Uint8Array([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
 
 function jsonSchema(metadata: Record<string, string>): Schema {
   const meta = new Map(Object.entries({ ...metadata, 'gainrag.kind': 'json' }).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
@@ -159,7 +159,7 @@ export class ArrowMessageFile {
 }
 
 /** Where the stream of an Arrow file starts: 8 for the file format (after ARROW1), else 0. */
-function streamStart(file: string): number {
+export function streamStart(file: string): number {
   return inputFormat(file) === 'arrow' ? MAGIC.length : 0;
 }
 
@@ -172,7 +172,7 @@ function checkFileTail(f: ArrowMessageFile): void {
 // An Arrow IPC file another tool wrote (no gainrag.kind in its schema). Not every writer puts the
 // end-of-stream marker before the footer (apache-arrow's does not), so such files are read
 // through their footer, by apache-arrow's file reader, in memory.
-function foreignFile(file: string): boolean {
+export function foreignFile(file: string): boolean {
   if (streamStart(file) === 0) return false;
   const f = new ArrowMessageFile(file, MAGIC.length);
   try {
@@ -185,7 +185,7 @@ function foreignFile(file: string): boolean {
   }
 }
 
-function foreignBatches(file: string): RecordBatch[] {
+export function foreignBatches(file: string): RecordBatch[] {
   try {
     return [...RecordBatchFileReader.from(readFileSync(file))];
   } catch (err) {
@@ -449,65 +449,6 @@ export class AtomicArrowWriter {
   }
 }
 
-export interface ArrowReadOptions {
-  /** Index directory whose passage store resolves older retrieval rows (default: the file's gainrag.index). */
-  indexDir?: string;
-}
-
-// The record batches of an Arrow (file or stream format) or Parquet file, from row `skip` on:
-// whole batches before it are not decoded; `left` rows of the first one yielded are to be skipped.
-async function* batchesOf(file: string, skip: number): AsyncGenerator<{ batch: RecordBatch; left: number }> {
-  const name = path.basename(file);
-  const format = inputFormat(file);
-  if (format === 'parquet') {
-    yield* parquetBatches(file, skip);
-    return;
-  }
-  if (foreignFile(file)) {
-    let left = skip;
-    for (const batch of foreignBatches(file)) {
-      if (left >= batch.numRows) {
-        left -= batch.numRows;
-        continue;
-      }
-      yield { batch, left };
-      left = 0;
-    }
-    return;
-  }
-  // The framing is checked first (headers only): a truncated stream is an error, not fewer rows.
-  countArrowRows(file);
-  const stream = createReadStream(file, { highWaterMark: 1 << 20, start: streamStart(file) });
-  try {
-    let reader: AsyncIterable<RecordBatch>;
-    try {
-      reader = (await RecordBatchStreamReader.from(stream as never)) as unknown as AsyncIterable<RecordBatch>;
-    } catch (err) {
-      throw new GainragError('E_DATA', `${name}: not an Arrow IPC file (${(err as Error).message})`);
-    }
-    let left = skip;
-    const it = reader[Symbol.asyncIterator]();
-    for (;;) {
-      let step: IteratorResult<RecordBatch>;
-      try {
-        step = await it.next();
-      } catch (err) {
-        throw new GainragError('E_DATA', `${name}: damaged Arrow data (${(err as Error).message})`);
-      }
-      if (step.done) break;
-      const batch = step.value;
-      if (left >= batch.numRows) {
-        left -= batch.numRows; // a whole batch before the range: not decoded
-        continue;
-      }
-      yield { batch, left };
-      left = 0;
-    }
-  } finally {
-    stream.destroy();
-  }
-}
-
 /** The schema of an Arrow (file or stream format) or Parquet file. Errors: E_DATA. */
 export async function columnarSchema(file: string): Promise<Schema> {
   if (inputFormat(file) === 'parquet') return (await parquetInfo(file)).schema;
@@ -522,184 +463,9 @@ export async function columnarSchema(file: string): Promise<Schema> {
 }
 
 // The Schema of one schema message.
-function splitSchema(bytes: Uint8Array): Schema {
+export function splitSchema(bytes: Uint8Array): Schema {
   const span = splitStream(Buffer.concat([bytes, EOS]))[0];
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const metaStart = dv.getUint32(0, true) === 0xffffffff ? 8 : 4;
   return Message.decode(bytes.subarray(metaStart, span.meta)).header() as Schema;
-}
-
-/**
- * Streams the records of an Arrow or Parquet stage output, batch by batch, as the plain objects
- * the JSONL form holds (older retrieval rows get their ctxs back from the passage store).
- */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export async function* readArrowRecords(file: string, options: ArrowReadOptions = {}, skip = 0): AsyncGenerator<any> {
-  const name = path.basename(file);
-  let store: PassageStore | undefined;
-  let layout: Layout | undefined;
-  try {
-    for await (const { batch, left } of batchesOf(file, skip)) {
-      const kind = batch.schema.metadata.get('gainrag.kind');
-      if (kind === 'columns') {
-        if (batch.schema.metadata.get('gainrag.schema') !== COLUMNS_SCHEMA) throw new GainragError('E_DATA', `${name}: columns schema ${batch.schema.metadata.get('gainrag.schema')} is not ${COLUMNS_SCHEMA} (made by a newer gainrag?)`);
-        layout ??= schemaLayout(batch.schema, name);
-        yield* decodeBatch(layout, batch, left, name);
-      } else if (kind === 'json') {
-        const col = batch.getChildAt(0)!;
-        for (let i = left; i < batch.numRows; i++) yield parseJson(col.get(i) as string); // 1e999 back to Infinity
-      } else if (kind === 'retrieval') {
-        if (!store) {
-          const dir = options.indexDir ?? batch.schema.metadata.get('gainrag.index');
-          if (!dir) throw new GainragError('E_DATA', `${name}: retrieval stream names no index (gainrag.index); pass the index directory`);
-          store = PassageStore.open(dir);
-          const expect = batch.schema.metadata.get('gainrag.passages');
-          if (expect !== undefined && Number(expect) !== store.size) throw new GainragError('E_INDEX', `${name} was retrieved from an index of ${expect} passages, but ${dir} holds ${store.size}`);
-          const id = batch.schema.metadata.get('gainrag.index_id');
-          if (id !== undefined && indexIdentity(dir) !== id) {
-            throw new GainragError('E_DATA', `${name} was retrieved from another build of the index than the one now in ${dir} (rebuilt since?): its passage rows would resolve to other passages; retrieve again`);
-          }
-        }
-        yield* decodeRetrieval(batch, store, left);
-      } else if (kind === undefined) {
-        yield* plainRows(batch, left); // a table made elsewhere (pandas, Polars, DuckDB...): its rows as records
-      } else {
-        throw new GainragError('E_DATA', `${name}: unknown gainrag.kind ${JSON.stringify(kind)} in the Arrow schema (made by a newer gainrag?)`);
-      }
-    }
-  } finally {
-    store?.close();
-  }
-}
-
-// A cell of a table gainrag did not write, as JSON would hold it: lists as arrays, structs and
-// maps as objects, 64-bit integers as numbers, dates as ISO strings, nulls as null.
-function plainValue(v: unknown): unknown {
-  if (v === null || v === undefined) return null;
-  if (typeof v === 'bigint') return Number(v);
-  if (typeof v === 'number') return v === 0 ? 0 : v;
-  if (typeof v !== 'object') return v;
-  if (v instanceof Date) return v.toISOString();
-  if (v instanceof Uint8Array) return Buffer.from(v).toString('base64');
-  const o = v as { toArray?: () => unknown; toJSON?: () => unknown; [Symbol.iterator]?: unknown };
-  if (ArrayBuffer.isView(v)) return Array.from(v as unknown as ArrayLike<number | bigint>, plainValue);
-  if (typeof o[Symbol.iterator] === 'function' && typeof (v as { length?: unknown }).length === 'number') return Array.from(v as Iterable<unknown>, plainValue);
-  const json = typeof o.toJSON === 'function' ? (o.toJSON() as Record<string, unknown>) : (v as Record<string, unknown>);
-  if (json instanceof Map) return Object.fromEntries([...json].map(([k, x]) => [String(k), plainValue(x)]));
-  return Object.fromEntries(Object.entries(json).map(([k, x]) => [k, plainValue(x)]));
-}
-
-function* plainRows(batch: RecordBatch, from: number): Generator<Record<string, unknown>> {
-  const cols = batch.schema.fields.map((field, i) => [field.name, batch.getChildAt(i)!] as const);
-  for (let i = from; i < batch.numRows; i++) {
-    const r: Record<string, unknown> = {};
-    for (const [k, col] of cols) {
-      const v = col.get(i);
-      if (v !== null && v !== undefined) r[k] = plainValue(v); // a null cell: the key is absent
-    }
-    yield r;
-  }
-}
-
-function* decodeRetrieval(batch: RecordBatch, store: PassageStore, from: number): Generator<Record<string, unknown>> {
-  const col = (n: string) => {
-    const v = batch.getChild(n);
-    if (!v) throw new GainragError('E_DATA', `retrieval stream has no column ${n}`);
-    return v;
-  };
-  const question = col('question');
-  const answers = col('answers');
-  const fields = col('fields');
-  // The list columns are read through their offsets and child buffers: no per-row Vector objects.
-  const listOf = (n: string) => {
-    const d = col(n).data[0];
-    return { offsets: d.valueOffsets as Int32Array, values: d.children[0], base: d.offset };
-  };
-  const ids = listOf('ctx_ids');
-  const scores = listOf('ctx_scores');
-  const hits = listOf('ctx_hasanswer');
-  const idValues = ids.values.values as BigInt64Array;
-  const scoreValues = scores.values.values as Float32Array;
-  const hitBits = hits.values.values as Uint8Array;
-  const cache = new Map<number, { id: string; title: string; text: string }>();
-  for (let i = from; i < batch.numRows; i++) {
-    const record = parseJson(fields.get(i) as string) as Record<string, unknown>;
-    record.question = question.get(i);
-    if ('answers' in record) record.answers = [...(answers.get(i) as Iterable<string>)];
-    const ctxs = [];
-    const a = ids.offsets[ids.base + i];
-    const b = ids.offsets[ids.base + i + 1];
-    const sa = scores.offsets[scores.base + i];
-    const ha = hits.offsets[hits.base + i] + hits.values.offset;
-    for (let j = 0; j < b - a; j++) {
-      const row = Number(idValues[ids.values.offset + a + j]);
-      let p = cache.get(row);
-      if (!p) cache.set(row, (p = store.get(row)));
-      const bit = ha + j;
-      ctxs.push({ id: p.id, title: p.title, text: p.text, score: scoreValues[scores.values.offset + sa + j], hasanswer: (hitBits[bit >> 3] & (1 << (bit & 7))) !== 0 });
-    }
-    record.ctxs = ctxs;
-    yield record;
-  }
-}
-
-/**
- * Concatenates Arrow stage outputs in order into one stream: the first schema message, every
- * record batch, one end marker. The schemas must be byte-identical (same stage, same settings).
- */
-
-/**
- * Concatenates Arrow stage outputs (all file format or all stream format) in order: the schema
- * message, every record batch, the end marker (and the file format's footer). The schemas must be
- * byte-identical (same stage, same settings); an output without rows is left out.
- */
-export function mergeArrowFiles(inputs: string[], write: (bytes: Uint8Array) => void, container: 'file' | 'stream' = 'stream'): number {
-  // Headers first (bodies skipped): which inputs have rows, and their schemas.
-  const infos = inputs.map((file) => {
-    const f = new ArrowMessageFile(file, streamStart(file));
-    try {
-      const first = f.next();
-      if (!first || first.header !== 1) throw new GainragError('E_DATA', `${path.basename(file)}: Arrow stream does not start with a schema`);
-      const msgs: FileMessage[] = [];
-      for (let m = f.next(false); m; m = f.next(false)) {
-        if (m.header === 2) throw new GainragError('E_DATA', `${path.basename(file)}: dictionary batches cannot be merged`);
-        msgs.push(m);
-      }
-      return { file, schema: first.bytes, msgs, rows: msgs.reduce((a, m) => a + m.rows, 0) };
-    } finally {
-      f.close();
-    }
-  });
-  if (infos.length === 0) return 0;
-  // An output's schema is decided by its first batch (lib/io/columns.ts): an empty shard's says nothing.
-  const ref = infos.find((i) => i.rows > 0) ?? infos[0];
-  for (const i of infos) {
-    if (i.rows > 0 && !i.schema.equals(ref.schema)) {
-      throw new GainragError('E_DATA', `${path.basename(i.file)}: its Arrow schema differs from ${path.basename(ref.file)}'s (outputs of different stages or settings?)`);
-    }
-  }
-  let pos = 0;
-  const out = (b: Uint8Array) => {
-    write(b);
-    pos += b.length;
-  };
-  const blocks: { offset: number; meta: number; body: number }[] = [];
-  if (container === 'file') out(MAGIC);
-  out(ref.schema);
-  let rows = 0;
-  for (const i of infos) {
-    if (i.rows === 0) continue;
-    const f = new ArrowMessageFile(i.file);
-    try {
-      for (const m of i.msgs) {
-        if (m.header === 3) blocks.push({ offset: pos, meta: m.meta, body: m.body });
-        out(f.read(m.meta + m.body, m.offset));
-        rows += m.rows;
-      }
-    } finally {
-      f.close();
-    }
-  }
-  out(container === 'file' ? fileFooter(splitSchema(ref.schema), blocks) : EOS);
-  return rows;
 }

@@ -1,4 +1,5 @@
-// Typed, flat columns for stage records (Arrow and Parquet outputs), and the records back.
+// Typed, flat columns for stage records (Arrow and Parquet outputs); reading them back is
+// lib/io/columns-read.ts.
 //
 // A layout maps a record's keys to columns. It is decided once per output, from the records of
 // its first batch and the known fields below (KNOWN, GROUPS), and stored as JSON in the schema
@@ -19,16 +20,16 @@
 // index rows) are written beside the record's and are not part of it.
 import {
   Bool, Field, Float32, Float64, Int8, Int32, Int64, List, RecordBatch, Schema, Struct, Utf8, makeData, vectorFromArray,
-  type Data, type DataType, type Vector,
+  type DataType,
 } from 'apache-arrow';
 import { GainragError } from '../errors.js';
-import { parseJson, stringifyJson } from './json-values.js';
+import { stringifyJson } from './json-values.js';
 
 export const COLUMNS_SCHEMA = 'gainrag-columns-1';
 /** The column holding the JSON of records that do not fit the typed columns. */
 export const REST_COLUMN = '_record';
 
-type Scalar = 'utf8' | 'bool' | 'int8' | 'int32' | 'int64' | 'float32' | 'float64' | 'json';
+export type Scalar = 'utf8' | 'bool' | 'int8' | 'int32' | 'int64' | 'float32' | 'float64' | 'json';
 export type ColumnType = Scalar | 'list<utf8>' | 'list<float64>' | 'list<float32>' | 'list<bool>' | 'list<int64>';
 
 export interface Leaf {
@@ -48,7 +49,7 @@ export interface Layout {
   extra: { column: string; type: ColumnType }[];
 }
 
-const isGroup = (e: Entry): e is Group => 'items' in e;
+export const isGroup = (e: Entry): e is Group => 'items' in e;
 
 // Fields whose type (and null rule) is known, wherever they appear at the top of a record.
 const KNOWN: Record<string, Omit<Leaf, 'key' | 'column'> & { always?: string[] }> = {
@@ -89,8 +90,8 @@ const GROUPS: Record<string, { prefix: string; names: Record<string, string>; kn
 };
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Obj = Record<string, any>;
-const isPlain = (v: unknown): v is Obj => {
+export type Obj = Record<string, any>;
+export const isPlain = (v: unknown): v is Obj => {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
   const p = Object.getPrototypeOf(v);
   return (p === Object.prototype || p === null) && typeof (v as Obj).toJSON !== 'function';
@@ -372,139 +373,4 @@ export function encodeBatch(layout: Layout, schema: Schema, rows: unknown[], ext
   }
   children.push(vectorFromArray(rest, new Utf8()).data[0]);
   return new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: n, nullCount: 0, children }));
-}
-
-// ---- decoding --------------------------------------------------------------------------------
-//
-// Cells are read straight from the column buffers (offsets, values, validity bits) rather than
-// through Vector.get, which builds a sub-vector for every list cell: several times faster.
-
-type Reader = (i: number) => unknown; // the JS value of cell i, null when null
-
-function validity(d: Data): (i: number) => boolean {
-  const bits = d.nullBitmap;
-  if (d.nullCount === 0 || !bits || bits.length === 0) return () => true;
-  const off = d.offset;
-  return (i) => ((bits[(off + i) >> 3] >> ((off + i) & 7)) & 1) === 1;
-}
-
-function scalarReader(d: Data, t: Scalar): Reader {
-  const valid = validity(d);
-  const off = d.offset;
-  switch (t) {
-    case 'utf8': case 'json': {
-      const o = d.valueOffsets as Int32Array;
-      const v = d.values as Uint8Array;
-      const buf = Buffer.from(v.buffer, v.byteOffset, v.byteLength);
-      if (t === 'utf8') return (i) => (valid(i) ? buf.toString('utf8', o[off + i], o[off + i + 1]) : null);
-      return (i) => (valid(i) ? parseJson(buf.toString('utf8', o[off + i], o[off + i + 1])) : null);
-    }
-    case 'bool': {
-      const v = d.values as Uint8Array;
-      return (i) => (valid(i) ? ((v[(off + i) >> 3] >> ((off + i) & 7)) & 1) === 1 : null);
-    }
-    case 'int64': {
-      const v = d.values as BigInt64Array;
-      return (i) => (valid(i) ? Number(v[off + i]) : null);
-    }
-    case 'float32': case 'float64': {
-      const v = d.values as Float32Array | Float64Array;
-      return (i) => (valid(i) ? v[off + i] + 0 : null); // + 0: -0 is written as 0 in JSONL
-    }
-    default: {
-      const v = d.values as Int8Array | Int32Array;
-      return (i) => (valid(i) ? v[off + i] : null);
-    }
-  }
-}
-
-/** A list column: the item range of row i (null when null) and a reader of its items. */
-interface ListReader {
-  range(i: number): [number, number] | null;
-  item: Reader;
-}
-function listReader(d: Data, item: Scalar): ListReader {
-  const valid = validity(d);
-  const o = d.valueOffsets as Int32Array;
-  const off = d.offset;
-  return { range: (i) => (valid(i) ? [o[off + i], o[off + i + 1]] : null), item: scalarReader(d.children[0], item) };
-}
-
-function leafReader(d: Data, t: ColumnType): Reader {
-  if (!t.startsWith('list<')) return scalarReader(d, t as Scalar);
-  const l = listReader(d, t.slice(5, -1) as Scalar);
-  return (i) => {
-    const r = l.range(i);
-    if (!r) return null;
-    const out = new Array(r[1] - r[0]);
-    for (let k = r[0]; k < r[1]; k++) out[k - r[0]] = l.item(k);
-    return out;
-  };
-}
-
-/** The records of one batch of a COLUMNS_SCHEMA file, from row `from` on. */
-export function* decodeBatch(layout: Layout, batch: RecordBatch, from: number, name: string): Generator<unknown> {
-  const col = (c: string): Data => {
-    const v = batch.getChild(c) as Vector | null;
-    if (!v) throw new GainragError('E_DATA', `${name}: the layout names column ${c}, which the file lacks`);
-    if (v.data.length !== 1) throw new GainragError('E_DATA', `${name}: column ${c} is split into ${v.data.length} chunks within one batch`);
-    return v.data[0];
-  };
-  // Per entry: a reader of the value (leaf) or of the group's element lists.
-  const readers = layout.entries.map((e) => {
-    if (!isGroup(e)) return { leaf: leafReader(col(e.column), e.type) };
-    return { items: e.items.map((it) => listReader(col(it.column), it.type as Scalar)) };
-  });
-  const rest = scalarReader(col(REST_COLUMN), 'utf8');
-  // The value of entry k at `row`, or undefined when the row holds none (absent, or in `_record`).
-  const value = (k: number, row: number): unknown => {
-    const e = layout.entries[k];
-    const r = readers[k];
-    if (r.leaf) {
-      const v = r.leaf(row);
-      return v === null ? undefined : v;
-    }
-    const g = e as Group;
-    const lists = r.items!;
-    const span = lists[0].range(row);
-    if (!span) return undefined;
-    const out: Obj[] = [];
-    for (let j = span[0]; j < span[1]; j++) {
-      const el: Obj = {};
-      for (let m = 0; m < g.items.length; m++) {
-        const x = lists[m].item(j);
-        if (x !== null) el[g.items[m].key] = x;
-        else if (g.items[m].nulls === 'null') el[g.items[m].key] = null;
-      }
-      out.push(el);
-    }
-    return out;
-  };
-  const at = new Map(layout.entries.map((e, k) => [e.key, k]));
-  for (let row = from; row < batch.numRows; row++) {
-    const shellText = rest(row) as string | null;
-    if (shellText === null) {
-      const r: Obj = {};
-      for (let k = 0; k < layout.entries.length; k++) {
-        const v = value(k, row);
-        const e = layout.entries[k];
-        if (v !== undefined) r[e.key] = v;
-        else if (!isGroup(e) && e.nulls === 'null') r[e.key] = null;
-      }
-      yield r;
-      continue;
-    }
-    const shell = parseJson(shellText);
-    if (!isPlain(shell)) {
-      yield shell;
-      continue;
-    }
-    for (const key of Object.keys(shell)) {
-      const k = at.get(key);
-      if (k === undefined) continue;
-      const v = value(k, row);
-      if (v !== undefined) shell[key] = v; // else the value is the shell's own
-    }
-    yield shell;
-  }
 }

@@ -49,7 +49,7 @@ export interface RecordAt {
 export async function* readRecords(file: string, from?: { byte: number; line: number }): AsyncGenerator<RecordAt> {
   if (!from && columnar(file)) {
     // Imported when needed: arrow-records reads the passage store, which reads JSONL through here.
-    const { readArrowRecords } = await import('./arrow-records.js');
+    const { readArrowRecords } = await import('./arrow-read.js');
     let line = 0;
     for await (const record of readArrowRecords(file)) yield { record, line: ++line };
     return;

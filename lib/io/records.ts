@@ -12,11 +12,13 @@ import { GainragError } from '../errors.js';
 import { AtomicJsonlWriter, readRecords, type RecordAt } from './jsonl.js';
 import { isNestedDataset, mapRecord, readNestedDataset, type DatasetOptions } from './datasets.js';
 import { checkRegularFile } from './input-file.js';
-import { AtomicArrowWriter, countArrowRows, readArrowRecords, type ArrowContainer, type ArrowKind } from './arrow-records.js';
+import { AtomicArrowWriter, countArrowRows, type ArrowContainer, type ArrowKind } from './arrow-records.js';
+import { readArrowRecords } from './arrow-read.js';
 import { inputFormat, type RecordFormat } from './formats.js';
 import { parquetInfo } from './parquet.js';
 import type { Layout } from './columns.js';
 import type { ManifestSpec } from './manifest.js';
+import { manifestIndexReference, openPassageSource, withPassageText } from './passage-source.js';
 
 export { FORMATS, inputFormat, isColumnar, outputFormat, type RecordFormat } from './formats.js';
 
@@ -167,7 +169,7 @@ export async function countRecords(file: string, dataset?: DatasetOptions): Prom
 
 export interface ReadOptions {
   range?: Range;
-  /** For Arrow retrieval outputs: the index whose passage store resolves the rows. */
+  /** For retrieval outputs holding index rows (older Arrow ones, --no-text ones): the index whose passage store resolves them (default: found, lib/io/passage-source.ts). */
   indexDir?: string;
   /** Datasets as downloaded (lib/io/datasets.ts): the format and field names. */
   dataset?: DatasetOptions;
@@ -213,11 +215,34 @@ async function* readFlatInput(file: string, options: ReadOptions, start: number,
   const at = start > 0 ? scanJsonl(file, start) : undefined;
   if (at && !at.array && at.records < start) return; // the range starts past the end
   let position = at && !at.array ? start : 0;
-  for await (const r of readRecords(file, at && !at.array ? { byte: at.byte, line: at.line } : undefined)) {
-    if (position >= end) return;
-    if (position >= start) yield { ...r, position };
-    position++;
+  // A retrieve --no-text output: passage text from its index's store (lib/io/passage-source.ts).
+  const ref = manifestIndexReference(file);
+  let passages = ref ? openPassageSource(file, ref, options.indexDir) : undefined;
+  const name = path.basename(file);
+  try {
+    for await (const r of readRecords(file, at && !at.array ? { byte: at.byte, line: at.line } : undefined)) {
+      if (position >= end) return;
+      if (position >= start) {
+        // Index rows without text but no manifest naming the index (a copied file): only --index says where.
+        if (!passages && holdsRowsOnly(r.record)) {
+          if (options.indexDir === undefined) throw new GainragError('E_INDEX', `${name}:${r.line}: the ctxs hold index rows without passage text (retrieve --no-text) and no manifest (${name}.gainrag.json) names their index; pass --index DIR`);
+          passages = openPassageSource(file, {}, options.indexDir);
+        }
+        yield { ...r, record: passages ? withPassageText(r.record, passages, `${name}:${r.line}`) : r.record, position };
+      }
+      position++;
+    }
+  } finally {
+    passages?.close();
   }
+}
+
+// A JSONL --no-text record: a ctx with an index `row` and no text.
+function holdsRowsOnly(record: unknown): boolean {
+  const ctxs = (record as { ctxs?: unknown } | null)?.ctxs;
+  if (!Array.isArray(ctxs)) return false;
+  const c = ctxs[0] as { row?: unknown; text?: unknown } | null;
+  return typeof c === 'object' && c !== null && typeof c.row === 'number' && c.text === undefined;
 }
 
 /** What stages write to: AtomicJsonlWriter or AtomicArrowWriter. */

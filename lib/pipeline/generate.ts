@@ -31,6 +31,8 @@ import type { CausalLM } from '../models/causal-lm.js';
 import type { Tokenizer } from '../tokenizer.js';
 import { GainragError } from '../errors.js';
 import { openTextBackend, type TextBackend, type TextBackendOptions } from './text-backend.js';
+import type { ColumnarBatch } from '../io/columns-read.js';
+import type { StageRow } from '../io/stage-input.js';
 import { DEFAULT_SYSTEM_PROMPT, evaluationEvidence, evaluationPrompt, taskInstruction, type ChatTemplateMode } from './prompts.js';
 
 /**
@@ -83,8 +85,16 @@ export interface GenerateSummary extends StageSummaryBase {
   recordsPerSecond: number;
 }
 
+interface Fields {
+  question: string;
+  golds: string[];
+  /** The first kDocs ctxs' title and text as the input holds them; null without retrieval. */
+  top: { title: unknown; text: unknown }[] | null;
+}
+
 interface Item {
-  record: Record<string, unknown>;
+  /** The input record (decoded when the output is built). */
+  record: () => Record<string, unknown>;
   where: string;
   golds: string[];
   /** The evaluation prompt, and as the model sees it (chat template applied). */
@@ -173,24 +183,51 @@ export async function generateAnswers(options: GenerateAnswersOptions): Promise<
     return texts.map((_, i) => b.offsets[i + 1] - b.offsets[i]);
   };
 
-  // Builds the prompt; cuts the evidence from its end until `room` new tokens fit.
-  const prepare = async (input: unknown, where: string): Promise<Item> => {
+  // The question, gold answers and first kDocs ctxs (title, text) of a record, or why it is skipped.
+  const recordFields = (input: unknown, where: string): Fields => {
     if (input === null || typeof input !== 'object' || Array.isArray(input)) throw new Skip('not-an-object', `${where}: record is not a JSON object (E_DATA)`);
     const record = input as Record<string, unknown>;
     if (typeof record.question !== 'string' || record.question.trim() === '') throw new Skip('no-question', `${where}: record has no "question" string (E_DATA)`);
     const golds = goldAnswers(record);
     if (golds.length === 0) throw new Skip('no-answers', `${where}: record has no "answers" with a non-empty string (E_DATA)`);
+    if (noRetrieval) return { question: record.question, golds, top: null };
+    if (!Array.isArray(record.ctxs)) throw new Skip('no-ctxs', `${where}: record has no "ctxs" array (retrieval or select output expected; or use --no-retrieval) (E_DATA)`);
+    const top = record.ctxs.slice(0, kDocs).map((c) => {
+      const ctx = (c && typeof c === 'object' ? c : {}) as Record<string, unknown>;
+      return { title: ctx.title, text: ctx.text };
+    });
+    return { question: record.question, golds, top };
+  };
+  // The same from typed columns (lib/io/stage-input.ts); undefined: the record path decides.
+  const columnFields = (b: ColumnarBatch, row: number, where: string): Fields | undefined => {
+    const ctxs = b.group('ctxs');
+    const span = ctxs?.span(row);
+    if (!noRetrieval && (!ctxs || !span)) return undefined;
+    const question = b.leaf('question')!.read(row) as string;
+    if (question.trim() === '') throw new Skip('no-question', `${where}: record has no "question" string (E_DATA)`);
+    const golds = (b.leaf('answers')!.read(row) as string[]).filter((a) => a.trim() !== '');
+    if (golds.length === 0) throw new Skip('no-answers', `${where}: record has no "answers" with a non-empty string (E_DATA)`);
+    if (noRetrieval) return { question, golds, top: null };
+    const title = ctxs!.item('title');
+    const text = ctxs!.item('text');
+    const top = [];
+    for (let k = span![0]; k < Math.min(span![1], span![0] + kDocs); k++) top.push({ title: title?.read(k) ?? undefined, text: text?.read(k) ?? undefined });
+    return { question, golds, top };
+  };
+
+  // Builds the prompt; cuts the evidence from its end until `room` new tokens fit.
+  const prepare = async (row: StageRow, where: string): Promise<Item> => {
+    const c = row.columns;
+    const { question, golds, top } = (c && columnFields(c.batch, c.row, where)) || recordFields(row.record(), where);
+    const record = row.record as () => Record<string, unknown>;
     let passages: { title: string; text: string }[] | null = null;
-    if (!noRetrieval) {
-      if (!Array.isArray(record.ctxs)) throw new Skip('no-ctxs', `${where}: record has no "ctxs" array (retrieval or select output expected; or use --no-retrieval) (E_DATA)`);
-      const top = record.ctxs.slice(0, kDocs);
+    if (top) {
       if (top.length < kDocs) {
         summary.shortCtxs++;
         warn(`${where}: ${top.length} ctxs, fewer than --k-docs ${kDocs}; answering from those (E_DATA)`);
       }
       passages = [];
-      for (const c of top) {
-        const ctx = (c && typeof c === 'object' ? c : {}) as Record<string, unknown>;
+      for (const ctx of top) {
         if (typeof ctx.text !== 'string' || ctx.text.trim() === '') continue;
         passages.push({ title: typeof ctx.title === 'string' ? ctx.title : '', text: ctx.text });
       }
@@ -200,7 +237,6 @@ export async function generateAnswers(options: GenerateAnswersOptions): Promise<
       }
       if (passages.length === 0) throw new Skip('no-passages', `${where}: no passage with text among the first ${kDocs} ctxs (E_DATA)`);
     }
-    const question = record.question;
     let raw = evaluationPrompt(instruction, question, passages);
     let prompt = wrap(raw);
     let truncated = false;
@@ -237,7 +273,7 @@ export async function generateAnswers(options: GenerateAnswersOptions): Promise<
     summary.generateSeconds += (performance.now() - t0) / 1000;
     return batch.map((b, i) => {
       const generated = r.texts[i];
-      const out: Record<string, unknown> = { ...b.record, generated, EM: emMaxOverGold(generated, b.golds) ? 1 : 0, F1: f1MaxOverGold(generated, b.golds) };
+      const out: Record<string, unknown> = { ...b.record(), generated, EM: emMaxOverGold(generated, b.golds) ? 1 : 0, F1: f1MaxOverGold(generated, b.golds) };
       if (b.truncated) out.truncated = true;
       if (r.tokens) summary.generatedTokens! += r.tokens[i];
       if (r.atLimit?.[i]) summary.stoppedAtLimit!++;
@@ -252,9 +288,9 @@ export async function generateAnswers(options: GenerateAnswersOptions): Promise<
     settings,
     finished: GENERATE_OUTPUT,
     account,
-    prepare: async (record, where) => {
+    prepare: async (row, where) => {
       if (!backend) await open();
-      return prepare(record, where);
+      return prepare(row, where);
     },
     process: processBatch,
   }, summary);

@@ -17,10 +17,12 @@
 // - cancellation: checked before every record; E_CANCELLED leaves OUT.partial for --resume;
 // - damaged input (invalid JSON): the records read before it are processed and written first,
 //   so that --resume starts right after them;
+// - input rows: lib/io/stage-input.ts (a columnar input's rows are read from its typed columns);
 // - output: OUT.partial, flushed after every batch, renamed when the input is done, with a
 //   manifest (stage, settings, input identity, range, count) beside it.
 import { existsSync, rmSync } from 'node:fs';
-import { countRecords, openStageOutput, readResumed, readStageInput, shardOf } from '../io/records.js';
+import { countRecords, openStageOutput, readResumed, shardOf } from '../io/records.js';
+import { readStageRows, type StageRow } from '../io/stage-input.js';
 import { readManifest } from '../io/manifest.js';
 import { checkDatasetOptions } from '../io/datasets.js';
 import { validateOutput } from '../io/output.js';
@@ -61,8 +63,12 @@ export interface StageSpec<Item> {
   settings: Record<string, unknown>;
   /** What a finished output of this stage looks like (for --resume onto it). */
   finished: FinishedOutputCheck<OutputRecord & { question: unknown }>;
-  /** Checks one input record and builds the work item; throws Skip for a bad record. */
-  prepare(record: unknown, where: string): Item | Promise<Item>;
+  /**
+   * Checks one input row and builds the work item; throws Skip for a bad record. A row of a
+   * columnar input carries its typed columns (lib/io/stage-input.ts): a stage reads what it
+   * needs from them; `row.record()` decodes the whole record.
+   */
+  prepare(row: StageRow, where: string): Item | Promise<Item>;
   /** Processes one batch; returns one output record per item, in order. `report(k)`: k items of the batch done. */
   process(items: Item[], report: (k: number) => void): Promise<OutputRecord[]>;
   /** Adds one output record (written now, resumed, or replayed) to the stage's own summary fields. */
@@ -148,7 +154,7 @@ export async function runStage<Item, S extends StageSummaryBase>(spec: StageSpec
     };
 
     io.onProgress?.(0, total, 'start');
-    const input = readStageInput(io.data, { range, dataset: io.dataset })[Symbol.asyncIterator]();
+    const input = readStageRows(io.data, { range, dataset: io.dataset, indexDir: io.indexDir })[Symbol.asyncIterator]();
     for (;;) {
       let next: Awaited<ReturnType<typeof input.next>>;
       try {
@@ -159,21 +165,22 @@ export async function runStage<Item, S extends StageSummaryBase>(spec: StageSpec
         throw err;
       }
       if (next.done) break;
-      const { record, line, position } = next.value;
+      const row = next.value;
+      const { line, position } = row;
       summary.records++;
       if (signal?.aborted) throw new GainragError('E_CANCELLED', `${stage} was cancelled`);
       seen++;
       const where = `${io.data}:${line}`;
       if (matched < done.length) {
         // Already in the partial file, or skipped before it was written (the same decision again).
-        const question = (record as { question?: unknown } | null)?.question;
+        const question = row.question();
         if (typeof question === 'string' && question === done[matched]) {
           matched++;
           io.onProgress?.(seen, total, 'resumed');
           continue;
         }
         try {
-          await spec.prepare(record, where);
+          await spec.prepare(row, where);
         } catch (err) {
           if (!(err instanceof Skip)) throw err;
           skip(err);
@@ -182,7 +189,7 @@ export async function runStage<Item, S extends StageSummaryBase>(spec: StageSpec
         throw new GainragError('E_DATA', `${where}: ${writer.partialPath} does not match this input (record ${matched + 1} there is "${String(done[matched]).slice(0, 80)}"); was the input or were the options changed? Start without --resume`);
       }
       try {
-        batch.push(await spec.prepare(record, where));
+        batch.push(await spec.prepare(row, where));
       } catch (err) {
         if (!(err instanceof Skip)) throw err;
         skip(err);

@@ -33,6 +33,7 @@ import { AnswerMatcher } from '../retrieval/has-answer.js';
 import { weightsFingerprint } from '../models/fingerprint.js';
 import { backgroundPrompt } from './prompts.js';
 import type { TextGenerator } from './openai-generate.js';
+import type { ColumnarBatch } from '../io/columns-read.js';
 
 /** What selection needs from a reranker (lib/models/cross-encoder.ts CrossEncoder satisfies it). */
 export interface PairScorer {
@@ -101,16 +102,18 @@ export interface SelectSummary extends StageSummaryBase {
 export const RECALL_KS = [1, 3, 5] as const;
 
 interface Candidate {
+  /** The ctx as the input holds it (decoded only for the passages kept). */
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  ctx: Record<string, any>;
+  ctx: () => Record<string, any>;
   title: string;
   text: string;
   pseudo: boolean;
 }
 
 interface Pending {
+  /** The input record, its ctxs left undefined (the output replaces them). */
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  record: Record<string, any>;
+  record: () => Record<string, any>;
   question: string;
   matcher: AnswerMatcher;
   candidates: Candidate[];
@@ -187,7 +190,7 @@ export async function select(selector: PairScorer, options: SelectOptions): Prom
       missing.forEach((q, i) => (q.pseudo = texts[i]));
       summary.pseudoGenerated += missing.length;
     }
-    for (const q of batch) if (usePseudo) q.candidates.push({ ctx: {}, title: '', text: q.pseudo as string, pseudo: true });
+    for (const q of batch) if (usePseudo) q.candidates.push({ ctx: () => ({}), title: '', text: q.pseudo as string, pseudo: true });
     const queries: string[] = [];
     const passages: string[] = [];
     for (const q of batch) {
@@ -208,12 +211,12 @@ export async function select(selector: PairScorer, options: SelectOptions): Prom
       const rerankHit = order.findIndex((j) => flags[j]);
       const kept = order.slice(0, kDocs).map((j) => {
         const c = q.candidates[j];
-        const base = c.pseudo ? { title: '', text: c.text } : c.ctx;
+        const base = c.pseudo ? { title: '', text: c.text } : c.ctx();
         return { ...base, hasanswer: flags[j], selector_score: scores[at + j], ...(c.pseudo ? { pseudo: true } : {}) };
       });
       at += n;
       return {
-        ...q.record,
+        ...q.record(),
         ...(usePseudo ? { pseudo_passage: q.pseudo } : {}),
         ctxs: kept,
         origin_hit_rank: q.originHit,
@@ -232,8 +235,9 @@ export async function select(selector: PairScorer, options: SelectOptions): Prom
     },
     finished: SELECT_OUTPUT,
     account,
-    prepare: async (record, where) => {
-      const q = prepare(record, where, candidates, kDocs, usePseudo, summary, warn);
+    prepare: async (row, where) => {
+      const c = row.columns;
+      const q = (c && prepareColumns(c.batch, c.row, where, candidates, kDocs, usePseudo, summary, warn)) || prepare(row.record(), where, candidates, kDocs, usePseudo, summary, warn);
       // A question that fills the selector's whole pair budget cannot be scored against any
       // passage; only that record is skipped.
       if (selector.queryFits && !(await selector.queryFits(q.question, options.maxLength))) {
@@ -279,7 +283,7 @@ export function prepareSelectRecord(
   try {
     const q = prepare(record, where, opts.candidates, opts.kDocs, true, { droppedPassages: 0 }, warn);
     if (!opts.pseudoPassage && q.candidates.length < opts.kDocs) throw new Skip('short-ctxs', `${where}: ${q.candidates.length} retrieved passage(s) with text, fewer than --k-docs ${opts.kDocs} (E_DATA)`);
-    return { ctxs: q.candidates.map((c) => c.ctx), pseudo: q.pseudo };
+    return { ctxs: q.candidates.map((c) => c.ctx()), pseudo: q.pseudo };
   } catch (err) {
     if (err instanceof Skip) return { skip: err.message, reason: err.reason };
     throw err;
@@ -308,12 +312,71 @@ function prepare(
   if (usable.length === 0) throw new Skip('no-passages', `${where}: no retrieved passage with text (E_DATA)`);
   const n = usable.length + (usePseudo ? 1 : 0);
   if (n < kDocs) throw new Skip('short-ctxs', `${where}: ${n} candidate(s) (retrieved passages with text${usePseudo ? ' + pseudo-passage' : ''}), fewer than --k-docs ${kDocs} (E_DATA)`);
-  const matcher = new AnswerMatcher(answers);
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  const cands: Candidate[] = usable.map((c: Record<string, any>) => ({ ctx: c, title: typeof c.title === 'string' ? c.title : '', text: c.text as string, pseudo: false }));
-  const originHit = cands.findIndex((c) => matcher.matches(c.text));
-  return { record: r, question: r.question, matcher, candidates: cands, pseudo: usePseudo ? findPseudo(r) : '', originHit: originHit < 0 ? null : originHit };
+  const cands: Candidate[] = usable.map((c: Record<string, any>) => ({ ctx: () => c, title: typeof c.title === 'string' ? c.title : '', text: c.text as string, pseudo: false }));
+  return pending(() => r, r.question, answers, cands, usePseudo ? findPseudo(r) : '');
 }
+
+function pending(record: Pending['record'], question: string, answers: string[], candidates: Candidate[], pseudo: string | undefined): Pending {
+  const matcher = new AnswerMatcher(answers);
+  const originHit = candidates.findIndex((c) => matcher.matches(c.text));
+  return { record, question, matcher, candidates, pseudo, originHit: originHit < 0 ? null : originHit };
+}
+
+/**
+ * prepare() over typed columns (lib/io/stage-input.ts): candidates from the title and text
+ * columns of the first `candidates` ctxs; the ctxs kept and the rest of the record are decoded
+ * when the output is built. undefined when the columns are not of the types this reads (the
+ * record path then decides).
+ */
+function prepareColumns(
+  b: ColumnarBatch, row: number, where: string, candidates: number, kDocs: number, usePseudo: boolean,
+  summary: { droppedPassages: number }, warn: (m: string) => void,
+): Pending | undefined {
+  const ctxs = b.group('ctxs');
+  const text = ctxs?.item('text');
+  const title = ctxs?.item('title');
+  const mark = ctxs?.item('pseudo');
+  if (!ctxs || text?.type !== 'utf8' || (title && title.type !== 'utf8') || (mark && mark.type !== 'bool')) return undefined;
+  const span = ctxs.span(row);
+  if (!span) return undefined; // no ctxs: the record path says why
+  const question = b.leaf('question')!.read(row) as string;
+  if (question.trim() === '') throw new Skip('no-question', `${where}: record has no "question" string (E_DATA)`);
+  const answers = (b.leaf('answers')!.read(row) as string[]).filter((a) => a.trim() !== '');
+  if (answers.length === 0) throw new Skip('no-answers', `${where}: record has no non-empty answer (E_DATA)`);
+  const cands: Candidate[] = [];
+  let retrieved = 0;
+  for (let k = span[0]; k < span[1] && retrieved < candidates; k++) {
+    if (mark?.read(k) === true) continue;
+    retrieved++;
+    const t = text.read(k) as string | null;
+    if (t === null || t.trim() === '') continue;
+    cands.push({ ctx: () => ctxs.element(k), title: (title?.read(k) as string | null) ?? '', text: t, pseudo: false });
+  }
+  if (cands.length < retrieved) {
+    summary.droppedPassages += retrieved - cands.length;
+    warn(`${where}: ${retrieved - cands.length} passage(s) with empty or missing text dropped (E_DATA)`);
+  }
+  if (cands.length === 0) throw new Skip('no-passages', `${where}: no retrieved passage with text (E_DATA)`);
+  const n = cands.length + (usePseudo ? 1 : 0);
+  if (n < kDocs) throw new Skip('short-ctxs', `${where}: ${n} candidate(s) (retrieved passages with text${usePseudo ? ' + pseudo-passage' : ''}), fewer than --k-docs ${kDocs} (E_DATA)`);
+  let rest: Record<string, unknown> | undefined;
+  const record = () => (rest ??= b.record(row, CTXS) as Record<string, unknown>);
+  let pseudo: string | undefined = '';
+  if (usePseudo) {
+    // findPseudo's order: pseudo_passage, a ctx marked pseudo, a passage marked pseudo.
+    const pp = b.leaf('pseudo_passage')?.read(row);
+    pseudo = typeof pp === 'string' ? pp : undefined;
+    for (let k = span[0]; pseudo === undefined && mark && k < span[1]; k++) {
+      const t = text.read(k);
+      if (mark.read(k) === true && typeof t === 'string') pseudo = t;
+    }
+    if (pseudo === undefined) pseudo = findPseudo({ passages: record().passages });
+  }
+  return pending(record, question, answers, cands, pseudo);
+}
+
+const CTXS: ReadonlySet<string> = new Set(['ctxs']);
 
 /** What `select --resume` accepts as a finished output: records whose ctxs carry selector scores. */
 const SELECT_OUTPUT = {

@@ -10,7 +10,7 @@ export interface StageStreamOptions {
   onProgress?: (done: number, total: number, note?: string) => void;
   /** Record-level problems (FILE:LINE: ...) that were skipped or repaired; counted in the summary. */
   warn?: (message: string) => void;
-  /** Output format (default JSONL; --resume needs JSONL). */
+  /** Output format (default JSONL). */
   format?: RecordFormat;
   /** Only this shard of the input (lib/io/records.ts; merged shards equal one run byte for byte). */
   shard?: Shard;
@@ -18,6 +18,8 @@ export interface StageStreamOptions {
   range?: Range;
   /** The input's dataset format and field names (lib/io/datasets.ts; default: detected). */
   dataset?: DatasetOptions;
+  /** The index whose passage store gives the text of a retrieve --no-text input (default: found from the input, lib/io/passage-source.ts). */
+  indexDir?: string;
 }
 
 /** Thrown while preparing one record: the record is skipped with a warning and counted by `reason`. */

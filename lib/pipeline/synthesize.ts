@@ -40,7 +40,8 @@ import { weightsFingerprint } from '../models/fingerprint.js';
 import { cutForTokens, MAX_CHARS_PER_TOKEN } from '../tokenizer.js';
 import { emMaxOverGold, f1MaxOverGold } from '../metrics/index.js';
 import { bestPassageIndex } from './filter.js';
-import { Skip, validate, type Passage, type Question } from './synthesize-input.js';
+import { Skip, validate, validateColumns, type Passage, type Question } from './synthesize-input.js';
+import type { StageRow } from '../io/stage-input.js';
 import { backgroundPrompt, promptWrapper, retrievedPrompt, standardPrompt, taskInstruction, DEFAULT_SYSTEM_PROMPT, type ChatTemplateMode, type ChatTemplater } from './prompts.js';
 import type { GenerationPrompt, TextGenerator } from './openai-generate.js';
 import { nativeGenerator } from './text-backend.js';
@@ -223,8 +224,9 @@ export async function synthesize(lm: SynthesisModel, options: SynthesizeOptions)
     if (unfit.size > 0) q.passages = q.passages.filter((p) => !unfit.has(p));
   };
 
-  const prepare = async (record: unknown, where: string): Promise<Question> => {
-    const q = validate(record, where, topK, usePseudo, warn, summary);
+  const prepare = async (row: StageRow, where: string): Promise<Question> => {
+    const c = row.columns;
+    const q = (c && validateColumns(c.batch, c.row, where, topK, usePseudo, warn, summary)) || validate(row.record(), where, topK, usePseudo, warn, summary);
     if (q.question.length > lm.contextLength * MAX_CHARS_PER_TOKEN) {
       throw new Skip('prompt-too-long', `${where}: the question (${q.question.length} characters) cannot fit the model's context (${lm.contextLength} tokens) (E_DATA)`);
     }

@@ -12,6 +12,7 @@ import { encoderDifferences, readEncoderRecord } from './encoder-record.js';
 import { DenseIndex } from './dense-index.js';
 import { AnswerMatcher, DEFAULT_RECALL_KS, RecallAccumulator, dprTokens } from './has-answer.js';
 import { PassageStore, type Passage } from '../io/passages.js';
+import { TEXT_IN_INDEX, TEXT_KEY } from '../io/passage-source.js';
 import path from 'node:path';
 
 /**
@@ -45,6 +46,12 @@ export interface RetrieveOptions extends Pick<EncoderLoadOptions, 'pooling' | 'n
   resources?: RetrieveResources;
   /** Publish `<out>.gainrag.json` with the output (lib/io/manifest.ts). */
   manifest?: ManifestSpec;
+  /**
+   * Leave passage title and text out (`--no-text`): ctxs keep id, score and hasanswer plus the
+   * index row (Arrow/Parquet: ctx_ids; JSONL: `row`), and the stages after take the text from
+   * the index's passage store (lib/io/passage-source.ts).
+   */
+  noText?: boolean;
 }
 
 export interface RetrieveResources {
@@ -111,6 +118,14 @@ export interface Ctx {
   hasanswer: boolean;
 }
 
+/** A ctx of a --no-text output: JSONL keeps the index row (columnar outputs have it in ctx_ids). */
+export interface NoTextCtx {
+  id: string;
+  row?: number;
+  score: number;
+  hasanswer: boolean;
+}
+
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 function checkRecord(record: any, where: string): { question: string; answers: string[] } {
   if (typeof record !== 'object' || record === null || Array.isArray(record)) throw new GainragError('E_DATA', `${where}: record must be an object`);
@@ -142,6 +157,7 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
     throw new RangeError(`top-k ${topK} exceeds the index size ${index.size}`);
   }
   const columnar = isColumnar(options.format ?? 'jsonl');
+  const noText = options.noText ?? false;
   const recall = new RecallAccumulator(DEFAULT_RECALL_KS.filter((k) => k <= topK));
   const identity = columnar ? indexIdentity(options.index) : undefined;
   let writer: RecordWriter;
@@ -154,6 +170,7 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
         'gainrag.stage': 'retrieve', 'gainrag.index_name': path.basename(path.resolve(options.index)), 'gainrag.passages': String(store.size),
         // Which build of the index the ctx_ids refer to.
         ...(identity ? { 'gainrag.index_id': identity } : {}),
+        ...(options.noText ? { [TEXT_KEY]: TEXT_IN_INDEX } : {}),
       },
       inputs: [options.data],
       // What the output depends on (not the device: cluster chunks run on different ones).
@@ -161,7 +178,8 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
         stage: 'retrieve', input: options.data, range,
         settings: { index: path.resolve(options.index), indexId: indexIdentity(options.index), encoder: path.resolve(options.encoder), encoderWeights: weightsFingerprint(options.encoder), topK, maxLength: options.maxLength ?? null, dataset: options.dataset ?? null,
           // Approximate results depend on the FAISS index and its search settings (absent for exact search).
-          ...(index.approximate ? { approximate: { factory: index.approximate.factory, nprobe: index.approximate.nprobe ?? null, efSearch: index.approximate.efSearch ?? null } } : {}) },
+          ...(index.approximate ? { approximate: { factory: index.approximate.factory, nprobe: index.approximate.nprobe ?? null, efSearch: index.approximate.efSearch ?? null } } : {}),
+          ...(options.noText ? { noText: true } : {}) },
       },
     });
   } catch (err) {
@@ -184,7 +202,7 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
       batch.forEach((b, q) => {
         const matcher = new AnswerMatcher(b.answers);
         if (matcher.usable) withAnswers++;
-        const ctxs: Ctx[] = [];
+        const ctxs: (Ctx | NoTextCtx)[] = [];
         const hits: boolean[] = [];
         for (let j = 0; j < topK; j++) {
           const row = Number(ids[q * topK + j]);
@@ -195,7 +213,9 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
           let hasanswer = false;
           if (matcher.usable) hasanswer = matcher.matchesTokens((entry.tokens ??= dprTokens(p.text)));
           hits.push(hasanswer);
-          ctxs.push({ id: p.id, title: p.title, text: p.text, score: scores[q * topK + j], hasanswer });
+          const score = scores[q * topK + j];
+          if (!noText) ctxs.push({ id: p.id, title: p.title, text: p.text, score, hasanswer });
+          else ctxs.push(columnar ? { id: p.id, score, hasanswer } : { id: p.id, row, score, hasanswer });
         }
         recall.add(hits); // all false without answers: a miss, as the reference counts it
         // Columnar outputs also keep the index rows (ctx_ids), beside the record's own columns.

@@ -13,7 +13,8 @@
 // end with a newline: a torn last line would glue two records together.
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { GainragError, ioError } from '../errors.js';
-import { columnarSchema, mergeArrowFiles, schemaStreamBytes } from '../io/arrow-records.js';
+import { columnarSchema, schemaStreamBytes } from '../io/arrow-records.js';
+import { mergeArrowFiles } from '../io/arrow-merge.js';
 import { parquetFilesBatches, writeParquetStream } from '../io/parquet.js';
 import { canonicalJson, readManifest, inputIdentity, type OutputManifest } from '../io/manifest.js';
 import { validateOutput, type OutputLock } from '../io/output.js';

@@ -36,6 +36,11 @@ export function withScaleOptions<T>(y: Argv<T>): Argv<T & ScaleArgs> {
     }) as unknown as Argv<T & ScaleArgs>;
 }
 
+/** --index for the stages after retrieve: where a --no-text input's passage text is (lib/io/passage-source.ts). */
+export function withPassageIndexOption<T>(y: Argv<T>): Argv<T & { index?: string }> {
+  return y.option('index', { type: 'string', describe: 'index directory of a retrieve --no-text input (default: the one of its name beside it, else where retrieve found it)' }) as unknown as Argv<T & { index?: string }>;
+}
+
 /** How the input is read: datasets as downloaded (lib/io/datasets.ts). */
 export function withInputOptions<T>(y: Argv<T>): Argv<T & ScaleArgs> {
   return y

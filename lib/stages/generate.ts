@@ -5,7 +5,7 @@ import { checkGenerateOptions, generateAnswers, DEFAULT_MAX_NEW_TOKENS, DEFAULT_
 import { DEFAULT_TASK, TASK_INSTRUCTIONS } from '../pipeline/prompts.js';
 import type { CausalLM } from '../models/causal-lm.js';
 import { GainragError } from '../errors.js';
-import { cachedCausalLM, scaleArgs, textBackendArgs, textBackendFlags, withScaleOptions, type ParsedArgs } from './flags.js';
+import { cachedCausalLM, scaleArgs, withPassageIndexOption, textBackendArgs, textBackendFlags, withScaleOptions, type ParsedArgs } from './flags.js';
 import type { StageDefinition, StageRunBase } from './definition.js';
 
 export type GenerateStageOptions = GenerateAnswersOptions & StageRunBase;
@@ -15,7 +15,7 @@ export const generateStage: StageDefinition<GenerateStageOptions, CausalLM | und
   describe: 'answer each question with the LLM from its top-K passages (continuous batching) and score EM/F1',
   unit: 'records',
   builder: (y: Argv) =>
-    textBackendFlags(withScaleOptions(y), 'Hugging Face causal LM directory (with --generate-url: its tokenizer and chat template only)')
+    textBackendFlags(withPassageIndexOption(withScaleOptions(y)), 'Hugging Face causal LM directory (with --generate-url: its tokenizer and chat template only)')
       .option('data', { type: 'string', demandOption: true, describe: 'JSONL or JSON array of {question, answers, ctxs} (select or retrieve output)' })
       .option('out', { type: 'string', demandOption: true, describe: 'output JSONL: each record plus generated, EM (0/1), F1 (written as OUT.partial, renamed when complete)' })
       .option('k-docs', { type: 'number', default: 1, describe: 'passages in the prompt, from the top of ctxs' })
@@ -35,6 +35,7 @@ export const generateStage: StageDefinition<GenerateStageOptions, CausalLM | und
     data: a.data, out: a.out, kDocs: a['k-docs'], task: a.task, instruction: a.instruction, noRetrieval: !a.retrieval, maxNewTokens: a['max-new-tokens'],
     resume: a.resume, batchQuestions: a['batch-questions'],
     ...scaleArgs(a as never),
+    ...(a.index !== undefined ? { indexDir: a.index } : {}),
   }),
   check: (o) => void checkGenerateOptions(o),
   alignment: (o) => o.batchQuestions ?? 64,

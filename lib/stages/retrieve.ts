@@ -27,11 +27,12 @@ export const retrieveStage: StageDefinition<RetrieveStageOptions, RetrieveResour
       .option('normalize', { type: 'boolean', describe: "L2-normalise query embeddings (default: the index's record / the model's Normalize module)" })
       .option('query-prefix', { type: 'string', describe: "text put before each question (E5 'query: ', BGE's instruction; default: the index's record / the model's prompts)" })
       .option('passage-prefix', { type: 'string', describe: 'text put before each passage (recorded by index build; here only to check it matches)' })
+      .option('text', { type: 'boolean', default: true, describe: '--no-text: leave passage title and text out of the output (index rows only); the stages after read them from the index (beside the output, or --index)' })
       .option('allow-encoder-mismatch', { type: 'boolean', default: false, describe: "use an encoder that embeds differently from the index's (weights, pooling, normalize, query prefix)" }) as unknown as Argv,
   optionsFromArgs: (a: ParsedArgs) => ({
     index: a.index, encoder: a.encoder, data: a.data, out: a.out, topK: a['top-k'], batchSize: a['batch-size'], maxLength: a['max-length'], device: a.device,
     pooling: a.pooling, normalize: a.normalize, queryPrefix: a['query-prefix'], passagePrefix: a['passage-prefix'],
-    allowEncoderMismatch: a['allow-encoder-mismatch'], ...scaleArgs(a as never),
+    allowEncoderMismatch: a['allow-encoder-mismatch'], ...(a.text === false ? { noText: true } : {}), ...scaleArgs(a as never),
   }),
   check: (o) => {
     positiveInt('topK', o.topK ?? 100);

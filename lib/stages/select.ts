@@ -7,7 +7,7 @@ import { checkSelectOptions, select, type PairScorer, type SelectOptions, type S
 import { TeiReranker } from '../pipeline/tei-client.js';
 import { GainragError } from '../errors.js';
 import { openTextBackend, type TextBackend, type TextBackendOptions } from '../pipeline/text-backend.js';
-import { cachedCausalLM, cached, scaleArgs, textBackendArgs, textBackendFlags, withScaleOptions, type ModelCache, type ParsedArgs } from './flags.js';
+import { cachedCausalLM, cached, scaleArgs, withPassageIndexOption, textBackendArgs, textBackendFlags, withScaleOptions, type ModelCache, type ParsedArgs } from './flags.js';
 import type { StageDefinition, StageRunBase } from './definition.js';
 
 export type SelectStageOptions = SelectOptions & StageRunBase & {
@@ -34,7 +34,7 @@ export const selectStage: StageDefinition<SelectStageOptions, SelectModels, Sele
   describe: "rerank retrieved passages + the LLM's pseudo-passage with the trained selector; keep the top K",
   unit: 'questions',
   builder: (y: Argv) =>
-    textBackendFlags(withScaleOptions(y), 'causal LM that writes missing pseudo-passages (background prompt of synthesize)', 'cpu, cuda, cuda:N (both models)')
+    textBackendFlags(withPassageIndexOption(withScaleOptions(y)), 'causal LM that writes missing pseudo-passages (background prompt of synthesize)', 'cpu, cuda, cuda:N (both models)')
       .option('data', { type: 'string', demandOption: true, describe: 'retrieval output (JSONL or JSON array of {question, answers, ctxs})' })
       .option('selector', { type: 'string', describe: 'trained selector (cross-encoder directory or hub id; gainrag train)' })
       .option('rerank-url', { type: 'string', describe: 'score with a Text Embeddings Inference server instead (TEI or gainrag serve: POST /rerank, raw scores)' })
@@ -58,6 +58,7 @@ export const selectStage: StageDefinition<SelectStageOptions, SelectModels, Sele
     pseudoMaxNewTokens: a['pseudo-max-new-tokens'], batchQuestions: a['batch-questions'], maxLength: a['max-length'], batchTokens: a['batch-tokens'],
     ties: a.ties, resume: a.resume, modelId: a.selector ? path.resolve(a.selector) : `tei:${a['rerank-url']}`, device: a.device, dtype: a.dtype, backend: textBackendArgs(a),
     ...scaleArgs(a as never),
+    ...(a.index !== undefined ? { indexDir: a.index } : {}),
   }),
   check: (o) => void checkSelectOptions(o),
   alignment: (o) => o.batchQuestions ?? 32,

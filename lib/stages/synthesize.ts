@@ -5,7 +5,7 @@ import { checkSynthesizeOptions, synthesize, type SynthesizeOptions, type Synthe
 import { openTextBackend, type TextBackend, type TextBackendOptions } from '../pipeline/text-backend.js';
 import { DEFAULT_TASK, TASK_INSTRUCTIONS } from '../pipeline/prompts.js';
 import { GainragError } from '../errors.js';
-import { cachedCausalLM, cached, scaleArgs, textBackendArgs, textBackendFlags, withScaleOptions, type ParsedArgs } from './flags.js';
+import { cachedCausalLM, cached, scaleArgs, withPassageIndexOption, textBackendArgs, textBackendFlags, withScaleOptions, type ParsedArgs } from './flags.js';
 import type { StageDefinition, StageRunBase } from './definition.js';
 
 export type SynthesizeStageOptions = SynthesizeOptions & StageRunBase & { backend: TextBackendOptions };
@@ -15,7 +15,7 @@ export const synthesizeStage: StageDefinition<SynthesizeStageOptions, TextBacken
   describe: 'score retrieved passages by the gain they give the LLM (contrastive perplexity) and answer with each',
   unit: 'questions',
   builder: (y: Argv) =>
-    textBackendFlags(withScaleOptions(y), 'Hugging Face causal LM directory (scores the passages; answers too unless --generate-url)')
+    textBackendFlags(withPassageIndexOption(withScaleOptions(y)), 'Hugging Face causal LM directory (scores the passages; answers too unless --generate-url)')
       .demandOption('llm')
       .option('data', { type: 'string', demandOption: true, describe: 'retrieval output (JSONL or JSON array of {question, answers, ctxs})' })
       .option('out', { type: 'string', demandOption: true, describe: 'output JSONL (written as OUT.partial, renamed when complete)' })
@@ -40,6 +40,7 @@ export const synthesizeStage: StageDefinition<SynthesizeStageOptions, TextBacken
     resume: a.resume, batchQuestions: a['batch-questions'], modelId: path.resolve(a.llm), device: a.device, doubleBos: a['double-bos'],
     backend: { ...textBackendArgs(a), needWeights: true },
     ...scaleArgs(a as never),
+    ...(a.index !== undefined ? { indexDir: a.index } : {}),
   }),
   check: (o) => void checkSynthesizeOptions(o),
   alignment: (o) => o.batchQuestions ?? 8,
