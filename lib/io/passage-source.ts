@@ -36,12 +36,23 @@ export function manifestIndexReference(file: string): (IndexReference & { record
   return { name: recorded ? path.basename(recorded) : undefined, id: typeof m.settings.indexId === 'string' ? m.settings.indexId : undefined, recorded };
 }
 
+// Where retrieve found the index (the output manifest's settings.index), if it says.
+function recordedIndex(file: string): string | undefined {
+  try {
+    const index = readManifest(file)?.settings.index;
+    return typeof index === 'string' ? index : undefined;
+  } catch {
+    return undefined; // a damaged manifest names nothing
+  }
+}
+
 const isDir = (d: string) => existsSync(d) && statSync(d).isDirectory();
 
 /** An open passage store (close it) for the output `file`; see the top of this file. */
 export function openPassageSource(file: string, ref: IndexReference & { recorded?: string }, indexDir?: string): PassageSource & { close(): void } {
   const name = path.basename(file);
-  const candidates = indexDir !== undefined ? [indexDir] : [...(ref.name ? [path.join(path.dirname(path.resolve(file)), ref.name)] : []), ...(ref.recorded ? [ref.recorded] : [])];
+  const recorded = ref.recorded ?? recordedIndex(file);
+  const candidates = indexDir !== undefined ? [indexDir] : [...new Set([...(ref.name ? [path.join(path.dirname(path.resolve(file)), ref.name)] : []), ...(recorded ? [recorded] : [])])];
   const found = candidates.filter(isDir);
   if (found.length === 0) {
     const looked = candidates.length > 0 ? ` (looked in ${candidates.join(', ')})` : '';
