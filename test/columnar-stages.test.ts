@@ -1,7 +1,7 @@
 // Stages read columns, not JSON (lib/io/stage-input.ts): synthesize, select and generate over an
 // Arrow or Parquet input take the fields they need from the typed columns, and write exactly the
-// bytes they write from the JSONL input; synthesize builds no record and no ctx object, select
-// decodes only the ctxs it keeps. retrieve --no-text leaves passage text out; the stages after
+// bytes they write from the JSONL input; synthesize (and evaluate) build no record and no ctx
+// object, select decodes only the ctxs it keeps. retrieve --no-text leaves passage text out; the stages after
 // take it from the index by ctx_ids (or the JSONL ctx `row`), with the same results; a missing
 // index is E_INDEX, another build of it E_DATA.
 import { test } from 'node:test';
@@ -17,6 +17,7 @@ import { openRetrieveResources, retrieve } from '../lib/retrieval/retrieve.js';
 import { synthesize } from '../lib/pipeline/synthesize.js';
 import { select } from '../lib/pipeline/select.js';
 import { generateAnswers } from '../lib/pipeline/generate.js';
+import { evaluate } from '../lib/pipeline/evaluate.js';
 import { CausalLM } from '../lib/models/causal-lm.js';
 import { CrossEncoder } from '../lib/models/cross-encoder.js';
 import { nativeGenerator } from '../lib/pipeline/text-backend.js';
@@ -100,6 +101,11 @@ test('synthesize, select, generate over Arrow/Parquet columns (and --no-text inp
     assert.ok(bytes(f(`g-from-cols.${format}`)).equals(bytes(f(`g-from-jsonl.${format}`))), `generate ${format} -> ${format}`);
     await gen(f(`sel-from-cols.${format}`), f(`g-${format}.jsonl`));
     assert.ok(bytes(f(`g-${format}.jsonl`)).equals(bytes(f('g.jsonl'))), `generate ${format} -> jsonl`);
+    // evaluate reads the answers, generated, EM, F1 and ctx columns: no record built, the same summary.
+    const before = decodeCounts.records;
+    const ev = await evaluate({ data: f(`g-from-cols.${format}`) });
+    assert.equal(decodeCounts.records - before, 0, `evaluate ${format} decoded records`);
+    assert.deepEqual({ ...ev, input: '' }, { ...(await evaluate({ data: f('g.jsonl') })), input: '' }, `evaluate ${format}`);
   }
 
   // The index moved away: E_INDEX naming --index; given --index (indexDir), the same output.

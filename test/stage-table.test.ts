@@ -76,6 +76,13 @@ test('CLI and cluster map the same argv to the same options, for every stage and
   }
   const gen = STAGE_TABLE.generate.optionsFromArgs(parseStageArgs('generate', ['--llm', 'lm', '--no-retrieval'], 'd', 'o.jsonl')) as { noRetrieval?: boolean };
   assert.equal(gen.noRetrieval, true, 'cluster generate --no-retrieval answers without retrieval');
+  // retrieve --no-text, and --index for the stages reading such an output, by both parsers.
+  const rFlags = ['--index', 'ix', '--encoder', 'e', '--no-text'];
+  assert.equal((STAGE_TABLE.retrieve.optionsFromArgs(parseStageArgs('retrieve', rFlags, 'd', 'o.parquet')) as { noText?: boolean }).noText, true);
+  assert.equal(((await cliOptions('retrieve', [...rFlags, '--data', 'd', '--out', 'o.parquet'])) as { noText?: boolean }).noText, true);
+  assert.equal(((await cliOptions('retrieve', ['--index', 'ix', '--encoder', 'e', '--data', 'd', '--out', 'o.parquet'])) as { noText?: boolean }).noText, undefined);
+  const withIndex = STAGE_TABLE.synthesize.optionsFromArgs(parseStageArgs('synthesize', ['--llm', 'lm', '--index', 'ix'], 'd', 'o.jsonl')) as { indexDir?: string };
+  assert.equal(withIndex.indexDir, 'ix');
   const sel = (await cliOptions('select', FLAGS.select.concat(['--data', 'd', '--out', 'o.jsonl']))) as { ties?: string; kDocs?: number; pseudoPassage?: boolean; backend: { retries?: number; doubleBos?: boolean } };
   assert.deepEqual([sel.ties, sel.kDocs, sel.pseudoPassage, sel.backend.retries, sel.backend.doubleBos], ['earlier', 3, false, 0, true]);
   const syn = STAGE_TABLE.synthesize.optionsFromArgs(parseStageArgs('synthesize', FLAGS.synthesize.slice(0, -4), 'd', 'o.jsonl')) as { doubleBos?: boolean; dataset?: object; backend: { apiKeyEnv?: string } };

@@ -9,7 +9,8 @@
 // without text falls back to its `hasanswer` flag). Records without a usable answer or without
 // a string prediction are skipped with a FILE:LINE warning and counted. When a record carries
 // its own `EM` / `F1`, disagreements with the recomputed values are counted (`storedMismatches`).
-import { readStageInput } from '../io/records.js';
+import { readStageRows } from '../io/stage-input.js';
+import type { ColumnarBatch } from '../io/columns-read.js';
 import { emMaxOverGold, f1MaxOverGold } from '../metrics/index.js';
 import { AnswerMatcher } from '../retrieval/has-answer.js';
 
@@ -59,14 +60,17 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateSummar
   let em = 0;
   let f1 = 0;
   const found = ks.map(() => 0);
-  for await (const { record: r, line } of readStageInput(options.data)) {
+  const deepest = Math.max(...ks);
+  for await (const row of readStageRows(options.data)) {
     s.records++;
-    const where = `${options.data}:${line}`;
-    if (r === null || typeof r !== 'object' || Array.isArray(r)) {
+    const where = `${options.data}:${row.line}`;
+    const c = row.columns;
+    const fields = (c && gold === 'answers' && columnFields(c.batch, c.row, pred, deepest)) || recordFields(row.record(), gold, pred, deepest);
+    if (fields === 'not-an-object') {
       skip('not-an-object', `${where}: record is not a JSON object (E_DATA)`);
       continue;
     }
-    const answers = r[gold];
+    const { answers, prediction, storedEM, storedF1, ctxs } = fields;
     if (!Array.isArray(answers) || !answers.every((a: unknown) => typeof a === 'string')) {
       skip('no-answers', `${where}: no "${gold}" array of strings (E_DATA)`);
       continue;
@@ -76,25 +80,20 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateSummar
       skip('no-answers', `${where}: no non-empty gold answer (E_DATA)`);
       continue;
     }
-    if (typeof r[pred] !== 'string') {
+    if (typeof prediction !== 'string') {
       skip('no-prediction', `${where}: no "${pred}" string (E_DATA)`);
       continue;
     }
-    const e = emMaxOverGold(r[pred], golds) ? 1 : 0;
-    const f = f1MaxOverGold(r[pred], golds);
+    const e = emMaxOverGold(prediction, golds) ? 1 : 0;
+    const f = f1MaxOverGold(prediction, golds);
     s.evaluated++;
     em += e;
     f1 += f;
-    const storedEM = r.EM;
-    const storedF1 = r.F1;
     if ((storedEM !== undefined && Number(storedEM) !== e) || (typeof storedF1 === 'number' && Math.abs(storedF1 - f) > 1e-9)) s.storedMismatches++;
-    if (Array.isArray(r.ctxs)) {
+    if (ctxs) {
       s.withCtxs++;
       const matcher = new AnswerMatcher(golds);
-      const deepest = Math.max(...ks);
-      const first = r.ctxs.slice(0, deepest).findIndex((c: { text?: unknown; hasanswer?: unknown } | null) =>
-        c && typeof c === 'object' ? (typeof c.text === 'string' ? matcher.matches(c.text) : c.hasanswer === true) : false,
-      );
+      const first = ctxs.findIndex((x) => (x ? (typeof x.text === 'string' ? matcher.matches(x.text) : x.hasanswer === true) : false));
       ks.forEach((k, i) => {
         if (first >= 0 && first < k) found[i]++;
       });
@@ -105,6 +104,40 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateSummar
   s.F1 = (100 * f1) / n;
   ks.forEach((k, i) => (s.recall[k] = found[i] / Math.max(s.withCtxs, 1)));
   return s;
+}
+
+// What evaluate reads of a record: the answers, the prediction, stored EM/F1, the first
+// `deepest` ctxs' text and hasanswer (null: a ctx that is not an object; no array: null).
+interface Fields {
+  answers: unknown;
+  prediction: unknown;
+  storedEM: unknown;
+  storedF1: unknown;
+  ctxs: ({ text?: unknown; hasanswer?: unknown } | null)[] | null;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function recordFields(r: any, gold: string, pred: string, deepest: number): Fields | 'not-an-object' {
+  if (r === null || typeof r !== 'object' || Array.isArray(r)) return 'not-an-object';
+  const ctxs = Array.isArray(r.ctxs) ? r.ctxs.slice(0, deepest).map((c: unknown) => (c && typeof c === 'object' ? c : null)) : null;
+  return { answers: r[gold], prediction: r[pred], storedEM: r.EM, storedF1: r.F1, ctxs };
+}
+
+// The same from typed columns (lib/io/stage-input.ts): nothing else of the row is decoded.
+function columnFields(b: ColumnarBatch, row: number, pred: string, deepest: number): Fields | undefined {
+  const prediction = b.leaf(pred);
+  if (!prediction || b.leaf('ctxs')) return undefined; // ctxs as a JSON column: the record path
+  const cell = (key: string) => b.leaf(key)?.read(row) ?? undefined;
+  const group = b.group('ctxs');
+  const span = group?.span(row);
+  let ctxs: Fields['ctxs'] = null;
+  if (span) {
+    const text = group!.item('text');
+    const hasanswer = group!.item('hasanswer');
+    ctxs = [];
+    for (let k = span[0]; k < Math.min(span[1], span[0] + deepest); k++) ctxs.push({ text: text?.read(k) ?? undefined, hasanswer: hasanswer?.read(k) ?? undefined });
+  }
+  return { answers: cell('answers'), prediction: prediction.read(row) ?? undefined, storedEM: cell('EM'), storedF1: cell('F1'), ctxs };
 }
 
 /** The summary as a small text table. */
