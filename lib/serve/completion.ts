@@ -97,6 +97,9 @@ export class CompletionRow {
     if (cut >= 0) {
       this.stop.abort();
       this.finish = 'stop';
+      // Tokens that came after the one completing the stop string are not part of the answer.
+      this.ended = true;
+      this.tokens.length = upto;
       this.end(full.slice(0, cut));
       return;
     }
