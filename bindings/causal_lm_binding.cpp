@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <array>
+#include <memory>
+#include <mutex>
 
 #include "bindings/addon_data.h"
 #include "bindings/async_task.h"
@@ -46,6 +48,52 @@ at::Tensor MinOverAnswers(const ContrastiveRequest& req, const at::Tensor& flat)
   }
   return out;
 }
+
+// Tokens from the decoding thread to a JS callback: one queued call per step, dropped (never
+// waited for) when the queue cannot take it -- the Promise's result has every token anyway.
+class TokenStream {
+ public:
+  TokenStream(Napi::Env env, Napi::Function fn)
+      : tsfn_(Napi::ThreadSafeFunction::New(env, fn, "gainrag.generate.tokens", 0, 1)) {}
+  ~TokenStream() { Close(); }
+
+  void Send(const std::vector<int32_t>& rows, const std::vector<int32_t>& tokens) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (closed_) return;
+    auto* step = new Step{rows, tokens};
+    if (tsfn_.NonBlockingCall(step, Deliver) != napi_ok) delete step;
+  }
+
+  void Close() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (closed_) return;
+    closed_ = true;
+    tsfn_.Release();
+  }
+
+ private:
+  struct Step {
+    std::vector<int32_t> rows, tokens;
+  };
+  static void Deliver(Napi::Env env, Napi::Function fn, Step* step) {
+    std::unique_ptr<Step> owned(step);
+    if (env == nullptr || fn.IsEmpty()) return;
+    auto copy = [&](const std::vector<int32_t>& v) {
+      Napi::Int32Array a = Napi::Int32Array::New(env, v.size());
+      std::copy(v.begin(), v.end(), a.Data());
+      return a;
+    };
+    // A throwing callback must not take down the generation.
+    try {
+      fn.Call({copy(owned->rows), copy(owned->tokens)});
+    } catch (...) {
+    }
+  }
+
+  Napi::ThreadSafeFunction tsfn_;
+  std::mutex mutex_;
+  bool closed_ = false;
+};
 
 class CausalLMWrap : public Napi::ObjectWrap<CausalLMWrap> {
  public:
@@ -107,6 +155,7 @@ class CausalLMWrap : public Napi::ObjectWrap<CausalLMWrap> {
     o.Set("forwardCalls", double(s.forward_calls));
     o.Set("generatedTokens", double(s.generated_tokens));
     o.Set("decodeSteps", double(s.decode_steps));
+    o.Set("stoppedRows", double(s.stopped_rows));
     return o;
   }
 
@@ -181,17 +230,53 @@ class CausalLMWrap : public Napi::ObjectWrap<CausalLMWrap> {
         [result](Napi::Env env) { return TensorToTypedArray(env, *result); }, ReadControls(info[3]), keep);
   }
 
-  // generate(ids, offsets, maxNewTokens, controls) -> Promise<{ids: Int32Array, offsets: Int32Array}>
+  // generate(ids, offsets, maxNewTokens, controls, stream?) -> Promise<{ids: Int32Array, offsets: Int32Array}>
+  //   stream: {onTokens?: (rows: Int32Array, tokens: Int32Array) => void, rowCancel?: (CancelToken | undefined)[]}
+  // onTokens gets each step's tokens as they are made, through a thread-safe function (queued,
+  // never blocking the decoder; calls may still arrive after the Promise settles, so the result,
+  // not the calls, is the complete answer). rowCancel[i].cancel() stops prompt i alone.
   Napi::Value Generate(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     std::vector<Napi::Value> keep;
     RaggedTokens prompts = BorrowRagged(info, 0, &keep);
     int64_t max_new = RequireInt(info[2], "maxNewTokens", 1, 1 << 20);
+    auto hooks = std::make_shared<GenerateHooks>();
+    std::shared_ptr<TokenStream> stream;
+    if (info.Length() > 4 && !info[4].IsUndefined()) {
+      if (!info[4].IsObject()) throw Napi::TypeError::New(env, "stream must be an object");
+      Napi::Object o = info[4].As<Napi::Object>();
+      Napi::Value cancels = o.Get("rowCancel");
+      if (!cancels.IsUndefined()) {
+        if (!cancels.IsArray()) throw Napi::TypeError::New(env, "stream.rowCancel must be an array");
+        Napi::Array a = cancels.As<Napi::Array>();
+        if (a.Length() > uint32_t(prompts.count)) throw Napi::RangeError::New(env, "stream.rowCancel has more entries than prompts");
+        for (uint32_t i = 0; i < a.Length(); ++i) {
+          Napi::Value v = a.Get(i);
+          auto* token = v.IsObject() ? Napi::ObjectWrap<CancelToken>::Unwrap(v.As<Napi::Object>()) : nullptr;
+          if (!v.IsUndefined() && !token) throw Napi::TypeError::New(env, "stream.rowCancel entries must be CancelTokens or undefined");
+          hooks->row_stop.push_back(token ? token->flag() : nullptr);
+          if (token) keep.push_back(v);
+        }
+      }
+      Napi::Value fn = o.Get("onTokens");
+      if (!fn.IsUndefined()) {
+        if (!fn.IsFunction()) throw Napi::TypeError::New(env, "stream.onTokens must be a function");
+        stream = std::make_shared<TokenStream>(env, fn.As<Napi::Function>());
+        hooks->on_tokens = [stream](const std::vector<int32_t>& rows, const std::vector<int32_t>& tokens) { stream->Send(rows, tokens); };
+      }
+    }
     auto result = std::make_shared<std::pair<at::Tensor, at::Tensor>>();
     Model model = Live(env);
     return StartTask(
         env, "gainrag.CausalLM.generate",
-        [model, prompts, max_new, result](const RunContext& ctx) { *result = model->GenerateGreedy(prompts, max_new, ctx); },
+        [model, prompts, max_new, result, hooks, stream](const RunContext& ctx) {
+          // The stream closes with the call, however it ends; queued steps are still delivered.
+          struct Close {
+            TokenStream* s;
+            ~Close() { if (s) s->Close(); }
+          } close{stream.get()};
+          *result = model->GenerateGreedy(prompts, max_new, ctx, hooks.get());
+        },
         [result](Napi::Env env) -> Napi::Value {
           Napi::Object o = Napi::Object::New(env);
           o.Set("ids", TensorToTypedArray(env, result->first));

@@ -26,6 +26,7 @@ export const ERROR_CODES = [
   'E_MODEL_NOT_FOUND',
   'E_UNAUTHORIZED',
   'E_NETWORK',
+  'E_BUSY',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -225,6 +225,46 @@ test('/v1/chat/completions renders the chat template and equals generate on the 
   assert.equal(chunks.map((c) => c.choices[0].delta.content ?? '').join(''), lib.texts[0]);
 });
 
+test('stream: true: chunks add up to the non-streamed answer (stop strings too); a client gone mid-stream stops its generation in the engine', async () => {
+  const prompt = standardPrompt(taskInstruction(), questions[3].question);
+  const text = (await post(`${server.url}/v1/completions`, { prompt, max_tokens: 16 })).json.choices[0].text as string;
+  const stop = text.slice(4, 7);
+  assert.ok(stop.length === 3, `precondition: a text to cut (${JSON.stringify(text)})`);
+  const plain = await post(`${server.url}/v1/completions`, { prompt, max_tokens: 16, stop: [stop] });
+  const streamed = await post(`${server.url}/v1/completions`, { prompt, max_tokens: 16, stop: [stop], stream: true });
+  const chunks = streamed.text.split('\n\n').filter((e) => e && e !== 'data: [DONE]').map((e) => JSON.parse(e.slice(6)));
+  assert.equal(chunks.map((c) => c.choices[0].text).join(''), plain.json.choices[0].text);
+  assert.equal(plain.json.choices[0].text, text.slice(0, text.indexOf(stop)));
+  assert.equal(chunks.at(-1).choices[0].finish_reason, 'stop');
+
+  // A long answer (no EOS within max_tokens): read its first chunk, then hang up.
+  const max = 400;
+  const lib = await lm.generate([prompt], { maxNewTokens: max });
+  assert.equal(lib.tokenIds[0].length, max, 'precondition: the answer runs to max_tokens');
+  const engine = server.context.models.lm!;
+  const before = engine.stats();
+  const batches = 'gainrag_batch_duration_seconds_count{queue="generate"}';
+  const [batchesBefore, cancelledBefore] = [await metric(server.url, batches), await metric(server.url, 'gainrag_queue_cancelled_total{queue="generate"}')];
+  const ac = new AbortController();
+  const res = await fetch(`${server.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt, max_tokens: max, stream: true }), signal: ac.signal });
+  assert.equal(res.status, 200);
+  const reader = res.body!.getReader();
+  let seen = '';
+  while (!/"text":"[^"]/.test(seen)) {
+    const { value, done } = await reader.read();
+    assert.equal(done, false, 'the stream ended before its first text chunk');
+    seen += new TextDecoder().decode(value);
+  }
+  ac.abort();
+  // The engine call ends (its batch is counted) once the row is stopped.
+  while ((await metric(server.url, batches)) === batchesBefore) await new Promise((r) => setTimeout(r, 20));
+  const generated = engine.stats().generatedTokens - before.generatedTokens;
+  assert.ok(generated < max, `the first chunk came while the engine was still decoding, and the hang-up stopped it (${generated} of ${max} tokens made)`);
+  assert.equal(await metric(server.url, 'gainrag_queue_cancelled_total{queue="generate"}'), cancelledBefore + 1);
+  // The server serves on.
+  assert.equal((await post(`${server.url}/v1/completions`, { prompt, max_tokens: 16 })).json.choices[0].text, text);
+});
+
 test('/retrieve equals Encoder.embed + DenseIndex.search over the same index', async () => {
   const index = await DenseIndex.open(indexDir);
   const store = PassageStore.open(indexDir);
@@ -304,7 +344,7 @@ test('a full queue answers 429 with Retry-After and the server keeps serving; a 
     assert.ok(busy.length > 0, 'some requests were refused');
     assert.ok(all.some((r) => r.status === 200), 'some were served');
     assert.equal(busy[0].headers.get('retry-after'), '1');
-    assert.equal(busy[0].json.error.code, 'E_LOCKED');
+    assert.equal(busy[0].json.error.code, 'E_BUSY');
     assert.equal(all.filter((r) => r.status !== 200 && r.status !== 429).length, 0);
     const later = await post(`${small.url}/rerank`, body);
     assert.equal(later.status, 200);
@@ -441,7 +481,7 @@ test('Batcher: packs by key and budget, splits results back; a cancelled request
   void tiny.submit([1], 1, 'k', never);
   await new Promise((r) => setImmediate(r));
   void tiny.submit([2], 1, 'k', never);
-  await assert.rejects(tiny.submit([3], 1, 'k', never), (e: { status?: number; retryAfter?: number; code?: string }) => e.status === 429 && e.retryAfter === 1 && e.code === 'E_LOCKED');
+  await assert.rejects(tiny.submit([3], 1, 'k', never), (e: { status?: number; retryAfter?: number; code?: string }) => e.status === 429 && e.retryAfter === 1 && e.code === 'E_BUSY');
 });
 
 test('draining: new requests get 503 (E_DISPOSED) in our error format while the one in flight finishes', async () => {

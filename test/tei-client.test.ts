@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startServer } from '../lib/serve/server.js';
-import { TeiReranker } from '../lib/pipeline/tei-client.js';
+import { TeiEmbedder, TeiReranker } from '../lib/pipeline/tei-client.js';
 import { CrossEncoder } from '../lib/models/cross-encoder.js';
 import { cliPath, fixture } from './helpers.js';
 
@@ -86,6 +86,28 @@ test('a busy TEI server is retried (503, then 429 with Retry-After); a 400 fails
     assert.equal(calls, 3);
     await assert.rejects(tei.score(['q'], ['x']), { code: 'E_IO', errno: 'HTTP_400', message: /bad texts/ });
     assert.equal(calls, 4, 'a 400 is not retried');
+  } finally {
+    http.close();
+  }
+});
+
+test("a server still busy (429 E_BUSY) after every retry is E_BUSY; its Retry-After is what the client waits, not its own backoff", async () => {
+  let calls = 0;
+  const http = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      calls++;
+      res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '0' });
+      res.end(JSON.stringify({ error: { message: 'server busy: the embed queue is full', code: 'E_BUSY' } }));
+    });
+  });
+  await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
+  try {
+    const url = `http://127.0.0.1:${(http.address() as { port: number }).port}`;
+    // A ten-minute backoff: only by honouring Retry-After: 0 does this finish within the test's run.
+    const tei = new TeiEmbedder({ url, retries: 2, backoffMs: 600_000, maxDelayMs: 600_000 });
+    await assert.rejects(tei.embed(['x']), { code: 'E_BUSY', errno: 'HTTP_429', message: /queue is full.*gave up after 3 attempts/ });
+    assert.equal(calls, 3);
   } finally {
     http.close();
   }

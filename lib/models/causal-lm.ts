@@ -125,6 +125,20 @@ export interface CausalLMStats {
   generatedTokens: number;
   /** Batched one-token decode forwards (continuous batching: one per step over all active slots). */
   decodeSteps: number;
+  /** Generations stopped early through GenerateStreamOptions.rowSignals. */
+  stoppedRows: number;
+}
+
+/** Token streaming and per-prompt stopping for generateIds (serve's stream: true and stop strings). */
+export interface GenerateStreamOptions extends CallOptions {
+  /**
+   * Called on the JS thread as the engine makes tokens: the prompts (batch rows) that got a token
+   * in one decoding step and those tokens. A row's tokens come in order, and every token of every
+   * row has been delivered before the call resolves.
+   */
+  onTokens?: (rows: Int32Array, tokens: Int32Array) => void;
+  /** Per prompt: aborting one stops that prompt alone before the engine's next step (its tokens so far are its answer). */
+  rowSignals?: (AbortSignal | undefined)[];
 }
 
 export interface CausalLMInfo {
@@ -146,7 +160,8 @@ interface NativeCausalLM {
   contrastive(pIds: Int32Array, pOff: Int32Array, aIds: Int32Array, aOff: Int32Array, pBegin: Int32Array, aBegin: Int32Array,
     alpha: number, reference: boolean, sharePrefix: boolean, controls: NativeControls): Promise<ContrastiveFlat>;
   lastLogits(ids: Int32Array, offsets: Int32Array, lastN: number, controls: NativeControls): Promise<Float32Array>;
-  generate(ids: Int32Array, offsets: Int32Array, maxNewTokens: number, controls: NativeControls): Promise<{ ids: Int32Array; offsets: Int32Array }>;
+  generate(ids: Int32Array, offsets: Int32Array, maxNewTokens: number, controls: NativeControls,
+    stream?: { onTokens?: (rows: Int32Array, tokens: Int32Array) => void; rowCancel?: (NativeControls['cancel'] | undefined)[] }): Promise<{ ids: Int32Array; offsets: Int32Array }>;
   /** Drops the wrapper's reference to the weights (running calls keep theirs). */
   dispose(): void;
 }
@@ -474,8 +489,8 @@ export class CausalLM extends NativeOwner<NativeCausalLM> {
     };
   }
 
-  /** Greedy generation from token ids (flat batch), e.g. a BOS-only prompt. */
-  async generateIds(batch: Pick<TokenBatch, 'ids' | 'offsets'>, maxNewTokens: number, options: CallOptions = {}): Promise<number[][]> {
+  /** Greedy generation from token ids (flat batch), e.g. a BOS-only prompt; tokens streamed with `onTokens`. */
+  async generateIds(batch: Pick<TokenBatch, 'ids' | 'offsets'>, maxNewTokens: number, options: GenerateStreamOptions = {}): Promise<number[][]> {
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw new RangeError('maxNewTokens must be a positive integer');
     const out = await this.generateFlat(batch, maxNewTokens, options);
     const rows: number[][] = [];
@@ -483,11 +498,61 @@ export class CausalLM extends NativeOwner<NativeCausalLM> {
     return rows;
   }
 
-  private async generateFlat(batch: Pick<TokenBatch, 'ids' | 'offsets'>, maxNewTokens: number, options: CallOptions): Promise<{ ids: Int32Array; offsets: Int32Array }> {
+  private async generateFlat(batch: Pick<TokenBatch, 'ids' | 'offsets'>, maxNewTokens: number, options: GenerateStreamOptions): Promise<{ ids: Int32Array; offsets: Int32Array }> {
+    const { onTokens, rowSignals } = options;
+    if (onTokens !== undefined && typeof onTokens !== 'function') throw new TypeError(`onTokens must be a function, got ${typeof onTokens}`);
+    const count = batch.offsets.length - 1;
+    if (rowSignals !== undefined && (!Array.isArray(rowSignals) || rowSignals.length > count || rowSignals.some((r) => r !== undefined && !(r instanceof AbortSignal)))) {
+      throw new TypeError(`rowSignals must be an array of at most ${count} AbortSignals (or undefined)`);
+    }
+    // One CancelToken per stoppable row, cancelled when its signal aborts.
+    const unhook: (() => void)[] = [];
+    const rowCancel = rowSignals?.map((sig) => {
+      if (sig === undefined) return undefined;
+      const token = new (native().CancelToken)();
+      if (sig.aborted) token.cancel();
+      const onAbort = () => token.cancel();
+      sig.addEventListener('abort', onAbort, { once: true });
+      unhook.push(() => sig.removeEventListener('abort', onAbort));
+      return token;
+    });
+    // The engine's calls may still be queued when the call resolves: what they have not yet
+    // delivered is delivered here from the result, and later calls are ignored.
+    const delivered = onTokens ? new Int32Array(count) : undefined;
+    let settled = false;
+    const stream = onTokens || rowCancel
+      ? {
+          rowCancel,
+          onTokens: onTokens && ((rows: Int32Array, tokens: Int32Array) => {
+            if (settled) return;
+            for (const r of rows) delivered![r]++;
+            onTokens(rows, tokens);
+          }),
+        }
+      : undefined;
     const before = this.model.stats();
-    const out = await withControls(options, (controls) => this.model.generate(batch.ids, batch.offsets, maxNewTokens, controls));
-    this.lastStats = diffStats(this.model.stats(), before);
-    return out;
+    try {
+      const out = await withControls(options, (controls) => this.model.generate(batch.ids, batch.offsets, maxNewTokens, controls, stream));
+      this.lastStats = diffStats(this.model.stats(), before);
+      if (onTokens) {
+        settled = true;
+        const rows: number[] = [];
+        const tokens: number[] = [];
+        for (let step = 0; ; step++) {
+          rows.length = tokens.length = 0;
+          for (let r = 0; r < count; r++) {
+            const at = out.offsets[r] + delivered![r] + step;
+            if (at < out.offsets[r + 1]) rows.push(r), tokens.push(out.ids[at]);
+          }
+          if (rows.length === 0) break;
+          onTokens(Int32Array.from(rows), Int32Array.from(tokens));
+        }
+      }
+      return out;
+    } finally {
+      settled = true;
+      for (const u of unhook) u();
+    }
   }
 
   /**

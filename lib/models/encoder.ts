@@ -58,9 +58,13 @@ export interface EncoderRecord {
   ref: string;
   /** The hub snapshot's commit, when loaded from the hub cache. */
   revision: string | null;
-  /** weightsFingerprint of the model directory. */
+  /** weightsFingerprint of the model directory (null for a server's encoder: its weights are not ours to read). */
   weights: string | null;
-  pooling: Pooling;
+  /** 'mean' or 'cls' here; for a server's encoder the pooling its /info reports (e.g. 'last_token'), or 'unknown'. */
+  pooling: Pooling | (string & {});
+  /** Set when the vectors came from a TEI-compatible server (--embed-url): its base URL and its /info model_id. */
+  url?: string;
+  modelId?: string | null;
   normalize: boolean;
   queryPrefix: string;
   passagePrefix: string;

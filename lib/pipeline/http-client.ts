@@ -1,7 +1,8 @@
 // JSON over HTTP for the clients of services (an OpenAI-compatible LLM server, a TEI embedding or
 // rerank server): one request with a timeout, bearer token, and retries of what a busy service
-// answers -- HTTP 429 and 5xx, timeouts, dropped connections -- after its Retry-After (seconds or
-// an HTTP date) or else an exponential backoff with jitter. Any other 4xx fails at once.
+// answers -- HTTP 429, an E_BUSY error body, 5xx, timeouts, dropped connections -- after its
+// Retry-After (seconds or an HTTP date) or else an exponential backoff with jitter. Any other
+// 4xx fails at once. A server still busy after the last retry is E_BUSY, anything else E_IO.
 import { GainragError } from '../errors.js';
 
 export const DEFAULT_RETRIES = 3;
@@ -17,6 +18,16 @@ export function retryAfterMs(value: string | null | undefined, now = Date.now())
   // HTTP dates name the day and month; without this, Date.parse reads '-1' as the year -1.
   const at = /[a-z]{3}/i.test(v) ? Date.parse(v) : NaN;
   return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
+/** The `code` of a JSON error body ({error: {code}} as gainrag serve answers, or {code}); undefined otherwise. */
+function bodyCode(text: string): unknown {
+  try {
+    const b = JSON.parse(text) as { error?: { code?: unknown }; code?: unknown };
+    return (typeof b?.error === 'object' && b.error !== null ? b.error.code : undefined) ?? b?.code;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The bearer token the options name, never echoed anywhere. */
@@ -97,7 +108,7 @@ export class JsonClient {
       if (body !== undefined) headers['content-type'] = 'application/json';
       if (this.apiKey) headers.authorization = `Bearer ${this.apiKey}`;
       // What went wrong this attempt, when another attempt may help.
-      let failure: { detail: string; errno?: string; waitMs?: number };
+      let failure: { detail: string; errno?: string; waitMs?: number; busy?: boolean };
       try {
         const res = await fetch(url, {
           method: body === undefined ? 'GET' : 'POST',
@@ -115,13 +126,15 @@ export class JsonClient {
         }
         const detail = `${url.href}: HTTP ${res.status} ${res.statusText}: ${text.slice(0, 300)}`;
         const errno = `HTTP_${res.status}`;
-        // 429 (rate limit) and 5xx are the server's passing trouble; any other 4xx is our request's
-        // fault and repeats identically, so it fails at once.
-        if (res.status !== 429 && res.status < 500) {
+        // 429 (rate limit), a body saying E_BUSY (gainrag serve's full queue) and 5xx are the
+        // server's passing trouble; any other 4xx is our request's fault and repeats
+        // identically, so it fails at once.
+        const busy = res.status === 429 || bodyCode(text) === 'E_BUSY';
+        if (!busy && res.status < 500) {
           const hint = res.status === 401 || res.status === 403 ? ' (check the API key: --api-key-env names the variable holding it)' : '';
           throw new GainragError('E_IO', detail + hint, { errno });
         }
-        failure = { detail, errno, waitMs: retryAfterMs(res.headers.get('retry-after')) };
+        failure = { detail, errno, waitMs: retryAfterMs(res.headers.get('retry-after')), busy };
       } catch (err) {
         if (err instanceof GainragError) throw err;
         if (signal?.aborted) throw this.cancelled();
@@ -132,7 +145,8 @@ export class JsonClient {
         }
       }
       if (attempt >= this.retries) {
-        throw new GainragError('E_IO', `${failure.detail} (gave up after ${attempt + 1} attempt${attempt === 0 ? '' : 's'}; --retries ${this.retries})`, { errno: failure.errno });
+        // Still busy after every retry: E_BUSY, so a caller can tell "come back later" from a fault.
+        throw new GainragError(failure.busy ? 'E_BUSY' : 'E_IO', `${failure.detail} (gave up after ${attempt + 1} attempt${attempt === 0 ? '' : 's'}; --retries ${this.retries})`, { errno: failure.errno });
       }
       // Jitter spreads the retries of many concurrent requests so they do not hit the server together.
       const backoff = this.backoffMs * 2 ** attempt * (0.5 + Math.random() / 2);

@@ -26,7 +26,7 @@ function baseUrl(raw: string, flag: string): URL {
     throw new GainragError('E_INVALID_ARG', `${flag}: not a URL: ${JSON.stringify(raw)}`);
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new GainragError('E_INVALID_ARG', `${flag}: expected http(s)://, got ${u.protocol}`);
-  u.pathname = u.pathname.replace(/\/+(embed|rerank)?\/*$/, '') + '/';
+  u.pathname = u.pathname.replace(/\/+(embed|rerank|info)?\/*$/, '') + '/';
   return u;
 }
 
@@ -48,7 +48,7 @@ abstract class TeiClient {
   readonly description: string;
   protected readonly base: URL;
   protected readonly http: JsonClient;
-  protected readonly batchSize: number;
+  protected batchSize: number;
   protected readonly concurrency: number;
 
   constructor(options: TeiClientOptions, flag: string) {
@@ -59,6 +59,15 @@ abstract class TeiClient {
     if (!Number.isInteger(this.batchSize) || this.batchSize < 1) throw new RangeError(`batchSize must be a positive integer, got ${options.batchSize}`);
     if (!Number.isInteger(this.concurrency) || this.concurrency < 1) throw new RangeError(`concurrency must be a positive integer, got ${options.concurrency}`);
     this.description = `TEI at ${this.base.href}`;
+  }
+
+  /** Texts per request; a server's own limit (TEI's max_client_batch_size) lowers it. */
+  get textsPerRequest(): number {
+    return this.batchSize;
+  }
+
+  limitBatchSize(max: number): void {
+    if (Number.isInteger(max) && max >= 1) this.batchSize = Math.min(this.batchSize, max);
   }
 
   protected endpoint(name: string): URL {
@@ -120,13 +129,21 @@ export class TeiEmbedder extends TeiClient {
     super(options, '--embed-url');
   }
 
-  /** n x dim, row-major. */
-  async embed(texts: string[], options: { signal?: AbortSignal } = {}): Promise<Float32Array> {
+  /** The server's GET /info (TEI's fields: model_id, model_type.embedding.pooling, max_client_batch_size ...). */
+  async info(options: { signal?: AbortSignal } = {}): Promise<Record<string, unknown>> {
+    const answer = await this.http.request(this.endpoint('info'), undefined, options.signal);
+    if (typeof answer !== 'object' || answer === null || Array.isArray(answer)) throw new GainragError('E_DATA', `${this.endpoint('info').href}: answer is not an object`);
+    return answer as Record<string, unknown>;
+  }
+
+  /** n x dim, row-major. `normalize`: L2-normalised by the server (TEI's default, true) or as pooled. */
+  async embed(texts: string[], options: { signal?: AbortSignal; normalize?: boolean } = {}): Promise<Float32Array> {
     const jobs: (() => Promise<number[][]>)[] = [];
+    const normalize = options.normalize ?? true;
     for (let s = 0; s < texts.length; s += this.batchSize) {
       const part = texts.slice(s, s + this.batchSize);
       jobs.push(async () => {
-        const answer = await this.http.request(this.endpoint('embed'), { inputs: part, truncate: true }, options.signal);
+        const answer = await this.http.request(this.endpoint('embed'), { inputs: part, truncate: true, normalize }, options.signal);
         if (!Array.isArray(answer) || answer.length !== part.length || !answer.every((v) => Array.isArray(v) && v.every((x) => typeof x === 'number'))) {
           throw new GainragError('E_DATA', `${this.endpoint('embed').href}: answer is not ${part.length} vectors of numbers`);
         }

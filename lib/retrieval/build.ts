@@ -13,6 +13,7 @@ import { npyInfo, type IndexDType, type IndexMetric } from './dense-index.js';
 import { DenseIndexWriter, INDEX_FORMAT } from './index-writer.js';
 import { PassageStoreWriter, readPassages, type Passage } from '../io/passages.js';
 import { buildAnn, checkAnnOptions, type AnnOptions } from './ann.js';
+import { openTextEncoder, type EmbedClientOptions } from './remote-encoder.js';
 
 export interface BuildProgress {
   (done: number, total: number, note: string): void;
@@ -21,7 +22,11 @@ export interface BuildProgress {
 export interface BuildIndexOptions extends Pick<EncoderLoadOptions, 'pooling' | 'normalize' | 'queryPrefix' | 'passagePrefix' | 'hub'> {
   passages: string;
   /** Encoder directory or hub id (its sentence-transformers configuration gives the defaults of pooling, normalize and the prefixes). */
-  encoder: string;
+  encoder?: string;
+  /** Embed on a TEI-compatible server instead (POST /embed); normalize defaults to true, the prefixes to ''. */
+  embedUrl?: string;
+  /** Batching, retries and key of the --embed-url client. */
+  embedClient?: EmbedClientOptions;
   out: string;
   /** Passages embedded per encoder call (default 256). */
   batchSize?: number;
@@ -159,8 +164,7 @@ export async function buildIndex(options: BuildIndexOptions): Promise<number> {
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError('batchSize must be a positive integer');
   validateOutput(options.out, 'dir', { inputs: [options.passages], label: 'out' }); // before the model load
   if (options.ann) checkAnnOptions(options.ann);
-  const { pooling, normalize, queryPrefix, passagePrefix, hub } = options;
-  const encoder = await Encoder.load(options.encoder, { device: options.device, maxLength: options.maxLength, pooling, normalize, queryPrefix, passagePrefix, hub });
+  const encoder = await openTextEncoder(options);
   const total = await countPassages(options.passages);
   return assembleIndexDir(options.out, [options.passages], async (tmp, store) => {
     const writer = DenseIndexWriter.create(tmp, encoder.dim, { dtype: options.dtype, metric: options.metric });

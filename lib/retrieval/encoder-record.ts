@@ -32,13 +32,26 @@ export function readEncoderRecord(dir: string): EncoderRecord | null {
   }
   const e = manifest.encoder as Partial<EncoderRecord> | undefined;
   if (e === undefined || e === null) return null;
-  const ok = typeof e === 'object' && typeof e.ref === 'string' && (e.pooling === 'mean' || e.pooling === 'cls') && typeof e.normalize === 'boolean'
-    && typeof e.queryPrefix === 'string' && typeof e.passagePrefix === 'string' && (e.weights === null || typeof e.weights === 'string');
+  // A server's encoder (url set) may pool otherwise than the engine can (TEI's last_token, splade).
+  const remote = typeof e === 'object' && e.url !== undefined;
+  const ok = typeof e === 'object' && typeof e.ref === 'string' && (e.pooling === 'mean' || e.pooling === 'cls' || (remote && typeof e.pooling === 'string')) && typeof e.normalize === 'boolean'
+    && typeof e.queryPrefix === 'string' && typeof e.passagePrefix === 'string' && (e.weights === null || typeof e.weights === 'string')
+    && (!remote || (typeof e.url === 'string' && (e.modelId === null || e.modelId === undefined || typeof e.modelId === 'string')));
   if (!ok) throw new GainragError('E_INDEX', `${manifestPath(dir)}: 'encoder' is malformed`);
   return e as EncoderRecord;
 }
 
 const show = (v: unknown) => (typeof v === 'string' ? JSON.stringify(v) : String(v));
+
+/**
+ * The model name a record goes by, for comparing a server's encoder with a local one: the last
+ * segment of the server's model id or of the local reference (TEI reports a hub id such as
+ * 'BAAI/bge-base-en-v1.5', gainrag serve its model directory's name), lowercased.
+ */
+function modelName(r: EncoderRecord): string {
+  const name = (r.url !== undefined ? r.modelId ?? '' : r.ref).replace(/[/\\]+$/, '');
+  return (name.split(/[/\\]/).pop() ?? '').toLowerCase();
+}
 
 /** What makes `used` embed queries differently from the index's encoder (empty when nothing). */
 export function encoderDifferences(index: EncoderRecord, used: EncoderRecord): string[] {
@@ -46,7 +59,13 @@ export function encoderDifferences(index: EncoderRecord, used: EncoderRecord): s
   if (index.weights !== null && used.weights !== null && index.weights !== used.weights) {
     out.push(`weights (index: ${index.ref}${index.revision ? `@${index.revision}` : ''} ${index.weights}; given: ${used.ref}${used.revision ? `@${used.revision}` : ''} ${used.weights})`);
   }
+  // A server's weights cannot be fingerprinted: its model id stands for them (when it reports one).
+  if (index.url !== undefined || used.url !== undefined) {
+    const [a, b] = [modelName(index), modelName(used)];
+    if (a !== '' && b !== '' && a !== b) out.push(`model (index: ${show(index.url !== undefined ? index.modelId : index.ref)}; given: ${show(used.url !== undefined ? used.modelId : used.ref)})`);
+  }
   for (const key of ['pooling', 'normalize', 'queryPrefix'] as const) {
+    if (key === 'pooling' && (index.pooling === 'unknown' || used.pooling === 'unknown')) continue;
     if (index[key] !== used[key]) out.push(`${key} (index: ${show(index[key])}; given: ${show(used[key])})`);
   }
   return out;

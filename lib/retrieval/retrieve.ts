@@ -7,7 +7,8 @@ import { validateOutput } from '../io/output.js';
 import { weightsFingerprint } from '../models/fingerprint.js';
 import type { ManifestSpec } from '../io/manifest.js';
 import { indexIdentity } from '../io/index-identity.js';
-import { Encoder, type Device, type EncoderLoadOptions } from '../models/encoder.js';
+import type { Device, EncoderLoadOptions, Pooling } from '../models/encoder.js';
+import { openTextEncoder, type EmbedClientOptions, type TextEncoder } from './remote-encoder.js';
 import { encoderDifferences, readEncoderRecord } from './encoder-record.js';
 import { DenseIndex } from './dense-index.js';
 import { AnswerMatcher, DEFAULT_RECALL_KS, RecallAccumulator, dprTokens } from './has-answer.js';
@@ -22,7 +23,11 @@ import path from 'node:path';
 export interface RetrieveOptions extends Pick<EncoderLoadOptions, 'pooling' | 'normalize' | 'queryPrefix' | 'passagePrefix' | 'hub'> {
   index: string;
   /** Encoder directory or hub id. */
-  encoder: string;
+  encoder?: string;
+  /** Embed the questions on a TEI-compatible server instead (POST /embed); normalize and the query prefix default to the index's record. */
+  embedUrl?: string;
+  /** Batching, retries and key of the --embed-url client. */
+  embedClient?: EmbedClientOptions;
   /** Use an encoder that differs from the one the index records (weights, pooling, normalize, query prefix). */
   allowEncoderMismatch?: boolean;
   data: string;
@@ -57,12 +62,12 @@ export interface RetrieveOptions extends Pick<EncoderLoadOptions, 'pooling' | 'n
 export interface RetrieveResources {
   index: DenseIndex;
   store: PassageStore;
-  encoder: Encoder;
+  encoder: TextEncoder;
 }
 
 /** Opens what retrieval needs and checks that the pieces fit together. */
 export async function openRetrieveResources(
-  options: Pick<RetrieveOptions, 'index' | 'encoder' | 'device' | 'maxLength' | 'pooling' | 'normalize' | 'queryPrefix' | 'passagePrefix' | 'hub' | 'allowEncoderMismatch'>,
+  options: Pick<RetrieveOptions, 'index' | 'encoder' | 'embedUrl' | 'embedClient' | 'device' | 'maxLength' | 'pooling' | 'normalize' | 'queryPrefix' | 'passagePrefix' | 'hub' | 'allowEncoderMismatch' | 'signal'>,
 ): Promise<RetrieveResources> {
   const index = await DenseIndex.open(options.index);
   const store = PassageStore.open(options.index);
@@ -70,22 +75,28 @@ export async function openRetrieveResources(
     store.close();
     throw new GainragError('E_INDEX', `${options.index}: the passage store has ${store.size} passages but the index ${index.size} vectors`);
   }
-  let encoder: Encoder;
+  let encoder: TextEncoder;
   try {
     const built = readEncoderRecord(options.index);
-    encoder = await Encoder.load(options.encoder, {
+    // A server pools as it does (its pooling is compared below, never asked for).
+    const builtPooling = options.embedUrl === undefined && (built?.pooling === 'mean' || built?.pooling === 'cls') ? (built.pooling as Pooling) : undefined;
+    encoder = await openTextEncoder({
+      encoder: options.encoder,
+      embedUrl: options.embedUrl,
+      embedClient: options.embedClient,
       device: options.device,
       maxLength: options.maxLength,
-      pooling: options.pooling ?? built?.pooling,
+      pooling: options.pooling ?? builtPooling,
       normalize: options.normalize ?? built?.normalize,
       queryPrefix: options.queryPrefix ?? built?.queryPrefix,
       passagePrefix: options.passagePrefix ?? built?.passagePrefix,
       hub: options.hub,
+      signal: options.signal,
     });
     const differs = built ? encoderDifferences(built, encoder.record()) : [];
     if (differs.length > 0 && !options.allowEncoderMismatch) {
       await encoder.dispose();
-      throw new GainragError('E_INDEX', `${options.index} was built with another encoder than ${options.encoder}: ${differs.join('; ')} (allowEncoderMismatch / --allow-encoder-mismatch to use it anyway)`);
+      throw new GainragError('E_INDEX', `${options.index} was built with another encoder than ${options.encoder ?? options.embedUrl}: ${differs.join('; ')} (allowEncoderMismatch / --allow-encoder-mismatch to use it anyway)`);
     }
   } catch (err) {
     store.close();
@@ -96,6 +107,13 @@ export async function openRetrieveResources(
     throw new GainragError('E_SHAPE', `the encoder embeds in ${encoder.dim} dimensions but the index has ${index.dim}`);
   }
   return { index, store, encoder };
+}
+
+/** The manifest's record of the encoder: a local model's path and weights, or a server's URL and model id. */
+function encoderSettings(options: Pick<RetrieveOptions, 'encoder'>, encoder: TextEncoder): Record<string, string | null> {
+  const r = encoder.record();
+  if (r.url !== undefined) return { encoder: r.url, encoderWeights: null, encoderModelId: r.modelId ?? null };
+  return { encoder: path.resolve(options.encoder!), encoderWeights: weightsFingerprint(options.encoder!) };
 }
 
 export interface RetrieveSummary {
@@ -176,7 +194,7 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
       // What the output depends on (not the device: cluster chunks run on different ones).
       manifest: options.manifest ?? {
         stage: 'retrieve', input: options.data, range,
-        settings: { index: path.resolve(options.index), indexId: indexIdentity(options.index), encoder: path.resolve(options.encoder), encoderWeights: weightsFingerprint(options.encoder), topK, maxLength: options.maxLength ?? null, dataset: options.dataset ?? null,
+        settings: { index: path.resolve(options.index), indexId: indexIdentity(options.index), ...encoderSettings(options, encoder), topK, maxLength: options.maxLength ?? null, dataset: options.dataset ?? null,
           // Approximate results depend on the FAISS index and its search settings (absent for exact search).
           ...(index.approximate ? { approximate: { factory: index.approximate.factory, nprobe: index.approximate.nprobe ?? null, efSearch: index.approximate.efSearch ?? null } } : {}),
           ...(options.noText ? { noText: true } : {}) },

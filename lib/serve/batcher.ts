@@ -67,7 +67,7 @@ export class Batcher<I, O> {
     if (items.length === 0) return Promise.resolve([]);
     if (this.queue.length >= this.o.maxQueue) {
       this.o.metrics?.rejected.inc({ queue: this.o.name });
-      return Promise.reject(new ServeError(429, 'E_LOCKED', `server busy: the ${this.o.name} queue is full (${this.o.maxQueue} requests waiting); retry later`, { retryAfter: 1 }));
+      return Promise.reject(new ServeError(429, 'E_BUSY', `server busy: the ${this.o.name} queue is full (${this.o.maxQueue} requests waiting); retry later`, { retryAfter: 1 }));
     }
     return new Promise<O[]>((resolve, reject) => {
       const job: Job<I, O> = { items, tokens, key, signal, queuedAt: performance.now(), settled: false, resolve, reject };

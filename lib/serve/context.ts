@@ -34,6 +34,8 @@ export type ResolvedServeOptions = Required<Pick<ServeOptions, 'host' | 'port' |
 /** Queue items: embed texts, rerank pairs, generation prompts (token ids). */
 export interface EmbedItem { text: string }
 export interface PairItem { query: string; text: string }
+/** A prompt's token ids; `onToken` sees each new token as the engine makes it; `stop` aborting stops this prompt alone. */
+export interface GenerateItem { ids: number[]; onToken?: (token: number) => void; stop?: AbortSignal }
 
 /** What every route module gets. */
 export interface ServeContext {
@@ -44,7 +46,7 @@ export interface ServeContext {
   embed?: Batcher<string, Float32Array>;
   rerank?: Batcher<PairItem, number>;
   /** Key: the batch's max new tokens. */
-  generate?: Batcher<number[], number[]>;
+  generate?: Batcher<GenerateItem, number[]>;
   /** Aborts on the request's timeout or when its client goes away. */
   signal(request: FastifyRequest): AbortSignal;
   readonly startedAt: number;

@@ -34,7 +34,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   E_CANCELLED: 499,
   E_OOM: 503,
   E_DISPOSED: 503,
-  E_LOCKED: 429,
+  E_BUSY: 429,
 };
 
 /** Status, code and message for any thrown value (Fastify's own errors included). */

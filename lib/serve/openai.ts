@@ -1,24 +1,23 @@
 // OpenAI-compatible routes: GET /v1/models, POST /v1/embeddings, /v1/completions and
 // /v1/chat/completions. Decoding is greedy (temperature 0; others are refused). Concurrent
 // completion requests with the same max_tokens share one CausalLM generate call, whose
-// continuous batching runs them together. `stop` strings are applied to the decoded text
-// (the engine stops only at EOS or max_tokens). `stream: true` answers with server-sent events
-// in OpenAI's chunk format, written when the request's generation is done (the engine does not
-// report tokens during a call), one chunk per token.
+// continuous batching runs them together. Tokens are followed as the engine makes them
+// (completion.ts): a `stop` string stops that answer's row in the engine, and `stream: true`
+// answers with server-sent events in OpenAI's chunk format, written as the tokens come.
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ChatMessage } from '../models/chat-template.js';
-import { badRequest, notLoaded, ServeError } from './errors.js';
-import type { ServeContext } from './context.js';
+import { PassThrough } from 'node:stream';
+import { badRequest, describeError, errorBody, notLoaded, ServeError } from './errors.js';
+import type { GenerateItem, ServeContext } from './context.js';
+import { CompletionRow, type FinishReason } from './completion.js';
 import { checkFits, estimateTokens } from './tei.js';
 import { bool, int, objectBody, optStr, texts, type Body } from './validate.js';
 
 interface Choice {
   text: string;
   tokens: number;
-  finish: 'stop' | 'length';
-  /** Text decoded after each token (for stream chunks), already cut at a stop string. */
-  deltas: string[];
+  finish: FinishReason;
 }
 
 function stops(body: Body): string[] {
@@ -42,18 +41,38 @@ function greedyOnly(body: Body): void {
   if (body.suffix !== undefined && body.suffix !== null) throw new ServeError(400, 'E_UNSUPPORTED', `'suffix' is not supported`);
 }
 
-function earliestStop(text: string, stopList: string[]): number {
-  let cut = -1;
-  for (const s of stopList) {
-    const at = text.indexOf(s);
-    if (at >= 0 && (cut < 0 || at < cut)) cut = at;
-  }
-  return cut;
-}
-
-function sse(reply: FastifyReply, chunks: object[]): string {
+/**
+ * Answers a stream: true request with server-sent events. Headers go out with the first delta
+ * (an error before it is an ordinary JSON error answer); later chunks follow as tokens are made.
+ */
+async function streamReply(
+  reply: FastifyReply,
+  run: (onDelta: (index: number, delta: string) => void) => Promise<{ choices: Choice[] }>,
+  chunks: { delta(index: number, text: string): object; first?(): object; last(index: number, c: Choice): object },
+): Promise<FastifyReply> {
+  const out = new PassThrough();
+  const write = (c: object) => out.write(`data: ${JSON.stringify(c)}\n\n`);
+  let first: () => void = () => undefined;
+  const started = new Promise<void>((resolve) => (first = resolve));
+  const answer = run((index, delta) => {
+    first();
+    write(chunks.delta(index, delta));
+  });
+  if (chunks.first) write(chunks.first());
+  await Promise.race([started, answer]);
+  void answer.then(
+    ({ choices }) => {
+      choices.forEach((c, index) => write(chunks.last(index, c)));
+      out.end('data: [DONE]\n\n');
+    },
+    (err) => {
+      const d = describeError(err);
+      write(errorBody(d.code, d.message));
+      out.end();
+    },
+  );
   void reply.type('text/event-stream; charset=utf-8').header('cache-control', 'no-cache');
-  return chunks.map((c) => `data: ${JSON.stringify(c)}\n\n`).join('') + 'data: [DONE]\n\n';
+  return reply.send(out);
 }
 
 export function registerOpenAI(app: FastifyInstance, ctx: ServeContext): void {
@@ -101,8 +120,11 @@ export function registerOpenAI(app: FastifyInstance, ctx: ServeContext): void {
     };
   });
 
-  /** Greedy completions of `prompts`, batched with other requests. */
-  const complete = async (request: FastifyRequest, prompts: string[], maxTokens: number, stopList: string[], withDeltas: boolean) => {
+  /**
+   * Greedy completions of `prompts`, batched with other requests; each token is followed as it
+   * comes (stop strings stop the engine's row; `onDelta` gets the text as it becomes final).
+   */
+  const complete = async (request: FastifyRequest, prompts: string[], maxTokens: number, stopList: string[], onDelta?: (index: number, delta: string) => void) => {
     if (!lm || !ctx.generate) throw notLoaded('LLM', '--llm DIR');
     const ids = await lm.tokenizer.encodeRaw(prompts);
     ids.forEach((p, i) => {
@@ -112,32 +134,17 @@ export function registerOpenAI(app: FastifyInstance, ctx: ServeContext): void {
       }
     });
     const tokens = ids.reduce((n, p) => n + p.length + maxTokens, 0);
-    const rows = await ctx.generate.submit(ids, tokens, String(maxTokens), ctx.signal(request));
+    const signal = ctx.signal(request);
     const eos = new Set(lm.info.eosTokenIds);
-    const full = await lm.tokenizer.decodeBatch(rows, true);
-    const choices: Choice[] = [];
-    for (let i = 0; i < rows.length; i++) {
-      let text = full[i];
-      const cut = earliestStop(text, stopList);
-      if (cut >= 0) text = text.slice(0, cut);
-      const ended = cut >= 0 || (rows[i].length > 0 && eos.has(rows[i][rows[i].length - 1]));
-      let deltas: string[] = [];
-      if (withDeltas) {
-        // The text after each token, cut to the final text; a token that completes no
-        // character yet (split UTF-8) adds nothing until one that does.
-        const prefixes = await lm.tokenizer.decodeBatch(rows[i].map((_, k) => rows[i].slice(0, k + 1)), true);
-        let sent = '';
-        for (const p of prefixes) {
-          const upto = p.length > text.length ? text : p;
-          if (upto.length > sent.length && upto.startsWith(sent) && !upto.endsWith('\ufffd')) {
-            deltas.push(upto.slice(sent.length));
-            sent = upto;
-          }
-        }
-        if (sent !== text) deltas = [text];
-      }
-      choices.push({ text, tokens: rows[i].length, finish: ended ? 'stop' : 'length', deltas });
-    }
+    const rows = ids.map((_, i) => new CompletionRow(lm.tokenizer, maxTokens, stopList, eos, onDelta && ((d) => onDelta(i, d))));
+    const items: GenerateItem[] = ids.map((p, i) => ({ ids: p, onToken: (t) => rows[i].push(t), stop: AbortSignal.any([signal, rows[i].stop.signal]) }));
+    // A row may end (EOS, max_tokens, a stop string) before the engine call that holds it.
+    ctx.generate.submit(items, tokens, String(maxTokens), signal).then(
+      () => rows.forEach((r) => r.complete()),
+      (err) => rows.forEach((r) => r.fail(err)),
+    );
+    const texts = await Promise.all(rows.map((r) => r.done));
+    const choices: Choice[] = rows.map((r, i) => ({ text: texts[i], tokens: r.tokens.length, finish: r.finish }));
     const promptTokens = ids.reduce((n, p) => n + p.length, 0);
     const completionTokens = choices.reduce((n, c) => n + c.tokens, 0);
     ctx.metrics.tokens.inc({ queue: 'generate', kind: 'prompt' }, promptTokens);
@@ -156,24 +163,22 @@ export function registerOpenAI(app: FastifyInstance, ctx: ServeContext): void {
     const { maxTokens, stopList, stream } = generationLimits(body, undefined);
     const model = checkModel(body, names.llm);
     const prompts = texts(body, 'prompt').list;
-    const { choices, usage } = await complete(request, prompts, maxTokens, stopList, stream);
     const id = `cmpl-${randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
     if (!stream) {
+      const { choices, usage } = await complete(request, prompts, maxTokens, stopList);
       return {
         id, object: 'text_completion', created, model,
         choices: choices.map((c, index) => ({ index, text: c.text, logprobs: null, finish_reason: c.finish })),
         usage,
       };
     }
-    const chunks: object[] = [];
     const chunk = (index: number, text: string, finish: string | null) =>
-      chunks.push({ id, object: 'text_completion', created, model, choices: [{ index, text, logprobs: null, finish_reason: finish }] });
-    choices.forEach((c, index) => {
-      for (const d of c.deltas) chunk(index, d, null);
-      chunk(index, '', c.finish);
+      ({ id, object: 'text_completion', created, model, choices: [{ index, text, logprobs: null, finish_reason: finish }] });
+    return streamReply(reply, (onDelta) => complete(request, prompts, maxTokens, stopList, onDelta), {
+      delta: (index, text) => chunk(index, text, null),
+      last: (index, c) => chunk(index, '', c.finish),
     });
-    return sse(reply, chunks);
   });
 
   app.post('/v1/chat/completions', async (request, reply) => {
@@ -184,11 +189,11 @@ export function registerOpenAI(app: FastifyInstance, ctx: ServeContext): void {
     const messages = chatMessages(body);
     if (!lm!.tokenizer.config.chatTemplate) throw new ServeError(400, 'E_UNSUPPORTED', `the model '${model}' has no chat template; use /v1/completions`);
     const prompt = lm!.applyChatTemplate(messages, { addGenerationPrompt: true });
-    const { choices, usage } = await complete(request, [prompt], maxTokens, stopList, stream);
     const id = `chatcmpl-${randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
-    const c = choices[0];
     if (!stream) {
+      const { choices, usage } = await complete(request, [prompt], maxTokens, stopList);
+      const c = choices[0];
       return {
         id, object: 'chat.completion', created, model,
         choices: [{ index: 0, message: { role: 'assistant', content: c.text }, logprobs: null, finish_reason: c.finish }],
@@ -196,10 +201,11 @@ export function registerOpenAI(app: FastifyInstance, ctx: ServeContext): void {
       };
     }
     const head = { id, object: 'chat.completion.chunk', created, model };
-    const chunks: object[] = [{ ...head, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] }];
-    for (const d of c.deltas) chunks.push({ ...head, choices: [{ index: 0, delta: { content: d }, logprobs: null, finish_reason: null }] });
-    chunks.push({ ...head, choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: c.finish }] });
-    return sse(reply, chunks);
+    return streamReply(reply, (onDelta) => complete(request, [prompt], maxTokens, stopList, onDelta), {
+      first: () => ({ ...head, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] }),
+      delta: (_index, text) => ({ ...head, choices: [{ index: 0, delta: { content: text }, logprobs: null, finish_reason: null }] }),
+      last: (_index, c) => ({ ...head, choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: c.finish }] }),
+    });
   });
 }
 

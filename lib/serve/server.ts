@@ -11,12 +11,12 @@ import { Batcher } from './batcher.js';
 import { describeError, errorBody, ServeError } from './errors.js';
 import { ServeMetrics } from './metrics.js';
 import { loadServeModels, type ServeModels } from './models.js';
-import type { PairItem, ResolvedServeOptions, ServeContext, ServeOptions } from './context.js';
+import type { GenerateItem, PairItem, ResolvedServeOptions, ServeContext, ServeOptions } from './context.js';
 import { registerTei } from './tei.js';
 import { registerOpenAI } from './openai.js';
 import { registerGain } from './gain.js';
 
-export type { ServeOptions, ResolvedServeOptions, EmbedItem, PairItem, ServeContext } from './context.js';
+export type { ServeOptions, ResolvedServeOptions, EmbedItem, PairItem, GenerateItem, ServeContext } from './context.js';
 
 export interface GainragServer {
   readonly app: FastifyInstance;
@@ -94,16 +94,21 @@ export async function listen(models: ServeModels, o: ResolvedServeOptions): Prom
         return Array.from(out);
       },
     }),
-    generate: lm && new Batcher<number[], number[]>({
+    generate: lm && new Batcher<GenerateItem, number[]>({
       ...common,
       name: 'generate',
       maxBatchItems: 256,
-      async run(prompts, key, signal) {
-        const offsets = new Int32Array(prompts.length + 1);
-        prompts.forEach((p, i) => (offsets[i + 1] = offsets[i] + p.length));
-        const ids = new Int32Array(offsets[prompts.length]);
-        prompts.forEach((p, i) => ids.set(p, offsets[i]));
-        return lm.generateIds({ ids, offsets }, Number(key), { signal });
+      async run(items, key, signal) {
+        const offsets = new Int32Array(items.length + 1);
+        items.forEach((p, i) => (offsets[i + 1] = offsets[i] + p.ids.length));
+        const ids = new Int32Array(offsets[items.length]);
+        items.forEach((p, i) => ids.set(p.ids, offsets[i]));
+        // Each step's tokens go to their requests as they are made; a request's stop (a stop
+        // string, its client gone) stops its rows while the others keep decoding.
+        const onTokens = (rows: Int32Array, tokens: Int32Array) => {
+          for (let k = 0; k < rows.length; k++) items[rows[k]].onToken?.(tokens[k]);
+        };
+        return lm.generateIds({ ids, offsets }, Number(key), { signal, onTokens, rowSignals: items.map((p) => p.stop) });
       },
     }),
     signal(request) {

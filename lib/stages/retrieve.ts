@@ -6,6 +6,7 @@ import { validateOutput } from '../io/output.js';
 import { positiveInt } from '../pipeline/stage.js';
 import { cached, scaleArgs, withScaleOptions, type ParsedArgs } from './flags.js';
 import type { StageDefinition, StageRunBase } from './definition.js';
+import { embedClientFromArgs, withEmbedUrlFlags } from './embed-flags.js';
 
 export type RetrieveStageOptions = RetrieveOptions & StageRunBase;
 
@@ -14,9 +15,9 @@ export const retrieveStage: StageDefinition<RetrieveStageOptions, RetrieveResour
   describe: 'retrieve the top-k passages for each question (JSON/JSONL {question, answers}) into a JSONL file',
   unit: 'questions',
   builder: (y: Argv) =>
-    withScaleOptions(y)
+    withEmbedUrlFlags(withScaleOptions(y))
       .option('index', { type: 'string', demandOption: true, describe: 'index directory (gainrag index build/import)' })
-      .option('encoder', { type: 'string', demandOption: true, describe: 'bi-encoder model directory (the one that built the index)' })
+      .option('encoder', { type: 'string', describe: 'bi-encoder model directory (the one that built the index); or --embed-url' })
       .option('data', { type: 'string', demandOption: true, describe: 'questions: JSON array or JSONL of {question, answers}' })
       .option('top-k', { type: 'number', default: 100, describe: 'passages per question' })
       .option('out', { type: 'string', demandOption: true, describe: 'output JSONL (input fields + ctxs)' })
@@ -30,7 +31,7 @@ export const retrieveStage: StageDefinition<RetrieveStageOptions, RetrieveResour
       .option('text', { type: 'boolean', default: true, describe: '--no-text: leave passage title and text out of the output (index rows only); the stages after read them from the index (beside the output, or --index)' })
       .option('allow-encoder-mismatch', { type: 'boolean', default: false, describe: "use an encoder that embeds differently from the index's (weights, pooling, normalize, query prefix)" }) as unknown as Argv,
   optionsFromArgs: (a: ParsedArgs) => ({
-    index: a.index, encoder: a.encoder, data: a.data, out: a.out, topK: a['top-k'], batchSize: a['batch-size'], maxLength: a['max-length'], device: a.device,
+    index: a.index, encoder: a.encoder, embedUrl: a['embed-url'], embedClient: embedClientFromArgs(a), data: a.data, out: a.out, topK: a['top-k'], batchSize: a['batch-size'], maxLength: a['max-length'], device: a.device,
     pooling: a.pooling, normalize: a.normalize, queryPrefix: a['query-prefix'], passagePrefix: a['passage-prefix'],
     allowEncoderMismatch: a['allow-encoder-mismatch'], ...(a.text === false ? { noText: true } : {}), ...scaleArgs(a as never),
   }),
@@ -42,7 +43,7 @@ export const retrieveStage: StageDefinition<RetrieveStageOptions, RetrieveResour
   },
   alignment: (o) => o.batchSize ?? 512,
   load: (o, cache) =>
-    cached(cache, `retrieve\0${path.resolve(o.index)}\0${path.resolve(o.encoder)}\0${o.device}\0${o.maxLength}\0${JSON.stringify([o.pooling, o.normalize, o.queryPrefix, o.passagePrefix, o.allowEncoderMismatch])}`, () =>
+    cached(cache, `retrieve\0${path.resolve(o.index)}\0${o.embedUrl ?? path.resolve(o.encoder ?? '')}\0${o.device}\0${o.maxLength}\0${JSON.stringify([o.pooling, o.normalize, o.queryPrefix, o.passagePrefix, o.allowEncoderMismatch])}`, () =>
       openRetrieveResources(o)),
   run: (resources, o) => retrieve({ ...o, resources, onProgress: (done) => o.onProgress?.(done) }),
   models: (o) => [o.encoder],

@@ -31,7 +31,8 @@ namespace gainrag {
   X(kDisposed, "E_DISPOSED")            /* the object was disposed before the call */\
   X(kModelNotFound, "E_MODEL_NOT_FOUND") /* no such model dir / hub repo / file (JS) */\
   X(kUnauthorized, "E_UNAUTHORIZED")    /* the hub refused: gated or private (JS) */  \
-  X(kNetwork, "E_NETWORK")              /* the hub could not be reached or broke off */
+  X(kNetwork, "E_NETWORK")              /* the hub could not be reached or broke off */\
+  X(kBusy, "E_BUSY")                    /* a server's queue is full: retry after a while */
 
 enum class ErrorCode {
 #define GAINRAG_ERROR_ENUM(name, text) name,

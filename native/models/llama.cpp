@@ -160,6 +160,7 @@ LlamaStats LlamaModel::stats() const {
   s.forward_calls = stats_->forward_calls;
   s.generated_tokens = stats_->generated_tokens;
   s.decode_steps = stats_->decode_steps;
+  s.stopped_rows = stats_->stopped_rows;
   return s;
 }
 
@@ -171,6 +172,7 @@ void LlamaModel::ResetStats() {
   stats_->forward_calls = 0;
   stats_->generated_tokens = 0;
   stats_->decode_steps = 0;
+  stats_->stopped_rows = 0;
 }
 
 KVCache LlamaModel::NewCache(int64_t batch, int64_t capacity) const {

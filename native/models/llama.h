@@ -50,6 +50,17 @@ struct LlamaStats {
   int64_t forward_calls = 0;     // decoder forwards (batches and decode steps)
   int64_t generated_tokens = 0;  // tokens produced by greedy decoding
   int64_t decode_steps = 0;      // batched one-token decode forwards (continuous batching)
+  int64_t stopped_rows = 0;      // generations stopped early by their caller (GenerateHooks::row_stop)
+};
+
+// What a caller of GenerateGreedy may watch and steer while it runs (both optional).
+struct GenerateHooks {
+  // After each prefill batch and each decode step, on the decoding thread: the prompt rows that
+  // got a token and those tokens (parallel vectors). Must not block (the Node layer queues them).
+  std::function<void(const std::vector<int32_t>& rows, const std::vector<int32_t>& tokens)> on_tokens;
+  // Per prompt row, a flag its caller sets to stop that row alone (a client gone, a stop string
+  // seen); checked before every step. A stopped row keeps the tokens it has; null entries never stop.
+  std::vector<std::shared_ptr<std::atomic<bool>>> row_stop;
 };
 
 // Contrastive scoring input. Prompts of item i are rows prompt_begin[i] .. prompt_begin[i+1]-1
@@ -106,7 +117,7 @@ class LlamaModel {
   // Returns int32 ids and int32 offsets (count + 1) of the new tokens per prompt, EOS included
   // when produced.
   std::pair<at::Tensor, at::Tensor> GenerateGreedy(const RaggedTokens& prompts, int64_t max_new_tokens,
-                                                   const RunContext& ctx) const;
+                                                   const RunContext& ctx, const GenerateHooks* hooks = nullptr) const;
 
  private:
   struct Layer {
@@ -153,7 +164,7 @@ class LlamaModel {
 
   struct AtomicStats {
     std::atomic<int64_t> prompt_prefills{0}, prefill_tokens{0}, answer_tokens{0}, lm_head_rows{0},
-        forward_calls{0}, generated_tokens{0}, decode_steps{0};
+        forward_calls{0}, generated_tokens{0}, decode_steps{0}, stopped_rows{0};
   };
   std::unique_ptr<AtomicStats> stats_ = std::make_unique<AtomicStats>();
 };

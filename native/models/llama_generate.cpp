@@ -8,6 +8,8 @@
 // together (the usual right-padded Prefill into a scratch cache) and copied into the free rows,
 // so one long answer never holds the others back. Active rows are kept at 0..n-1 (a finished
 // row takes the last active row's state), so a step narrows the cache instead of gathering it.
+// With GenerateHooks, each step's tokens go to the caller as they are made (streaming), and a
+// row the caller stops leaves its slot before the next step (the others carry on).
 //
 // A row sees exactly what it would see alone (its own positions, other columns masked), so the
 // tokens equal one-prompt-at-a-time decoding up to float rounding of the batched products.
@@ -83,7 +85,7 @@ at::Tensor LlamaModel::DecodeStep(const at::Tensor& ids, const at::Tensor& posit
 }
 
 std::pair<at::Tensor, at::Tensor> LlamaModel::GenerateGreedy(const RaggedTokens& prompts, int64_t max_new_tokens,
-                                                             const RunContext& ctx) const {
+                                                             const RunContext& ctx, const GenerateHooks* hooks) const {
   c10::InferenceMode guard;
   GR_CHECK(max_new_tokens >= 1, kInvalidArgument, "maxNewTokens must be at least 1");
   const int64_t max_pos = config_.max_position_embeddings, count = prompts.count;
@@ -101,13 +103,34 @@ std::pair<at::Tensor, at::Tensor> LlamaModel::GenerateGreedy(const RaggedTokens&
   std::vector<std::vector<int32_t>> produced(count);
   auto is_eos = [&](int64_t id) { return std::find(eos_ids_.begin(), eos_ids_.end(), id) != eos_ids_.end(); };
   int64_t finished = 0;
+  // The tokens of the current step, for the caller's on_tokens.
+  std::vector<int32_t> step_rows, step_tokens;
+  const bool streaming = hooks && hooks->on_tokens;
   // Appends a token to a prompt's output; true when that sequence is done.
   auto take = [&](int64_t prompt, int64_t token) {
     produced[prompt].push_back(int32_t(token));
     stats_->generated_tokens++;
+    if (streaming) step_rows.push_back(int32_t(prompt)), step_tokens.push_back(int32_t(token));
     const bool done = is_eos(token) || int64_t(produced[prompt].size()) >= max_new_tokens;
     if (done) ctx.Progress(++finished, count, "prompts");
     return done;
+  };
+  auto flush_step = [&] {
+    if (!streaming || step_rows.empty()) return;
+    hooks->on_tokens(step_rows, step_tokens);
+    step_rows.clear();
+    step_tokens.clear();
+  };
+  // A row its caller stopped: counted once, it leaves (or never enters) the slots.
+  std::vector<char> stop_seen(count, 0);
+  auto stopped = [&](int64_t prompt) {
+    if (!hooks || prompt >= int64_t(hooks->row_stop.size()) || !hooks->row_stop[prompt] || !hooks->row_stop[prompt]->load()) return false;
+    if (!stop_seen[prompt]) {
+      stop_seen[prompt] = 1;
+      stats_->stopped_rows++;
+      ctx.Progress(++finished, count, "prompts");
+    }
+    return true;
   };
 
   if (count > 0) {
@@ -120,13 +143,33 @@ std::pair<at::Tensor, at::Tensor> LlamaModel::GenerateGreedy(const RaggedTokens&
     int64_t next = 0;
     // Columns filled in a slot: its prompt and every produced token but the last.
     auto filled = [&](const Slot& s) { return s.length + int64_t(produced[s.prompt].size()) - 1; };
+    // Frees slot row i: the last active row's state moves into it (rows stay 0..n-1).
+    auto drop = [&](int64_t i) {
+      const int64_t last = int64_t(active.size()) - 1;
+      if (i != last) {
+        const int64_t cols = filled(active[last]);
+        for (size_t l = 0; l < cache.k.size(); ++l) {
+          cache.k[l][i].narrow(1, 0, cols).copy_(cache.k[l][last].narrow(1, 0, cols));
+          cache.v[l][i].narrow(1, 0, cols).copy_(cache.v[l][last].narrow(1, 0, cols));
+        }
+        active[i] = active[last];
+      }
+      active.pop_back();
+    };
     for (;;) {
+      // Rows stopped by their caller since the last step leave first (from the back, as below).
+      for (int64_t i = int64_t(active.size()) - 1; i >= 0; --i)
+        if (stopped(active[i].prompt)) drop(i);
       // Refill free slots from the queue with one batched prefill; a prompt may finish on its
       // first token, so repeat until the slots are full or the queue is empty.
       while (int64_t(active.size()) < slots && next < count) {
         ctx.ThrowIfCancelled();
         std::vector<int64_t> rows;
-        while (int64_t(active.size() + rows.size()) < slots && next < count) rows.push_back(next++);
+        while (int64_t(active.size() + rows.size()) < slots && next < count) {
+          const int64_t r = next++;
+          if (!stopped(r)) rows.push_back(r);
+        }
+        if (rows.empty()) continue;
         KVCache scratch;
         at::Tensor last = Prefill(prompts, rows, std::vector<int64_t>(rows.size(), 1), 0, &scratch);
         at::Tensor tokens = Logits(last).argmax(-1).cpu();
@@ -140,6 +183,7 @@ std::pair<at::Tensor, at::Tensor> LlamaModel::GenerateGreedy(const RaggedTokens&
           }
           active.push_back({rows[i], len});
         }
+        flush_step();
       }
       if (active.empty()) break;
       ctx.ThrowIfCancelled();
@@ -155,20 +199,10 @@ std::pair<at::Tensor, at::Tensor> LlamaModel::GenerateGreedy(const RaggedTokens&
       const int64_t* tok = tokens.data_ptr<int64_t>();
       std::vector<char> done(n);
       for (int64_t i = 0; i < n; ++i) done[i] = take(active[i].prompt, tok[i]);
+      flush_step();
       // Close the holes from the back: every row after i is alive by the time i is handled.
-      for (int64_t i = n - 1; i >= 0; --i) {
-        if (!done[i]) continue;
-        const int64_t last = int64_t(active.size()) - 1;
-        if (i != last) {
-          const int64_t cols = filled(active[last]);
-          for (size_t l = 0; l < cache.k.size(); ++l) {
-            cache.k[l][i].narrow(1, 0, cols).copy_(cache.k[l][last].narrow(1, 0, cols));
-            cache.v[l][i].narrow(1, 0, cols).copy_(cache.v[l][last].narrow(1, 0, cols));
-          }
-          active[i] = active[last];
-        }
-        active.pop_back();
-      }
+      for (int64_t i = n - 1; i >= 0; --i)
+        if (done[i]) drop(i);
     }
   }
   std::vector<int32_t> offsets{0}, ids;

@@ -7,11 +7,12 @@ import { indexImportCommand } from './index-import.js';
 import { indexExportCommand } from './index-export.js';
 import { indexEvalCommand } from './index-eval.js';
 import { annFromArgs, withAnnFlags, type AnnArgs } from './ann-flags.js';
+import { embedClientFromArgs, withEmbedUrlFlags, type EmbedUrlArgs } from '../../stages/embed-flags.js';
 
-interface Args extends AnnArgs {
+interface Args extends AnnArgs, EmbedUrlArgs {
   json: boolean;
   passages: string;
-  encoder: string;
+  encoder?: string;
   out: string;
   'batch-size': number;
   'max-length'?: number;
@@ -29,9 +30,9 @@ export const indexBuildCommand: CommandModule<{ json: boolean }, Args> = {
   command: 'build',
   describe: 'embed a passage file with a bi-encoder and write an index directory',
   builder: (y) =>
-    withAnnFlags(y)
+    withEmbedUrlFlags(withAnnFlags(y))
       .option('passages', { type: 'string', demandOption: true, describe: 'DPR TSV (id, text, title with header) or JSONL {id,title,text}' })
-      .option('encoder', { type: 'string', demandOption: true, describe: 'bi-encoder: a model directory or a hub id org/name[@revision] (e.g. facebook/contriever-msmarco, BAAI/bge-base-en-v1.5)' })
+      .option('encoder', { type: 'string', describe: 'bi-encoder: a model directory or a hub id org/name[@revision] (e.g. facebook/contriever-msmarco, BAAI/bge-base-en-v1.5); or --embed-url' })
       .option('out', { type: 'string', demandOption: true, describe: 'index directory to write' })
       .option('batch-size', { type: 'number', default: 256, describe: 'passages per encoder call' })
       .option('max-length', { type: 'number', describe: 'tokens per passage (default: the model maximum)' })
@@ -40,7 +41,7 @@ export const indexBuildCommand: CommandModule<{ json: boolean }, Args> = {
       .option('metric', { choices: ['ip', 'cosine'] as const, default: 'ip' as IndexMetric, describe: 'inner product or cosine' })
       .option('title', { type: 'boolean', default: true, describe: 'embed "title text" (--no-title: the text alone)' })
       .option('pooling', { choices: ['mean', 'cls'] as const, describe: "encoder pooling (default: the model's sentence-transformers Pooling config, else mean)" })
-      .option('normalize', { type: 'boolean', describe: 'L2-normalise embeddings (default: whether the model has a Normalize module)' })
+      .option('normalize', { type: 'boolean', describe: 'L2-normalise embeddings (default: whether the model has a Normalize module; with --embed-url: true)' })
       .option('query-prefix', { type: 'string', describe: "text put before each query at retrieve time, recorded in the index (default: the model's 'query' prompt)" })
       .option('passage-prefix', { type: 'string', describe: "text put before each passage (default: the model's 'document'/'passage' prompt)" }) as never,
   handler: async (argv) => {
@@ -52,6 +53,8 @@ export const indexBuildCommand: CommandModule<{ json: boolean }, Args> = {
         buildIndex({
           passages: argv.passages,
           encoder: argv.encoder,
+          embedUrl: argv['embed-url'],
+          embedClient: embedClientFromArgs(argv),
           out: argv.out,
           batchSize: argv['batch-size'],
           maxLength: argv['max-length'],
