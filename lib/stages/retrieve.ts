@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { Argv } from 'yargs';
 import { openRetrieveResources, retrieve, type RetrieveOptions, type RetrieveResources, type RetrieveSummary } from '../retrieval/retrieve.js';
 import { validateOutput } from '../io/output.js';
+import { GainragError } from '../errors.js';
 import { positiveInt } from '../pipeline/stage.js';
 import { cached, scaleArgs, withScaleOptions, type ParsedArgs } from './flags.js';
 import type { StageDefinition, StageRunBase } from './definition.js';
@@ -36,6 +37,8 @@ export const retrieveStage: StageDefinition<RetrieveStageOptions, RetrieveResour
     allowEncoderMismatch: a['allow-encoder-mismatch'], ...(a.text === false ? { noText: true } : {}), ...scaleArgs(a as never),
   }),
   check: (o) => {
+    // Checked here (not when the encoder loads) so that cluster submit refuses it before queueing.
+    if ((o.encoder === undefined) === (o.embedUrl === undefined)) throw new GainragError('E_INVALID_ARG', 'give one of --encoder (a local model) or --embed-url URL (a TEI-compatible server)');
     positiveInt('topK', o.topK ?? 100);
     positiveInt('batchSize', o.batchSize ?? 512);
     if (o.maxLength !== undefined) positiveInt('maxLength', o.maxLength);
