@@ -47,7 +47,7 @@ test('onTokens streams every token of every prompt in order, before the call res
 
 test('rowSignals: aborting one prompt stops it alone; the others finish as without it', async () => {
   const batch = await batchOf(prompts);
-  const max = 300;
+  const max = 120;
   const want = await lm.generateIds(batch, max);
   assert.equal(want[0].length, max, 'precondition: prompt 0 runs to max_tokens without EOS');
   const stop0 = new AbortController();
