@@ -2,13 +2,20 @@
 // ONNX Runtime for Node on the same weights and the same inputs, in one process, interleaved:
 //   node dist/bench/onnx-peer.js [--rows 256] [--rounds 5] [--base-rounds 2] [--no-base]
 //                                [--base-passages] [--base-max-length 128] [--xlmr-base]
-//                                [--no-padded] [--no-dnnl]
-// With a oneDNN build (engineInfo().backends has 'dnnl') two more gainrag rows run in the same
-// interleaved rounds: gemm 'dnnl' at float32 and at bfloat16 (token budget); --no-dnnl drops them.
-// --no-padded drops "gainrag one padded batch" (minutes a round at the base shape).
+//                                [--no-padded] [--no-dnnl] [--base-ort-sorted-only]
+// With a oneDNN build (engineInfo().backends has 'dnnl') three more gainrag rows run in the same
+// interleaved rounds: gemm 'dnnl' at float32, bfloat16 and dynamic int8 (token budget); the
+// "default" row is gemm 'torch' (LibTorch's BLAS, the default before issue #19); --no-dnnl
+// drops the dnnl rows, --no-int8 only the int8 one.
+// --no-padded drops "gainrag one padded batch" (minutes a round at the base shape);
+// --base-ort-sorted-only drops "ORT one padded batch" at the two base shapes (there the
+// length-sorted way was the faster ORT in every earlier run, and the padded one costs minutes).
 // Shapes: the bundled tiny models (models/bert-tiny, models/xlmr-tiny-reranker) and a BERT-base
 // shape (768 hidden, 12 layers, 12 heads, 3072 intermediate; random weights written as safetensors
-// to a temp directory, bert-tiny's tokenizer). --xlmr-base adds an XLM-R-base cross-encoder shape.
+// to a temp directory, bert-tiny's tokenizer). --xlmr-base adds an XLM-R-base cross-encoder shape
+// (same layer sizes, XLM-R position ids, a RoBERTa classification head, random weights, the
+// xlmr-tiny-reranker tokenizer: no XLM-R-base checkpoint is bundled, and its 250k-row embedding
+// table would only change a lookup, not the products timed here).
 // Inputs: SQuAD v1.1 dev (test/data/squad_v1.1_dev_open): passages for bert-tiny, questions for
 // BERT-base (--base-passages: passages cut at --base-max-length), (question, gold passage) pairs
 // for the cross-encoder.
@@ -51,7 +58,9 @@ const baseRounds = arg('base-rounds', 2);
 const baseMaxLength = arg('base-max-length', 128);
 const ortRows = arg('ort-rows', 32);
 const withPadded = !flag('no-padded');
+let ortPadded = true; // cleared for the base shapes by --base-ort-sorted-only
 const withDnnl = !flag('no-dnnl') && engineInfo().backends.includes('dnnl');
+const withInt8 = withDnnl && !flag('no-int8');
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const models = path.join(repoRoot, 'models');
@@ -226,7 +235,7 @@ async function ortRun(ort: Ort, session: OrtSession, batch: TokenBatch, padId: n
 // ---- measuring ----------------------------------------------------------------------------------------
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-interface Variant { label: string; run: () => Promise<Float32Array>; engine: 'gainrag' | 'ort'; role?: 'default' | 'padded' | 'dnnl-f32' | 'dnnl-bf16' }
+interface Variant { label: string; run: () => Promise<Float32Array>; engine: 'gainrag' | 'ort'; role?: 'default' | 'padded' | 'dnnl-f32' | 'dnnl-bf16' | 'dnnl-int8' }
 
 /** One warm-up call each, then `repeats` interleaved rounds; median seconds per variant and the last outputs. */
 async function measure(variants: Variant[], repeats: number): Promise<{ seconds: number[]; outputs: Float32Array[] }> {
@@ -256,7 +265,7 @@ function maxRelDiff(a: Float32Array, b: Float32Array): number {
 interface DnnlSummary { ratio: number; vsDefault: number; diff: number; cos: number }
 interface Summary {
   title: string; unit: string; gainrag: number; ort: number; ortLabel: string; ratio: number; diff: number; budgetVsPadded: number;
-  dnnl: { 'dnnl-f32'?: DnnlSummary; 'dnnl-bf16'?: DnnlSummary };
+  dnnl: { 'dnnl-f32'?: DnnlSummary; 'dnnl-bf16'?: DnnlSummary; 'dnnl-int8'?: DnnlSummary };
 }
 
 /** Lowest cosine between matching rows of two n x dim matrices. */
@@ -308,7 +317,7 @@ function report(title: string, unit: string, count: number, batch: TokenBatch, v
     console.log(`  token budget vs one padded batch: ${bp >= 1 ? `token budget faster (${bp.toFixed(2)}x)` : `ONE PADDED BATCH faster (${(1 / bp).toFixed(2)}x)`}`);
   }
   const dnnl: Summary['dnnl'] = {};
-  for (const role of ['dnnl-f32', 'dnnl-bf16'] as const) {
+  for (const role of ['dnnl-f32', 'dnnl-bf16', 'dnnl-int8'] as const) {
     const i = variants.findIndex((v) => v.role === role);
     if (i < 0) continue;
     const cos = unit === 'embeddings' ? minCosine(outputs[i], outputs[g], outputs[g].length / count) : Number.NaN;
@@ -334,19 +343,21 @@ async function benchEncoder(ort: Ort, python: string, scratch: string, title: st
   const enc = await Encoder.load(dir, { ...(maxLength ? { maxLength } : {}), gemm: 'torch' });
   const f32 = withDnnl ? await Encoder.load(dir, { ...(maxLength ? { maxLength } : {}), gemm: 'dnnl' }) : undefined;
   const b16 = withDnnl ? await Encoder.load(dir, { ...(maxLength ? { maxLength } : {}), gemm: 'dnnl', dtype: 'bfloat16' }) : undefined;
+  const i8 = withInt8 ? await Encoder.load(dir, { ...(maxLength ? { maxLength } : {}), gemm: 'dnnl', dtype: 'int8' }) : undefined;
   const session = await ort.InferenceSession.create(file, ortOptions(engineInfo().threads));
   const pad = padId(dir);
   const n = input.length;
   const ortCall = (chunk: number) => async () => ortRun(ort, session, await enc.tokenizer.encodeBatch(input, { maxLength: enc.maxLength }), pad, chunk, 'embeddings');
   const padded: BatchOptions = { batchTokens: 2 ** 40, maxRows: n };
   const variants: Variant[] = [
-    { label: 'gainrag default (token budget)', engine: 'gainrag', role: 'default', run: () => enc.embed(input) },
+    { label: 'gainrag torch (token budget)', engine: 'gainrag', role: 'default', run: () => enc.embed(input) },
     ...(withPadded ? [{ label: 'gainrag one padded batch', engine: 'gainrag', role: 'padded', run: () => enc.embed(input, padded) } as Variant] : []),
     ...(f32 && b16 ? [
       { label: 'gainrag dnnl float32 (token budget)', engine: 'gainrag', role: 'dnnl-f32', run: () => f32.embed(input) } as Variant,
       { label: 'gainrag dnnl bfloat16 (token budget)', engine: 'gainrag', role: 'dnnl-bf16', run: () => b16.embed(input) } as Variant,
     ] : []),
-    { label: `ORT one padded batch (${n} rows)`, engine: 'ort', run: ortCall(n) },
+    ...(i8 ? [{ label: 'gainrag dnnl int8 (token budget)', engine: 'gainrag', role: 'dnnl-int8', run: () => i8.embed(input) } as Variant] : []),
+    ...(ortPadded ? [{ label: `ORT one padded batch (${n} rows)`, engine: 'ort', run: ortCall(n) } as Variant] : []),
     { label: `ORT length-sorted, ${ortRows} rows/batch`, engine: 'ort', run: ortCall(ortRows) },
   ];
   const { seconds, outputs } = await measure(variants, repeats);
@@ -356,6 +367,7 @@ async function benchEncoder(ort: Ort, python: string, scratch: string, title: st
   await enc.dispose();
   await f32?.dispose();
   await b16?.dispose();
+  await i8?.dispose();
 }
 
 async function benchCross(ort: Ort, python: string, scratch: string, title: string, dir: string, q: string[], p: string[], maxLength: number, repeats: number): Promise<void> {
@@ -364,19 +376,21 @@ async function benchCross(ort: Ort, python: string, scratch: string, title: stri
   const ce = await CrossEncoder.load(dir, { gemm: 'torch' });
   const f32 = withDnnl ? await CrossEncoder.load(dir, { gemm: 'dnnl' }) : undefined;
   const b16 = withDnnl ? await CrossEncoder.load(dir, { gemm: 'dnnl', dtype: 'bfloat16' }) : undefined;
+  const i8 = withInt8 ? await CrossEncoder.load(dir, { gemm: 'dnnl', dtype: 'int8' }) : undefined;
   const session = await ort.InferenceSession.create(file, ortOptions(engineInfo().threads));
   const pad = padId(dir);
   const n = q.length;
   const tokenize = () => ce.tokenizer.encodePairs(q, p, { maxLength, truncation: 'only_second' });
   const ortCall = (chunk: number) => async () => ortRun(ort, session, await tokenize(), pad, chunk, 'logits');
   const variants: Variant[] = [
-    { label: 'gainrag default (token budget)', engine: 'gainrag', role: 'default', run: () => ce.score(q, p, { maxLength }) },
+    { label: 'gainrag torch (token budget)', engine: 'gainrag', role: 'default', run: () => ce.score(q, p, { maxLength }) },
     ...(withPadded ? [{ label: 'gainrag one padded batch', engine: 'gainrag', role: 'padded', run: () => ce.score(q, p, { maxLength, batchTokens: 2 ** 40, maxRows: n }) } as Variant] : []),
     ...(f32 && b16 ? [
       { label: 'gainrag dnnl float32 (token budget)', engine: 'gainrag', role: 'dnnl-f32', run: () => f32.score(q, p, { maxLength }) } as Variant,
       { label: 'gainrag dnnl bfloat16 (token budget)', engine: 'gainrag', role: 'dnnl-bf16', run: () => b16.score(q, p, { maxLength }) } as Variant,
     ] : []),
-    { label: `ORT one padded batch (${n} rows)`, engine: 'ort', run: ortCall(n) },
+    ...(i8 ? [{ label: 'gainrag dnnl int8 (token budget)', engine: 'gainrag', role: 'dnnl-int8', run: () => i8.score(q, p, { maxLength }) } as Variant] : []),
+    ...(ortPadded ? [{ label: `ORT one padded batch (${n} rows)`, engine: 'ort', run: ortCall(n) } as Variant] : []),
     { label: `ORT length-sorted, ${ortRows} rows/batch`, engine: 'ort', run: ortCall(ortRows) },
   ];
   const { seconds, outputs } = await measure(variants, repeats);
@@ -385,6 +399,7 @@ async function benchCross(ort: Ort, python: string, scratch: string, title: stri
   await ce.dispose();
   await f32?.dispose();
   await b16?.dispose();
+  await i8?.dispose();
 }
 
 const ort = loadOrt();
@@ -400,6 +415,7 @@ const scratch = mkdtempSync(path.join(tmpdir(), 'gainrag-onnx-peer-'));
 try {
   await benchEncoder(ort, python, scratch, 'bert-tiny, mean pooling, SQuAD passages', path.join(models, 'bert-tiny'), passages, undefined, rounds);
   await benchCross(ort, python, scratch, 'xlmr-tiny-reranker, SQuAD (question, gold passage)', path.join(models, 'xlmr-tiny-reranker'), questions, goldPassages, 128, rounds);
+  if (flag('base-ort-sorted-only')) ortPadded = false;
   if (!flag('no-base')) {
     const bertDir = path.join(scratch, 'bert-base');
     mkdirSync(bertDir);
@@ -426,13 +442,14 @@ for (const s of summaries) {
   console.log(`| ${s.title} | ${s.gainrag.toFixed(1)} ${s.unit}/s | ${s.ort.toFixed(1)} (${s.ortLabel}) | ${s.ratio.toFixed(2)}x | ${s.diff.toExponential(1)} | ${bp} |`);
 }
 if (withDnnl) {
-  console.log('\n| shape | default / ORT | dnnl f32 / ORT | dnnl bf16 / ORT | dnnl f32 / default | dnnl bf16 / default | f32 max rel diff to default | bf16 lowest cosine (max rel diff) to default |');
-  console.log('|---|---|---|---|---|---|---|---|');
+  console.log('\n| shape | torch / ORT | dnnl f32 / ORT | dnnl bf16 / ORT | dnnl int8 / ORT | dnnl f32 / torch | dnnl bf16 / torch | dnnl int8 / torch | f32 max rel diff to torch | bf16, int8 lowest cosine (max rel diff) to torch |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|');
+  const acc = (x: DnnlSummary) => (Number.isNaN(x.cos) ? `(${x.diff.toExponential(1)})` : `${x.cos.toFixed(5)} (${x.diff.toExponential(1)})`);
   for (const s of summaries) {
-    const f = s.dnnl['dnnl-f32'], b = s.dnnl['dnnl-bf16'];
+    const f = s.dnnl['dnnl-f32'], b = s.dnnl['dnnl-bf16'], i = s.dnnl['dnnl-int8'];
     if (!f || !b) continue;
-    const bAcc = Number.isNaN(b.cos) ? `(${b.diff.toExponential(1)})` : `${b.cos.toFixed(5)} (${b.diff.toExponential(1)})`;
-    console.log(`| ${s.title} | ${s.ratio.toFixed(2)}x | ${f.ratio.toFixed(2)}x | ${b.ratio.toFixed(2)}x | ${f.vsDefault.toFixed(2)}x | ${b.vsDefault.toFixed(2)}x | ${f.diff.toExponential(1)} | ${bAcc} |`);
+    console.log(`| ${s.title} | ${s.ratio.toFixed(2)}x | ${f.ratio.toFixed(2)}x | ${b.ratio.toFixed(2)}x | ${i ? `${i.ratio.toFixed(2)}x` : '-'} | ` +
+      `${f.vsDefault.toFixed(2)}x | ${b.vsDefault.toFixed(2)}x | ${i ? `${i.vsDefault.toFixed(2)}x` : '-'} | ${f.diff.toExponential(1)} | ${acc(b)}${i ? `, ${acc(i)}` : ''} |`);
   }
 }
 console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(1)).join(' ')} (${cpus().length} cores, shared machine)`);

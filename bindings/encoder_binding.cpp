@@ -125,7 +125,8 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     std::string gemm = OptionalString(o, "gemm", "");
     Guard(env, [&] {
       opts.device = ParseDevice(device);
-      opts.dtype = ParseFloatType(dtype);
+      // int8 is an encoder-only mode (dynamic int8 products on the oneDNN path).
+      opts.dtype = dtype == "int8" ? at::kChar : ParseFloatType(dtype);
       opts.gemm = ParseGemmPath(gemm);
     });
   } else if (!info[1].IsUndefined() && !info[1].IsNull()) {

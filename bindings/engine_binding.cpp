@@ -16,7 +16,7 @@ Napi::Value EngineInfoJs(const Napi::CallbackInfo& info) {
     EngineInfo e = GetEngineInfo();
 #ifdef GAINRAG_WITH_DNNL
     // The backends above core/ are reported here, where the layers meet.
-    e.backends.push_back("dnnl");  // oneDNN matmuls for the encoders (opt-in: GAINRAG_GEMM=dnnl)
+    e.backends.push_back("dnnl");  // oneDNN matmuls for the encoders (their CPU default; GAINRAG_GEMM=torch opts out)
     // Asked once: creating the probe primitives costs a few milliseconds.
     static const std::string kernels = [] {
       std::string f32 = onednn::KernelName(at::kFloat), bf16 = onednn::KernelName(at::kBFloat16);

@@ -1,11 +1,12 @@
 // Hooks the test suite uses to prove boundary properties (zero-copy in and out, cancellation,
-// progress). They run the same marshalling code as the real classes.
+// progress), and the benches' GEMM timer. They run the same marshalling code as the real classes.
 #include <chrono>
 #include <thread>
 
 #include "bindings/addon_data.h"
 #include "bindings/async_task.h"
 #include "bindings/marshal.h"
+#include "backends/gemm_bench.h"
 
 namespace gainrag::node {
 namespace {
@@ -61,6 +62,30 @@ Napi::Value SleepSteps(const Napi::CallbackInfo& info) {
       [done](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, double(*done)); }, controls);
 }
 
+// gemmSeconds(path, m, k, n, gelu, reps) -> Promise<{seconds: number[], flops, kernel}>: one
+// Linear layer timed natively on a worker thread (bench/ffn-gemm.ts; see backends/gemm_bench.h).
+Napi::Value GemmSeconds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string path = RequireString(info[0], "path");
+  const int64_t m = RequireInt(info[1], "m", 1, 1 << 20), k = RequireInt(info[2], "k", 1, 1 << 16),
+                n = RequireInt(info[3], "n", 1, 1 << 16);
+  if (!info[4].IsBoolean()) throw Napi::TypeError::New(env, "gelu must be a boolean");
+  const bool gelu = info[4].As<Napi::Boolean>().Value();
+  const int reps = static_cast<int>(RequireInt(info[5], "reps", 1, 1000));
+  auto out = std::make_shared<GemmTiming>();
+  return StartTask(
+      env, "gainrag.gemmSeconds", [=](const RunContext&) { *out = TimeLinear(path, m, k, n, gelu, reps); },
+      [out](Napi::Env env) -> Napi::Value {
+        Napi::Object r = Napi::Object::New(env);
+        Napi::Array s = Napi::Array::New(env, out->seconds.size());
+        for (size_t i = 0; i < out->seconds.size(); ++i) s.Set(uint32_t(i), out->seconds[i]);
+        r.Set("seconds", s);
+        r.Set("flops", out->flops);
+        r.Set("kernel", out->kernel);
+        return r;
+      });
+}
+
 }  // namespace
 
 void InitTesting(Napi::Env env, Napi::Object exports) {
@@ -68,6 +93,7 @@ void InitTesting(Napi::Env env, Napi::Object exports) {
   t.Set("roundTrip", Napi::Function::New<RoundTrip>(env, "roundTrip"));
   t.Set("addressOf", Napi::Function::New<AddressOf>(env, "addressOf"));
   t.Set("sleepSteps", Napi::Function::New<SleepSteps>(env, "sleepSteps"));
+  t.Set("gemmSeconds", Napi::Function::New<GemmSeconds>(env, "gemmSeconds"));
   exports.Set("testing", t);
 }
 

@@ -43,6 +43,7 @@ export interface NativeAddon {
     roundTrip(x: Float32Array): Promise<{ out: Float32Array; inAddress: bigint; outAddress: bigint }>;
     addressOf(x: ArrayBufferView): bigint;
     sleepSteps(steps: number, msPerStep: number, controls?: NativeControls): Promise<number>;
+    gemmSeconds(path: string, m: number, k: number, n: number, gelu: boolean, reps: number): Promise<{ seconds: number[]; flops: number; kernel: string }>;
   };
   // Later classes attach here (Encoder, CausalLM, DenseIndex, SelectorTrainer).
   [name: string]: unknown;

@@ -160,6 +160,60 @@ test('gemm option and GAINRAG_GEMM: bad values are refused; the environment is o
   }
   if (hasDnnl) {
     await assert.rejects(Encoder.load(fixture('bert-tiny'), { gemm: 'dnnl', dtype: 'float16' }),
-      (e) => hasCode(e, 'E_UNSUPPORTED') && /float32 or bfloat16/.test(String(e)));
+      (e) => hasCode(e, 'E_UNSUPPORTED') && /float32, bfloat16 or int8/.test(String(e)));
+  }
+});
+
+test('the default CPU path is dnnl where built in; gemm torch and GAINRAG_GEMM=torch opt out and keep HF parity', async () => {
+  const saved = process.env.GAINRAG_GEMM;
+  delete process.env.GAINRAG_GEMM;
+  try {
+    assert.equal((await Encoder.load(fixture('bert-tiny'))).gemm, hasDnnl ? 'dnnl' : 'torch');
+    assert.equal((await CrossEncoder.load(fixture('xlmr-tiny-reranker'), { dtype: 'bfloat16' })).gemm, hasDnnl ? 'dnnl' : 'torch');
+    process.env.GAINRAG_GEMM = 'torch';
+    const viaEnv = await Encoder.load(fixture('bert-tiny'));
+    assert.equal(viaEnv.gemm, 'torch');
+    assert.ok(maxRelDiff(await viaEnv.embed(bertRef.queries), bertRef.mean_pooled.flat(), 1e-3) < 1e-4);
+  } finally {
+    if (saved === undefined) delete process.env.GAINRAG_GEMM;
+    else process.env.GAINRAG_GEMM = saved;
+  }
+  const ce = await CrossEncoder.load(fixture('xlmr-tiny-reranker'), { gemm: 'torch' });
+  const scores = await ce.score(xlmrRef.pairs.map((p) => p[0]), xlmrRef.pairs.map((p) => p[1]), { maxLength: xlmrRef.max_length });
+  assert.ok(maxRelDiff(scores, xlmrRef.scores, 1e-3) < 1e-4, `max rel diff ${maxRelDiff(scores, xlmrRef.scores, 1e-3)}`);
+});
+
+test('dtype int8 (dynamic, per-row activation and per-channel weight scales): close to float32, batch-independent', { skip }, async () => {
+  for (const dir of [fixture('bert-tiny'), writeWideModel('wide-int8', 'gelu')]) {
+    const f32 = await Encoder.load(dir, { gemm: 'torch' });
+    const i8 = await Encoder.load(dir, { dtype: 'int8' });
+    assert.equal(i8.gemm, 'dnnl');
+    const a = await f32.embed(texts);
+    const b = await i8.embed(texts);
+    const worst = Math.min(...cosines(a, b, f32.dim));
+    assert.ok(worst >= 0.99, `${path.basename(dir)}: lowest cosine ${worst}`);
+    assert.ok(maxRelDiff(b, a, 1e-3) > 1e-5, 'int8 rounding is applied');
+    // Each row is quantised on its own, so how rows are batched (and padded) changes nothing
+    // beyond float rounding in attention.
+    const one = await i8.embed(texts, { batchTokens: 1 });
+    const all = await i8.embed(texts, { batchTokens: 1 << 20 });
+    assert.ok(maxRelDiff(one, all, 1e-3) < 1e-4, `batching changed int8 results by ${maxRelDiff(one, all, 1e-3)}`);
+  }
+  const ce = await CrossEncoder.load(fixture('xlmr-tiny-reranker'), { dtype: 'int8' });
+  const s = await ce.score(xlmrRef.pairs.map((p) => p[0]), xlmrRef.pairs.map((p) => p[1]), { maxLength: 64 });
+  xlmrRef.scores.forEach((ref, i) => assert.ok(Math.abs(s[i] - ref) <= 0.02 + 0.05 * Math.abs(ref), `pair ${i}: ${s[i]} vs ${ref}`));
+});
+
+test('dtype int8 needs the oneDNN path: gemm torch (or a build without oneDNN) is E_UNSUPPORTED', async () => {
+  await assert.rejects(Encoder.load(fixture('bert-tiny'), { dtype: 'int8', gemm: 'torch' }), (e) => hasCode(e, 'E_UNSUPPORTED') && /int8/.test(String(e)));
+  if (!hasDnnl) await assert.rejects(Encoder.load(fixture('bert-tiny'), { dtype: 'int8' }), (e) => hasCode(e, 'E_UNSUPPORTED'));
+  const saved = process.env.GAINRAG_GEMM;
+  try {
+    // The environment's preference for torch does not silently turn int8 into float32.
+    process.env.GAINRAG_GEMM = 'torch';
+    if (hasDnnl) assert.equal((await CrossEncoder.load(fixture('xlmr-tiny-reranker'), { dtype: 'int8' })).gemm, 'dnnl');
+  } finally {
+    if (saved === undefined) delete process.env.GAINRAG_GEMM;
+    else process.env.GAINRAG_GEMM = saved;
   }
 });

@@ -120,7 +120,7 @@ test('empty batch, empty strings, over-long texts', async () => {
 });
 
 test('argument errors are TypeError / RangeError on the JS thread', async () => {
-  await assert.rejects(Encoder.load(fixture('bert-tiny'), { dtype: 'int8' as never }), TypeError);
+  await assert.rejects(Encoder.load(fixture('bert-tiny'), { dtype: 'int4' as never }), TypeError);
   await assert.rejects(Encoder.load(fixture('bert-tiny'), { pooling: 'max' as never }), TypeError);
   await assert.rejects(Encoder.load(fixture('bert-tiny'), { maxLength: 0 }), RangeError);
   await assert.rejects(Encoder.load(fixture('bert-tiny'), { maxLength: 129 }), RangeError);

@@ -13,6 +13,8 @@ import { promptPrefixes, readSentenceTransformersConfig } from './sentence-trans
 
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
 export type ModelDType = 'float32' | 'float16' | 'bfloat16';
+/** Encoders and cross-encoders also take 'int8': dynamic int8 products on the oneDNN path. */
+export type EncoderDType = ModelDType | 'int8';
 export type Pooling = 'mean' | 'cls';
 /** Who runs the Linear layers on CPU: LibTorch's BLAS, or oneDNN on weights packed at load. */
 export type GemmPath = 'torch' | 'dnnl';
@@ -22,17 +24,24 @@ export type TextInput = readonly string[] | Vector;
 
 export interface ModelLoadOptions {
   device?: Device;
-  dtype?: ModelDType;
+  /**
+   * 'int8' (builds with oneDNN, CPU): weights quantised once at load to int8 with one scale
+   * per output channel, each product's input rows quantised with one scale per row, int32
+   * accumulation (VNNI), everything else in float32; accuracy in bench/results/cpu-dnnl.md.
+   * Needs gemm 'dnnl' (the default where oneDNN is built in); elsewhere E_UNSUPPORTED.
+   */
+  dtype?: EncoderDType;
   /** Tokens per input, special tokens included; longer inputs are truncated. Default: min(tokenizer model_max_length, positions). */
   maxLength?: number;
   /** How a hub id is resolved and downloaded (lib/models/hub.ts). */
   hub?: HubOptions;
   /**
-   * CPU matrix products (default: GAINRAG_GEMM when set, else 'torch'). 'dnnl' (builds with
-   * oneDNN: engineInfo().backends lists 'dnnl') packs the weights once at load; with
-   * dtype 'bfloat16' it keeps activations in float32 and runs bf16 products with fp32
-   * accumulation. An explicit 'dnnl' the build or device cannot serve is E_UNSUPPORTED;
-   * GAINRAG_GEMM=dnnl falls back to 'torch' there.
+   * CPU matrix products (default: GAINRAG_GEMM when set, else 'dnnl' where the build has
+   * oneDNN — engineInfo().backends lists 'dnnl' — and 'torch' otherwise). 'dnnl' packs the
+   * weights once at load; with dtype 'bfloat16' it keeps activations in float32 and runs bf16
+   * products with fp32 accumulation. An explicit 'dnnl' the build or device cannot serve is
+   * E_UNSUPPORTED; the default and GAINRAG_GEMM=dnnl fall back to 'torch' there (CUDA,
+   * float16). 'torch' (or GAINRAG_GEMM=torch) opts out.
    */
   gemm?: GemmPath;
 }
@@ -125,8 +134,8 @@ export function checkLoadOptions(dir: unknown, options: ModelLoadOptions): void 
   if (typeof dir !== 'string' || dir.length === 0) throw new TypeError('dir must be a non-empty string');
   if (typeof options !== 'object' || options === null) throw new TypeError('options must be an object');
   if (options.device !== undefined && typeof options.device !== 'string') throw new TypeError('device must be a string');
-  if (options.dtype !== undefined && !['float32', 'float16', 'bfloat16'].includes(options.dtype)) {
-    throw new TypeError(`dtype must be 'float32', 'float16' or 'bfloat16', got ${String(options.dtype)}`);
+  if (options.dtype !== undefined && !['float32', 'float16', 'bfloat16', 'int8'].includes(options.dtype)) {
+    throw new TypeError(`dtype must be 'float32', 'float16', 'bfloat16' or 'int8', got ${String(options.dtype)}`);
   }
   if (options.gemm !== undefined && options.gemm !== 'torch' && options.gemm !== 'dnnl') {
     throw new TypeError(`gemm must be 'torch' or 'dnnl', got ${String(options.gemm)}`);

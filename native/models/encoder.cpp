@@ -53,8 +53,8 @@ std::shared_ptr<EncoderModel> EncoderModel::Load(const std::string& dir, const E
            " is not a multiple of num_attention_heads ", c.num_heads);
   GR_CHECK(c.max_tokens() > 0, kModelConfig, dir, "/config.json: max_position_embeddings ", c.max_position_embeddings,
            " leaves no positions after the padding offset");
-  GR_CHECK(opts.dtype == at::kFloat || opts.dtype == at::kHalf || opts.dtype == at::kBFloat16, kInvalidArgument,
-           "encoder dtype must be float32, float16 or bfloat16");
+  GR_CHECK(opts.dtype == at::kFloat || opts.dtype == at::kHalf || opts.dtype == at::kBFloat16 || opts.dtype == at::kChar,
+           kInvalidArgument, "encoder dtype must be float32, float16, bfloat16 or int8");
   {
     const json::Value root = json::Parse(ReadTextFile(dir + "/config.json"));  // valid: LoadEncoderConfig parsed it
     m->hidden_dropout_ = DropoutField(root, "hidden_dropout_prob", 0.1);

@@ -28,7 +28,8 @@ Pooling ParsePooling(const std::string& name);
 
 // Who computes the Linear layers (QKV, attention output, FFN up/down) on CPU.
 enum class GemmPath {
-  kDefault,  // GAINRAG_GEMM ("torch" | "dnnl") when set and usable, else kTorch
+  kDefault,  // GAINRAG_GEMM ("torch" | "dnnl") when set, else kDnnl when compiled in; kTorch
+             // wherever the oneDNN path cannot serve the load (CUDA, float16)
   kTorch,    // at::linear (LibTorch's BLAS)
   kDnnl,     // oneDNN matmul on weights packed at load (native/backends/dnnl); CPU only
 };
@@ -39,10 +40,12 @@ GemmPath ParseGemmPath(const std::string& name);
 bool DnnlCompiledIn();
 
 struct EncoderOptions {
+  // kFloat, kHalf, kBFloat16, or kChar: dynamic int8 (oneDNN path only; see PackedLinear).
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::kCPU;
-  // kDnnl with dtype bfloat16 keeps activations, LayerNorm and the residual stream in float32
-  // and runs the Linear products on bf16 inputs and weights with fp32 accumulation.
+  // kDnnl with dtype bfloat16 (or int8) keeps activations, LayerNorm and the residual stream in
+  // float32 and runs the Linear products on bf16 (int8) inputs and weights with fp32 (int32)
+  // accumulation.
   GemmPath gemm = GemmPath::kDefault;
 };
 

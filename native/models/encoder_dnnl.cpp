@@ -1,6 +1,9 @@
 // The encoder's choice of GEMM path and its oneDNN packing. Compiled in every build; without
 // oneDNN (GAINRAG_WITH_DNNL unset) asking for "dnnl" is Error(kUnsupported) and GAINRAG_GEMM=dnnl
 // falls back to LibTorch, so one environment can serve builds with and without libdnnl.
+// With oneDNN compiled in, float32 and bfloat16 on CPU take the oneDNN path by default (it was
+// faster at every shape of bench/onnx-peer.ts, bench/results/cpu-dnnl.md); GAINRAG_GEMM=torch
+// or gemm: 'torch' keep LibTorch's.
 #include <ATen/ATen.h>
 
 #include <cstdlib>
@@ -33,18 +36,21 @@ bool DnnlCompiledIn() {
 std::string DnnlObstacle(const EncoderOptions& opts) {
   if (!DnnlCompiledIn()) return "this build has no oneDNN backend (libdnnl-dev was not found at build time)";
   if (!opts.device.is_cpu()) return "the oneDNN path runs on CPU only";
-  if (opts.dtype != at::kFloat && opts.dtype != at::kBFloat16) return "the oneDNN path runs float32 or bfloat16";
+  if (opts.dtype != at::kFloat && opts.dtype != at::kBFloat16 && opts.dtype != at::kChar) {
+    return "the oneDNN path runs float32, bfloat16 or int8";
+  }
 #ifdef GAINRAG_WITH_DNNL
   if (!onednn::Supports(opts.dtype)) return "oneDNN has no kernel for this precision on this CPU";
 #endif
   return "";
 }
 
-// kTorch or kDnnl. An explicit request that cannot be met fails; the environment's is a
-// preference (GAINRAG_GEMM=dnnl must not break CUDA or float16 models).
+// kTorch or kDnnl. An explicit request that cannot be met fails; the environment's and the
+// build's default are preferences (they must not break CUDA or float16 models). int8 exists
+// only on the oneDNN path, so there nothing falls back.
 GemmPath ResolveGemmPath(const EncoderOptions& opts) {
   GemmPath want = opts.gemm;
-  bool from_env = false;
+  bool preference = false;
   if (want == GemmPath::kDefault) {
     const char* env = std::getenv("GAINRAG_GEMM");
     try {
@@ -52,12 +58,20 @@ GemmPath ResolveGemmPath(const EncoderOptions& opts) {
     } catch (const Error&) {
       GR_FAIL(kInvalidArgument, "GAINRAG_GEMM must be 'torch' or 'dnnl', got '", env, "'");
     }
-    from_env = true;
+    if (want == GemmPath::kDefault) want = DnnlCompiledIn() ? GemmPath::kDnnl : GemmPath::kTorch;
+    preference = true;
+  }
+  if (opts.dtype == at::kChar) {
+    GR_CHECK(want == GemmPath::kDnnl || preference, kUnsupported,
+             "dtype 'int8' runs on the oneDNN path only (gemm 'dnnl'), not on gemm 'torch'");
+    const std::string why = DnnlObstacle(opts);
+    GR_CHECK(why.empty(), kUnsupported, "dtype 'int8': ", why);
+    return GemmPath::kDnnl;
   }
   if (want != GemmPath::kDnnl) return GemmPath::kTorch;
   const std::string why = DnnlObstacle(opts);
   if (why.empty()) return GemmPath::kDnnl;
-  GR_CHECK(from_env, kUnsupported, "gemm 'dnnl': ", why);
+  GR_CHECK(preference, kUnsupported, "gemm 'dnnl': ", why);
   return GemmPath::kTorch;
 }
 

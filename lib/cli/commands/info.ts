@@ -18,7 +18,7 @@ export const infoCommand: CommandModule<{ json: boolean }, { json: boolean }> = 
         `cuda devices ${info.cudaDevices}`,
         `threads      ${info.threads}`,
         `blas         ${info.blas}`,
-        ...(info.dnnlKernels ? [`dnnl         ${info.dnnlKernels} (opt-in: GAINRAG_GEMM=dnnl)`] : []),
+        ...(info.dnnlKernels ? [`dnnl         ${info.dnnlKernels} (encoder default; GAINRAG_GEMM=torch opts out)`] : []),
       ].join('\n') + '\n',
     );
   },

@@ -4,6 +4,8 @@
 
 #include <dnnl.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <mutex>
 #include <tuple>
 #include <unordered_map>
@@ -34,7 +36,11 @@ const dnnl::engine& Engine() {
 }
 
 memory::data_type DataType(at::ScalarType t) {
-  return t == at::kBFloat16 ? memory::data_type::bf16 : memory::data_type::f32;
+  return t == at::kBFloat16 ? memory::data_type::bf16 : t == at::kChar ? memory::data_type::s8 : memory::data_type::f32;
+}
+
+const char* PrecisionName(at::ScalarType t) {
+  return t == at::kBFloat16 ? "bfloat16" : t == at::kChar ? "int8" : "float32";
 }
 
 dnnl::algorithm Algorithm(Epilogue e) {
@@ -60,13 +66,48 @@ dnnl::primitive_attr Attributes(Epilogue e) {
 }
 
 // weights: a concrete layout, or format_tag::any to let oneDNN choose (packing).
+// int8 has neither bias nor post-ops: oneDNN 2.6 runs a per-row scale post-op (and runtime
+// output scales) only in its reference kernels, so the rescaling is our own pass (RescaleRows).
 dnnl::matmul::primitive_desc Describe(int64_t M, int64_t K, int64_t N, at::ScalarType precision, Epilogue e,
                                       const memory::desc& weights) {
   const memory::data_type dt = DataType(precision);
   memory::desc src({M, K}, dt, tag::ab);
   memory::desc bias({1, N}, memory::data_type::f32, tag::ab);
   memory::desc dst({M, N}, memory::data_type::f32, tag::ab);
+  if (precision == at::kChar) {
+    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, dst), Attributes(Epilogue::kNone), Engine());
+  }
   return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, bias, dst), Attributes(e), Engine());
+}
+
+// Rows of x [M, K] to int8 with one symmetric scale per row (max |x| / 127): q at dst, the
+// scales at scale.
+void QuantizeRows(const float* x, int8_t* dst, float* scale, int64_t M, int64_t K) {
+  at::parallel_for(0, M, 8, [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      const float* xr = x + r * K;
+      float amax = 0.f;
+      for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(xr[k]));
+      const float s = amax > 0.f ? amax / 127.f : 1.f, inv = 1.f / s;
+      int8_t* q = dst + r * K;
+      for (int64_t k = 0; k < K; ++k) {
+        const float v = xr[k] * inv;
+        q[k] = static_cast<int8_t>(static_cast<int>(v + (v >= 0.f ? 0.5f : -0.5f)));  // |v| <= 127
+      }
+      scale[r] = s;
+    }
+  });
+}
+
+// y [M, N] (int32 sums held as float) <- y * row_scale[m] * col_scale[n] + bias[n].
+void RescaleRows(float* y, const float* row_scale, const float* col_scale, const float* bias, int64_t M, int64_t N) {
+  at::parallel_for(0, M, 8, [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      float* yr = y + r * N;
+      const float s = row_scale[r];
+      for (int64_t n = 0; n < N; ++n) yr[n] = yr[n] * (s * col_scale[n]) + bias[n];
+    }
+  });
 }
 
 struct Compiled {
@@ -93,6 +134,7 @@ struct PackedLinear::Impl {
   memory::desc weights_desc;
   at::Tensor weights;  // bytes in weights_desc's layout (ATen's CPU allocator aligns to 64)
   at::Tensor bias;     // float32 [out]
+  at::Tensor weight_scale;  // int8: float32 [out], W[o, :] ~ weight_scale[o] * Wq[o, :]
 
   // One primitive per (rows, in, out, precision, epilogue), shared by every layer of that shape.
   std::shared_ptr<Compiled> Get(int64_t M) const {
@@ -126,11 +168,14 @@ struct PackedLinear::Impl {
     memory src_m({{M, in}, DataType(precision), tag::ab}, eng, const_cast<void*>(src));
     memory dst_m({{M, out}, memory::data_type::f32, tag::ab}, eng, dst);
     memory w_m(weights_desc, eng, weights.data_ptr());
-    memory b_m({{1, out}, memory::data_type::f32, tag::ab}, eng, bias.data_ptr());
     at::Tensor scratch = at::empty({int64_t(c->scratch_bytes)}, at::kByte);
     memory s_m({{int64_t(c->scratch_bytes)}, memory::data_type::u8, tag::a}, eng, scratch.data_ptr());
-    c->primitive.execute(stream, {{DNNL_ARG_SRC, src_m}, {DNNL_ARG_WEIGHTS, w_m}, {DNNL_ARG_BIAS, b_m},
-                                  {DNNL_ARG_DST, dst_m}, {DNNL_ARG_SCRATCHPAD, s_m}});
+    std::unordered_map<int, memory> args{
+        {DNNL_ARG_SRC, src_m}, {DNNL_ARG_WEIGHTS, w_m}, {DNNL_ARG_DST, dst_m}, {DNNL_ARG_SCRATCHPAD, s_m}};
+    if (precision != at::kChar) {
+      args.emplace(DNNL_ARG_BIAS, memory({{1, out}, memory::data_type::f32, tag::ab}, eng, bias.data_ptr()));
+    }
+    c->primitive.execute(stream, args);
     stream.wait();
   }
 };
@@ -141,7 +186,7 @@ int64_t PackedLinear::in_features() const { return impl_->in; }
 int64_t PackedLinear::out_features() const { return impl_->out; }
 
 bool Supports(at::ScalarType precision) {
-  if (precision != at::kFloat && precision != at::kBFloat16) return false;
+  if (precision != at::kFloat && precision != at::kBFloat16 && precision != at::kChar) return false;
   try {
     Describe(kPackRows, 64, 64, precision, Epilogue::kNone, memory::desc({64, 64}, DataType(precision), tag::any));
     return true;
@@ -164,8 +209,8 @@ std::shared_ptr<const PackedLinear> PackedLinear::Pack(const at::Tensor& weight,
                                                       at::ScalarType precision, Epilogue epilogue) {
   GR_CHECK(weight.dim() == 2 && bias.dim() == 1 && bias.size(0) == weight.size(0), kShape,
            "packed linear: weight ", weight.sizes(), " and bias ", bias.sizes(), " do not form a layer");
-  GR_CHECK(precision == at::kFloat || precision == at::kBFloat16, kInvalidArgument,
-           "oneDNN linear layers run in float32 or bfloat16");
+  GR_CHECK(precision == at::kFloat || precision == at::kBFloat16 || precision == at::kChar, kInvalidArgument,
+           "oneDNN linear layers run in float32, bfloat16 or int8");
   auto impl = std::make_unique<Impl>();
   impl->out = weight.size(0);
   impl->in = weight.size(1);
@@ -177,7 +222,15 @@ std::shared_ptr<const PackedLinear> PackedLinear::Pack(const at::Tensor& weight,
                        memory::desc({impl->in, impl->out}, DataType(precision), tag::any));
     impl->weights_desc = pd.weights_desc();
     // W^T [in, out] is W [out, in] read column-major: format "ba" over (in, out).
-    at::Tensor w = weight.to(at::kCPU, precision).contiguous();
+    at::Tensor w;
+    if (precision == at::kChar) {
+      at::Tensor w32 = weight.to(at::kCPU, at::kFloat);
+      at::Tensor amax = w32.abs().amax({1});
+      impl->weight_scale = at::where(amax > 0, amax / 127.0, at::ones_like(amax)).contiguous();
+      w = at::round(w32 / impl->weight_scale.unsqueeze(1)).clamp_(-127, 127).to(at::kChar).contiguous();
+    } else {
+      w = weight.to(at::kCPU, precision).contiguous();
+    }
     const dnnl::engine& eng = Engine();
     memory plain({{impl->in, impl->out}, DataType(precision), tag::ba}, eng, w.data_ptr());
     impl->weights = at::empty({int64_t(impl->weights_desc.get_size())}, at::kByte);
@@ -186,8 +239,7 @@ std::shared_ptr<const PackedLinear> PackedLinear::Pack(const at::Tensor& weight,
     dnnl::reorder(plain, packed).execute(stream, plain, packed);
     stream.wait();
   } catch (const dnnl::error& e) {
-    GR_FAIL(kUnsupported, "oneDNN cannot build a ", precision == at::kBFloat16 ? "bfloat16" : "float32",
-            " matmul on this CPU (", e.what(), ")");
+    GR_FAIL(kUnsupported, "oneDNN cannot build a ", PrecisionName(precision), " matmul on this CPU (", e.what(), ")");
   }
   return std::shared_ptr<const PackedLinear>(new PackedLinear(std::move(impl)));
 }
@@ -199,12 +251,20 @@ at::Tensor PackedLinear::Forward(const at::Tensor& x_in) const {
   // oneDNN runs on OpenMP, whose team size is per calling thread; this sets it from LibTorch's
   // setting on threads (libuv workers) that have not run a parallel ATen op yet.
   (void)at::get_num_threads();
-  at::Tensor x = x_in.to(at::kCPU, p.precision).reshape({-1, p.in}).contiguous();
+  const bool int8 = p.precision == at::kChar;
+  at::Tensor x = x_in.to(at::kCPU, int8 ? at::kFloat : p.precision).reshape({-1, p.in}).contiguous();
   const int64_t M = x.size(0);
   std::vector<int64_t> sizes = x_in.sizes().vec();
   sizes.back() = p.out;
   at::Tensor y = at::empty({M, p.out}, at::kFloat);
   if (M == 0) return y.view(sizes);
+  at::Tensor row_scale;
+  if (int8) {
+    at::Tensor q = at::empty({M, p.in}, at::kChar);
+    row_scale = at::empty({M}, at::kFloat);
+    QuantizeRows(x.data_ptr<float>(), q.data_ptr<int8_t>(), row_scale.data_ptr<float>(), M, p.in);
+    x = q;
+  }
   thread_local dnnl::stream stream(Engine());
   const int64_t tail = M > kRowStep ? M % kRowStep : 0;
   const int64_t head = M - tail;
@@ -213,6 +273,15 @@ at::Tensor PackedLinear::Forward(const at::Tensor& x_in) const {
   float* dst = y.data_ptr<float>();
   p.Run(src, dst, head, stream);
   if (tail > 0) p.Run(src + size_t(head) * size_t(p.in) * elem, dst + head * p.out, tail, stream);
+  if (int8) {
+    RescaleRows(dst, row_scale.data_ptr<float>(), p.weight_scale.data_ptr<float>(), p.bias.data_ptr<float>(), M, p.out);
+    switch (p.epilogue) {
+      case Epilogue::kGeluErf: at::gelu_(y); break;
+      case Epilogue::kGeluTanh: at::gelu_(y, "tanh"); break;
+      case Epilogue::kRelu: at::relu_(y); break;
+      case Epilogue::kNone: break;
+    }
+  }
   return y.view(sizes);
 }
 

@@ -15,9 +15,9 @@ namespace gainrag::onednn {
 // is written once instead of being read back by a separate activation.
 enum class Epilogue { kNone, kGeluErf, kGeluTanh, kRelu };
 
-// Whether a matmul of this precision (kFloat or kBFloat16) can be created on this CPU.
-// oneDNN picks the instruction set at run time (AVX-512, AVX512-BF16, AVX2, ...); bf16 needs
-// at least AVX-512.
+// Whether a matmul of this precision (kFloat, kBFloat16 or kChar = dynamic int8) can be created
+// on this CPU. oneDNN picks the instruction set at run time (AVX-512, AVX512-BF16, VNNI, AVX2,
+// ...); bf16 needs at least AVX-512.
 bool Supports(at::ScalarType precision);
 
 // The kernel oneDNN dispatches to for a representative product, e.g. "brg:avx512_core_bf16".
@@ -26,7 +26,10 @@ std::string KernelName(at::ScalarType precision);
 class PackedLinear {
  public:
   // weight [out, in] and bias [out] (any floating dtype, CPU). precision kFloat: fp32
-  // throughout; kBFloat16: inputs and weights rounded to bf16, fp32 accumulation and output.
+  // throughout; kBFloat16: inputs and weights rounded to bf16, fp32 accumulation and output;
+  // kChar (dynamic int8): weights quantised once to int8 with one scale per output channel
+  // (max |w| / 127), each call's input rows quantised to int8 with one scale per row, int32
+  // accumulation (VNNI where the CPU has it), then rescaled, biased and activated in fp32.
   // Throws Error(kUnsupported) when oneDNN cannot build the product on this CPU.
   static std::shared_ptr<const PackedLinear> Pack(const at::Tensor& weight, const at::Tensor& bias,
                                                   at::ScalarType precision, Epilogue epilogue);
