@@ -92,10 +92,19 @@ if mode == "build":
     x = np.memmap(vec, dtype="<f2", mode="r", shape=(n, d))
     t = time.perf_counter()
     index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+    # As gainrag's BuildFaissAnn (native/index/faiss_ann.cpp): no polysemous training (plain ADC
+    # search does not use it), and k-means on one OpenMP thread (libgomp's spinning team thread
+    # slows it several-fold on this shared 2-core machine).
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexPreTransform) else index
+    if hasattr(inner, "do_polysemous_training"):
+        inner.do_polysemous_training = False
     if not index.is_trained:
         want = min(n, train)
         rows = (np.arange(want, dtype=np.int64) * n) // want  # gainrag's evenly spaced sample
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
         index.train(np.ascontiguousarray(x[rows], dtype=np.float32))
+        faiss.omp_set_num_threads(threads)
     for b in range(0, n, 16384):
         index.add(np.ascontiguousarray(x[b:b + 16384], dtype=np.float32))
     faiss.write_index(index, out)

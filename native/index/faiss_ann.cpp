@@ -18,10 +18,14 @@
 #include <faiss/AutoTune.h>
 #include <faiss/Index.h>
 #include <faiss/IndexHNSW.h>
+#include <faiss/IndexIVFPQ.h>
+#include <faiss/IndexPQ.h>
+#include <faiss/IndexPreTransform.h>
 #include <faiss/IVFlib.h>
 #include <faiss/impl/FaissException.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
+#include <omp.h>
 #endif
 
 namespace gainrag {
@@ -45,6 +49,41 @@ int64_t FaissAnn::size() const { return 0; }
 
 namespace {
 constexpr int64_t kChunk = 16384;
+
+// index_factory's "PQ<M>" and "IVF<n>,PQ<M>" turn on polysemous training: after k-means FAISS
+// searches for a permutation of each sub-quantizer's codes so that Hamming distance between codes
+// mimics their real distance. Only polysemous search (search_type ST_polysemous, polysemous_ht > 0)
+// uses it; gainrag searches with the default asymmetric distance, where a permutation of the codes
+// changes no distance and no result. It was the larger part of the PQ training time here (minutes:
+// Debian's libfaiss is built for baseline x86-64, so its popcounts are libgcc's software
+// __popcountdi2, measured 18% of all samples, the rest its annealing loop), and the reference
+// builds IndexPQ with the constructor, which leaves it off too. ("PQ64np" already means this.)
+void SkipPolysemousTraining(faiss::Index* index) {
+  while (auto* pre = dynamic_cast<faiss::IndexPreTransform*>(index)) index = pre->index;
+  if (auto* pq = dynamic_cast<faiss::IndexPQ*>(index)) pq->do_polysemous_training = false;
+  if (auto* ivfpq = dynamic_cast<faiss::IndexIVFPQ*>(index)) ivfpq->do_polysemous_training = false;
+}
+
+// FAISS's k-means (PQ sub-quantizers, IVF coarse quantizer) opens thousands of short OpenMP
+// regions (a BLAS product, then a parallel arg-min, per block, per iteration, per sub-quantizer).
+// Between them libgomp's default (active) wait policy keeps the idle team thread spinning, and on
+// a shared 2-core machine the spinner takes the core from the threads doing the work (and from
+// OpenBLAS's own threads, which the products start). Measured with Python FAISS 1.7.3 on the same
+// libfaiss, PQ64 training on 10,000 x 768 at load ~5: 125 s by default, 18 s with OMP_NUM_THREADS=1,
+// 24 s with OMP_WAIT_POLICY=PASSIVE; OPENBLAS_NUM_THREADS=1 alone helped less (69 s), so the BLAS
+// thread count is not the main cause. The wait policy is read once, when libgomp loads, and is shared
+// by LibTorch's encoders, so training runs with one OpenMP thread on this (worker) thread only:
+// omp_set_num_threads sets the calling thread's own team size; search keeps the engine's threads.
+class OneOmpThreadScope {
+ public:
+  OneOmpThreadScope() : before_(omp_get_max_threads()) { omp_set_num_threads(1); }
+  ~OneOmpThreadScope() { omp_set_num_threads(before_); }
+  OneOmpThreadScope(const OneOmpThreadScope&) = delete;
+  OneOmpThreadScope& operator=(const OneOmpThreadScope&) = delete;
+
+ private:
+  int before_;
+};
 }  // namespace
 
 int64_t BuildFaissAnn(const std::string& index_dir, const std::string& out_file, const AnnBuildOptions& options,
@@ -58,6 +97,7 @@ int64_t BuildFaissAnn(const std::string& index_dir, const std::string& out_file,
   } catch (const faiss::FaissException& e) {
     GR_FAIL(kInvalidArgument, "FAISS rejects the factory string '", options.factory, "': ", e.msg);
   }
+  SkipPolysemousTraining(index.get());
   std::vector<float> buf;
   if (!index->is_trained) {
     const int64_t want = options.train_size > 0 ? std::min(n, options.train_size) : std::min<int64_t>(n, 262144);
@@ -71,6 +111,7 @@ int64_t BuildFaissAnn(const std::string& index_dir, const std::string& out_file,
     }
     ctx.Progress(0, n, "train");
     try {
+      OneOmpThreadScope one_thread;
       index->train(want, buf.data());
     } catch (const faiss::FaissException& e) {
       GR_FAIL(kInvalidArgument, "FAISS cannot train '", options.factory, "' on ", want, " rows: ", e.msg);
