@@ -35,6 +35,10 @@ export interface RetrieveOptions extends Pick<EncoderLoadOptions, 'pooling' | 'n
   topK?: number;
   /** Questions embedded and searched together (memory stays proportional to this). */
   batchSize?: number;
+  /** An index with an IVF FAISS index: lists probed per question (default: the index's ann.json, else FAISS's 1). */
+  nprobe?: number;
+  /** An index with an HNSW FAISS index: efSearch (default: the index's ann.json, else FAISS's 16). */
+  efSearch?: number;
   maxLength?: number;
   device?: Device;
   signal?: AbortSignal;
@@ -159,6 +163,25 @@ function checkRecord(record: any, where: string): { question: string; answers: s
   return { question: record.question, answers };
 }
 
+/** Positive integers (when given), and only for an index whose FAISS index has that parameter. */
+export function checkSearchParamValues(o: Pick<RetrieveOptions, 'nprobe' | 'efSearch'>): void {
+  for (const [flag, v] of [['--nprobe', o.nprobe], ['--ef-search', o.efSearch]] as const) {
+    if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) throw new GainragError('E_INVALID_ARG', `${flag} must be a positive integer, got ${String(v)}`);
+  }
+}
+
+function checkSearchParams(index: DenseIndex, o: Pick<RetrieveOptions, 'index' | 'nprobe' | 'efSearch'>): void {
+  checkSearchParamValues(o);
+  const type = index.approximate?.type ?? '';
+  // FAISS class names: IndexIVFFlat, IndexIVFPQ, IndexIVFScalarQuantizer, ...; IndexHNSWFlat, IndexHNSWPQ, ...
+  if (o.nprobe !== undefined && !type.startsWith('IndexIVF')) {
+    throw new GainragError('E_INVALID_ARG', `--nprobe needs an index with an IVF FAISS index; ${o.index} has ${type ? `FAISS ${type}` : 'none (exact search)'}`);
+  }
+  if (o.efSearch !== undefined && !type.startsWith('IndexHNSW')) {
+    throw new GainragError('E_INVALID_ARG', `--ef-search needs an index with an HNSW FAISS index; ${o.index} has ${type ? `FAISS ${type}` : 'none (exact search)'}`);
+  }
+}
+
 /** Runs retrieval for every record of `data`; writes `out` atomically; returns the recall summary. */
 export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummary> {
   const topK = options.topK ?? 100;
@@ -174,6 +197,14 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
     if (ownStore) store.close();
     throw new RangeError(`top-k ${topK} exceeds the index size ${index.size}`);
   }
+  try {
+    checkSearchParams(index, options);
+  } catch (err) {
+    if (ownStore) store.close();
+    throw err;
+  }
+  const nprobe = options.nprobe ?? index.approximate?.nprobe;
+  const efSearch = options.efSearch ?? index.approximate?.efSearch;
   const columnar = isColumnar(options.format ?? 'jsonl');
   const noText = options.noText ?? false;
   const recall = new RecallAccumulator(DEFAULT_RECALL_KS.filter((k) => k <= topK));
@@ -195,8 +226,8 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
       manifest: options.manifest ?? {
         stage: 'retrieve', input: options.data, range,
         settings: { index: path.resolve(options.index), indexId: indexIdentity(options.index), ...encoderSettings(options, encoder), topK, maxLength: options.maxLength ?? null, dataset: options.dataset ?? null,
-          // Approximate results depend on the FAISS index and its search settings (absent for exact search).
-          ...(index.approximate ? { approximate: { factory: index.approximate.factory, nprobe: index.approximate.nprobe ?? null, efSearch: index.approximate.efSearch ?? null } } : {}),
+          // Approximate results depend on the FAISS index and the search settings in effect (absent for exact search).
+          ...(index.approximate ? { approximate: { factory: index.approximate.factory, nprobe: nprobe ?? null, efSearch: efSearch ?? null } } : {}),
           ...(options.noText ? { noText: true } : {}) },
       },
     });
@@ -214,7 +245,7 @@ export async function retrieve(options: RetrieveOptions): Promise<RetrieveSummar
       if (batch.length === 0) return;
       const call = { signal: options.signal };
       const emb = await encoder.embedQueries(batch.map((b) => b.question), call);
-      const { ids, scores } = await index.search(emb, topK, call);
+      const { ids, scores } = await index.search(emb, topK, { ...call, nprobe, efSearch });
       // Passages retrieved by several questions of the batch are read and tokenised once.
       const cache = new Map<number, { p: Passage; tokens?: string[] }>();
       batch.forEach((b, q) => {

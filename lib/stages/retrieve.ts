@@ -1,7 +1,7 @@
 // The retrieve stage: top-k passages for every question (lib/retrieval/retrieve.ts).
 import path from 'node:path';
 import type { Argv } from 'yargs';
-import { openRetrieveResources, retrieve, type RetrieveOptions, type RetrieveResources, type RetrieveSummary } from '../retrieval/retrieve.js';
+import { checkSearchParamValues, openRetrieveResources, retrieve, type RetrieveOptions, type RetrieveResources, type RetrieveSummary } from '../retrieval/retrieve.js';
 import { validateOutput } from '../io/output.js';
 import { GainragError } from '../errors.js';
 import { positiveInt } from '../pipeline/stage.js';
@@ -24,6 +24,8 @@ export const retrieveStage: StageDefinition<RetrieveStageOptions, RetrieveResour
       .option('out', { type: 'string', demandOption: true, describe: 'output JSONL (input fields + ctxs)' })
       .option('batch-size', { type: 'number', default: 512, describe: 'questions embedded and searched together' })
       .option('max-length', { type: 'number', describe: 'tokens per question (default: the model maximum)' })
+      .option('nprobe', { type: 'number', describe: "an index with an IVF FAISS index: lists probed per question (default: the index's, from index build --nprobe)" })
+      .option('ef-search', { type: 'number', describe: "an index with an HNSW FAISS index: efSearch (default: the index's, from index build --ef-search)" })
       .option('device', { type: 'string', describe: 'encoder device: cpu, cuda, cuda:N' })
       .option('pooling', { choices: ['mean', 'cls'] as const, describe: "encoder pooling (default: the index's record, else the model's sentence-transformers config, else mean)" })
       .option('normalize', { type: 'boolean', describe: "L2-normalise query embeddings (default: the index's record / the model's Normalize module)" })
@@ -32,7 +34,7 @@ export const retrieveStage: StageDefinition<RetrieveStageOptions, RetrieveResour
       .option('text', { type: 'boolean', default: true, describe: '--no-text: leave passage title and text out of the output (index rows only); the stages after read them from the index (beside the output, or --index)' })
       .option('allow-encoder-mismatch', { type: 'boolean', default: false, describe: "use an encoder that embeds differently from the index's (weights, pooling, normalize, query prefix)" }) as unknown as Argv,
   optionsFromArgs: (a: ParsedArgs) => ({
-    index: a.index, encoder: a.encoder, embedUrl: a['embed-url'], embedClient: embedClientFromArgs(a), data: a.data, out: a.out, topK: a['top-k'], batchSize: a['batch-size'], maxLength: a['max-length'], device: a.device,
+    index: a.index, encoder: a.encoder, embedUrl: a['embed-url'], embedClient: embedClientFromArgs(a), data: a.data, out: a.out, topK: a['top-k'], batchSize: a['batch-size'], maxLength: a['max-length'], device: a.device, nprobe: a.nprobe, efSearch: a['ef-search'],
     pooling: a.pooling, normalize: a.normalize, queryPrefix: a['query-prefix'], passagePrefix: a['passage-prefix'],
     allowEncoderMismatch: a['allow-encoder-mismatch'], ...(a.text === false ? { noText: true } : {}), ...scaleArgs(a as never),
   }),
@@ -42,6 +44,7 @@ export const retrieveStage: StageDefinition<RetrieveStageOptions, RetrieveResour
     positiveInt('topK', o.topK ?? 100);
     positiveInt('batchSize', o.batchSize ?? 512);
     if (o.maxLength !== undefined) positiveInt('maxLength', o.maxLength);
+    checkSearchParamValues(o);
     validateOutput(o.out, 'file', { inputs: [o.data], label: 'out' });
   },
   alignment: (o) => o.batchSize ?? 512,
