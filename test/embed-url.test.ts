@@ -11,6 +11,8 @@ import path from 'node:path';
 import { startServer, type GainragServer } from '../lib/serve/server.js';
 import { buildIndex } from '../lib/retrieval/build.js';
 import { retrieve } from '../lib/retrieval/retrieve.js';
+import { buildAnn, faissAvailable } from '../lib/retrieval/ann.js';
+import { evalIndex } from '../lib/retrieval/eval-ann.js';
 import { encoderDifferences, readEncoderRecord } from '../lib/retrieval/encoder-record.js';
 import { repoRoot } from './helpers.js';
 
@@ -81,4 +83,19 @@ test("encoderDifferences: a server's model id stands for its weights", () => {
   assert.match(encoderDifferences(local, { ...served, modelId: 'intfloat/e5-small' }).join(), /^model \(index: "\/models\/bge-small-en"; given: "intfloat\/e5-small"\)$/);
   assert.match(encoderDifferences({ ...served, pooling: 'last_token' }, local).join(), /pooling/);
   assert.deepEqual(encoderDifferences({ ...served, pooling: 'unknown' }, local), [], 'a server that does not say how it pools');
+});
+
+test('index eval --embed-url: the server embeds the questions as the local encoder does (same recall)', { skip: faissAvailable() ? false : 'no FAISS in this build' }, async () => {
+  const index = path.join(work, 'eval-index');
+  await buildIndex({ passages, encoder: encoderDir, out: index });
+  await buildAnn(index, { factory: 'IVF4,Flat', trainSize: 150 });
+  const local = await evalIndex({ index, data: questions, encoder: encoderDir, k: 10 });
+  const remote = await evalIndex({ index, data: questions, embedUrl: server.url, embedClient: { batchSize: 7 }, k: 10 });
+  assert.equal(remote.queries, 30);
+  assert.equal(remote.queries, local.queries);
+  // FAISS's default nprobe 1 of 4 lists: recall well below 1, so equal recall is not a given.
+  assert.ok(local.recall['10'] < 0.99, `recall ${local.recall['10']}`);
+  // Vectors within float rounding: at most one near-tie per query set may flip.
+  for (const at of ['1', '10']) assert.ok(Math.abs(remote.recall[at] - local.recall[at]) <= 1 / (30 * Number(at)) + 1e-9, `R@${at}: ${remote.recall[at]} vs ${local.recall[at]}`);
+  await assert.rejects(evalIndex({ index, data: questions, encoder: encoderDir, embedUrl: server.url }), { code: 'E_INVALID_ARG' });
 });

@@ -10,6 +10,8 @@ import { Encoder, type Device } from '../models/encoder.js';
 import { ANN_FILE } from './ann.js';
 import { DenseIndex } from './dense-index.js';
 import { readNpyFloat32 } from './npy.js';
+import { openTextEncoder, type EmbedClientOptions } from './remote-encoder.js';
+import { readEncoderRecord } from './encoder-record.js';
 
 export interface EvalIndexOptions extends CallOptions {
   index: string;
@@ -18,6 +20,9 @@ export interface EvalIndexOptions extends CallOptions {
   /** Queries: a float32 .npy [Q, dim], or JSONL with `question` (then `encoder` embeds them). */
   data: string;
   encoder?: string;
+  /** Or embed them on a TEI-compatible server (POST /embed), with the index's recorded normalize and query prefix. */
+  embedUrl?: string;
+  embedClient?: EmbedClientOptions;
   device?: Device;
   /** Largest k (default 100, at most the index size); recall at 1, 10, 100 up to it. */
   k?: number;
@@ -45,16 +50,33 @@ async function queryVectors(options: EvalIndexOptions, dim: number): Promise<Flo
     if (m.cols !== dim) throw new GainragError('E_SHAPE', `${options.data} has ${m.cols}-dimensional queries, the index ${dim}`);
     return m.data;
   }
-  if (!options.encoder) throw new GainragError('E_INVALID_ARG', `${options.data} is not a .npy matrix: give --encoder to embed its questions`);
+  if (!options.encoder && !options.embedUrl) throw new GainragError('E_INVALID_ARG', `${options.data} is not a .npy matrix: give --encoder or --embed-url to embed its questions`);
+  if (options.encoder && options.embedUrl) throw new GainragError('E_INVALID_ARG', 'give one of --encoder (a local model) or --embed-url URL (a TEI-compatible server)');
   const questions: string[] = [];
   for await (const { record, line } of readRecords(options.data)) {
     const q = (record as { question?: unknown })?.question;
     if (typeof q !== 'string') throw new GainragError('E_DATA', `${path.basename(options.data)}:${line}: record has no string 'question'`);
     questions.push(q);
   }
-  const encoder = await Encoder.load(options.encoder, { device: options.device });
-  if (encoder.dim !== dim) throw new GainragError('E_SHAPE', `the encoder embeds in ${encoder.dim} dimensions but the index has ${dim}`);
-  return encoder.embed(questions, { signal: options.signal });
+  if (options.embedUrl !== undefined) {
+    // The server embeds as the index's build asked (as retrieve --embed-url does); TEI's own
+    // default (normalize) would silently differ from an index built without it.
+    const built = readEncoderRecord(options.index);
+    const remote = await openTextEncoder({ embedUrl: options.embedUrl, embedClient: options.embedClient, device: options.device, normalize: built?.normalize, queryPrefix: built?.queryPrefix, signal: options.signal });
+    try {
+      if (remote.dim !== dim) throw new GainragError('E_SHAPE', `the server embeds in ${remote.dim} dimensions but the index has ${dim}`);
+      return await remote.embedQueries(questions, { signal: options.signal });
+    } finally {
+      await remote.dispose();
+    }
+  }
+  const encoder = await Encoder.load(options.encoder!, { device: options.device });
+  try {
+    if (encoder.dim !== dim) throw new GainragError('E_SHAPE', `the encoder embeds in ${encoder.dim} dimensions but the index has ${dim}`);
+    return await encoder.embed(questions, { signal: options.signal });
+  } finally {
+    await encoder.dispose();
+  }
 }
 
 function fileSize(file: string): number | null {
