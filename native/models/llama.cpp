@@ -145,6 +145,7 @@ std::shared_ptr<LlamaModel> LlamaModel::Load(const std::string& dir, const Llama
     m->layers_.push_back(std::move(L));
   }
   m->inv_freq_ = InverseFrequencies(c).to(m->device_);
+  m->PrepareFastDecode();
   // Weights are read into owned memory (WeightFiles); tensors that view it keep their file
   // alive, so dropping the set here frees whatever was converted to another dtype/device.
   m->weights_.reset();
