@@ -152,8 +152,11 @@ class LlamaModel {
   at::Tensor DecodeStep(const at::Tensor& ids, const at::Tensor& positions, int64_t width, KVCache* cache) const;
   // DecodeStep + Logits as one fused CPU pass (llama_decode_cpu.cpp).
   at::Tensor DecodeLogitsCpu(const at::Tensor& ids, const at::Tensor& positions, int64_t width, KVCache* cache) const;
-  // Load: decides fast_decode_ and stacks the layers' weights for it.
+  // Load: decides fast_decode_ and stacks the layers' weights for it; decides dnnl_gemm_.
   void PrepareFastDecode();
+  // x W^T + b for Forward: oneDNN over the weights in place (float32 out, so the residual stream
+  // stays float32 in bfloat16 mode) with dnnl_gemm_, else at::linear (dtype out).
+  at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const;
   // Rows of `tokens` tokens per prefill forward.
   int64_t PrefillRowsPerPass(int64_t tokens) const;
   void ScoreChunk(const ContrastiveRequest& req, const std::vector<int64_t>& items, double* out, double* plain,
@@ -173,6 +176,9 @@ class LlamaModel {
   int64_t max_rows_ = 64;
   int64_t sliding_window_ = 0;
   bool fast_decode_ = false;
+  // Forward's products through oneDNN (CPU, float32/bfloat16, built with oneDNN, GAINRAG_GEMM
+  // not "torch").
+  bool dnnl_gemm_ = false;
   at::Tensor embed_, final_norm_, lm_head_, inv_freq_;
   std::vector<Layer> layers_;
   std::vector<int64_t> eos_ids_;

@@ -24,11 +24,23 @@
 #include "backends/cpu_decode.h"
 #include "core/error.h"
 #include "models/llama.h"
+#ifdef GAINRAG_WITH_DNNL
+#include "backends/dnnl/packed_linear.h"
+#endif
 
 namespace gainrag {
 
 void LlamaModel::PrepareFastDecode() {
   fast_decode_ = false;
+  dnnl_gemm_ = false;
+  const char* gemm = std::getenv("GAINRAG_GEMM");
+  const std::string gemm_mode = gemm ? gemm : "";
+  GR_CHECK(gemm_mode.empty() || gemm_mode == "torch" || gemm_mode == "dnnl", kInvalidArgument,
+           "GAINRAG_GEMM must be 'torch' or 'dnnl', got '", gemm_mode, "'");
+#ifdef GAINRAG_WITH_DNNL
+  dnnl_gemm_ = gemm_mode != "torch" && device_.is_cpu() && (dtype_ == at::kFloat || dtype_ == at::kBFloat16) &&
+               onednn::Supports(dtype_);
+#endif
   const char* env = std::getenv("GAINRAG_LLM_DECODE");
   const std::string mode = env ? env : "";
   GR_CHECK(mode.empty() || mode == "fast" || mode == "aten", kInvalidArgument,
