@@ -1,7 +1,8 @@
 // gainrag's CausalLM against llama.cpp (node-llama-cpp 3.21.1, its prebuilt CPU binary) on the same
 // weights and the same token ids, 2 threads each, in one run with alternating rounds:
 //   node dist/bench/llama-cpp-peer.js [--rounds 3] [--dtypes fp32,bf16] [--quick]
-//                                     [--no-threadpool-check] [--out bench/results/cpu-llama-cpp-peer.md]
+//                                     [--no-threadpool-check] [--no-reference] [--accuracy-only] [--no-write]
+//                                     [--out bench/results/cpu-llama-cpp-peer.md]
 // Models: a random Llama of 155.7M parameters (hidden 1024, 8 layers, 16 heads / 4 kv heads,
 // intermediate 2816, vocab 32000, untied lm_head, no EOS so every run makes the same number of
 // tokens) written by this script to a temp directory, and the bundled models/llama-tiny (checks
@@ -24,7 +25,8 @@
 // Checks first (both precisions): greedy tokens from token ids, llama.cpp one sequence at a time
 // and 8 sequences at once versus gainrag; last-position log-probabilities (llama.cpp only exposes
 // probabilities: log-softmax is compared, which is the logits up to a constant) on llama.cpp's
-// top 20 tokens. Then per round, alternating gainrag and llama.cpp: prefill (16 prompts x 512
+// top 20 tokens; on the bench model both engines' log-probabilities against a float64 forward
+// (bench/llama-reference.ts, --no-reference skips it). Then per round, alternating gainrag and llama.cpp: prefill (16 prompts x 512
 // tokens, no generation), one sequence decoding 128 tokens after an 8-token prompt, and 8
 // sequences decoding 64 tokens each after 8-token prompts; tokens/s = new (or prefilled) tokens
 // over the call's wall time; medians over rounds.
@@ -35,6 +37,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { encodeSafetensors, type F32Tensor } from '../lib/convert/llama2c.js';
 import { writeLlamaGguf, type GgufFileType } from './gguf.js';
+import { referenceLogProbs } from './llama-reference.js';
 import { uniformF32 } from './random.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -303,6 +306,8 @@ async function main(): Promise<void> {
   const { CausalLM } = await import('../lib/models/causal-lm.js');
   const { engineInfo } = await import('../lib/engine.js');
   const quick = flag('quick');
+  // Only the float64-reference accuracy rows (no greedy checks, no timing).
+  const accuracyOnly = flag('accuracy-only');
   const rounds = Number(arg('rounds', quick ? '1' : '3'));
   const dtypes = arg('dtypes', 'fp32,bf16').split(',') as ('fp32' | 'bf16')[];
   const outFile = path.resolve(arg('out', path.join(repoRoot, 'bench', 'results', 'cpu-llama-cpp-peer.md')));
@@ -339,6 +344,7 @@ async function main(): Promise<void> {
     }
     const peer = await Peer.start('one');
     const checks: string[] = [];
+    const accuracy: string[] = [];
     type Row = { metric: string; dtype: string; gainrag: number[]; llama: number[] };
     const rows: Row[] = [];
     let peerInfo: Record<string, unknown> = {};
@@ -346,21 +352,9 @@ async function main(): Promise<void> {
 
     for (const [mi, m] of models.entries()) {
       for (const d of dtypes) {
+        if (accuracyOnly && !m.bench) continue;
         const lm = await CausalLM.load(m.dir, { dtype: d === 'fp32' ? 'float32' : 'bfloat16' });
         peerInfo = (await peer.call({ op: 'load', file: gguf.get(`${mi}:${d}`) })).info ?? {};
-        // Greedy agreement: 4 prompts x 40 tokens one at a time, and 8 prompts at once.
-        const checkNew = 40;
-        const ps = promptIds(4, 12, m.vocab, 7 + mi);
-        const ours = await lm.generateIds(ragged(ps), checkNew);
-        const theirs = (await peer.call({ op: 'generate', prompts: ps, maxNew: checkNew, contextSize: 64 })).tokens!;
-        const a1 = agreement(ours, theirs);
-        const pb = promptIds(batchRows, promptLen, m.vocab, 17 + mi);
-        const oursB = await lm.generateIds(ragged(pb), checkNew);
-        const oursOne: number[][] = [];
-        for (const p of pb) oursOne.push(...(await lm.generateIds(ragged([p]), checkNew)));
-        const theirsB = (await peer.call({ op: 'generate', prompts: pb, maxNew: checkNew, contextSize: 64, parallel: true })).tokens!;
-        const theirsOne = (await peer.call({ op: 'generate', prompts: pb, maxNew: checkNew, contextSize: 64 })).tokens!;
-        const aB = agreement(oursB, theirsB), aOurs = agreement(oursB, oursOne), aTheirs = agreement(theirsB, theirsOne);
         // Last-position log-probabilities on llama.cpp's top 20.
         const lp = promptIds(1, 32, m.vocab, 29 + mi)[0];
         const top = (await peer.call({ op: 'logprobs', prompts: [lp], contextSize: 64, top: 20 })).logprobs!;
@@ -373,12 +367,38 @@ async function main(): Promise<void> {
         let maxDiff = 0, argmax = 0;
         for (let i = 1; i < logits.length; i++) if (logits[i] > logits[argmax]) argmax = i;
         for (const [tok, l] of top) maxDiff = Math.max(maxDiff, Math.abs(logits[tok] - lse - l));
-        checks.push(`| ${m.name} | ${d} | ${a1.equal}/${a1.total}${a1.firstDiff ? ` (first diff: ${a1.firstDiff})` : ''} | ` +
-          `${aB.equal}/${aB.total} | ${aOurs.equal}/${aOurs.total} | ${aTheirs.equal}/${aTheirs.total} | ` +
-          `${maxDiff.toExponential(2)} | ${argmax === top[0][0] ? 'yes' : `no (${argmax} vs ${top[0][0]})`} |`);
-        console.log(checks[checks.length - 1]);
+        if (!accuracyOnly) {
+          // Greedy agreement: 4 prompts x 40 tokens one at a time, and 8 prompts at once.
+          const checkNew = 40;
+          const ps = promptIds(4, 12, m.vocab, 7 + mi);
+          const ours = await lm.generateIds(ragged(ps), checkNew);
+          const theirs = (await peer.call({ op: 'generate', prompts: ps, maxNew: checkNew, contextSize: 64 })).tokens!;
+          const a1 = agreement(ours, theirs);
+          const pb = promptIds(batchRows, promptLen, m.vocab, 17 + mi);
+          const oursB = await lm.generateIds(ragged(pb), checkNew);
+          const oursOne: number[][] = [];
+          for (const p of pb) oursOne.push(...(await lm.generateIds(ragged([p]), checkNew)));
+          const theirsB = (await peer.call({ op: 'generate', prompts: pb, maxNew: checkNew, contextSize: 64, parallel: true })).tokens!;
+          const theirsOne = (await peer.call({ op: 'generate', prompts: pb, maxNew: checkNew, contextSize: 64 })).tokens!;
+          const aB = agreement(oursB, theirsB), aOurs = agreement(oursB, oursOne), aTheirs = agreement(theirsB, theirsOne);
+          checks.push(`| ${m.name} | ${d} | ${a1.equal}/${a1.total}${a1.firstDiff ? ` (first diff: ${a1.firstDiff})` : ''} | ` +
+            `${aB.equal}/${aB.total} | ${aOurs.equal}/${aOurs.total} | ${aTheirs.equal}/${aTheirs.total} | ` +
+            `${maxDiff.toExponential(2)} | ${argmax === top[0][0] ? 'yes' : `no (${argmax} vs ${top[0][0]})`} |`);
+          console.log(checks[checks.length - 1]);
+        }
+        // Both engines against a float64 forward (bench/llama-reference.ts) on llama.cpp's top 20.
+        if (m.bench && !flag('no-reference')) {
+          const ref = referenceLogProbs(m.dir, lp, d === 'bf16');
+          let ours = 0, theirs = 0;
+          for (const [tok, l] of top) {
+            ours = Math.max(ours, Math.abs(logits[tok] - lse - ref[tok]));
+            theirs = Math.max(theirs, Math.abs(l - ref[tok]));
+          }
+          accuracy.push(`| ${m.name} | ${d} | ${ours.toExponential(2)} | ${theirs.toExponential(2)} |`);
+          console.log(accuracy[accuracy.length - 1]);
+        }
 
-        if (m.bench) {
+        if (m.bench && !accuracyOnly) {
           const prefillPrompts = promptIds(prefillRows, prefillLen, m.vocab, 41);
           const single = promptIds(1, promptLen, m.vocab, 43);
           const batch = promptIds(batchRows, promptLen, m.vocab, 47);
@@ -443,7 +463,7 @@ async function main(): Promise<void> {
     const label: Record<string, string> = {
       prefill: `prefill ${prefillRows} × ${prefillLen}`, decode1: `decode, 1 sequence × ${decodeNew}`, decode8: `decode, ${batchRows} sequences × ${batchNew}`,
     };
-    for (const metric of ['prefill', 'decode1', 'decode8']) {
+    for (const metric of accuracyOnly ? [] : ['prefill', 'decode1', 'decode8']) {
       const cells = dtypes.map((d) => {
         const row = rows.find((x) => x.metric === metric && x.dtype === d)!;
         const g = median(row.gainrag), l = median(row.llama);
@@ -464,7 +484,16 @@ async function main(): Promise<void> {
     log('|---|---|---|---|---|---|---|---|');
     for (const c of checks) log(c);
     log('');
-    for (const t of table) log(t);
+    if (accuracy.length) {
+      log('Accuracy: max abs difference of last-position log-probs (32-token prompt, llama.cpp\'s top 20 tokens) from a float64 ' +
+        'forward of the same model (bench/llama-reference.ts; for bf16 the matrices rounded to bfloat16 and the norms float32, as in the BF16 GGUF):');
+      log('');
+      log('| model | dtype | gainrag | llama.cpp |');
+      log('|---|---|---|---|');
+      for (const a of accuracy) log(a);
+      log('');
+    }
+    if (!accuracyOnly) for (const t of table) log(t);
     log('');
     if (threadpoolNote) log(threadpoolNote), log('');
   } finally {

@@ -11,6 +11,9 @@
 #include "core/json.h"
 #include "io/safetensors.h"
 #include "io/tensor_bridge.h"
+#ifdef GAINRAG_WITH_DNNL
+#include "backends/dnnl/packed_linear.h"
+#endif
 
 namespace gainrag {
 namespace {
@@ -145,6 +148,7 @@ std::shared_ptr<LlamaModel> LlamaModel::Load(const std::string& dir, const Llama
     m->layers_.push_back(std::move(L));
   }
   m->inv_freq_ = InverseFrequencies(c).to(m->device_);
+  m->PrepareFastDecode();
   // Weights are read into owned memory (WeightFiles); tensors that view it keep their file
   // alive, so dropping the set here frees whatever was converted to another dtype/device.
   m->weights_.reset();
@@ -224,9 +228,18 @@ at::Tensor LlamaModel::Attention(const Layer& L, const at::Tensor& x, const at::
   // a query must NOT attend (see Forward).
   const int64_t b = x.size(0), t = x.size(1), hd = config_.head_dim;
   const int64_t kvh = config_.num_kv_heads, rep = config_.num_heads / kvh;
-  at::Tensor q = at::linear(x, L.q, L.q_bias).view({b, t, config_.num_heads, hd}).transpose(1, 2);
-  at::Tensor k = at::linear(x, L.k, L.k_bias).view({b, t, kvh, hd}).transpose(1, 2);
-  at::Tensor v = at::linear(x, L.v, L.v_bias).view({b, t, kvh, hd}).transpose(1, 2);
+  at::Tensor q, k, v;
+  if (L.qkv.defined() && !L.q_bias.defined()) {
+    // One product over the stacked weights (the fused decode step's layout).
+    at::Tensor qkv = Linear(x, L.qkv, at::Tensor()).to(dtype_);
+    const int64_t qd = config_.num_heads * hd, kvd = kvh * hd;
+    q = qkv.narrow(-1, 0, qd), k = qkv.narrow(-1, qd, kvd), v = qkv.narrow(-1, qd + kvd, kvd);
+  } else {
+    q = Linear(x, L.q, L.q_bias).to(dtype_), k = Linear(x, L.k, L.k_bias).to(dtype_), v = Linear(x, L.v, L.v_bias).to(dtype_);
+  }
+  q = q.reshape({b, t, config_.num_heads, hd}).transpose(1, 2);
+  k = k.reshape({b, t, kvh, hd}).transpose(1, 2);
+  v = v.reshape({b, t, kvh, hd}).transpose(1, 2);
   q = q * cos + RotateHalf(q) * sin;
   k = k * cos + RotateHalf(k) * sin;
   const int64_t start = cache->length, total = start + t;
@@ -265,7 +278,7 @@ at::Tensor LlamaModel::Attention(const Layer& L, const at::Tensor& x, const at::
   out = out.view({b, config_.num_heads, t, hd});
 #endif
   out = out.transpose(1, 2).reshape({b, t, config_.num_heads * hd});
-  return at::linear(out, L.o, L.o_bias);
+  return Linear(out, L.o, L.o_bias);
 }
 
 at::Tensor LlamaModel::Forward(const at::Tensor& ids, const at::Tensor& positions, const at::Tensor& mask,
@@ -300,15 +313,32 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const at::Tensor& position
 #endif
   auto [cos, sin] = RopeTables(positions.to(device_));
   at::Tensor h = at::embedding(embed_, ids_d);
+  // With oneDNN the products return float32 and the residual stream stays float32.
+  if (dnnl_gemm_) h = h.to(at::kFloat);
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& L = layers_[i];
     h = h + Attention(L, RmsNorm(h, L.input_norm), cos, sin, mask_d, cache, int64_t(i));
     at::Tensor x = RmsNorm(h, L.post_norm);
-    h = h + at::linear(at::silu(at::linear(x, L.gate)) * at::linear(x, L.up), L.down);
+    at::Tensor act;
+    if (L.gate_up.defined()) {
+      at::Tensor gu = Linear(x, L.gate_up, at::Tensor());
+      const int64_t inter = L.gate.size(0);
+      act = at::silu(gu.narrow(-1, 0, inter)) * gu.narrow(-1, inter, inter);
+    } else {
+      act = at::silu(Linear(x, L.gate, at::Tensor())) * Linear(x, L.up, at::Tensor());
+    }
+    h = h + Linear(act, L.down, at::Tensor());
   }
   cache->length += t;
   stats_->forward_calls++;
-  return RmsNorm(h, final_norm_);
+  return RmsNorm(h, final_norm_).to(dtype_);
+}
+
+at::Tensor LlamaModel::Linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const {
+#ifdef GAINRAG_WITH_DNNL
+  if (dnnl_gemm_ && w.is_contiguous()) return onednn::LinearUnpacked(x.to(dtype_), w, b);
+#endif
+  return at::linear(x, w, b);
 }
 
 at::Tensor LlamaModel::Logits(const at::Tensor& hidden) const {

@@ -102,6 +102,13 @@ class LlamaModel {
   at::Tensor Forward(const at::Tensor& ids, const at::Tensor& positions, const at::Tensor& mask, KVCache* cache) const;
   // lm_head over hidden rows [N,H] -> float32 logits [N,V].
   at::Tensor Logits(const at::Tensor& hidden) const;
+  // One decode step (see DecodeStep) and the lm_head: float32 logits [n, V]. With `fast` and
+  // fast_decode(), the fused CPU step of llama_decode_cpu.cpp; else DecodeStep + Logits.
+  at::Tensor DecodeLogits(const at::Tensor& ids, const at::Tensor& positions, int64_t width, KVCache* cache,
+                          bool fast = true) const;
+  // Whether decode steps run the fused CPU step: CPU, float32 or bfloat16, AVX-512, and
+  // GAINRAG_LLM_DECODE not "aten" at load.
+  bool fast_decode() const { return fast_decode_; }
 
   // Float32 [count, last_n, V]: logits of the last `last_n` positions of each prompt.
   at::Tensor LastLogits(const RaggedTokens& prompts, int64_t last_n, const RunContext& ctx) const;
@@ -123,6 +130,9 @@ class LlamaModel {
   struct Layer {
     at::Tensor input_norm, q, k, v, o, q_bias, k_bias, v_bias, o_bias;
     at::Tensor post_norm, gate, up, down;
+    // With the fused decode step: q/k/v stacked [qd + 2 kvd, H] and gate/up stacked [2 I, H];
+    // q, k, v, gate and up are then row views of these (one copy of the weights).
+    at::Tensor qkv, gate_up;
   };
 
   LlamaModel() = default;
@@ -140,6 +150,13 @@ class LlamaModel {
   // column positions[i] and attends to columns [0, positions[i]]; width = max position + 1.
   // Returns final-normed hidden [n, H].
   at::Tensor DecodeStep(const at::Tensor& ids, const at::Tensor& positions, int64_t width, KVCache* cache) const;
+  // DecodeStep + Logits as one fused CPU pass (llama_decode_cpu.cpp).
+  at::Tensor DecodeLogitsCpu(const at::Tensor& ids, const at::Tensor& positions, int64_t width, KVCache* cache) const;
+  // Load: decides fast_decode_ and stacks the layers' weights for it; decides dnnl_gemm_.
+  void PrepareFastDecode();
+  // x W^T + b for Forward: oneDNN over the weights in place (float32 out, so the residual stream
+  // stays float32 in bfloat16 mode) with dnnl_gemm_, else at::linear (dtype out).
+  at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const;
   // Rows of `tokens` tokens per prefill forward.
   int64_t PrefillRowsPerPass(int64_t tokens) const;
   void ScoreChunk(const ContrastiveRequest& req, const std::vector<int64_t>& items, double* out, double* plain,
@@ -158,6 +175,10 @@ class LlamaModel {
   int64_t token_budget_ = 8192;
   int64_t max_rows_ = 64;
   int64_t sliding_window_ = 0;
+  bool fast_decode_ = false;
+  // Forward's products through oneDNN (CPU, float32/bfloat16, built with oneDNN, GAINRAG_GEMM
+  // not "torch").
+  bool dnnl_gemm_ = false;
   at::Tensor embed_, final_norm_, lm_head_, inv_freq_;
   std::vector<Layer> layers_;
   std::vector<int64_t> eos_ids_;

@@ -41,6 +41,7 @@ void ExpectError(gainrag::ErrorCode code, Fn fn, const std::string& what) {
 }  // namespace
 
 int RunChecks(int argc, char** argv);
+int LlamaDecodeChecks(const std::string& dir);
 
 int main(int argc, char** argv) {
   try {
@@ -126,6 +127,8 @@ int RunChecks(int argc, char** argv) {
     Check(at::equal(r.ids, expect), "dense index top-10 equals brute force");
     ExpectError(ErrorCode::kShape, [&] { index.Add(at::randn({2, 31}), at::Tensor()); }, "dimension mismatch");
   }
+
+  failures += LlamaDecodeChecks(llama_dir);
 
   if (failures == 0) std::printf("all native checks passed\n");
   return failures == 0 ? 0 : 1;

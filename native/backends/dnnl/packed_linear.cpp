@@ -285,4 +285,74 @@ at::Tensor PackedLinear::Forward(const at::Tensor& x_in) const {
   return y.view(sizes);
 }
 
+namespace {
+
+// Compiled products over unpacked weights, keyed by (rows, in, out, precision, has bias).
+std::shared_ptr<Compiled> UnpackedPrimitive(int64_t M, int64_t K, int64_t N, at::ScalarType precision, bool bias) {
+  static std::mutex mu;
+  static std::unordered_map<Key, std::shared_ptr<Compiled>, KeyHash> cache;
+  const Key key{M, K, N, int(precision), int(bias)};
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+  }
+  auto c = std::make_shared<Compiled>();
+  try {
+    const memory::data_type dt = DataType(precision);
+    memory::desc src({M, K}, dt, tag::ab), weights({K, N}, dt, tag::ba), dst({M, N}, memory::data_type::f32, tag::ab);
+    auto desc = bias ? dnnl::matmul::desc(src, weights, memory::desc({1, N}, memory::data_type::f32, tag::ab), dst)
+                     : dnnl::matmul::desc(src, weights, dst);
+    dnnl::matmul::primitive_desc pd(desc, Attributes(Epilogue::kNone), Engine());
+    c->scratch_bytes = pd.scratchpad_desc().get_size();
+    c->primitive = dnnl::matmul(pd);
+  } catch (const dnnl::error& e) {
+    GR_FAIL(kUnsupported, "oneDNN matmul [", M, ", ", K, "] x [", K, ", ", N, "]: ", e.what());
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  if (cache.size() >= kMaxPrimitives) cache.clear();
+  cache.emplace(key, c);
+  return c;
+}
+
+}  // namespace
+
+at::Tensor LinearUnpacked(const at::Tensor& x_in, const at::Tensor& weight, const at::Tensor& bias_in) {
+  const at::ScalarType precision = weight.scalar_type();
+  GR_CHECK(weight.dim() == 2 && weight.is_contiguous() && weight.is_cpu() &&
+               (precision == at::kFloat || precision == at::kBFloat16),
+           kInvalidArgument, "oneDNN unpacked linear: weight must be a contiguous CPU float32/bfloat16 matrix");
+  const int64_t N = weight.size(0), K = weight.size(1);
+  GR_CHECK(x_in.dim() >= 1 && x_in.size(-1) == K, kShape, "linear expects [..., ", K, "], got ", x_in.sizes());
+  (void)at::get_num_threads();  // OpenMP team size for this thread (see PackedLinear::Forward)
+  at::Tensor x = x_in.to(at::kCPU, precision).reshape({-1, K}).contiguous();
+  at::Tensor bias = bias_in.defined() ? bias_in.to(at::kCPU, at::kFloat).contiguous() : at::Tensor();
+  const int64_t M = x.size(0);
+  std::vector<int64_t> sizes = x_in.sizes().vec();
+  sizes.back() = N;
+  at::Tensor y = at::empty({M, N}, at::kFloat);
+  if (M == 0) return y.view(sizes);
+  thread_local dnnl::stream stream(Engine());
+  const dnnl::engine& eng = Engine();
+  const int64_t tail = M > kRowStep ? M % kRowStep : 0;
+  const size_t elem = x.element_size();
+  int64_t row = 0;
+  for (int64_t part : {M - tail, tail}) {
+    if (part == 0) continue;
+    std::shared_ptr<Compiled> c = UnpackedPrimitive(part, K, N, precision, bias.defined());
+    memory src_m({{part, K}, DataType(precision), tag::ab}, eng, static_cast<char*>(x.data_ptr()) + size_t(row * K) * elem);
+    memory w_m({{K, N}, DataType(precision), tag::ba}, eng, weight.data_ptr());
+    memory dst_m({{part, N}, memory::data_type::f32, tag::ab}, eng, y.data_ptr<float>() + row * N);
+    at::Tensor scratch = at::empty({int64_t(c->scratch_bytes)}, at::kByte);
+    memory s_m({{int64_t(c->scratch_bytes)}, memory::data_type::u8, tag::a}, eng, scratch.data_ptr());
+    std::unordered_map<int, memory> args{
+        {DNNL_ARG_SRC, src_m}, {DNNL_ARG_WEIGHTS, w_m}, {DNNL_ARG_DST, dst_m}, {DNNL_ARG_SCRATCHPAD, s_m}};
+    if (bias.defined()) args.emplace(DNNL_ARG_BIAS, memory({{1, N}, memory::data_type::f32, tag::ab}, eng, bias.data_ptr()));
+    c->primitive.execute(stream, args);
+    stream.wait();
+    row += part;
+  }
+  return y.view(sizes);
+}
+
 }  // namespace gainrag::onednn

@@ -23,6 +23,13 @@ bool Supports(at::ScalarType precision);
 // The kernel oneDNN dispatches to for a representative product, e.g. "brg:avx512_core_bf16".
 std::string KernelName(at::ScalarType precision);
 
+// y = x W^T (+ bias) reading W where it is ([out, in] row-major, float32 or bfloat16): no packed
+// copy of the weights is kept (oneDNN's kernels copy blocks of W as they go, which a product of
+// hundreds of rows amortises), so a model that also needs W in plain layout holds it once.
+// x [..., in] of W's dtype, bias [out] (any floating dtype) or undefined; returns [..., out]
+// float32 (fp32 accumulation). Throws Error(kUnsupported) when oneDNN cannot build the product.
+at::Tensor LinearUnpacked(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
+
 class PackedLinear {
  public:
   // weight [out, in] and bias [out] (any floating dtype, CPU). precision kFloat: fp32

@@ -1,0 +1,208 @@
+#include "backends/cpu_decode.h"
+
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+// GCC 12 warns about the deliberately undefined register inside _mm512_reduce_add_ps.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#define GR_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
+
+namespace gainrag::cpu {
+namespace {
+
+// Outputs per parallel task: a tile's weights (16 rows of w) stay in L2 while every row chunk
+// of x passes over them, so w is read from memory once.
+constexpr int64_t kTile = 16;
+// Rows of x per register block.
+constexpr int64_t kRowBlock = 8;
+
+GR_AVX512 inline __m512 Load(const float* p) { return _mm512_loadu_ps(p); }
+GR_AVX512 inline __m512 Load(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+// bfloat16 is the high half of a float32: widen and shift.
+GR_AVX512 inline __m512 Load(const uint16_t* p) {
+  __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+GR_AVX512 inline __m512 Load(const uint16_t* p, __mmask16 m) {
+  __m256i h = _mm256_maskz_loadu_epi16(m, p);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+inline float ToFloat(float v) { return v; }
+inline float ToFloat(uint16_t v) {
+  uint32_t bits = uint32_t(v) << 16;
+  float f;
+  __builtin_memcpy(&f, &bits, 4);
+  return f;
+}
+
+// R rows of x times O consecutive rows of w starting at output o0.
+template <int R, int O, typename W>
+GR_AVX512 void Block(const float* x, int64_t in, const W* w, int64_t o0, float* y, int64_t ldy, bool acc) {
+  __m512 a[R][O];
+  for (int r = 0; r < R; ++r)
+    for (int o = 0; o < O; ++o) a[r][o] = _mm512_setzero_ps();
+  const W* wr = w + o0 * in;
+  int64_t k = 0;
+  for (; k + 16 <= in; k += 16) {
+    __m512 wv[O];
+    for (int o = 0; o < O; ++o) wv[o] = Load(wr + o * in + k);
+    for (int r = 0; r < R; ++r) {
+      const __m512 xv = Load(x + r * in + k);
+      for (int o = 0; o < O; ++o) a[r][o] = _mm512_fmadd_ps(xv, wv[o], a[r][o]);
+    }
+  }
+  if (k < in) {
+    const __mmask16 m = __mmask16((1u << (in - k)) - 1);
+    __m512 wv[O];
+    for (int o = 0; o < O; ++o) wv[o] = Load(wr + o * in + k, m);
+    for (int r = 0; r < R; ++r) {
+      const __m512 xv = Load(x + r * in + k, m);
+      for (int o = 0; o < O; ++o) a[r][o] = _mm512_fmadd_ps(xv, wv[o], a[r][o]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int o = 0; o < O; ++o) {
+      const float s = _mm512_reduce_add_ps(a[r][o]);
+      float& dst = y[r * ldy + o0 + o];
+      dst = acc ? dst + s : s;
+    }
+}
+
+// Outputs [o0, o1) for R rows: groups of O (as many accumulators as the registers allow), then
+// single outputs.
+template <int R, typename W>
+GR_AVX512 void Rows(const float* x, int64_t in, const W* w, int64_t o0, int64_t o1, float* y, int64_t ldy, bool acc) {
+  constexpr int O = R <= 4 ? 4 : 2;
+  int64_t o = o0;
+  for (; o + O <= o1; o += O) Block<R, O>(x, in, w, o, y, ldy, acc);
+  for (; o < o1; ++o) Block<R, 1>(x, in, w, o, y, ldy, acc);
+}
+
+template <typename W>
+GR_AVX512 void Tile(const float* x, int64_t rows, int64_t in, const W* w, int64_t o0, int64_t o1, float* y,
+                    int64_t ldy, bool acc) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kRowBlock) {
+    const float* xr = x + r0 * in;
+    float* yr = y + r0 * ldy;
+    switch (std::min(kRowBlock, rows - r0)) {
+      case 1: Rows<1>(xr, in, w, o0, o1, yr, ldy, acc); break;
+      case 2: Rows<2>(xr, in, w, o0, o1, yr, ldy, acc); break;
+      case 3: Rows<3>(xr, in, w, o0, o1, yr, ldy, acc); break;
+      case 4: Rows<4>(xr, in, w, o0, o1, yr, ldy, acc); break;
+      case 5: Rows<5>(xr, in, w, o0, o1, yr, ldy, acc); break;
+      case 6: Rows<6>(xr, in, w, o0, o1, yr, ldy, acc); break;
+      case 7: Rows<7>(xr, in, w, o0, o1, yr, ldy, acc); break;
+      default: Rows<8>(xr, in, w, o0, o1, yr, ldy, acc); break;
+    }
+  }
+}
+
+template <typename C>
+GR_AVX512 float Dot(const float* a, const C* b, int64_t n) {
+  __m512 s = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) s = _mm512_fmadd_ps(Load(a + k), Load(b + k), s);
+  if (k < n) {
+    const __mmask16 m = __mmask16((1u << (n - k)) - 1);
+    s = _mm512_fmadd_ps(Load(a + k, m), Load(b + k, m), s);
+  }
+  return _mm512_reduce_add_ps(s);
+}
+
+// acc[0, n) += p * v[0, n)
+template <typename C>
+GR_AVX512 void Axpy(float p, const C* v, float* acc, int64_t n) {
+  const __m512 pv = _mm512_set1_ps(p);
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) _mm512_storeu_ps(acc + k, _mm512_fmadd_ps(pv, Load(v + k), Load(acc + k)));
+  if (k < n) {
+    const __mmask16 m = __mmask16((1u << (n - k)) - 1);
+    _mm512_mask_storeu_ps(acc + k, m, _mm512_fmadd_ps(pv, Load(v + k, m), Load(acc + k, m)));
+  }
+}
+
+// One (row, kv head): its rep query heads over columns [0, len).
+template <typename C>
+GR_AVX512 void AttendGroup(const float* q, const C* k, const C* v, int64_t rep, int64_t len, int64_t hd, float scale,
+                           float* out, std::vector<float>* scores) {
+  scores->resize(size_t(len));
+  float* s = scores->data();
+  for (int64_t h = 0; h < rep; ++h) {
+    const float* qh = q + h * hd;
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < len; ++j) {
+      s[j] = Dot(qh, k + j * hd, hd) * scale;
+      mx = std::max(mx, s[j]);
+    }
+    float sum = 0.f;
+    for (int64_t j = 0; j < len; ++j) sum += (s[j] = std::exp(s[j] - mx));
+    const float inv = 1.f / sum;
+    float* oh = out + h * hd;
+    std::fill(oh, oh + hd, 0.f);
+    for (int64_t j = 0; j < len; ++j) Axpy(s[j] * inv, v + j * hd, oh, hd);
+  }
+}
+
+template <typename W>
+GR_AVX512 void RmsNormRow(const float* x, int64_t n, const W* weight, float eps, float* y) {
+  double ss = 0;
+  for (int64_t i = 0; i < n; ++i) ss += double(x[i]) * x[i];
+  const float r = 1.f / std::sqrt(float(ss / double(n)) + eps);
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * r * ToFloat(weight[i]);
+}
+
+}  // namespace
+
+bool Avx512() {
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vl");
+  return ok;
+}
+
+void Gemv(const float* x, int64_t rows, int64_t in, const void* w, Elem we, int64_t out, float* y, int64_t ldy,
+          bool accumulate) {
+  if (rows <= 0 || out <= 0) return;
+  const int64_t tiles = (out + kTile - 1) / kTile;
+  at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
+    const int64_t o0 = t0 * kTile, o1 = std::min(out, t1 * kTile);
+    if (we == Elem::kBF16) Tile(x, rows, in, static_cast<const uint16_t*>(w), o0, o1, y, ldy, accumulate);
+    else Tile(x, rows, in, static_cast<const float*>(w), o0, o1, y, ldy, accumulate);
+  });
+}
+
+void RmsNormRows(const float* x, int64_t rows, int64_t n, const void* weight, Elem we, float eps, float* y) {
+  for (int64_t r = 0; r < rows; ++r) {
+    if (we == Elem::kBF16) RmsNormRow(x + r * n, n, static_cast<const uint16_t*>(weight), eps, y + r * n);
+    else RmsNormRow(x + r * n, n, static_cast<const float*>(weight), eps, y + r * n);
+  }
+}
+
+void DecodeAttention(const float* q, const void* k_cache, const void* v_cache, Elem ce, int64_t rows,
+                     int64_t kv_heads, int64_t rep, int64_t capacity, int64_t hd, const int64_t* pos, float scale,
+                     float* out) {
+  at::parallel_for(0, rows * kv_heads, 1, [&](int64_t i0, int64_t i1) {
+    std::vector<float> scores;
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t r = i / kv_heads, g = i % kv_heads;
+      const int64_t cache_off = (r * kv_heads + g) * capacity * hd, q_off = (r * kv_heads + g) * rep * hd;
+      if (ce == Elem::kBF16) {
+        const uint16_t* kc = static_cast<const uint16_t*>(k_cache) + cache_off;
+        const uint16_t* vc = static_cast<const uint16_t*>(v_cache) + cache_off;
+        AttendGroup(q + q_off, kc, vc, rep, pos[r] + 1, hd, scale, out + q_off, &scores);
+      } else {
+        const float* kc = static_cast<const float*>(k_cache) + cache_off;
+        const float* vc = static_cast<const float*>(v_cache) + cache_off;
+        AttendGroup(q + q_off, kc, vc, rep, pos[r] + 1, hd, scale, out + q_off, &scores);
+      }
+    }
+  });
+}
+
+}  // namespace gainrag::cpu
