@@ -88,7 +88,7 @@ const gold = questions.map((q) => pid.get(q.gold_passage_ids[0]) ?? -1);
 let refP: Float32Array | undefined, refQ: Float32Array | undefined, refTop: number[][] | undefined, refRerank: number[][] | undefined;
 let refScores: Float32Array | undefined;
 let pairs: { q: string[]; p: string[]; cand: number[][] } | undefined;
-console.log('\n| mode | passage cosine to fp32 (min / mean) | question cosine (min) | Recall@10 | top-10 agreement | rerank top-1 / top-5 / top-10 agreement | rerank max abs score diff |');
+console.log('\n| mode | passage 1 - cosine to fp32 (max / mean) | question 1 - cosine (max) | Recall@10 | top-10 agreement | rerank top-1 / top-5 / top-10 agreement | rerank max abs score diff |');
 console.log('|---|---|---|---|---|---|---|');
 for (const m of modes) {
   const enc = await Encoder.load(bert, { gemm: m.gemm, dtype: m.dtype });
@@ -111,7 +111,13 @@ for (const m of modes) {
   let maxDiff = 0;
   for (let i = 0; i < scores.length; i++) maxDiff = Math.max(maxDiff, Math.abs(scores[i] - refScores[i]));
   const pc = cosines(P, refP, enc.dim), qc = cosines(Q, refQ, enc.dim);
-  console.log(`| ${m.label} | ${Math.min(...pc).toFixed(5)} / ${mean(pc).toFixed(6)} | ${Math.min(...qc).toFixed(5)} | ${recall.toFixed(3)} | ` +
+  const gap = (cs: number[]) => cs.map((c) => Math.max(0, 1 - c));
+  console.log(`| ${m.label} | ${Math.max(...gap(pc)).toExponential(1)} / ${mean(gap(pc)).toExponential(1)} | ${Math.max(...gap(qc)).toExponential(1)} | ${recall.toFixed(3)} | ` +
     `${(100 * agreement(top, refTop, 10)).toFixed(1)}% | ${[1, 5, 10].map((k) => `${(100 * agreement(order, refRerank!, k)).toFixed(1)}%`).join(' / ')} | ${maxDiff.toExponential(1)} |`);
+}
+if (refScores) {
+  const mu = mean(Array.from(refScores));
+  const sd = Math.sqrt(mean(Array.from(refScores, (x) => (x - mu) ** 2)));
+  console.log(`fp32 rerank scores: mean ${mu.toExponential(2)}, standard deviation ${sd.toExponential(2)} (the score diffs above are against this spread)`);
 }
 console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);

@@ -40,10 +40,10 @@ function cosines(a: Float32Array, b: Float32Array, dim: number): number[] {
 }
 
 /** A BERT with random weights, wider than the fixtures (K up to 1024 splits into blocks). */
-function writeWideModel(name: string, hiddenAct: string): string {
+function writeWideModel(name: string, hiddenAct: string, H = 256): string {
   const dir = path.join(scratch, name);
   mkdirSync(dir, { recursive: true });
-  const H = 256, I = 1024, L = 2, vocab = 1200, positions = 128;
+  const I = 1024, L = 2, vocab = 1200, positions = 128;
   let state = 12345;
   const rand = () => ((state = (state * 1103515245 + 12345) >>> 0) / 2 ** 32 - 0.5) * 0.07;
   const t = (n: string, shape: number[], fill?: number): F32Tensor => {
@@ -110,6 +110,33 @@ test('dnnl float32 equals the LibTorch path on ragged batches and wider layers (
       assert.ok(d < 1e-4, `${path.basename(dir)} batchTokens ${batchTokens}: max rel diff ${d}`);
     }
   }
+});
+
+// The dnnl path attends per row over its real keys (q/k/v read in place, no additive mask);
+// LibTorch's path masks a padded [B, heads, T, T]. They must agree whatever the padding.
+test('dnnl attention over each row\'s real keys equals the masked LibTorch attention (padded batches, head width 60, cross-encoder pairs)', { skip }, async () => {
+  const dir = writeWideModel('wide-head60', 'gelu', 240); // 4 heads of 60: the 1/sqrt(60) scale is inexact
+  const torch = await Encoder.load(dir, { gemm: 'torch' });
+  const dnnl = await Encoder.load(dir, { gemm: 'dnnl' });
+  const one = await dnnl.embed(texts, { batchTokens: 1 });
+  for (const batchTokens of [1, 1 << 20]) {
+    const d = maxRelDiff(await dnnl.embed(texts, { batchTokens }), await torch.embed(texts, { batchTokens }), 1e-3);
+    assert.ok(d < 1e-4, `batchTokens ${batchTokens}: max rel diff ${d}`);
+  }
+  // One padded batch against one row per batch (no padding at all) on the dnnl path itself.
+  const d1 = maxRelDiff(await dnnl.embed(texts, { batchTokens: 1 << 20 }), one, 1e-3);
+  assert.ok(d1 < 1e-4, `padded vs unpadded: ${d1}`);
+  const q = [...xlmrRef.pairs.map((p) => p[0]), ...texts.slice(-20).map((t) => t.split(' ').slice(0, 1 + (t.length % 7)).join(' '))];
+  const p = [...xlmrRef.pairs.map((x) => x[1]), ...texts.slice(0, 20)];
+  const ceT = await CrossEncoder.load(fixture('xlmr-tiny-reranker'), { gemm: 'torch' });
+  const ceD = await CrossEncoder.load(fixture('xlmr-tiny-reranker'), { gemm: 'dnnl' });
+  for (const batchTokens of [1, 1 << 20]) {
+    const a = await ceD.score(q, p, { batchTokens });
+    const b = await ceT.score(q, p, { batchTokens });
+    const d = maxRelDiff(a, b, 1e-3);
+    assert.ok(d < 1e-4, `cross-encoder batchTokens ${batchTokens}: max rel diff ${d}`);
+  }
+  await Promise.all([torch, dnnl, ceT, ceD].map((m) => m.dispose()));
 });
 
 test('dnnl bfloat16 (fp32 activations, bf16 products): embedding cosine >= 0.999 to float32, scores close', { skip }, async () => {

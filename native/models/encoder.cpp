@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "core/error.h"
 #include "core/json.h"
@@ -37,6 +38,8 @@ double DropoutField(const json::Value& root, const char* key, double fallback) {
 }  // namespace
 
 GemmPath ResolveGemmPath(const EncoderOptions& opts);  // encoder_dnnl.cpp
+// encoder_dnnl.cpp: attention over each row's real keys on oneDNN (see backends/dnnl/attention.h).
+at::Tensor DnnlRaggedAttention(const at::Tensor& qkv, const std::vector<int64_t>& key_lengths, int64_t heads);
 
 Pooling ParsePooling(const std::string& name) {
   if (name == "mean") return Pooling::kMean;
@@ -161,8 +164,12 @@ at::Tensor EncoderModel::Activation(const at::Tensor& x) const {
   return at::gelu(x, "tanh");  // gelu_new / gelu_pytorch_tanh
 }
 
-at::Tensor EncoderModel::LayerForward(const Layer& L, const at::Tensor& x, const at::Tensor& bias, bool training) const {
+at::Tensor EncoderModel::SelfAttention(const Layer& L, const at::Tensor& x, const at::Tensor& bias, bool training,
+                                       const std::vector<int64_t>* key_lengths) const {
   const int64_t B = x.size(0), T = x.size(1), H = config_.hidden_size, nh = config_.num_heads, hd = H / nh;
+  // Per row over its real keys, q/k/v read in place from the stacked product: no padded
+  // [B, heads, T, T] scores, no mask, no head transposes.
+  if (key_lengths && L.qkv.packed) return DnnlRaggedAttention(Apply(L.qkv, x), *key_lengths, nh);
   at::Tensor q, k, v;
   if (L.qkv.packed || L.qkv.weight.defined()) {
     at::Tensor qkv = Apply(L.qkv, x).view({B, T, 3, nh, hd}).permute({2, 0, 3, 1, 4}).contiguous();
@@ -175,7 +182,7 @@ at::Tensor EncoderModel::LayerForward(const Layer& L, const at::Tensor& x, const
   }
   // `training`, not training_: a checkpointed layer is recomputed in the backward pass, when
   // the caller may have left training mode, and must drop out exactly as its forward did.
-  const double p_attn = training ? attention_dropout_ : 0.0, p_hidden = training ? hidden_dropout_ : 0.0;
+  const double p_attn = training ? attention_dropout_ : 0.0;
   at::Tensor ctx;
 #if TORCH_VERSION_MAJOR >= 2
   ctx = at::scaled_dot_product_attention(q, k, v, bias, p_attn, false);
@@ -185,14 +192,44 @@ at::Tensor EncoderModel::LayerForward(const Layer& L, const at::Tensor& x, const
   at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(x.scalar_type());
   ctx = at::matmul(DropoutIf(probs, p_attn), v);
 #endif
-  ctx = ctx.transpose(1, 2).reshape({B, T, H});
-  const double eps = config_.layer_norm_eps;
+  return ctx.transpose(1, 2).reshape({B, T, H});
+}
+
+at::Tensor EncoderModel::LayerForward(const Layer& L, const at::Tensor& x, const at::Tensor& bias, bool training,
+                                      const std::vector<int64_t>* key_lengths) const {
+  const int64_t H = config_.hidden_size;
+  at::Tensor ctx = SelfAttention(L, x, bias, training, key_lengths);
+  const double p_hidden = training ? hidden_dropout_ : 0.0, eps = config_.layer_norm_eps;
   at::Tensor a = DropoutIf(Apply(L.attn_out, ctx), p_hidden);
   at::Tensor h = at::layer_norm(a.add_(x), {H}, L.attn_norm.weight, L.attn_norm.bias, eps);
   at::Tensor f = ApplyActivated(L.intermediate, h);
   at::Tensor o = DropoutIf(Apply(L.output, f), p_hidden);
   return at::layer_norm(o.add_(h), {H}, L.out_norm.weight, L.out_norm.bias, eps);
 }
+
+namespace {
+
+// Row lengths of a right-padded 0/1 mask [B, T] (each row: ones, then zeros, at least one one);
+// false for any other mask.
+bool PrefixLengths(const at::Tensor& mask, std::vector<int64_t>* lengths) {
+  if (!mask.device().is_cpu() || mask.size(0) == 0 || mask.size(1) == 0) return false;
+  const at::Tensor m = mask.to(at::kLong).contiguous();
+  const int64_t B = m.size(0), T = m.size(1);
+  const int64_t* p = m.data_ptr<int64_t>();
+  lengths->assign(B, 0);
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t len = 0;
+    while (len < T && p[b * T + len] == 1) ++len;
+    for (int64_t t = len; t < T; ++t) {
+      if (p[b * T + t] != 0) return false;
+    }
+    if (len == 0) return false;
+    (*lengths)[b] = len;
+  }
+  return true;
+}
+
+}  // namespace
 
 at::Tensor EncoderModel::Hidden(const at::Tensor& input_ids_in, const at::Tensor& attention_mask_in,
                                 const at::Tensor& type_ids_in) const {
@@ -232,9 +269,14 @@ at::Tensor EncoderModel::Hidden(const at::Tensor& input_ids_in, const at::Tensor
                                                          : -3.3895313892515355e38;  // bfloat16
   at::Tensor bias = (1 - mask).to(x.scalar_type()).mul_(lowest).view({mask.size(0), 1, 1, T});
   const bool checkpoint = checkpointing_ && at::GradMode::is_enabled();
+  // The oneDNN path attends over each row's real keys when the mask is right padding (every
+  // row: ones then zeros, at least one one); anything else keeps the additive mask.
+  std::vector<int64_t> key_lengths;
+  const bool ragged = packed_ && !training_ && !at::GradMode::is_enabled() && x.scalar_type() == at::kFloat &&
+                      PrefixLengths(mask, &key_lengths);
   for (const Layer& L : layers_) {
     if (!checkpoint) {
-      x = LayerForward(L, x, bias, training_);
+      x = LayerForward(L, x, bias, training_, ragged ? &key_lengths : nullptr);
       continue;
     }
     std::vector<at::Tensor> params;

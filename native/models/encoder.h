@@ -109,7 +109,12 @@ class EncoderModel {
 
   EncoderModel() = default;
   at::Tensor Dropout(const at::Tensor& x, double p) const;
-  at::Tensor LayerForward(const Layer& layer, const at::Tensor& x, const at::Tensor& bias, bool training) const;
+  // key_lengths (inference on the oneDNN path only): each row's real tokens, right padding; then
+  // attention runs per row over those keys and `bias` is not read.
+  at::Tensor SelfAttention(const Layer& layer, const at::Tensor& x, const at::Tensor& bias, bool training,
+                           const std::vector<int64_t>* key_lengths) const;
+  at::Tensor LayerForward(const Layer& layer, const at::Tensor& x, const at::Tensor& bias, bool training,
+                          const std::vector<int64_t>* key_lengths = nullptr) const;
   at::Tensor Activation(const at::Tensor& x) const;
   // l(x): the packed product when there is one and no autograd graph is wanted, else at::linear.
   at::Tensor Apply(const Linear& l, const at::Tensor& x) const;

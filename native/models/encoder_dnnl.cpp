@@ -12,6 +12,7 @@
 #include "models/encoder.h"
 
 #ifdef GAINRAG_WITH_DNNL
+#include "backends/dnnl/attention.h"
 #include "backends/dnnl/packed_linear.h"
 #endif
 
@@ -87,6 +88,14 @@ at::Tensor EncoderModel::ApplyActivated(const Linear& l, const at::Tensor& x) co
   if (l.packed) return l.packed->Forward(x);  // packed with the activation as its epilogue
 #endif
   return Activation(at::linear(x, l.weight, l.bias));
+}
+
+at::Tensor DnnlRaggedAttention(const at::Tensor& qkv, const std::vector<int64_t>& key_lengths, int64_t heads) {
+#ifdef GAINRAG_WITH_DNNL
+  return onednn::RaggedSelfAttention(qkv, key_lengths, heads);
+#else
+  GR_FAIL(kUnsupported, "this build has no oneDNN backend");
+#endif
 }
 
 void EncoderModel::PackForDnnl(at::ScalarType precision) {

@@ -1,0 +1,120 @@
+#include "backends/dnnl/attention.h"
+
+#include <ATen/Parallel.h>
+
+#include <dnnl.hpp>
+
+#include <cmath>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
+
+#include "core/error.h"
+
+namespace gainrag::onednn {
+namespace {
+
+using dnnl::memory;
+using dt = memory::data_type;
+
+const dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+struct Compiled {
+  dnnl::matmul primitive;
+  size_t scratch_bytes = 0;
+};
+
+// Both products of one row, per head h (hd = H / heads; q, k, v read in place from the qkv
+// row with a stride of 3H between positions):
+//   scores [heads, T, len] = scale * q[h] [T, hd] x k[h]^T [hd, len]
+//   ctx    [heads, T, hd]  = probs [heads, T, len] x v[h] [len, hd], written with a stride of H
+//                            between positions, i.e. straight into the [T, H] layout.
+enum class Product { kScores, kContext };
+using Key = std::tuple<int, int64_t, int64_t, int64_t, int64_t>;  // product, T, len, heads, hd
+
+std::shared_ptr<Compiled> Get(Product which, int64_t T, int64_t len, int64_t heads, int64_t hd) {
+  static std::mutex mu;
+  static std::map<Key, std::shared_ptr<Compiled>> cache;
+  const Key key{int(which), T, len, heads, hd};
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+  }
+  const int64_t H = heads * hd, row = 3 * H;
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // concurrent calls bring their own
+  auto c = std::make_shared<Compiled>();
+  try {
+    dnnl::matmul::desc desc = [&] {
+      if (which == Product::kScores) {
+        attr.set_output_scales(0, {float(1.0 / std::sqrt(double(hd)))});
+        memory::desc q({heads, T, hd}, dt::f32, {hd, row, 1});
+        memory::desc kt({heads, hd, len}, dt::f32, {hd, 1, row});
+        memory::desc s({heads, T, len}, dt::f32, memory::format_tag::abc);
+        return dnnl::matmul::desc(q, kt, s);
+      }
+      memory::desc p({heads, T, len}, dt::f32, memory::format_tag::abc);
+      memory::desc v({heads, len, hd}, dt::f32, {hd, row, 1});
+      memory::desc ctx({heads, T, hd}, dt::f32, {hd, H, 1});
+      return dnnl::matmul::desc(p, v, ctx);
+    }();
+    dnnl::matmul::primitive_desc pd(desc, attr, Engine());
+    c->scratch_bytes = pd.scratchpad_desc().get_size();
+    c->primitive = dnnl::matmul(pd);
+  } catch (const dnnl::error& e) {
+    GR_FAIL(kUnsupported, "oneDNN attention product (T ", T, ", keys ", len, ", heads ", heads, "): ", e.what());
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  if (cache.size() >= 4096) cache.clear();
+  cache.emplace(key, c);
+  return c;
+}
+
+void Run(const Compiled& c, dnnl::stream& stream, const memory::desc& a_desc, const void* a, const memory::desc& b_desc,
+         const void* b, const memory::desc& dst_desc, void* dst) {
+  const dnnl::engine& eng = Engine();
+  at::Tensor scratch = at::empty({int64_t(c.scratch_bytes)}, at::kByte);
+  c.primitive.execute(stream, {{DNNL_ARG_SRC, memory(a_desc, eng, const_cast<void*>(a))},
+                               {DNNL_ARG_WEIGHTS, memory(b_desc, eng, const_cast<void*>(b))},
+                               {DNNL_ARG_DST, memory(dst_desc, eng, dst)},
+                               {DNNL_ARG_SCRATCHPAD, memory({{int64_t(c.scratch_bytes)}, dt::u8, memory::format_tag::a}, eng,
+                                                            scratch.data_ptr())}});
+  stream.wait();
+}
+
+}  // namespace
+
+at::Tensor RaggedSelfAttention(const at::Tensor& qkv, const std::vector<int64_t>& key_lengths, int64_t heads) {
+  GR_CHECK(qkv.dim() == 3 && qkv.scalar_type() == at::kFloat && qkv.is_contiguous() && qkv.device().is_cpu() &&
+               heads > 0 && qkv.size(2) % (3 * heads) == 0,
+           kShape, "attention expects contiguous float32 [B, T, 3H] on CPU, got ", qkv.sizes());
+  const int64_t B = qkv.size(0), T = qkv.size(1), H = qkv.size(2) / 3, hd = H / heads;
+  GR_CHECK(int64_t(key_lengths.size()) == B, kShape, "attention: ", key_lengths.size(), " key lengths for ", B, " rows");
+  (void)at::get_num_threads();  // OpenMP team size for this thread, as in PackedLinear::Forward
+  thread_local dnnl::stream stream(Engine());
+  at::Tensor ctx = at::empty({B, T, H}, at::kFloat);
+  const float* base = qkv.data_ptr<float>();
+  const int64_t row = 3 * H;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t len = key_lengths[b];
+    GR_CHECK(len >= 1 && len <= T, kShape, "attention: row ", b, " has ", len, " keys of ", T);
+    const float* q = base + b * T * row;
+    const std::shared_ptr<Compiled> scores_p = Get(Product::kScores, T, len, heads, hd);
+    at::Tensor scores = at::empty({heads, T, len}, at::kFloat);
+    Run(*scores_p, stream, {{heads, T, hd}, dt::f32, {hd, row, 1}}, q, {{heads, hd, len}, dt::f32, {hd, 1, row}}, q + H,
+        {{heads, T, len}, dt::f32, memory::format_tag::abc}, scores.data_ptr());
+    at::Tensor probs = at::softmax(scores, -1);
+    const std::shared_ptr<Compiled> ctx_p = Get(Product::kContext, T, len, heads, hd);
+    Run(*ctx_p, stream, {{heads, T, len}, dt::f32, memory::format_tag::abc}, probs.data_ptr(),
+        {{heads, len, hd}, dt::f32, {hd, row, 1}}, q + 2 * H, {{heads, T, hd}, dt::f32, {hd, H, 1}},
+        ctx.data_ptr<float>() + b * T * H);
+  }
+  return ctx;
+}
+
+}  // namespace gainrag::onednn

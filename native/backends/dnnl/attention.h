@@ -1,0 +1,21 @@
+// Self-attention of an encoder layer on oneDNN matmuls, one batch row at a time over that row's
+// real keys only, so no padded [B, heads, T, T] score tensor and no additive mask exist.
+// Like packed_linear.h, this header names no oneDNN type.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace gainrag::onednn {
+
+// qkv: float32 [B, T, 3H], contiguous, the stacked query/key/value product (query columns
+// first, then key, then value; within each, head-major as HF's view [T, heads, H / heads]).
+// key_lengths[b] in 1..T: row b's real tokens are its first key_lengths[b] positions (right
+// padding). Returns ctx float32 [B, T, H] (heads concatenated, as HF before the output dense):
+// softmax(q k^T / sqrt(H / heads)) v with keys past key_lengths[b] left out, for every query
+// position, padded ones included (as HF computes them). Inference only.
+at::Tensor RaggedSelfAttention(const at::Tensor& qkv, const std::vector<int64_t>& key_lengths, int64_t heads);
+
+}  // namespace gainrag::onednn
