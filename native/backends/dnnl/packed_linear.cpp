@@ -125,6 +125,28 @@ struct KeyHash {
   }
 };
 
+// Compiled primitives by key, built once per key (two callers racing on a new key both build;
+// the first stored wins) and dropped all at once past kMaxPrimitives.
+class PrimitiveCache {
+ public:
+  template <class Build>
+  std::shared_ptr<Compiled> GetOrBuild(const Key& key, Build build) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = cache_.find(key);
+      if (it != cache_.end()) return it->second;
+    }
+    std::shared_ptr<Compiled> c = build();
+    std::lock_guard<std::mutex> lock(mu_);
+    if (cache_.size() >= kMaxPrimitives) cache_.clear();
+    return cache_.emplace(key, c).first->second;
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<Key, std::shared_ptr<Compiled>, KeyHash> cache_;
+};
+
 }  // namespace
 
 struct PackedLinear::Impl {
@@ -138,27 +160,19 @@ struct PackedLinear::Impl {
 
   // One primitive per (rows, in, out, precision, epilogue), shared by every layer of that shape.
   std::shared_ptr<Compiled> Get(int64_t M) const {
-    static std::mutex mu;
-    static std::unordered_map<Key, std::shared_ptr<Compiled>, KeyHash> cache;
-    const Key key{M, in, out, int(precision), int(epilogue)};
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      auto it = cache.find(key);
-      if (it != cache.end()) return it->second;
-    }
-    auto c = std::make_shared<Compiled>();
-    try {
-      auto pd = Describe(M, in, out, precision, epilogue, weights_desc);
-      GR_CHECK(pd.weights_desc() == weights_desc, kInternal, "oneDNN wants another weight layout for ", M, " rows");
-      c->scratch_bytes = pd.scratchpad_desc().get_size();
-      c->primitive = dnnl::matmul(pd);
-    } catch (const dnnl::error& e) {
-      GR_FAIL(kUnsupported, "oneDNN matmul [", M, ", ", in, "] x [", in, ", ", out, "]: ", e.what());
-    }
-    std::lock_guard<std::mutex> lock(mu);
-    if (cache.size() >= kMaxPrimitives) cache.clear();
-    cache.emplace(key, c);
-    return c;
+    static PrimitiveCache cache;
+    return cache.GetOrBuild(Key{M, in, out, int(precision), int(epilogue)}, [&] {
+      auto c = std::make_shared<Compiled>();
+      try {
+        auto pd = Describe(M, in, out, precision, epilogue, weights_desc);
+        GR_CHECK(pd.weights_desc() == weights_desc, kInternal, "oneDNN wants another weight layout for ", M, " rows");
+        c->scratch_bytes = pd.scratchpad_desc().get_size();
+        c->primitive = dnnl::matmul(pd);
+      } catch (const dnnl::error& e) {
+        GR_FAIL(kUnsupported, "oneDNN matmul [", M, ", ", in, "] x [", in, ", ", out, "]: ", e.what());
+      }
+      return c;
+    });
   }
 
   // rows [M, in] at src -> [M, out] at dst.
@@ -289,30 +303,22 @@ namespace {
 
 // Compiled products over unpacked weights, keyed by (rows, in, out, precision, has bias).
 std::shared_ptr<Compiled> UnpackedPrimitive(int64_t M, int64_t K, int64_t N, at::ScalarType precision, bool bias) {
-  static std::mutex mu;
-  static std::unordered_map<Key, std::shared_ptr<Compiled>, KeyHash> cache;
-  const Key key{M, K, N, int(precision), int(bias)};
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    auto it = cache.find(key);
-    if (it != cache.end()) return it->second;
-  }
-  auto c = std::make_shared<Compiled>();
-  try {
-    const memory::data_type dt = DataType(precision);
-    memory::desc src({M, K}, dt, tag::ab), weights({K, N}, dt, tag::ba), dst({M, N}, memory::data_type::f32, tag::ab);
-    auto desc = bias ? dnnl::matmul::desc(src, weights, memory::desc({1, N}, memory::data_type::f32, tag::ab), dst)
-                     : dnnl::matmul::desc(src, weights, dst);
-    dnnl::matmul::primitive_desc pd(desc, Attributes(Epilogue::kNone), Engine());
-    c->scratch_bytes = pd.scratchpad_desc().get_size();
-    c->primitive = dnnl::matmul(pd);
-  } catch (const dnnl::error& e) {
-    GR_FAIL(kUnsupported, "oneDNN matmul [", M, ", ", K, "] x [", K, ", ", N, "]: ", e.what());
-  }
-  std::lock_guard<std::mutex> lock(mu);
-  if (cache.size() >= kMaxPrimitives) cache.clear();
-  cache.emplace(key, c);
-  return c;
+  static PrimitiveCache cache;
+  return cache.GetOrBuild(Key{M, K, N, int(precision), int(bias)}, [&] {
+    auto c = std::make_shared<Compiled>();
+    try {
+      const memory::data_type dt = DataType(precision);
+      memory::desc src({M, K}, dt, tag::ab), weights({K, N}, dt, tag::ba), dst({M, N}, memory::data_type::f32, tag::ab);
+      auto desc = bias ? dnnl::matmul::desc(src, weights, memory::desc({1, N}, memory::data_type::f32, tag::ab), dst)
+                       : dnnl::matmul::desc(src, weights, dst);
+      dnnl::matmul::primitive_desc pd(desc, Attributes(Epilogue::kNone), Engine());
+      c->scratch_bytes = pd.scratchpad_desc().get_size();
+      c->primitive = dnnl::matmul(pd);
+    } catch (const dnnl::error& e) {
+      GR_FAIL(kUnsupported, "oneDNN matmul [", M, ", ", K, "] x [", K, ", ", N, "]: ", e.what());
+    }
+    return c;
+  });
 }
 
 }  // namespace
