@@ -42,6 +42,7 @@ void ExpectError(gainrag::ErrorCode code, Fn fn, const std::string& what) {
 
 int RunChecks(int argc, char** argv);
 int LlamaDecodeChecks(const std::string& dir);
+int CpuDecodeChecks();
 
 int main(int argc, char** argv) {
   try {
@@ -129,6 +130,7 @@ int RunChecks(int argc, char** argv) {
   }
 
   failures += LlamaDecodeChecks(llama_dir);
+  failures += CpuDecodeChecks();
 
   if (failures == 0) std::printf("all native checks passed\n");
   return failures == 0 ? 0 : 1;
