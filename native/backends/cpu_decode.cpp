@@ -36,6 +36,15 @@ GR_AVX512 inline __m512 Load(const uint16_t* p, __mmask16 m) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+// IEEE half, as stored by c10::Half (a distinct type so the loads below overload on it).
+struct Half {
+  uint16_t bits;
+};
+GR_AVX512 inline __m512 Load(const Half* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+GR_AVX512 inline __m512 Load(const Half* p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+
 inline float ToFloat(float v) { return v; }
 inline float ToFloat(uint16_t v) {
   uint32_t bits = uint32_t(v) << 16;
@@ -233,6 +242,10 @@ void DecodeAttention(const float* q, const void* k_cache, const void* v_cache, E
       if (ce == Elem::kBF16) {
         const uint16_t* kc = static_cast<const uint16_t*>(k_cache) + cache_off;
         const uint16_t* vc = static_cast<const uint16_t*>(v_cache) + cache_off;
+        AttendGroup(q + q_off, kc, vc, rep, pos[r] + 1, hd, scale, out + q_off, &scores);
+      } else if (ce == Elem::kF16) {
+        const Half* kc = static_cast<const Half*>(k_cache) + cache_off;
+        const Half* vc = static_cast<const Half*>(v_cache) + cache_off;
         AttendGroup(q + q_off, kc, vc, rep, pos[r] + 1, hd, scale, out + q_off, &scores);
       } else {
         const float* kc = static_cast<const float*>(k_cache) + cache_off;

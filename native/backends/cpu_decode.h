@@ -10,7 +10,8 @@
 
 namespace gainrag::cpu {
 
-enum class Elem { kF32, kBF16 };
+// kF16 (IEEE half) is for KV caches only (DecodeAttention), not weights.
+enum class Elem { kF32, kBF16, kF16 };
 
 // Whether this CPU runs the kernels below (AVX-512 F, BW and VL).
 bool Avx512();

@@ -106,19 +106,24 @@ std::shared_ptr<LlamaModel> LlamaModel::Load(const std::string& dir, const Llama
   m->weights_ = WeightFiles::Open(dir);
   const WeightFiles& w = *m->weights_;
   const std::string prefix = w.has("model.embed_tokens.weight") ? "model." : "";
-  auto get = [&](const std::string& name, std::vector<int64_t> shape) {
+  m->ChooseGemm();
+  // Norm weights: float32 in bfloat16 mode when the products run on oneDNN (the residual stream
+  // is float32 there), as llama.cpp keeps 1-D tensors: rounding them to bfloat16 was one of the
+  // errors against a float64 forward.
+  const at::ScalarType norm_dtype = m->dnnl_gemm_ && m->dtype_ == at::kBFloat16 ? at::kFloat : m->dtype_;
+  auto get = [&](const std::string& name, std::vector<int64_t> shape, at::ScalarType dtype = at::ScalarType::Undefined) {
+    if (dtype == at::ScalarType::Undefined) dtype = m->dtype_;
     GR_CHECK(w.has(name), kShape, dir, ": checkpoint has no tensor '", name, "'");
     at::Tensor t = MappedTensor(w, name);
     GR_CHECK(t.sizes().vec() == shape, kShape, dir, ": tensor '", name, "' has shape ", ShapeString(t.sizes()),
              ", the config implies ", ShapeString(shape));
     GR_CHECK(at::isFloatingType(t.scalar_type()), kShape, dir, ": tensor '", name, "' is not floating point");
-    if (t.scalar_type() != m->dtype_ || m->device_ != at::Device(at::kCPU))
-      t = t.to(m->device_, m->dtype_).contiguous();
+    if (t.scalar_type() != dtype || m->device_ != at::Device(at::kCPU)) t = t.to(m->device_, dtype).contiguous();
     return t;
   };
   const int64_t h = c.hidden_size, hd = c.head_dim, qd = c.num_heads * hd, kvd = c.num_kv_heads * hd;
   m->embed_ = get(prefix + "embed_tokens.weight", {c.vocab_size, h});
-  m->final_norm_ = get(prefix + "norm.weight", {h});
+  m->final_norm_ = get(prefix + "norm.weight", {h}, norm_dtype);
   if (w.has("lm_head.weight") && !c.tie_word_embeddings) {
     m->lm_head_ = get("lm_head.weight", {c.vocab_size, h});
   } else {
@@ -128,8 +133,8 @@ std::shared_ptr<LlamaModel> LlamaModel::Load(const std::string& dir, const Llama
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const std::string p = prefix + "layers." + std::to_string(i) + ".";
     Layer L;
-    L.input_norm = get(p + "input_layernorm.weight", {h});
-    L.post_norm = get(p + "post_attention_layernorm.weight", {h});
+    L.input_norm = get(p + "input_layernorm.weight", {h}, norm_dtype);
+    L.post_norm = get(p + "post_attention_layernorm.weight", {h}, norm_dtype);
     L.q = get(p + "self_attn.q_proj.weight", {qd, h});
     L.k = get(p + "self_attn.k_proj.weight", {kvd, h});
     L.v = get(p + "self_attn.v_proj.weight", {kvd, h});
@@ -182,7 +187,7 @@ void LlamaModel::ResetStats() {
 KVCache LlamaModel::NewCache(int64_t batch, int64_t capacity) const {
   KVCache cache;
   cache.capacity = capacity;
-  auto opts = at::TensorOptions().dtype(dtype_).device(device_);
+  auto opts = at::TensorOptions().dtype(CacheDtype()).device(device_);
   for (size_t i = 0; i < layers_.size(); ++i) {
     cache.k.push_back(at::empty({batch, config_.num_kv_heads, capacity, config_.head_dim}, opts));
     cache.v.push_back(at::empty({batch, config_.num_kv_heads, capacity, config_.head_dim}, opts));
@@ -195,13 +200,15 @@ at::Tensor LlamaModel::RmsNorm(const at::Tensor& x, const at::Tensor& weight) co
   at::Tensor x32 = x.to(at::kFloat);
   at::Tensor var = x32.pow(2).mean(-1, true);
   x32 = x32 * at::rsqrt(var + config_.rms_norm_eps);
-  return weight * x32.to(x.scalar_type());
+  // A float32 weight (bfloat16 mode, see Load) on bfloat16 rows scales in float32, rounds once.
+  at::Tensor y = weight * x32.to(x.scalar_type());
+  return y.scalar_type() == x.scalar_type() ? y : y.to(x.scalar_type());
 }
 
-std::pair<at::Tensor, at::Tensor> LlamaModel::RopeTables(const at::Tensor& positions) const {
+std::pair<at::Tensor, at::Tensor> LlamaModel::RopeTables(const at::Tensor& positions, at::ScalarType dtype) const {
   at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;  // [B,T,D/2]
   at::Tensor emb = at::cat({freqs, freqs}, -1);
-  return {emb.cos().to(dtype_).unsqueeze(1), emb.sin().to(dtype_).unsqueeze(1)};  // [B,1,T,D]
+  return {emb.cos().to(dtype).unsqueeze(1), emb.sin().to(dtype).unsqueeze(1)};  // [B,1,T,D]
 }
 
 namespace {
@@ -228,14 +235,15 @@ at::Tensor LlamaModel::Attention(const Layer& L, const at::Tensor& x, const at::
   // a query must NOT attend (see Forward).
   const int64_t b = x.size(0), t = x.size(1), hd = config_.head_dim;
   const int64_t kvh = config_.num_kv_heads, rep = config_.num_heads / kvh;
+  const at::ScalarType act = AttentionDtype();
   at::Tensor q, k, v;
   if (L.qkv.defined() && !L.q_bias.defined()) {
     // One product over the stacked weights (the fused decode step's layout).
-    at::Tensor qkv = Linear(x, L.qkv, at::Tensor()).to(dtype_);
+    at::Tensor qkv = Linear(x, L.qkv, at::Tensor()).to(act);
     const int64_t qd = config_.num_heads * hd, kvd = kvh * hd;
     q = qkv.narrow(-1, 0, qd), k = qkv.narrow(-1, qd, kvd), v = qkv.narrow(-1, qd + kvd, kvd);
   } else {
-    q = Linear(x, L.q, L.q_bias).to(dtype_), k = Linear(x, L.k, L.k_bias).to(dtype_), v = Linear(x, L.v, L.v_bias).to(dtype_);
+    q = Linear(x, L.q, L.q_bias).to(act), k = Linear(x, L.k, L.k_bias).to(act), v = Linear(x, L.v, L.v_bias).to(act);
   }
   q = q.reshape({b, t, config_.num_heads, hd}).transpose(1, 2);
   k = k.reshape({b, t, kvh, hd}).transpose(1, 2);
@@ -245,8 +253,9 @@ at::Tensor LlamaModel::Attention(const Layer& L, const at::Tensor& x, const at::
   const int64_t start = cache->length, total = start + t;
   cache->k[index].narrow(2, start, t).copy_(k);
   cache->v[index].narrow(2, start, t).copy_(v);
-  at::Tensor keys = cache->k[index].narrow(2, 0, total);
-  at::Tensor values = cache->v[index].narrow(2, 0, total);
+  // In bfloat16 mode with oneDNN: the cache's rounded keys/values, widened for float32 scores.
+  at::Tensor keys = cache->k[index].narrow(2, 0, total).to(act);
+  at::Tensor values = cache->v[index].narrow(2, 0, total).to(act);
   at::Tensor out;
 #if TORCH_VERSION_MAJOR >= 2
   // Query heads sharing a kv head are stacked along the query axis: GQA without repeating K/V.
@@ -270,7 +279,7 @@ at::Tensor LlamaModel::Attention(const Layer& L, const at::Tensor& x, const at::
       at::Tensor kb = keys.narrow(0, r0, nr).narrow(2, 0, kend);
       at::Tensor scores = at::matmul(qb, kb.transpose(-1, -2)).to(at::kFloat).view({nr, kvh, rep, n, kend});
       scores.masked_fill_(mask.narrow(0, r0, nr).narrow(3, q0, n).narrow(4, 0, kend), -std::numeric_limits<float>::infinity());
-      at::Tensor probs = at::softmax(scores, -1).to(dtype_).view({nr, kvh, rep * n, kend});
+      at::Tensor probs = at::softmax(scores, -1).to(act).view({nr, kvh, rep * n, kend});
       at::Tensor o = at::matmul(probs, values.narrow(0, r0, nr).narrow(2, 0, kend));
       out.narrow(0, r0, nr).narrow(3, q0, n).copy_(o.view({nr, kvh, rep, n, hd}));
     }
@@ -311,7 +320,7 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const at::Tensor& position
 #else
   mask_d = mask_d.logical_not().view({b, 1, 1, t, total});
 #endif
-  auto [cos, sin] = RopeTables(positions.to(device_));
+  auto [cos, sin] = RopeTables(positions.to(device_), AttentionDtype());
   at::Tensor h = at::embedding(embed_, ids_d);
   // With oneDNN the products return float32 and the residual stream stays float32.
   if (dnnl_gemm_) h = h.to(at::kFloat);
@@ -343,7 +352,9 @@ at::Tensor LlamaModel::Linear(const at::Tensor& x, const at::Tensor& w, const at
 
 at::Tensor LlamaModel::Logits(const at::Tensor& hidden) const {
   stats_->lm_head_rows += hidden.size(0);
-  return at::linear(hidden, lm_head_).to(at::kFloat);
+  // Through Linear: with oneDNN the logits come out float32 instead of being rounded to
+  // bfloat16 (at magnitude 4-8 that rounding alone moves a log-prob by up to 0.03).
+  return Linear(hidden, lm_head_, at::Tensor()).to(at::kFloat);
 }
 
 }  // namespace gainrag

@@ -137,7 +137,16 @@ class LlamaModel {
 
   LlamaModel() = default;
   at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
-  std::pair<at::Tensor, at::Tensor> RopeTables(const at::Tensor& positions) const;
+  std::pair<at::Tensor, at::Tensor> RopeTables(const at::Tensor& positions) const { return RopeTables(positions, dtype_); }
+  std::pair<at::Tensor, at::Tensor> RopeTables(const at::Tensor& positions, at::ScalarType dtype) const;
+  // The dtype of Forward's attention arithmetic: float32 when the products run on oneDNN (they
+  // return float32; in bfloat16 mode only the KV cache and the products' inputs are rounded, as
+  // llama.cpp rounds its), else the model's.
+  at::ScalarType AttentionDtype() const { return dnnl_gemm_ ? at::kFloat : dtype_; }
+  // The KV cache's dtype: float16 in bfloat16 mode on oneDNN (3 more mantissa bits at the same
+  // size, as llama.cpp's default F16 cache; against a float64 forward the bf16 cache's rounding
+  // was a quarter of the log-prob error), else the model's.
+  at::ScalarType CacheDtype() const { return dnnl_gemm_ && dtype_ == at::kBFloat16 ? at::kHalf : dtype_; }
   at::Tensor Attention(const Layer& layer, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                        const at::Tensor& mask, KVCache* cache, int64_t index) const;
   // Prefill of the given prompt rows (right padded) into a new cache with `extra_capacity` slots
@@ -152,7 +161,9 @@ class LlamaModel {
   at::Tensor DecodeStep(const at::Tensor& ids, const at::Tensor& positions, int64_t width, KVCache* cache) const;
   // DecodeStep + Logits as one fused CPU pass (llama_decode_cpu.cpp).
   at::Tensor DecodeLogitsCpu(const at::Tensor& ids, const at::Tensor& positions, int64_t width, KVCache* cache) const;
-  // Load: decides fast_decode_ and stacks the layers' weights for it; decides dnnl_gemm_.
+  // Load, before the weights: decides dnnl_gemm_ (GAINRAG_GEMM, CPU, float32/bfloat16).
+  void ChooseGemm();
+  // Load: decides fast_decode_ and stacks the layers' weights for it.
   void PrepareFastDecode();
   // x W^T + b for Forward: oneDNN over the weights in place (float32 out, so the residual stream
   // stays float32 in bfloat16 mode) with dnnl_gemm_, else at::linear (dtype out).

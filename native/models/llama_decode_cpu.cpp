@@ -10,9 +10,10 @@
 // silu * up in one pass, the down-projection added into the residual, the final norm and the
 // lm_head. Every product reads its weights once for all rows (backends/cpu_decode.h).
 //
-// In bfloat16 mode the weights and the KV cache stay bfloat16 but the residual stream, norms,
-// RoPE and attention arithmetic are float32 (the ATen path rounds each of them to bfloat16),
-// which is closer to a float64 reference; greedy tokens equal the ATen path's on the tests.
+// In bfloat16 mode the weights stay bfloat16 and the KV cache is float16 (CacheDtype), but the
+// residual stream, norms (float32 weights), RoPE and attention arithmetic are float32 (the ATen
+// path rounds each of them to bfloat16), which is closer to a float64 reference; greedy tokens
+// equal the ATen path's on the tests.
 #include <c10/util/BFloat16.h>
 
 #include <cmath>
@@ -30,8 +31,7 @@
 
 namespace gainrag {
 
-void LlamaModel::PrepareFastDecode() {
-  fast_decode_ = false;
+void LlamaModel::ChooseGemm() {
   dnnl_gemm_ = false;
   const char* gemm = std::getenv("GAINRAG_GEMM");
   const std::string gemm_mode = gemm ? gemm : "";
@@ -41,6 +41,10 @@ void LlamaModel::PrepareFastDecode() {
   dnnl_gemm_ = gemm_mode != "torch" && device_.is_cpu() && (dtype_ == at::kFloat || dtype_ == at::kBFloat16) &&
                onednn::Supports(dtype_);
 #endif
+}
+
+void LlamaModel::PrepareFastDecode() {
+  fast_decode_ = false;
   const char* env = std::getenv("GAINRAG_LLM_DECODE");
   const std::string mode = env ? env : "";
   GR_CHECK(mode.empty() || mode == "fast" || mode == "aten", kInvalidArgument,
@@ -48,11 +52,17 @@ void LlamaModel::PrepareFastDecode() {
   if (mode == "aten" || !device_.is_cpu() || (dtype_ != at::kFloat && dtype_ != at::kBFloat16) || !cpu::Avx512())
     return;
   auto usable = [&](const at::Tensor& t) { return !t.defined() || (t.is_contiguous() && t.scalar_type() == dtype_); };
-  if (!usable(embed_) || !usable(lm_head_) || !usable(final_norm_)) return;
-  for (const Layer& L : layers_)
-    for (const at::Tensor* t : {&L.input_norm, &L.post_norm, &L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down,
-                                &L.q_bias, &L.k_bias, &L.v_bias, &L.o_bias})
+  // Norm weights may be float32 in bfloat16 mode (see Load).
+  auto usable_norm = [&](const at::Tensor& t) {
+    return t.is_contiguous() && (t.scalar_type() == dtype_ || t.scalar_type() == at::kFloat);
+  };
+  if (!usable(embed_) || !usable(lm_head_) || !usable_norm(final_norm_)) return;
+  for (const Layer& L : layers_) {
+    if (!usable_norm(L.input_norm) || !usable_norm(L.post_norm)) return;
+    for (const at::Tensor* t : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down, &L.q_bias, &L.k_bias, &L.v_bias,
+                                &L.o_bias})
       if (!usable(*t)) return;
+  }
   for (Layer& L : layers_) {
     const int64_t qd = L.q.size(0), kvd = L.k.size(0), inter = L.gate.size(0);
     L.qkv = at::cat({L.q, L.k, L.v}, 0).contiguous();
@@ -73,6 +83,14 @@ at::Tensor LlamaModel::DecodeLogits(const at::Tensor& ids, const at::Tensor& pos
 }
 
 namespace {
+
+cpu::Elem ElemOf(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kBFloat16: return cpu::Elem::kBF16;
+    case at::kHalf: return cpu::Elem::kF16;
+    default: return cpu::Elem::kF32;
+  }
+}
 
 float Value(const at::Tensor& t, int64_t i) {
   return t.scalar_type() == at::kBFloat16 ? float(t.data_ptr<c10::BFloat16>()[i]) : t.data_ptr<float>()[i];
@@ -108,6 +126,9 @@ void StoreColumn(const float* src, const at::Tensor& cache, int64_t row, int64_t
     if (cache.scalar_type() == at::kBFloat16) {
       c10::BFloat16* dst = cache.data_ptr<c10::BFloat16>() + off;
       for (int64_t i = 0; i < hd; ++i) dst[i] = c10::BFloat16(src[g * hd + i]);
+    } else if (cache.scalar_type() == at::kHalf) {
+      c10::Half* dst = cache.data_ptr<c10::Half>() + off;
+      for (int64_t i = 0; i < hd; ++i) dst[i] = c10::Half(src[g * hd + i]);
     } else {
       std::memcpy(cache.data_ptr<float>() + off, src + g * hd, size_t(hd) * 4);
     }
@@ -156,7 +177,7 @@ at::Tensor LlamaModel::DecodeLogitsCpu(const at::Tensor& ids_in, const at::Tenso
   const float scale = float(1.0 / std::sqrt(double(hd)));
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& L = layers_[l];
-    cpu::RmsNormRows(h, n, H, L.input_norm.data_ptr(), we, eps, x);
+    cpu::RmsNormRows(h, n, H, L.input_norm.data_ptr(), ElemOf(L.input_norm), eps, x);
     cpu::Gemv(x, n, H, L.qkv.data_ptr(), we, qkv_n, qkv, qkv_n, false);
     AddBias(qkv, n, qkv_n, L.q_bias);
     AddBias(qkv + qd, n, qkv_n, L.k_bias);
@@ -169,11 +190,11 @@ at::Tensor LlamaModel::DecodeLogitsCpu(const at::Tensor& ids_in, const at::Tenso
       StoreColumn(row + qd, cache->k[l], r, pos[r], kvh, hd);
       StoreColumn(row + qd + kvd, cache->v[l], r, pos[r], kvh, hd);
     }
-    cpu::DecodeAttention(qrot, cache->k[l].data_ptr(), cache->v[l].data_ptr(), we, n, kvh, rep, cache->k[l].size(2),
+    cpu::DecodeAttention(qrot, cache->k[l].data_ptr(), cache->v[l].data_ptr(), ElemOf(cache->k[l]), n, kvh, rep, cache->k[l].size(2),
                          hd, pos, scale, att);
     cpu::Gemv(att, n, qd, L.o.data_ptr(), we, H, h, H, true);
     AddBias(h, n, H, L.o_bias);
-    cpu::RmsNormRows(h, n, H, L.post_norm.data_ptr(), we, eps, x);
+    cpu::RmsNormRows(h, n, H, L.post_norm.data_ptr(), ElemOf(L.post_norm), eps, x);
     cpu::Gemv(x, n, H, L.gate_up.data_ptr(), we, 2 * inter, gu, 2 * inter, false);
     for (int64_t r = 0; r < n; ++r) {
       const float* g = gu + r * 2 * inter;
@@ -182,7 +203,7 @@ at::Tensor LlamaModel::DecodeLogitsCpu(const at::Tensor& ids_in, const at::Tenso
     }
     cpu::Gemv(act, n, inter, L.down.data_ptr(), we, H, h, H, true);
   }
-  cpu::RmsNormRows(h, n, H, final_norm_.data_ptr(), we, eps, x);
+  cpu::RmsNormRows(h, n, H, final_norm_.data_ptr(), ElemOf(final_norm_), eps, x);
   at::Tensor logits = at::empty({n, V}, at::kFloat);
   cpu::Gemv(x, n, H, lm_head_.data_ptr(), we, V, logits.data_ptr<float>(), V, false);
   stats_->forward_calls++;

@@ -67,14 +67,15 @@ at::Tensor LlamaModel::DecodeStep(const at::Tensor& ids, const at::Tensor& posit
     k = k * cos + RotateHalf(k) * sin;
     at::Tensor ck = cache->k[l].narrow(0, 0, n), cv = cache->v[l].narrow(0, 0, n);
     // Row i writes column pos[i]: one scatter per layer, whatever the number of rows.
-    ck.index_put_({rows, Slice(), pos}, k.view({n, kvh, hd}));
-    cv.index_put_({rows, Slice(), pos}, v);
+    ck.index_put_({rows, Slice(), pos}, k.view({n, kvh, hd}).to(ck.scalar_type()));
+    cv.index_put_({rows, Slice(), pos}, v.to(cv.scalar_type()));
     // Query heads sharing a kv head are stacked: [n, kvh, rep, hd] x [n, kvh, hd, W].
     at::Tensor qg = (q * scale).reshape({n, kvh, rep, hd});
-    at::Tensor scores = at::matmul(qg, ck.narrow(2, 0, width).transpose(-1, -2)).to(at::kFloat);
+    // (A cache of another dtype, CacheDtype(), is read in the step's.)
+    at::Tensor scores = at::matmul(qg, ck.narrow(2, 0, width).to(dtype_).transpose(-1, -2)).to(at::kFloat);
     scores.masked_fill_(hide, -std::numeric_limits<float>::infinity());
     at::Tensor probs = at::softmax(scores, -1).to(dtype_);
-    at::Tensor o = at::matmul(probs, cv.narrow(2, 0, width)).reshape({n, 1, heads * hd});
+    at::Tensor o = at::matmul(probs, cv.narrow(2, 0, width).to(dtype_)).reshape({n, 1, heads * hd});
     h = h + at::linear(o, L.o, L.o_bias);
     at::Tensor y = RmsNorm(h, L.post_norm);
     h = h + at::linear(at::silu(at::linear(y, L.gate)) * at::linear(y, L.up), L.down);
@@ -195,10 +196,10 @@ std::pair<at::Tensor, at::Tensor> LlamaModel::GenerateGreedy(const RaggedTokens&
         pos.data_ptr<int64_t>()[i] = filled(active[i]);
         width = std::max(width, filled(active[i]) + 1);
       }
-      // bf16 with several rows: LibTorch's bf16 products (AVX512-BF16 dot products) measured
-      // faster than the fused step's widening kernel (8 rows: 199 vs 137 tokens/s), one row slower.
-      const bool fused = dtype_ == at::kFloat || n == 1;
-      at::Tensor tokens = DecodeLogits(ids, pos, width, &cache, fused).argmax(-1).cpu();
+      // The fused CPU step at every row count: since its kernel keeps x in registers and
+      // prefetches, bf16 with 8 rows measured 190-263 tokens/s against LibTorch's bf16 products'
+      // 161-220 (they were ahead of the old kernel, 199 vs 137).
+      at::Tensor tokens = DecodeLogits(ids, pos, width, &cache).argmax(-1).cpu();
       const int64_t* tok = tokens.data_ptr<int64_t>();
       std::vector<char> done(n);
       for (int64_t i = 0; i < n; ++i) done[i] = take(active[i].prompt, tok[i]);
