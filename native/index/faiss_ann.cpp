@@ -25,7 +25,10 @@
 #include <faiss/impl/FaissException.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
+#include <dlfcn.h>
 #include <omp.h>
+
+#include <mutex>
 #endif
 
 namespace gainrag {
@@ -63,6 +66,55 @@ void SkipPolysemousTraining(faiss::Index* index) {
   if (auto* pq = dynamic_cast<faiss::IndexPQ*>(index)) pq->do_polysemous_training = false;
   if (auto* ivfpq = dynamic_cast<faiss::IndexIVFPQ*>(index)) ivfpq->do_polysemous_training = false;
 }
+
+// One OpenBLAS thread while FAISS searches. The IVF coarse quantizer's sgemm (from the calling
+// thread, between FAISS's OpenMP regions) wakes OpenBLAS's own server thread, which then spins
+// on sched_yield for a while after every product: `perf record` of an IVF64,PQ64 search at
+// nprobe 8 showed that thread at 4.4% of the process's samples (Python FAISS: 1.4%), time taken
+// from the two threads doing the work on a 2-core machine; with one BLAS thread it is gone. The
+// product is ~1 ms per 1024 queries, so one thread costs nothing there. OpenBLAS's count is
+// process-wide: the first search in saves and lowers it, the last one out restores it. Through
+// dlsym because the engine links whatever libblas the system provides.
+class OneBlasThreadScope {
+ public:
+  OneBlasThreadScope() {
+    std::lock_guard<std::mutex> lock(Mutex());
+    if (Active()++ == 0 && Set() && Get()) {
+      Saved() = Get()();
+      if (Saved() > 1) Set()(1);
+    }
+  }
+  ~OneBlasThreadScope() {
+    std::lock_guard<std::mutex> lock(Mutex());
+    if (--Active() == 0 && Set() && Saved() > 1) Set()(Saved());
+  }
+  OneBlasThreadScope(const OneBlasThreadScope&) = delete;
+  OneBlasThreadScope& operator=(const OneBlasThreadScope&) = delete;
+
+ private:
+  using GetFn = int (*)();
+  using SetFn = void (*)(int);
+  static GetFn Get() {
+    static GetFn f = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+    return f;
+  }
+  static SetFn Set() {
+    static SetFn f = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+    return f;
+  }
+  static std::mutex& Mutex() {
+    static std::mutex m;
+    return m;
+  }
+  static int& Active() {
+    static int n = 0;
+    return n;
+  }
+  static int& Saved() {
+    static int n = 0;
+    return n;
+  }
+};
 
 // FAISS's k-means (PQ sub-quantizers, IVF coarse quantizer) opens thousands of short OpenMP
 // regions (a BLAS product, then a parallel arg-min, per block, per iteration, per sub-quantizer).
@@ -184,6 +236,7 @@ SearchResult FaissAnn::Search(const at::Tensor& queries, int64_t k, const AnnSea
     } catch (const faiss::FaissException& e) {
       GR_FAIL(kInvalidArgument, "this ", type_, " has no such search parameter: ", e.msg);
     }
+    OneBlasThreadScope one_blas_thread;
     // Query blocks so that a cancel is seen between them.
     constexpr int64_t kQueries = 1024;
     for (int64_t b = 0; b < nq; b += kQueries) {
