@@ -9,6 +9,7 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { CrossEncoder, Encoder, hasCode } from '../lib/index.js';
 import { buildIndex, importIndex } from '../lib/retrieval/build.js';
+import { evalQueryVectors } from '../lib/retrieval/eval-ann.js';
 import { retrieve } from '../lib/retrieval/retrieve.js';
 import { cliPath, dataDir, fixture } from './helpers.js';
 
@@ -80,6 +81,35 @@ test('E5-style mean pooling with query:/passage: prompts; configurations the eng
   const forced = await Encoder.load(f('max-pool'), { pooling: 'cls' });
   assert.equal(forced.pooling, 'cls');
   await forced.dispose();
+});
+
+test('index eval embeds its questions as retrieve does: the index\'s pooling, normalize and query prefix', async () => {
+  const passages = f('eval-passages.jsonl');
+  writeFileSync(passages, readFileSync(path.join(dataDir, 'squad_v1.1_dev_open', 'passages.jsonl'), 'utf8').split('\n').slice(0, 8).join('\n') + '\n');
+  const questionsFile = f('eval-questions.jsonl');
+  const lines = readFileSync(path.join(dataDir, 'squad_v1.1_dev_open', 'questions.jsonl'), 'utf8').split('\n').slice(0, 3);
+  writeFileSync(questionsFile, lines.join('\n') + '\n');
+  const questions = lines.map((l) => (JSON.parse(l) as { question: string }).question);
+  const bge = stModel('bge-like-eval', { pooling_mode_cls_token: true });
+  const index = f('index-bge-eval');
+  await buildIndex({ passages, encoder: bge, out: index });
+  // Given plain bert-tiny (mean pooling, no prefix), the eval still embeds with the index's settings.
+  const got = await evalQueryVectors({ index, data: questionsFile, encoder: fixture('bert-tiny') }, 64);
+  const st = await Encoder.load(bge);
+  const plain = await Encoder.load(fixture('bert-tiny'));
+  try {
+    const want = await st.embedQueries(questions);
+    const unprefixed = await st.embed(questions);
+    const meanPooled = await plain.embed(questions);
+    assert.equal(got.length, want.length);
+    const maxDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i])), 0);
+    assert.ok(maxDiff(got, want) < 1e-5, `eval queries = the index encoder's embedQueries (max diff ${maxDiff(got, want)})`);
+    assert.ok(maxDiff(got, unprefixed) > 1e-3, 'the query prefix is applied');
+    assert.ok(maxDiff(got, meanPooled) > 1e-3, 'the index\'s CLS pooling is used, not the model\'s default');
+  } finally {
+    await st.dispose();
+    await plain.dispose();
+  }
 });
 
 test('the index records its encoder; retrieve refuses another encoder (E_INDEX naming what differs) unless allowed', async () => {

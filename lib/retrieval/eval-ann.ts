@@ -6,7 +6,7 @@ import path from 'node:path';
 import { GainragError } from '../errors.js';
 import type { CallOptions } from '../controls.js';
 import { readRecords } from '../io/jsonl.js';
-import { Encoder, type Device } from '../models/encoder.js';
+import { type Device, type Pooling } from '../models/encoder.js';
 import { ANN_FILE } from './ann.js';
 import { DenseIndex } from './dense-index.js';
 import { readNpyFloat32 } from './npy.js';
@@ -44,7 +44,8 @@ export interface EvalIndexSummary {
   peakRssMiB: number;
 }
 
-async function queryVectors(options: EvalIndexOptions, dim: number): Promise<Float32Array> {
+/** The eval's query matrix: `data` as a .npy, or its questions embedded as retrieve embeds them. */
+export async function evalQueryVectors(options: EvalIndexOptions, dim: number): Promise<Float32Array> {
   if (/\.npy$/i.test(options.data)) {
     const m = readNpyFloat32(options.data);
     if (m.cols !== dim) throw new GainragError('E_SHAPE', `${options.data} has ${m.cols}-dimensional queries, the index ${dim}`);
@@ -58,22 +59,26 @@ async function queryVectors(options: EvalIndexOptions, dim: number): Promise<Flo
     if (typeof q !== 'string') throw new GainragError('E_DATA', `${path.basename(options.data)}:${line}: record has no string 'question'`);
     questions.push(q);
   }
-  if (options.embedUrl !== undefined) {
-    // The server embeds as the index's build asked (as retrieve --embed-url does); TEI's own
-    // default (normalize) would silently differ from an index built without it.
-    const built = readEncoderRecord(options.index);
-    const remote = await openTextEncoder({ embedUrl: options.embedUrl, embedClient: options.embedClient, device: options.device, normalize: built?.normalize, queryPrefix: built?.queryPrefix, signal: options.signal });
-    try {
-      if (remote.dim !== dim) throw new GainragError('E_SHAPE', `the server embeds in ${remote.dim} dimensions but the index has ${dim}`);
-      return await remote.embedQueries(questions, { signal: options.signal });
-    } finally {
-      await remote.dispose();
-    }
-  }
-  const encoder = await Encoder.load(options.encoder!, { device: options.device });
+  // Queries are embedded as retrieve embeds them: the index's recorded encoder settings (pooling
+  // for a local model, normalize, the query prefix, through embedQueries). A server pools as it
+  // does; TEI's own default (normalize) would silently differ from an index built without it.
+  const built = readEncoderRecord(options.index);
+  const builtPooling = options.embedUrl === undefined && (built?.pooling === 'mean' || built?.pooling === 'cls') ? (built.pooling as Pooling) : undefined;
+  const encoder = await openTextEncoder({
+    encoder: options.encoder,
+    embedUrl: options.embedUrl,
+    embedClient: options.embedClient,
+    device: options.device,
+    pooling: builtPooling,
+    normalize: built?.normalize,
+    queryPrefix: built?.queryPrefix,
+    passagePrefix: built?.passagePrefix,
+    signal: options.signal,
+  });
   try {
-    if (encoder.dim !== dim) throw new GainragError('E_SHAPE', `the encoder embeds in ${encoder.dim} dimensions but the index has ${dim}`);
-    return await encoder.embed(questions, { signal: options.signal });
+    const source = options.embedUrl !== undefined ? 'the server embeds' : 'the encoder embeds';
+    if (encoder.dim !== dim) throw new GainragError('E_SHAPE', `${source} in ${encoder.dim} dimensions but the index has ${dim}`);
+    return await encoder.embedQueries(questions, { signal: options.signal });
   } finally {
     await encoder.dispose();
   }
@@ -95,7 +100,7 @@ export async function evalIndex(options: EvalIndexOptions): Promise<EvalIndexSum
     if (exact.size !== approx.size || exact.dim !== approx.dim) throw new GainragError('E_INVALID_ARG', `${options.against} (${exact.size} x ${exact.dim}) is not over the same rows as ${options.index} (${approx.size} x ${approx.dim})`);
     const k = Math.min(options.k ?? 100, approx.size);
     if (!Number.isInteger(k) || k < 1) throw new GainragError('E_INVALID_ARG', `k must be a positive integer`);
-    const q = await queryVectors(options, approx.dim);
+    const q = await evalQueryVectors(options, approx.dim);
     const nq = q.length / approx.dim;
     if (nq === 0) throw new GainragError('E_DATA', `${options.data} has no queries`);
     const call = { signal: options.signal };

@@ -15,6 +15,7 @@
 // path rounds each of them to bfloat16), which is closer to a float64 reference; greedy tokens
 // equal the ATen path's on the tests.
 #include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
 #include <cmath>
 #include <cstdlib>
