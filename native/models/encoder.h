@@ -36,6 +36,9 @@ enum class GemmPath {
 
 // Parses "torch" | "dnnl" (empty = kDefault); throws Error(kInvalidArgument).
 GemmPath ParseGemmPath(const std::string& name);
+// GAINRAG_GEMM parsed (kDefault when unset or empty); Error(kInvalidArgument) naming the
+// variable otherwise. Encoders and the Llama decoder read it through this.
+GemmPath GemmPathFromEnvironment();
 // Whether this build has the oneDNN backend (CMake option GAINRAG_WITH_DNNL).
 bool DnnlCompiledIn();
 

@@ -46,6 +46,15 @@ std::string DnnlObstacle(const EncoderOptions& opts) {
   return "";
 }
 
+GemmPath GemmPathFromEnvironment() {
+  const char* env = std::getenv("GAINRAG_GEMM");
+  try {
+    return ParseGemmPath(env ? env : "");
+  } catch (const Error&) {
+    GR_FAIL(kInvalidArgument, "GAINRAG_GEMM must be 'torch' or 'dnnl', got '", env, "'");
+  }
+}
+
 // kTorch or kDnnl. An explicit request that cannot be met fails; the environment's and the
 // build's default are preferences (they must not break CUDA or float16 models). int8 exists
 // only on the oneDNN path, so there nothing falls back.
@@ -53,12 +62,7 @@ GemmPath ResolveGemmPath(const EncoderOptions& opts) {
   GemmPath want = opts.gemm;
   bool preference = false;
   if (want == GemmPath::kDefault) {
-    const char* env = std::getenv("GAINRAG_GEMM");
-    try {
-      want = ParseGemmPath(env ? env : "");
-    } catch (const Error&) {
-      GR_FAIL(kInvalidArgument, "GAINRAG_GEMM must be 'torch' or 'dnnl', got '", env, "'");
-    }
+    want = GemmPathFromEnvironment();
     if (want == GemmPath::kDefault) want = DnnlCompiledIn() ? GemmPath::kDnnl : GemmPath::kTorch;
     preference = true;
   }

@@ -25,6 +25,7 @@
 
 #include "backends/cpu_decode.h"
 #include "core/error.h"
+#include "models/encoder.h"  // GemmPathFromEnvironment
 #include "models/llama.h"
 #ifdef GAINRAG_WITH_DNNL
 #include "backends/dnnl/packed_linear.h"
@@ -34,13 +35,12 @@ namespace gainrag {
 
 void LlamaModel::ChooseGemm() {
   dnnl_gemm_ = false;
-  const char* gemm = std::getenv("GAINRAG_GEMM");
-  const std::string gemm_mode = gemm ? gemm : "";
-  GR_CHECK(gemm_mode.empty() || gemm_mode == "torch" || gemm_mode == "dnnl", kInvalidArgument,
-           "GAINRAG_GEMM must be 'torch' or 'dnnl', got '", gemm_mode, "'");
+  const GemmPath gemm = GemmPathFromEnvironment();
 #ifdef GAINRAG_WITH_DNNL
-  dnnl_gemm_ = gemm_mode != "torch" && device_.is_cpu() && (dtype_ == at::kFloat || dtype_ == at::kBFloat16) &&
+  dnnl_gemm_ = gemm != GemmPath::kTorch && device_.is_cpu() && (dtype_ == at::kFloat || dtype_ == at::kBFloat16) &&
                onednn::Supports(dtype_);
+#else
+  (void)gemm;  // still validated: a bad value fails in every build
 #endif
 }
 
