@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/omp_threads.h"
 
 #ifdef GAINRAG_WITH_FAISS
 #include <cxxabi.h>
@@ -26,7 +27,6 @@
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
 #include <dlfcn.h>
-#include <omp.h>
 
 #include <mutex>
 #endif
@@ -125,17 +125,8 @@ class OneBlasThreadScope {
 // 24 s with OMP_WAIT_POLICY=PASSIVE; OPENBLAS_NUM_THREADS=1 alone helped less (69 s), so the BLAS
 // thread count is not the main cause. The wait policy is read once, when libgomp loads, and is shared
 // by LibTorch's encoders, so training runs with one OpenMP thread on this (worker) thread only:
-// omp_set_num_threads sets the calling thread's own team size; search keeps the engine's threads.
-class OneOmpThreadScope {
- public:
-  OneOmpThreadScope() : before_(omp_get_max_threads()) { omp_set_num_threads(1); }
-  ~OneOmpThreadScope() { omp_set_num_threads(before_); }
-  OneOmpThreadScope(const OneOmpThreadScope&) = delete;
-  OneOmpThreadScope& operator=(const OneOmpThreadScope&) = delete;
-
- private:
-  int before_;
-};
+// OneOmpThreadScope (core/omp_threads.h) sets the calling thread's own team size; search keeps the
+// engine's threads.
 }  // namespace
 
 int64_t BuildFaissAnn(const std::string& index_dir, const std::string& out_file, const AnnBuildOptions& options,

@@ -2,12 +2,12 @@
 // one padded forward per batch, results scattered back to input order.
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
-#include <dlfcn.h>
 
 #include <algorithm>
 #include <functional>
 
 #include "core/error.h"
+#include "core/omp_threads.h"
 #include "models/encoder.h"
 
 namespace gainrag {
@@ -53,33 +53,6 @@ double BatchMacs(const EncoderConfig& c, const PaddedBatch& batch) {
   return tokens * per_token * double(c.num_layers);
 }
 
-// One OpenMP thread for this (worker) thread while it lives; omp_set_num_threads sets the
-// calling thread's own team size, so other calls keep theirs. The OpenMP runtime is LibTorch's
-// (loaded with it; this file is not compiled with -fopenmp), so its entry points are looked up;
-// without one in the process this is a no-op.
-class SerialScope {
- public:
-  explicit SerialScope(bool on) : on_(on && Set()) {
-    if (!on_) return;
-    before_ = at::get_num_threads();  // after LibTorch's per-thread lazy init, which would override
-    Set()(1);
-  }
-  ~SerialScope() {
-    if (on_) Set()(before_);
-  }
-  SerialScope(const SerialScope&) = delete;
-  SerialScope& operator=(const SerialScope&) = delete;
-
- private:
-  using SetFn = void (*)(int);
-  static SetFn Set() {
-    static SetFn f = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
-    return f;
-  }
-  bool on_;
-  int before_ = 1;
-};
-
 using BatchFn = std::function<at::Tensor(const PaddedBatch&)>;
 
 at::Tensor RunBatched(const EncoderModel& model, const RaggedTokens& tokens, const EncodeRequest& req,
@@ -94,7 +67,7 @@ at::Tensor RunBatched(const EncoderModel& model, const RaggedTokens& tokens, con
   for (const auto& rows : plan.batches) {
     ctx.ThrowIfCancelled();
     PaddedBatch batch = MakePaddedBatch(tokens, rows, model.config().pad_token_id);
-    SerialScope serial(model.device().is_cpu() && BatchMacs(model.config(), batch) < kSerialBatchMacs);
+    OneOmpThreadScope serial(model.device().is_cpu() && BatchMacs(model.config(), batch) < kSerialBatchMacs);
     at::Tensor result = fn(batch).to(at::kCPU, at::kFloat).contiguous();
     out.index_copy_(0, at::tensor(batch.rows, at::kLong), result);
     done += static_cast<int64_t>(rows.size());
