@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>  // fake_cuda/cuda_runtime.h: the allocation counter
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -47,8 +48,10 @@ float Exact(const float* q, const void* rows, RowType t, int64_t r, int64_t dim)
   return acc;
 }
 
-std::mt19937 order_rng(3);
-int64_t launches = 0;
+// Sharded searches launch from one thread per device: the order generator is per thread and the
+// launch count atomic.
+thread_local std::mt19937 order_rng(3);
+std::atomic<int64_t> launches{0};
 
 }  // namespace
 
@@ -255,7 +258,7 @@ int main() {
                gainrag::ErrorCode::kInvalidArgument);
   r.devices = {0, 1};
   r.tile_rows = 100;
-  int calls = 0;
+  std::atomic<int> calls{0};  // called from both shard threads
   r.check_cancelled = [&] {
     if (++calls > 3) GR_FAIL(kCancelled, "cancelled");
   };
@@ -265,9 +268,9 @@ int main() {
   gainrag::ReleaseKernelBuffers();
   if (fake_cuda::live_allocations() != 0) {
     ++failures;
-    std::printf("FAIL %ld device/pinned buffers still allocated after the searches\n", fake_cuda::live_allocations());
+    std::printf("FAIL %ld device/pinned buffers still allocated after the searches\n", fake_cuda::live_allocations().load());
   }
-  std::printf("%lld SelectTile launches\n", (long long)launches);
+  std::printf("%lld SelectTile launches\n", (long long)launches.load());
   if (failures) {
     std::printf("%d failure(s)\n", failures);
     return 1;

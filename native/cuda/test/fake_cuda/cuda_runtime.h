@@ -5,6 +5,7 @@
 // streams and events are synchronous no-ops. Four fake devices are visible. Test use only.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
@@ -21,8 +22,10 @@ inline int& current_device() {
   static thread_local int d = 0;
   return d;
 }
-inline long& live_allocations() {
-  static long n = 0;
+// Atomic: sharded searches allocate from one thread per device at the same time (a plain long
+// lost updates there and reported phantom leaks now and then).
+inline std::atomic<long>& live_allocations() {
+  static std::atomic<long> n{0};
   return n;
 }
 }  // namespace fake_cuda
