@@ -274,6 +274,22 @@ at::Tensor EncoderModel::Hidden(const at::Tensor& input_ids_in, const at::Tensor
   std::vector<int64_t> key_lengths;
   const bool ragged = packed_ && !training_ && !at::GradMode::is_enabled() && x.scalar_type() == at::kFloat &&
                       PrefixLengths(mask, &key_lengths);
+  // There the layers also run on the real tokens only, packed back to back as [N, H]: every
+  // product, norm and activation is per token, and only attention needs the rows, which it
+  // gets from key_lengths. Length-bucketed batches of questions still carry ~9% padding
+  // (256 SQuAD questions: 7190 padded positions for 6592 tokens).
+  at::Tensor real_positions;
+  if (ragged) {
+    const int64_t B = x.size(0);
+    std::vector<int64_t> flat;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < key_lengths[b]; ++t) flat.push_back(b * T + t);
+    x = x.reshape({B * T, H});
+    if (int64_t(flat.size()) < B * T) {
+      real_positions = at::tensor(flat, at::kLong);
+      x = x.index_select(0, real_positions);
+    }
+  }
   for (const Layer& L : layers_) {
     if (!checkpoint) {
       x = LayerForward(L, x, bias, training_, ragged ? &key_lengths : nullptr);
@@ -290,6 +306,16 @@ at::Tensor EncoderModel::Hidden(const at::Tensor& input_ids_in, const at::Tensor
       return LayerForward(L, in, bias, training);
     };
     x = CheckpointedCall(layer, x, params);
+  }
+  if (ragged) {
+    // Back to [B, T, H]; padded positions are zeros (no output reads them: pooling masks them
+    // and the classifier reads the first token).
+    if (real_positions.defined()) {
+      at::Tensor full = at::zeros({mask.size(0) * T, H}, x.options());
+      full.index_copy_(0, real_positions, x);
+      x = full;
+    }
+    x = x.view({mask.size(0), T, H});
   }
   return x;
 }

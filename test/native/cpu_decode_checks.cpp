@@ -41,7 +41,7 @@ int CpuDecodeChecks() {
   std::mt19937 rng(1234);
   std::uniform_real_distribution<float> uni(-1.f, 1.f);
   for (Elem elem : {Elem::kF32, Elem::kBF16})
-    for (int64_t in : {1, 15, 16, 17, 64, 200, 1027})
+    for (int64_t in : {1, 15, 16, 17, 48, 64, 200, 1027})
       for (int64_t out : {1, 3, 16, 37, 130})
         for (int64_t rows : {1, 2, 3, 4, 5, 7, 8, 11})
           for (bool accumulate : {false, true}) {

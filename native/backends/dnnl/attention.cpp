@@ -90,29 +90,39 @@ void Run(const Compiled& c, dnnl::stream& stream, const memory::desc& a_desc, co
 }  // namespace
 
 at::Tensor RaggedSelfAttention(const at::Tensor& qkv, const std::vector<int64_t>& key_lengths, int64_t heads) {
-  GR_CHECK(qkv.dim() == 3 && qkv.scalar_type() == at::kFloat && qkv.is_contiguous() && qkv.device().is_cpu() &&
-               heads > 0 && qkv.size(2) % (3 * heads) == 0,
-           kShape, "attention expects contiguous float32 [B, T, 3H] on CPU, got ", qkv.sizes());
-  const int64_t B = qkv.size(0), T = qkv.size(1), H = qkv.size(2) / 3, hd = H / heads;
+  const bool packed = qkv.dim() == 2;
+  GR_CHECK((qkv.dim() == 3 || packed) && qkv.scalar_type() == at::kFloat && qkv.is_contiguous() &&
+               qkv.device().is_cpu() && heads > 0 && qkv.size(-1) % (3 * heads) == 0,
+           kShape, "attention expects contiguous float32 [B, T, 3H] or [N, 3H] on CPU, got ", qkv.sizes());
+  const int64_t H = qkv.size(-1) / 3, hd = H / heads, row = 3 * H;
+  const int64_t B = packed ? int64_t(key_lengths.size()) : qkv.size(0), T = packed ? 0 : qkv.size(1);
   GR_CHECK(int64_t(key_lengths.size()) == B, kShape, "attention: ", key_lengths.size(), " key lengths for ", B, " rows");
-  (void)at::get_num_threads();  // OpenMP team size for this thread, as in PackedLinear::Forward
-  thread_local dnnl::stream stream(Engine());
-  at::Tensor ctx = at::empty({B, T, H}, at::kFloat);
-  const float* base = qkv.data_ptr<float>();
-  const int64_t row = 3 * H;
+  int64_t total = 0;
   for (int64_t b = 0; b < B; ++b) {
     const int64_t len = key_lengths[b];
-    GR_CHECK(len >= 1 && len <= T, kShape, "attention: row ", b, " has ", len, " keys of ", T);
-    const float* q = base + b * T * row;
-    const std::shared_ptr<Compiled> scores_p = Get(Product::kScores, T, len, heads, hd);
-    at::Tensor scores = at::empty({heads, T, len}, at::kFloat);
-    Run(*scores_p, stream, {{heads, T, hd}, dt::f32, {hd, row, 1}}, q, {{heads, hd, len}, dt::f32, {hd, 1, row}}, q + H,
-        {{heads, T, len}, dt::f32, memory::format_tag::abc}, scores.data_ptr());
+    GR_CHECK(len >= 1 && (packed || len <= T), kShape, "attention: row ", b, " has ", len, " keys of ", T);
+    total += len;
+  }
+  GR_CHECK(!packed || total == qkv.size(0), kShape, "attention: row lengths sum to ", total, ", not the ", qkv.size(0),
+           " packed tokens");
+  (void)at::get_num_threads();  // OpenMP team size for this thread, as in PackedLinear::Forward
+  thread_local dnnl::stream stream(Engine());
+  at::Tensor ctx = packed ? at::empty({total, H}, at::kFloat) : at::empty({B, T, H}, at::kFloat);
+  const float* base = qkv.data_ptr<float>();
+  int64_t start = 0;  // first token of row b
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t len = key_lengths[b], queries = packed ? len : T;
+    const float* q = base + start * row;
+    const std::shared_ptr<Compiled> scores_p = Get(Product::kScores, queries, len, heads, hd);
+    at::Tensor scores = at::empty({heads, queries, len}, at::kFloat);
+    Run(*scores_p, stream, {{heads, queries, hd}, dt::f32, {hd, row, 1}}, q, {{heads, hd, len}, dt::f32, {hd, 1, row}},
+        q + H, {{heads, queries, len}, dt::f32, memory::format_tag::abc}, scores.data_ptr());
     at::Tensor probs = at::softmax(scores, -1);
-    const std::shared_ptr<Compiled> ctx_p = Get(Product::kContext, T, len, heads, hd);
-    Run(*ctx_p, stream, {{heads, T, len}, dt::f32, memory::format_tag::abc}, probs.data_ptr(),
-        {{heads, len, hd}, dt::f32, {hd, row, 1}}, q + 2 * H, {{heads, T, hd}, dt::f32, {hd, H, 1}},
-        ctx.data_ptr<float>() + b * T * H);
+    const std::shared_ptr<Compiled> ctx_p = Get(Product::kContext, queries, len, heads, hd);
+    Run(*ctx_p, stream, {{heads, queries, len}, dt::f32, memory::format_tag::abc}, probs.data_ptr(),
+        {{heads, len, hd}, dt::f32, {hd, row, 1}}, q + 2 * H, {{heads, queries, hd}, dt::f32, {hd, H, 1}},
+        ctx.data_ptr<float>() + start * H);
+    start += queries;
   }
   return ctx;
 }

@@ -16,6 +16,8 @@ namespace gainrag::onednn {
 // padding). Returns ctx float32 [B, T, H] (heads concatenated, as HF before the output dense):
 // softmax(q k^T / sqrt(H / heads)) v with keys past key_lengths[b] left out, for every query
 // position, padded ones included (as HF computes them). Inference only.
+// qkv may also be float32 [N, 3H] with the rows back to back and no padding (row b's tokens
+// start where row b - 1's end; the lengths sum to N); ctx is then [N, H].
 at::Tensor RaggedSelfAttention(const at::Tensor& qkv, const std::vector<int64_t>& key_lengths, int64_t heads);
 
 }  // namespace gainrag::onednn
