@@ -65,6 +65,14 @@ dnnl::primitive_attr Attributes(Epilogue e) {
   return attr;
 }
 
+// The product's output: float32, except a bfloat16 product with an activation (the FFN's up
+// product), whose output only ever feeds the next bfloat16 product. Writing it as bfloat16
+// rounds it exactly as that product's input conversion did (to nearest even), and halves the
+// bytes of the largest activation ([rows, intermediate]) written and read.
+memory::data_type OutputType(at::ScalarType precision, Epilogue e) {
+  return precision == at::kBFloat16 && e != Epilogue::kNone ? memory::data_type::bf16 : memory::data_type::f32;
+}
+
 // weights: a concrete layout, or format_tag::any to let oneDNN choose (packing).
 // int8 has neither bias nor post-ops: oneDNN 2.6 runs a per-row scale post-op (and runtime
 // output scales) only in its reference kernels, so the rescaling is our own pass (RescaleRows).
@@ -73,7 +81,7 @@ dnnl::matmul::primitive_desc Describe(int64_t M, int64_t K, int64_t N, at::Scala
   const memory::data_type dt = DataType(precision);
   memory::desc src({M, K}, dt, tag::ab);
   memory::desc bias({1, N}, memory::data_type::f32, tag::ab);
-  memory::desc dst({M, N}, memory::data_type::f32, tag::ab);
+  memory::desc dst({M, N}, OutputType(precision, e), tag::ab);
   if (precision == at::kChar) {
     return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, dst), Attributes(Epilogue::kNone), Engine());
   }
@@ -176,11 +184,11 @@ struct PackedLinear::Impl {
   }
 
   // rows [M, in] at src -> [M, out] at dst.
-  void Run(const void* src, float* dst, int64_t M, dnnl::stream& stream) const {
+  void Run(const void* src, void* dst, int64_t M, dnnl::stream& stream) const {
     std::shared_ptr<Compiled> c = Get(M);
     const dnnl::engine& eng = Engine();
     memory src_m({{M, in}, DataType(precision), tag::ab}, eng, const_cast<void*>(src));
-    memory dst_m({{M, out}, memory::data_type::f32, tag::ab}, eng, dst);
+    memory dst_m({{M, out}, OutputType(precision, epilogue), tag::ab}, eng, dst);
     memory w_m(weights_desc, eng, weights.data_ptr());
     at::Tensor scratch = at::empty({int64_t(c->scratch_bytes)}, at::kByte);
     memory s_m({{int64_t(c->scratch_bytes)}, memory::data_type::u8, tag::a}, eng, scratch.data_ptr());
@@ -270,7 +278,8 @@ at::Tensor PackedLinear::Forward(const at::Tensor& x_in) const {
   const int64_t M = x.size(0);
   std::vector<int64_t> sizes = x_in.sizes().vec();
   sizes.back() = p.out;
-  at::Tensor y = at::empty({M, p.out}, at::kFloat);
+  const bool bf16_out = OutputType(p.precision, p.epilogue) == memory::data_type::bf16;
+  at::Tensor y = at::empty({M, p.out}, bf16_out ? at::kBFloat16 : at::kFloat);
   if (M == 0) return y.view(sizes);
   at::Tensor row_scale;
   if (int8) {
@@ -284,11 +293,13 @@ at::Tensor PackedLinear::Forward(const at::Tensor& x_in) const {
   const int64_t head = M - tail;
   const size_t elem = x.element_size();
   const char* src = static_cast<const char*>(x.data_ptr());
-  float* dst = y.data_ptr<float>();
+  char* dst = static_cast<char*>(y.data_ptr());
   p.Run(src, dst, head, stream);
-  if (tail > 0) p.Run(src + size_t(head) * size_t(p.in) * elem, dst + head * p.out, tail, stream);
+  if (tail > 0) {
+    p.Run(src + size_t(head) * size_t(p.in) * elem, dst + size_t(head) * size_t(p.out) * y.element_size(), tail, stream);
+  }
   if (int8) {
-    RescaleRows(dst, row_scale.data_ptr<float>(), p.weight_scale.data_ptr<float>(), p.bias.data_ptr<float>(), M, p.out);
+    RescaleRows(y.data_ptr<float>(), row_scale.data_ptr<float>(), p.weight_scale.data_ptr<float>(), p.bias.data_ptr<float>(), M, p.out);
     switch (p.epilogue) {
       case Epilogue::kGeluErf: at::gelu_(y); break;
       case Epilogue::kGeluTanh: at::gelu_(y, "tanh"); break;

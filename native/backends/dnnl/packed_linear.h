@@ -42,7 +42,8 @@ class PackedLinear {
                                                   at::ScalarType precision, Epilogue epilogue);
   ~PackedLinear();
 
-  // x [..., in] (float32, or bfloat16 at bf16 precision) -> [..., out] float32.
+  // x [..., in] (float32, or bfloat16 at bf16 precision) -> [..., out] float32; bfloat16 for a
+  // bfloat16 product with an activation epilogue (it feeds the next bfloat16 product only).
   // Inference only: no autograd graph is recorded.
   at::Tensor Forward(const at::Tensor& x) const;
 
