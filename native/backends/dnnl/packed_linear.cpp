@@ -296,10 +296,12 @@ at::Tensor PackedLinear::Forward(const at::Tensor& x_in) const {
   char* dst = static_cast<char*>(y.data_ptr());
   p.Run(src, dst, head, stream);
   if (tail > 0) {
-    p.Run(src + size_t(head) * size_t(p.in) * elem, dst + size_t(head) * size_t(p.out) * y.element_size(), tail, stream);
+    const size_t head_in = size_t(head) * size_t(p.in) * elem, head_out = size_t(head) * size_t(p.out) * y.element_size();
+    p.Run(src + head_in, dst + head_out, tail, stream);
   }
   if (int8) {
-    RescaleRows(y.data_ptr<float>(), row_scale.data_ptr<float>(), p.weight_scale.data_ptr<float>(), p.bias.data_ptr<float>(), M, p.out);
+    RescaleRows(y.data_ptr<float>(), row_scale.data_ptr<float>(), p.weight_scale.data_ptr<float>(),
+                p.bias.data_ptr<float>(), M, p.out);
     switch (p.epilogue) {
       case Epilogue::kGeluErf: at::gelu_(y); break;
       case Epilogue::kGeluTanh: at::gelu_(y, "tanh"); break;
