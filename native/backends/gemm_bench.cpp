@@ -66,12 +66,15 @@ GemmTiming Peak(bool bf16, int reps) {
   GemmTiming t;
   t.flops = double(threads) * kPeakIterations * kAccumulators * 16 * (bf16 ? 4 : 2);
   t.kernel = bf16 ? "vdpbf16ps loop" : "vfmadd zmm loop";
-  volatile float sink = 0;
+  // One result slot per thread (kept, so the loops are not optimised away).
+  std::vector<float> sink(size_t(threads), 0.f);
   t.seconds = Time(reps, [&] {
     at::parallel_for(0, threads, 1, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) sink = sink + (bf16 ? Bf16Loop(kPeakIterations) : FmaLoop(kPeakIterations));
+      for (int64_t i = lo; i < hi; ++i) sink[size_t(i)] += bf16 ? Bf16Loop(kPeakIterations) : FmaLoop(kPeakIterations);
     });
   });
+  volatile float keep = sink[0];
+  (void)keep;
   return t;
 }
 
