@@ -1,7 +1,8 @@
 // One OpenMP thread for the calling thread while a scope lives. omp_set_num_threads sets the
-// calling thread's own team size, so other calls (other worker threads) keep theirs. The OpenMP
-// runtime is LibTorch's, loaded with it; the engine is not compiled with -fopenmp, so the entry
-// point is looked up at run time, and without one in the process the scope does nothing.
+// calling thread's own team size, so other calls (other worker threads) keep theirs. The runtime
+// is libgomp, the one LibTorch loads. The entry point is looked up at run time so that a build
+// without OpenMP (CMakeLists.txt warns) still compiles; with no runtime in the process the
+// scope does nothing.
 #pragma once
 
 #include <ATen/Parallel.h>
