@@ -4,6 +4,7 @@
 #include "bindings/addon_data.h"
 #include "bindings/async_task.h"
 #include "core/engine.h"
+#include "core/tensor_memory.h"
 
 namespace gainrag::node {
 
@@ -12,6 +13,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // once, here. Tasks run on libuv threads and fan out into this pool.
   static const int threads = ConfigureThreads(0);
   (void)threads;
+  InstallTensorMemory();
   env.SetInstanceData(new AddonData());
   exports.Set("CancelToken", CancelToken::Define(env));
   InitEngine(env, exports);

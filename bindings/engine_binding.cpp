@@ -1,8 +1,9 @@
-// engineInfo() and setThreads(n).
+// engineInfo(), setThreads(n) and releaseTensorMemory().
 #include "bindings/addon_data.h"
 #include "bindings/errors.h"
 #include "bindings/marshal.h"
 #include "core/engine.h"
+#include "core/tensor_memory.h"
 #ifdef GAINRAG_WITH_DNNL
 #include "backends/dnnl/packed_linear.h"
 #endif
@@ -34,6 +35,15 @@ Napi::Value EngineInfoJs(const Napi::CallbackInfo& info) {
     out.Set("threads", e.threads);
     out.Set("blas", e.blas);
     out.Set("dnnlKernels", e.dnnl_kernels);
+    const TensorMemoryStats m = GetTensorMemoryStats();
+    Napi::Object mem = Napi::Object::New(env);
+    mem.Set("installed", m.installed);
+    mem.Set("capBytes", double(m.cap_bytes));
+    mem.Set("cachedBytes", double(m.cached_bytes));
+    mem.Set("liveBytes", double(m.live_bytes));
+    mem.Set("reused", double(m.reused));
+    mem.Set("mapped", double(m.mapped));
+    out.Set("tensorMemory", mem);
     return out;
   });
 }
@@ -43,11 +53,20 @@ Napi::Value SetThreadsJs(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), ConfigureThreads(static_cast<int>(n)));
 }
 
+Napi::Value ReleaseTensorMemoryJs(const Napi::CallbackInfo& info) {
+  return Guard(info.Env(), [&]() -> Napi::Value {
+    const int64_t before = GetTensorMemoryStats().cached_bytes;
+    ReleaseCachedTensorMemory();
+    return Napi::Number::New(info.Env(), double(before - GetTensorMemoryStats().cached_bytes));
+  });
+}
+
 }  // namespace
 
 void InitEngine(Napi::Env env, Napi::Object exports) {
   exports.Set("engineInfo", Napi::Function::New<EngineInfoJs>(env, "engineInfo"));
   exports.Set("setThreads", Napi::Function::New<SetThreadsJs>(env, "setThreads"));
+  exports.Set("releaseTensorMemory", Napi::Function::New<ReleaseTensorMemoryJs>(env, "releaseTensorMemory"));
 }
 
 }  // namespace gainrag::node

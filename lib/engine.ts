@@ -13,7 +13,26 @@ export interface EngineInfo {
   threads: number;
 }
 
-export function engineInfo(): EngineInfo & { blas: string; dnnlKernels: string } {
+/**
+ * The engine's CPU tensor allocator (native/core/tensor_memory.h): freed tensors of 1 MiB or more
+ * are kept for reuse, up to `capBytes` (GAINRAG_TENSOR_CACHE_MB, default 1024), instead of being
+ * unmapped and faulted in again on the next call. Counts are since the addon loaded.
+ */
+export interface TensorMemoryInfo {
+  /** false in sanitizer builds, where every tensor goes to malloc */
+  installed: boolean;
+  capBytes: number;
+  /** freed blocks held for reuse now (resident memory beyond live tensors) */
+  cachedBytes: number;
+  /** large tensor blocks in use now */
+  liveBytes: number;
+  /** large allocations served from the cache */
+  reused: number;
+  /** large allocations that mapped new memory */
+  mapped: number;
+}
+
+export function engineInfo(): EngineInfo & { blas: string; dnnlKernels: string; tensorMemory: TensorMemoryInfo } {
   return native().engineInfo();
 }
 
@@ -21,4 +40,12 @@ export function engineInfo(): EngineInfo & { blas: string; dnnlKernels: string }
 export function setThreads(n: number): number {
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`threads must be a positive integer, got ${n}`);
   return native().setThreads(n);
+}
+
+/**
+ * Returns the allocator's cached free blocks to the system (live tensors are untouched), e.g.
+ * after disposing models in a long-lived process; returns the bytes released.
+ */
+export function releaseTensorMemory(): number {
+  return native().releaseTensorMemory();
 }
