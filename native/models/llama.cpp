@@ -12,6 +12,7 @@
 #include "io/safetensors.h"
 #include "io/tensor_bridge.h"
 #ifdef GAINRAG_WITH_DNNL
+#include "backends/dnnl/attention.h"
 #include "backends/dnnl/packed_linear.h"
 #endif
 
@@ -271,14 +272,34 @@ at::Tensor LlamaModel::Attention(const Layer& L, const at::Tensor& x, const at::
   // Scaling the queries once is cheaper than scaling every block of scores.
   at::Tensor q5 = (q * (1.0 / std::sqrt(double(hd)))).view({b, kvh, rep, t, hd});
   out = at::empty({b, kvh, rep, t, hd}, q.options());
+#ifdef GAINRAG_WITH_DNNL
+  // LibTorch 1.13's CPU bmm runs on OpenBLAS, whose own threads spin against the OpenMP team.
+  const bool use_dnnl = dnnl_gemm_ && act == at::kFloat && q5.device().is_cpu();
+#endif
   for (int64_t r0 = 0; r0 < b; r0 += rows_per) {
     const int64_t nr = std::min(rows_per, b - r0);
     for (int64_t q0 = 0; q0 < t; q0 += q_per) {
       const int64_t n = std::min(q_per, t - q0), kend = start + q0 + n;
+      const at::Tensor block_mask = mask.narrow(0, r0, nr).narrow(3, q0, n).narrow(4, 0, kend);
+#ifdef GAINRAG_WITH_DNNL
+      if (use_dnnl) {
+        // Query heads of one kv head against its keys, broadcast over the group: the views are
+        // read and the context written in place, no stacked copies.
+        at::Tensor qb = q5.narrow(0, r0, nr).narrow(3, q0, n);                                  // [nr,kvh,rep,n,hd]
+        at::Tensor kt = keys.narrow(0, r0, nr).narrow(2, 0, kend).unsqueeze(2).transpose(-1, -2);  // [nr,kvh,1,hd,kend]
+        at::Tensor scores = at::empty({nr, kvh, rep, n, kend}, q.options());
+        onednn::BatchedMatmul(qb, kt, scores);
+        scores.masked_fill_(block_mask, -std::numeric_limits<float>::infinity());
+        at::Tensor probs = at::softmax(scores, -1);
+        onednn::BatchedMatmul(probs, values.narrow(0, r0, nr).narrow(2, 0, kend).unsqueeze(2),
+                              out.narrow(0, r0, nr).narrow(3, q0, n));
+        continue;
+      }
+#endif
       at::Tensor qb = q5.narrow(0, r0, nr).narrow(3, q0, n).reshape({nr, kvh, rep * n, hd});
       at::Tensor kb = keys.narrow(0, r0, nr).narrow(2, 0, kend);
       at::Tensor scores = at::matmul(qb, kb.transpose(-1, -2)).to(at::kFloat).view({nr, kvh, rep, n, kend});
-      scores.masked_fill_(mask.narrow(0, r0, nr).narrow(3, q0, n).narrow(4, 0, kend), -std::numeric_limits<float>::infinity());
+      scores.masked_fill_(block_mask, -std::numeric_limits<float>::infinity());
       at::Tensor probs = at::softmax(scores, -1).to(act).view({nr, kvh, rep * n, kend});
       at::Tensor o = at::matmul(probs, values.narrow(0, r0, nr).narrow(2, 0, kend));
       out.narrow(0, r0, nr).narrow(3, q0, n).copy_(o.view({nr, kvh, rep, n, hd}));

@@ -43,6 +43,8 @@ void ExpectError(gainrag::ErrorCode code, Fn fn, const std::string& what) {
 int RunChecks(int argc, char** argv);
 int LlamaDecodeChecks(const std::string& dir);
 int CpuDecodeChecks();
+int TensorMemoryChecks();
+int BatchedMatmulChecks();
 
 int main(int argc, char** argv) {
   try {
@@ -60,6 +62,9 @@ int RunChecks(int argc, char** argv) {
     return 2;
   }
   const std::string fixtures = argv[1];
+  // First, so that every later check runs on the engine's allocator, as the addon does.
+  failures += TensorMemoryChecks();
+  failures += BatchedMatmulChecks();
   const std::string bert_dir = fixtures + "/bert-tiny", llama_dir = fixtures + "/llama-tiny";
 
   auto doc = json::Parse(R"({"a": [1, -2.5e3, true, null], "s": "\u00e9\ud83d\ude00\n", "n": 9007199254740993})");

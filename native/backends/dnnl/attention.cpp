@@ -9,6 +9,8 @@
 #include <memory>
 #include <mutex>
 #include <tuple>
+#include <vector>
+#include <cstring>
 
 #include "core/error.h"
 
@@ -106,25 +108,93 @@ at::Tensor RaggedSelfAttention(const at::Tensor& qkv, const std::vector<int64_t>
   GR_CHECK(!packed || total == qkv.size(0), kShape, "attention: row lengths sum to ", total, ", not the ", qkv.size(0),
            " packed tokens");
   (void)at::get_num_threads();  // OpenMP team size for this thread, as in PackedLinear::Forward
-  thread_local dnnl::stream stream(Engine());
   at::Tensor ctx = packed ? at::empty({total, H}, at::kFloat) : at::empty({B, T, H}, at::kFloat);
   const float* base = qkv.data_ptr<float>();
-  int64_t start = 0;  // first token of row b
-  for (int64_t b = 0; b < B; ++b) {
-    const int64_t len = key_lengths[b], queries = packed ? len : T;
-    const float* q = base + start * row;
-    const std::shared_ptr<Compiled> scores_p = Get(Product::kScores, queries, len, heads, hd);
-    at::Tensor scores = at::empty({heads, queries, len}, at::kFloat);
-    Run(*scores_p, stream, {{heads, queries, hd}, dt::f32, {hd, row, 1}}, q, {{heads, hd, len}, dt::f32, {hd, 1, row}},
-        q + H, {{heads, queries, len}, dt::f32, memory::format_tag::abc}, scores.data_ptr());
-    at::Tensor probs = at::softmax(scores, -1);
-    const std::shared_ptr<Compiled> ctx_p = Get(Product::kContext, queries, len, heads, hd);
-    Run(*ctx_p, stream, {{heads, queries, len}, dt::f32, memory::format_tag::abc}, probs.data_ptr(),
-        {{heads, len, hd}, dt::f32, {hd, row, 1}}, q + 2 * H, {{heads, queries, hd}, dt::f32, {hd, H, 1}},
-        ctx.data_ptr<float>() + start * H);
-    start += queries;
+  std::vector<int64_t> starts(static_cast<size_t>(B));  // first token of each row
+  for (int64_t b = 0, start = 0; b < B; ++b) {
+    starts[size_t(b)] = start;
+    start += packed ? key_lengths[b] : T;
   }
+  // Rows in parallel, each row's products and softmax on its own thread (regions nested inside
+  // run serially): one row's products are a few MFLOP, too small to split across the team, and
+  // back to back they left the second core idle between primitives.
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    thread_local dnnl::stream stream(Engine());
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t len = key_lengths[b], queries = packed ? len : T, start = starts[size_t(b)];
+      const float* q = base + start * row;
+      const std::shared_ptr<Compiled> scores_p = Get(Product::kScores, queries, len, heads, hd);
+      at::Tensor scores = at::empty({heads, queries, len}, at::kFloat);
+      Run(*scores_p, stream, {{heads, queries, hd}, dt::f32, {hd, row, 1}}, q, {{heads, hd, len}, dt::f32, {hd, 1, row}},
+          q + H, {{heads, queries, len}, dt::f32, memory::format_tag::abc}, scores.data_ptr());
+      at::Tensor probs = at::softmax(scores, -1);
+      const std::shared_ptr<Compiled> ctx_p = Get(Product::kContext, queries, len, heads, hd);
+      Run(*ctx_p, stream, {{heads, queries, len}, dt::f32, memory::format_tag::abc}, probs.data_ptr(),
+          {{heads, len, hd}, dt::f32, {hd, row, 1}}, q + 2 * H, {{heads, queries, hd}, dt::f32, {hd, H, 1}},
+          ctx.data_ptr<float>() + start * H);
+    }
+  });
   return ctx;
+}
+
+namespace {
+
+std::shared_ptr<Compiled> GetBatched(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, float scale) {
+  static std::mutex mu;
+  static std::map<std::vector<int64_t>, std::shared_ptr<Compiled>> cache;
+  std::vector<int64_t> key;
+  int32_t scale_bits;
+  std::memcpy(&scale_bits, &scale, sizeof scale_bits);
+  key.push_back(scale_bits);
+  for (const at::Tensor* t : {&a, &b, &c}) {
+    key.insert(key.end(), t->sizes().begin(), t->sizes().end());
+    key.insert(key.end(), t->strides().begin(), t->strides().end());
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+  }
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (scale != 1.0f) attr.set_output_scales(0, {scale});
+  auto compiled = std::make_shared<Compiled>();
+  auto desc = [](const at::Tensor& t) {
+    return memory::desc(t.sizes().vec(), dt::f32, t.strides().vec());
+  };
+  try {
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(desc(a), desc(b), desc(c)), attr, Engine());
+    compiled->scratch_bytes = pd.scratchpad_desc().get_size();
+    compiled->primitive = dnnl::matmul(pd);
+  } catch (const dnnl::error& e) {
+    GR_FAIL(kUnsupported, "oneDNN batched product ", a.sizes(), " x ", b.sizes(), ": ", e.what());
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  if (cache.size() >= 4096) cache.clear();
+  cache.emplace(std::move(key), compiled);
+  return compiled;
+}
+
+}  // namespace
+
+void BatchedMatmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, float scale) {
+  const int64_t n = a.dim();
+  GR_CHECK(n >= 2 && n <= 6 && b.dim() == n && c.dim() == n, kShape, "batched product: ranks ", a.dim(), ", ",
+           b.dim(), ", ", c.dim(), " (2 to 6, all equal)");
+  for (const at::Tensor* t : {&a, &b, &c})
+    GR_CHECK(t->scalar_type() == at::kFloat && t->device().is_cpu(), kShape, "batched product: float32 CPU tensors only");
+  GR_CHECK(a.size(n - 1) == b.size(n - 2) && c.size(n - 2) == a.size(n - 2) && c.size(n - 1) == b.size(n - 1), kShape,
+           "batched product: ", a.sizes(), " x ", b.sizes(), " -> ", c.sizes());
+  for (int64_t d = 0; d < n - 2; ++d)
+    GR_CHECK(c.size(d) == a.size(d) && (b.size(d) == a.size(d) || b.size(d) == 1), kShape, "batched product: batch dims ",
+             a.sizes(), " x ", b.sizes(), " -> ", c.sizes());
+  if (c.numel() == 0) return;
+  const std::shared_ptr<Compiled> p = GetBatched(a, b, c, scale);
+  (void)at::get_num_threads();
+  thread_local dnnl::stream stream(Engine());
+  const memory::desc ad(a.sizes().vec(), dt::f32, a.strides().vec()), bd(b.sizes().vec(), dt::f32, b.strides().vec());
+  const memory::desc cd(c.sizes().vec(), dt::f32, c.strides().vec());
+  Run(*p, stream, ad, a.data_ptr(), bd, b.data_ptr(), cd, c.data_ptr());
 }
 
 }  // namespace gainrag::onednn

@@ -20,4 +20,11 @@ namespace gainrag::onednn {
 // start where row b - 1's end; the lengths sum to N); ctx is then [N, H].
 at::Tensor RaggedSelfAttention(const at::Tensor& qkv, const std::vector<int64_t>& key_lengths, int64_t heads);
 
+// c = scale * a x b over the last two dims; leading dims are batch dims, where b may have 1 to
+// broadcast (grouped-query attention reads one kv head for several query heads). Any strides:
+// views of larger tensors are read, and written, in place. float32 CPU, 2 to 6 dims, all of
+// one rank. Throws Error(kShape) on mismatched shapes, Error(kUnsupported) when oneDNN cannot
+// build the product.
+void BatchedMatmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, float scale = 1.0f);
+
 }  // namespace gainrag::onednn
