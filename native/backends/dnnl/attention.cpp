@@ -139,6 +139,9 @@ at::Tensor RaggedSelfAttention(const at::Tensor& qkv, const std::vector<int64_t>
 
 namespace {
 
+// A float32 tensor as oneDNN sees it, strides included, so views are read where they lie.
+memory::desc StridedDesc(const at::Tensor& t) { return memory::desc(t.sizes().vec(), dt::f32, t.strides().vec()); }
+
 std::shared_ptr<Compiled> GetBatched(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, float scale) {
   static std::mutex mu;
   static std::map<std::vector<int64_t>, std::shared_ptr<Compiled>> cache;
@@ -159,11 +162,8 @@ std::shared_ptr<Compiled> GetBatched(const at::Tensor& a, const at::Tensor& b, c
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   if (scale != 1.0f) attr.set_output_scales(0, {scale});
   auto compiled = std::make_shared<Compiled>();
-  auto desc = [](const at::Tensor& t) {
-    return memory::desc(t.sizes().vec(), dt::f32, t.strides().vec());
-  };
   try {
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(desc(a), desc(b), desc(c)), attr, Engine());
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(StridedDesc(a), StridedDesc(b), StridedDesc(c)), attr, Engine());
     compiled->scratch_bytes = pd.scratchpad_desc().get_size();
     compiled->primitive = dnnl::matmul(pd);
   } catch (const dnnl::error& e) {
@@ -192,9 +192,7 @@ void BatchedMatmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c
   const std::shared_ptr<Compiled> p = GetBatched(a, b, c, scale);
   (void)at::get_num_threads();
   thread_local dnnl::stream stream(Engine());
-  const memory::desc ad(a.sizes().vec(), dt::f32, a.strides().vec()), bd(b.sizes().vec(), dt::f32, b.strides().vec());
-  const memory::desc cd(c.sizes().vec(), dt::f32, c.strides().vec());
-  Run(*p, stream, ad, a.data_ptr(), bd, b.data_ptr(), cd, c.data_ptr());
+  Run(*p, stream, StridedDesc(a), a.data_ptr(), StridedDesc(b), b.data_ptr(), StridedDesc(c), c.data_ptr());
 }
 
 }  // namespace gainrag::onednn
