@@ -4,10 +4,12 @@
 // calls, and how the option and GAINRAG_GEMM are checked. On a build without oneDNN only the
 // refusal is tested.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { encodeSafetensors, type F32Tensor } from '../lib/convert/llama2c.js';
 import { CrossEncoder, Encoder, engineInfo, hasCode } from '../lib/index.js';
 import { fixture, maxRelDiff, readReference } from './helpers.js';
@@ -167,6 +169,53 @@ test('concurrent calls on one dnnl model give the results of sequential ones', {
   for (const p of parts) sequential.push(await enc.embed(p, { batchTokens: 500 }));
   const together = await Promise.all(parts.map((p) => enc.embed(p, { batchTokens: 500 })));
   together.forEach((got, i) => assert.deepEqual(got, sequential[i], `part ${i}`));
+});
+
+// Small models with several batches run whole batches concurrently, one per thread
+// (native/models/encoder_batched.cpp); GAINRAG_BATCH_PARALLEL=0 runs them one after another with
+// each op threaded. Both must give transformers' scores, agree with each other, report progress
+// to the total and stop on cancellation.
+function scoresInChild(pairs: [string, string][], batchTokens: number, env: Record<string, string>): Float32Array {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const script = `
+    const { CrossEncoder } = await import(${JSON.stringify(path.join(here, '..', 'lib', 'index.js'))});
+    const ce = await CrossEncoder.load(${JSON.stringify(fixture('xlmr-tiny-reranker'))}, { gemm: 'dnnl' });
+    const pairs = ${JSON.stringify(pairs)};
+    const s = await ce.score(pairs.map((p) => p[0]), pairs.map((p) => p[1]), { maxLength: ${xlmrRef.max_length}, batchTokens: ${batchTokens} });
+    process.stdout.write(JSON.stringify(Array.from(s)));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, ...env } });
+  assert.equal(r.status, 0, r.stderr);
+  return Float32Array.from(JSON.parse(r.stdout) as number[]);
+}
+
+test('batch-parallel schedule: transformers parity, equal to the one-batch-at-a-time schedule, progress and cancellation', { skip }, async () => {
+  // 24 copies of the fixture pairs, ~4 pairs a batch: many small batches for two threads to share.
+  const pairs = Array.from({ length: 24 }, () => xlmrRef.pairs).flat();
+  const expected = Array.from({ length: 24 }, () => xlmrRef.scores).flat();
+  const ce = await CrossEncoder.load(fixture('xlmr-tiny-reranker'), { gemm: 'dnnl' });
+  const seen: number[] = [];
+  const got = await ce.score(pairs.map((p) => p[0]), pairs.map((p) => p[1]), {
+    maxLength: xlmrRef.max_length, batchTokens: 256, onProgress: (done, total) => { seen.push(done); assert.equal(total, pairs.length); },
+  });
+  assert.ok(maxRelDiff(got, expected, 1e-3) < 1e-4, `max rel diff to transformers ${maxRelDiff(got, expected, 1e-3)}`);
+  for (let i = 0; i < 1000 && seen.at(-1) !== pairs.length; i++) await new Promise((r) => setImmediate(r));
+  assert.equal(seen.at(-1), pairs.length);
+  assert.ok(seen.every((d, i) => i === 0 || d > seen[i - 1]), `progress not increasing: ${seen.join(',')}`);
+  const threads = { GAINRAG_THREADS: '2' };
+  const parallel = scoresInChild(pairs, 256, threads);
+  const serial = scoresInChild(pairs, 256, { ...threads, GAINRAG_BATCH_PARALLEL: '0' });
+  assert.ok(maxRelDiff(parallel, expected, 1e-3) < 1e-4);
+  // Different thread splits of the same products: equal to a few float32 ulps, not bitwise.
+  assert.ok(maxRelDiff(parallel, serial, 1e-3) < 1e-5, `parallel vs serial ${maxRelDiff(parallel, serial, 1e-3)}`);
+  const many = Array.from({ length: 3000 }, (_, i) => `passage ${i}`);
+  const mid = new AbortController();
+  await assert.rejects(
+    ce.score(many.map(() => 'query'), many, { batchTokens: 16, signal: mid.signal, onProgress: () => mid.abort() }),
+    (e) => hasCode(e, 'E_CANCELLED'),
+  );
+  // The model is still usable after a cancelled call.
+  assert.ok(maxRelDiff(await ce.score(pairs.map((p) => p[0]), pairs.map((p) => p[1]), { maxLength: xlmrRef.max_length, batchTokens: 256 }), got, 1e-3) < 1e-6);
+  ce.dispose();
 });
 
 test('gemm option and GAINRAG_GEMM: bad values are refused; the environment is only a preference', async () => {

@@ -8,6 +8,7 @@
 #include <limits>
 #include <vector>
 
+#include "backends/cpu_rows.h"
 #include "core/error.h"
 #include "core/json.h"
 #include "io/safetensors.h"
@@ -201,10 +202,28 @@ at::Tensor EncoderModel::LayerForward(const Layer& L, const at::Tensor& x, const
   at::Tensor ctx = SelfAttention(L, x, bias, training, key_lengths);
   const double p_hidden = training ? hidden_dropout_ : 0.0, eps = config_.layer_norm_eps;
   at::Tensor a = DropoutIf(Apply(L.attn_out, ctx), p_hidden);
-  at::Tensor h = at::layer_norm(a.add_(x), {H}, L.attn_norm.weight, L.attn_norm.bias, eps);
+  at::Tensor h = AddLayerNorm(a, x, L.attn_norm, eps, training);
   at::Tensor f = ApplyActivated(L.intermediate, h);
   at::Tensor o = DropoutIf(Apply(L.output, f), p_hidden);
-  return at::layer_norm(o.add_(h), {H}, L.out_norm.weight, L.out_norm.bias, eps);
+  return AddLayerNorm(o, h, L.out_norm, eps, training);
+}
+
+at::Tensor EncoderModel::AddLayerNorm(at::Tensor& sum, const at::Tensor& residual, const Norm& norm, double eps,
+                                      bool training) const {
+  // The packed float32 inference path reads each row once (cpu_rows.h); anything that needs
+  // autograd, another dtype or device, or odd strides takes LibTorch's ops.
+  const int64_t H = config_.hidden_size;
+  const auto plain = [](const at::Tensor& t) {
+    return t.defined() && t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous();
+  };
+  if (packed_ && !training && !at::GradMode::is_enabled() && plain(sum) && plain(residual) &&
+      sum.sizes() == residual.sizes() && sum.size(-1) == H && plain(norm.weight) && plain(norm.bias)) {
+    cpu::AddLayerNormRows(sum.data_ptr<float>(), residual.data_ptr<float>(), sum.numel() / H, H,
+                          norm.weight.data_ptr<float>(), norm.bias.data_ptr<float>(), static_cast<float>(eps),
+                          sum.data_ptr<float>());
+    return sum;
+  }
+  return at::layer_norm(sum.add_(residual), {H}, norm.weight, norm.bias, eps);
 }
 
 namespace {

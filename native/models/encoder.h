@@ -64,6 +64,7 @@ class EncoderModel {
   at::ScalarType dtype() const { return precision_; }
   // "torch" or "dnnl": who runs the Linear layers in inference.
   const char* gemm() const { return packed_ ? "dnnl" : "torch"; }
+  bool packed() const { return packed_; }
   const std::string& dir() const { return dir_; }
   // Longest input (tokens) the position table allows.
   int64_t max_tokens() const { return config_.max_tokens(); }
@@ -118,6 +119,9 @@ class EncoderModel {
                            const std::vector<int64_t>* key_lengths) const;
   at::Tensor LayerForward(const Layer& layer, const at::Tensor& x, const at::Tensor& bias, bool training,
                           const std::vector<int64_t>* key_lengths = nullptr) const;
+  // LayerNorm(sum + residual); `sum` is overwritten (it is a product's fresh output).
+  at::Tensor AddLayerNorm(at::Tensor& sum, const at::Tensor& residual, const Norm& norm, double eps,
+                          bool training) const;
   at::Tensor Activation(const at::Tensor& x) const;
   // l(x): the packed product when there is one and no autograd graph is wanted, else at::linear.
   at::Tensor Apply(const Linear& l, const at::Tensor& x) const;

@@ -4,7 +4,11 @@
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <functional>
+#include <mutex>
+#include <string>
 
 #include "core/error.h"
 #include "core/omp_threads.h"
@@ -55,6 +59,43 @@ double BatchMacs(const EncoderConfig& c, const PaddedBatch& batch) {
 
 using BatchFn = std::function<at::Tensor(const PaddedBatch&)>;
 
+// Below this much arithmetic a batch (a tiny model's, or one of a few short rows) runs whole on
+// one thread, and the threads take different batches: no team to wake per op. Measured on the
+// 2-core machine with xlmr-tiny-reranker (2 layers, hidden 128; 256 SQuAD pairs of ~128 tokens,
+// batches of 1024 tokens at ~4e8 multiply-adds): splitting every op over 2 threads was no
+// faster than 1 thread (~100 ms of forward a call); 2 batches at a time on one thread each take
+// about half. BERT-base batches (~7e9) keep per-op threading: there oneDNN's products run near
+// the machine's peak on both cores, and two batches in flight would double the activations.
+constexpr double kBatchParallelMacs = 2e9;
+
+// GAINRAG_BATCH_PARALLEL=0 turns the batch-parallel schedule off (A/B measurements, and a
+// fallback should a backend misbehave under it); anything else, or unset, leaves it on.
+bool BatchParallelAllowed() {
+  static const bool allowed = [] {
+    const char* env = std::getenv("GAINRAG_BATCH_PARALLEL");
+    return !(env && std::string(env) == "0");
+  }();
+  return allowed;
+}
+
+// Whether to run whole batches concurrently, one per thread: only on the oneDNN path, whose
+// primitives run serially when called inside a parallel region (LibTorch's BLAS may start its
+// own threads there), and only when every batch is small enough to gain from it.
+bool UseBatchParallel(const EncoderModel& model, const RaggedTokens& tokens, const BatchPlan& plan) {
+  if (!BatchParallelAllowed() || plan.batches.size() < 2 || at::get_num_threads() < 2) return false;
+  if (!model.device().is_cpu() || !model.packed() || model.training()) return false;
+  const EncoderConfig& c = model.config();
+  const double per_token_macs = double(c.hidden_size) * double(4 * c.hidden_size + 2 * c.intermediate_size);
+  for (const auto& rows : plan.batches) {
+    int64_t longest = 0;
+    for (int64_t r : rows) longest = std::max(longest, tokens.length(r));
+    const double padded = double(rows.size()) * double(longest);
+    const double macs = padded * (per_token_macs + double(longest) * double(2 * c.hidden_size)) * double(c.num_layers);
+    if (macs >= kBatchParallelMacs) return false;
+  }
+  return true;
+}
+
 at::Tensor RunBatched(const EncoderModel& model, const RaggedTokens& tokens, const EncodeRequest& req,
                       int64_t width, const RunContext& ctx, const BatchFn& fn) {
   at::Tensor out = at::empty({tokens.count, width}, at::kFloat);
@@ -63,6 +104,39 @@ at::Tensor RunBatched(const EncoderModel& model, const RaggedTokens& tokens, con
   const int64_t budget = req.batch_tokens > 0 ? req.batch_tokens : model.device().is_cpu() ? 1024 : 65536;
   const BatchPlan plan = PlanBatches(tokens, budget, req.max_rows);
   c10::InferenceMode guard;
+  if (UseBatchParallel(model, tokens, plan)) {
+    // Each thread takes the next batch until none is left; results are scattered on this
+    // thread afterwards. LibTorch's parallel_for rethrows a worker's exception (a cancellation
+    // included) here once the region ends; the others stop at their next batch.
+    const int64_t count = static_cast<int64_t>(plan.batches.size());
+    std::vector<at::Tensor> results(static_cast<size_t>(count));
+    std::atomic<int64_t> next{0};
+    std::atomic<bool> failed{false};
+    std::mutex progress_mu;
+    int64_t done = 0;
+    at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
+      c10::InferenceMode worker_guard;  // thread-local, as is the scope's
+      try {
+        for (int64_t i = next++; i < count && !failed.load(std::memory_order_relaxed); i = next++) {
+          ctx.ThrowIfCancelled();
+          const auto& rows = plan.batches[static_cast<size_t>(i)];
+          PaddedBatch batch = MakePaddedBatch(tokens, rows, model.config().pad_token_id);
+          results[static_cast<size_t>(i)] = fn(batch).to(at::kCPU, at::kFloat).contiguous();
+          std::lock_guard<std::mutex> lock(progress_mu);
+          done += static_cast<int64_t>(rows.size());
+          ctx.Progress(done, tokens.count, "");
+        }
+      } catch (...) {
+        failed = true;
+        throw;
+      }
+    });
+    for (int64_t i = 0; i < count; ++i) {
+      const auto& rows = plan.batches[static_cast<size_t>(i)];
+      out.index_copy_(0, at::tensor(rows, at::kLong), results[static_cast<size_t>(i)]);
+    }
+    return out;
+  }
   int64_t done = 0;
   for (const auto& rows : plan.batches) {
     ctx.ThrowIfCancelled();

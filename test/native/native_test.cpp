@@ -43,6 +43,7 @@ void ExpectError(gainrag::ErrorCode code, Fn fn, const std::string& what) {
 int RunChecks(int argc, char** argv);
 int LlamaDecodeChecks(const std::string& dir);
 int CpuDecodeChecks();
+int CpuRowsChecks();
 int TensorMemoryChecks();
 int BatchedMatmulChecks();
 
@@ -136,6 +137,7 @@ int RunChecks(int argc, char** argv) {
 
   failures += LlamaDecodeChecks(llama_dir);
   failures += CpuDecodeChecks();
+  failures += CpuRowsChecks();
 
   if (failures == 0) std::printf("all native checks passed\n");
   return failures == 0 ? 0 : 1;

@@ -12,6 +12,7 @@
 #include <vector>
 #include <cstring>
 
+#include "backends/cpu_rows.h"
 #include "core/error.h"
 
 namespace gainrag::onednn {
@@ -127,7 +128,8 @@ at::Tensor RaggedSelfAttention(const at::Tensor& qkv, const std::vector<int64_t>
       at::Tensor scores = at::empty({heads, queries, len}, at::kFloat);
       Run(*scores_p, stream, {{heads, queries, hd}, dt::f32, {hd, row, 1}}, q, {{heads, hd, len}, dt::f32, {hd, 1, row}},
           q + H, {{heads, queries, len}, dt::f32, memory::format_tag::abc}, scores.data_ptr());
-      at::Tensor probs = at::softmax(scores, -1);
+      cpu::SoftmaxRows(scores.data_ptr<float>(), heads * queries, len);  // in place: scores become probabilities
+      const at::Tensor& probs = scores;
       const std::shared_ptr<Compiled> ctx_p = Get(Product::kContext, queries, len, heads, hd);
       Run(*ctx_p, stream, {{heads, queries, len}, dt::f32, memory::format_tag::abc}, probs.data_ptr(),
           {{heads, len, hd}, dt::f32, {hd, row, 1}}, q + 2 * H, {{heads, queries, hd}, dt::f32, {hd, H, 1}},
