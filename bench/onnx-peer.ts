@@ -44,6 +44,7 @@ import { encodeSafetensors, type F32Tensor } from '../lib/convert/llama2c.js';
 import { engineInfo } from '../lib/engine.js';
 import { CrossEncoder } from '../lib/models/cross-encoder.js';
 import { Encoder, type BatchOptions } from '../lib/models/encoder.js';
+import { native } from '../lib/native.js';
 import type { TokenBatch } from '../lib/tokenizer.js';
 import { uniformF32 } from './random.js';
 
@@ -291,6 +292,37 @@ async function tokenizeSeconds(tokenize: () => Promise<TokenBatch>): Promise<num
   return median(times);
 }
 
+// The machine's fp32 FMA peak on the engine's threads (register-resident vfmadd loop, the one
+// bench/ffn-gemm.ts reports), measured before and after each shape: the ceiling any engine has.
+async function fp32PeakGflops(): Promise<number> {
+  const r = await native().testing.gemmSeconds('peak-f32', 1024, 768, 3072, true, 3);
+  return median(r.seconds.map((sec) => r.flops / sec / 1e9));
+}
+
+// Multiply-adds x 2 of the encoder layers over the real tokens only (what has to be computed,
+// whatever an engine pads): per token 4H^2 (Q, K, V, attention output) + 2HI (FFN), per row
+// 2 n^2 H (scores and context); embeddings, LayerNorm, softmax and the head are left out (< 1%).
+function encoderFlops(dir: string, lengths: number[]): number {
+  const c = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as { hidden_size: number; intermediate_size: number; num_hidden_layers: number };
+  const H = c.hidden_size, I = c.intermediate_size;
+  let macs = 0;
+  for (const n of lengths) macs += n * (4 * H * H + 2 * H * I) + 2 * n * n * H;
+  return 2 * macs * c.num_hidden_layers;
+}
+
+function reportArithmetic(dir: string, lengths: number[], variants: Variant[], seconds: number[], peaks: number[]): void {
+  const flops = encoderFlops(dir, lengths);
+  const peak = Math.max(...peaks); // the loop's best reading: a lower one means something else ran
+  const rate = (i: number) => flops / seconds[i] / 1e9;
+  const parts = variants.map((v, i) => `${v.label.replace(/ \(token budget\)| \d+ rows\/batch/g, '')} ${rate(i).toFixed(0)} (${((100 * rate(i)) / peak).toFixed(0)}%)`);
+  console.log(`  arithmetic: ${(flops / 1e9).toFixed(1)} GFLOP over real tokens; GFLOP/s (share of the fp32 peak ${peak.toFixed(0)}, the best of ${peaks.map((x) => x.toFixed(0)).join(', ')}): ${parts.join('; ')}`);
+  const ortIdx = variants.map((v, i) => (v.engine === 'ort' ? i : -1)).filter((i) => i >= 0);
+  const bestOrt = ortIdx.reduce((a, b) => (seconds[b] < seconds[a] ? b : a));
+  console.log(`  fp32 ceiling: an engine at 100% of the fp32 peak would be ${(peak / rate(bestOrt)).toFixed(2)}x the best ORT`);
+}
+
+const rowLengths = (batch: TokenBatch) => Array.from({ length: batch.offsets.length - 1 }, (_, i) => batch.offsets[i + 1] - batch.offsets[i]);
+
 function report(title: string, unit: string, count: number, batch: TokenBatch, variants: Variant[], seconds: number[], outputs: Float32Array[], repeats: number,
   tokSeconds: number): void {
   const n = batch.offsets.length - 1;
@@ -360,9 +392,13 @@ async function benchEncoder(ort: Ort, python: string, scratch: string, title: st
     ...(ortPadded ? [{ label: `ORT one padded batch (${n} rows)`, engine: 'ort', run: ortCall(n) } as Variant] : []),
     { label: `ORT length-sorted, ${ortRows} rows/batch`, engine: 'ort', run: ortCall(ortRows) },
   ];
+  const peaks = [await fp32PeakGflops()];
   const { seconds, outputs } = await measure(variants, repeats);
+  peaks.push(await fp32PeakGflops());
   const tokenize = () => enc.tokenizer.encodeBatch(input, { maxLength: enc.maxLength });
-  report(title, 'embeddings', n, await tokenize(), variants, seconds, outputs, repeats, await tokenizeSeconds(tokenize));
+  const batch = await tokenize();
+  report(title, 'embeddings', n, batch, variants, seconds, outputs, repeats, await tokenizeSeconds(tokenize));
+  reportArithmetic(dir, rowLengths(batch), variants, seconds, peaks);
   await session.release?.();
   await enc.dispose();
   await f32?.dispose();
@@ -393,8 +429,12 @@ async function benchCross(ort: Ort, python: string, scratch: string, title: stri
     ...(ortPadded ? [{ label: `ORT one padded batch (${n} rows)`, engine: 'ort', run: ortCall(n) } as Variant] : []),
     { label: `ORT length-sorted, ${ortRows} rows/batch`, engine: 'ort', run: ortCall(ortRows) },
   ];
+  const peaks = [await fp32PeakGflops()];
   const { seconds, outputs } = await measure(variants, repeats);
-  report(title, 'pairs', n, await tokenize(), variants, seconds, outputs, repeats, await tokenizeSeconds(tokenize));
+  peaks.push(await fp32PeakGflops());
+  const batch = await tokenize();
+  report(title, 'pairs', n, batch, variants, seconds, outputs, repeats, await tokenizeSeconds(tokenize));
+  reportArithmetic(dir, rowLengths(batch), variants, seconds, peaks);
   await session.release?.();
   await ce.dispose();
   await f32?.dispose();
