@@ -40,7 +40,8 @@ double DropoutField(const json::Value& root, const char* key, double fallback) {
 
 GemmPath ResolveGemmPath(const EncoderOptions& opts);  // encoder_dnnl.cpp
 // encoder_dnnl.cpp: attention over each row's real keys on oneDNN (see backends/dnnl/attention.h).
-at::Tensor DnnlRaggedAttention(const at::Tensor& qkv, const std::vector<int64_t>& key_lengths, int64_t heads);
+at::Tensor DnnlRaggedAttention(const at::Tensor& qkv, const std::vector<int64_t>& key_lengths, int64_t heads,
+                               bool first_query_only = false);
 
 Pooling ParsePooling(const std::string& name) {
   if (name == "mean") return Pooling::kMean;
@@ -198,7 +199,6 @@ at::Tensor EncoderModel::SelfAttention(const Layer& L, const at::Tensor& x, cons
 
 at::Tensor EncoderModel::LayerForward(const Layer& L, const at::Tensor& x, const at::Tensor& bias, bool training,
                                       const std::vector<int64_t>* key_lengths) const {
-  const int64_t H = config_.hidden_size;
   at::Tensor ctx = SelfAttention(L, x, bias, training, key_lengths);
   const double p_hidden = training ? hidden_dropout_ : 0.0, eps = config_.layer_norm_eps;
   at::Tensor a = DropoutIf(Apply(L.attn_out, ctx), p_hidden);
@@ -206,6 +206,27 @@ at::Tensor EncoderModel::LayerForward(const Layer& L, const at::Tensor& x, const
   at::Tensor f = ApplyActivated(L.intermediate, h);
   at::Tensor o = DropoutIf(Apply(L.output, f), p_hidden);
   return AddLayerNorm(o, h, L.out_norm, eps, training);
+}
+
+at::Tensor EncoderModel::FirstTokenLayerForward(const Layer& L, const at::Tensor& x,
+                                               const std::vector<int64_t>& key_lengths) const {
+  // Keys and values need every token; the query, the attention output, both norms and the FFN
+  // only the first, so they run on [B, H]: for a 12-layer model ~6% fewer multiply-adds.
+  const int64_t nh = config_.num_heads;
+  at::Tensor ctx = DnnlRaggedAttention(Apply(L.qkv, x), key_lengths, nh, /*first_query_only=*/true);
+  at::Tensor first;
+  if (x.dim() == 3) {
+    first = x.select(1, 0).contiguous();
+  } else {  // packed [N, H]: row b starts after rows 0..b-1's tokens
+    std::vector<int64_t> starts(key_lengths.size());
+    for (size_t b = 0, s = 0; b < key_lengths.size(); s += size_t(key_lengths[b]), ++b) starts[b] = int64_t(s);
+    first = x.index_select(0, at::tensor(starts, at::kLong));
+  }
+  const double eps = config_.layer_norm_eps;
+  at::Tensor a = Apply(L.attn_out, ctx);
+  at::Tensor h = AddLayerNorm(a, first, L.attn_norm, eps, false);
+  at::Tensor o = Apply(L.output, ApplyActivated(L.intermediate, h));
+  return AddLayerNorm(o, h, L.out_norm, eps, false);
 }
 
 at::Tensor EncoderModel::AddLayerNorm(at::Tensor& sum, const at::Tensor& residual, const Norm& norm, double eps,
@@ -251,7 +272,7 @@ bool PrefixLengths(const at::Tensor& mask, std::vector<int64_t>* lengths) {
 }  // namespace
 
 at::Tensor EncoderModel::Hidden(const at::Tensor& input_ids_in, const at::Tensor& attention_mask_in,
-                                const at::Tensor& type_ids_in) const {
+                                const at::Tensor& type_ids_in, bool first_token_only) const {
   GR_CHECK(input_ids_in.dim() == 2, kShape, "input_ids must be [B, T], got ", input_ids_in.sizes());
   GR_CHECK(attention_mask_in.sizes() == input_ids_in.sizes(), kShape, "attention_mask ", attention_mask_in.sizes(),
            " does not match input_ids ", input_ids_in.sizes());
@@ -316,6 +337,10 @@ at::Tensor EncoderModel::Hidden(const at::Tensor& input_ids_in, const at::Tensor
     }
   }
   for (const Layer& L : layers_) {
+    if (first_token_only && ragged && L.qkv.packed && &L == &layers_.back()) {
+      // Only the first token is read: the last layer computes it alone ([B, H]).
+      return FirstTokenLayerForward(L, x, key_lengths).unsqueeze(1);
+    }
     if (!checkpoint) {
       x = LayerForward(L, x, bias, training_, ragged ? &key_lengths : nullptr);
       continue;
@@ -339,7 +364,7 @@ at::Tensor EncoderModel::Hidden(const at::Tensor& input_ids_in, const at::Tensor
     full.index_copy_(0, real_positions, x);
     x = full.view({mask.size(0), T, H});
   }
-  return x;
+  return first_token_only ? x.narrow(1, 0, 1) : x;
 }
 
 at::Tensor EncoderModel::Pool(const at::Tensor& hidden, const at::Tensor& attention_mask, Pooling pooling) const {

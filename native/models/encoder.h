@@ -71,8 +71,11 @@ class EncoderModel {
 
   // Last hidden states [B,T,H]; inputs int64 [B,T] (type_ids may be undefined -> zeros).
   // Inputs may live on any device; they are moved to the model's. Works under autograd.
+  // first_token_only: [B, 1, H], the first position's states only (all CLS pooling and the
+  // classification heads read); on the oneDNN inference path the last layer then computes
+  // that position alone.
   at::Tensor Hidden(const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                    const at::Tensor& type_ids) const;
+                    const at::Tensor& type_ids, bool first_token_only = false) const;
   // [B,H] float32 (mean pooling accumulates in float32 whatever the model dtype).
   at::Tensor Pool(const at::Tensor& hidden, const at::Tensor& attention_mask, Pooling pooling) const;
   bool has_classifier() const { return head_ != Head::kNone; }
@@ -119,6 +122,9 @@ class EncoderModel {
                            const std::vector<int64_t>* key_lengths) const;
   at::Tensor LayerForward(const Layer& layer, const at::Tensor& x, const at::Tensor& bias, bool training,
                           const std::vector<int64_t>* key_lengths = nullptr) const;
+  // The last layer for the first token of each row only (ragged oneDNN inference): [B, H].
+  at::Tensor FirstTokenLayerForward(const Layer& layer, const at::Tensor& x,
+                                    const std::vector<int64_t>& key_lengths) const;
   // LayerNorm(sum + residual); `sum` is overwritten (it is a product's fresh output).
   at::Tensor AddLayerNorm(at::Tensor& sum, const at::Tensor& residual, const Norm& norm, double eps,
                           bool training) const;

@@ -155,7 +155,8 @@ at::Tensor RunBatched(const EncoderModel& model, const RaggedTokens& tokens, con
 at::Tensor EncodeBatched(const EncoderModel& model, const RaggedTokens& tokens, const EncodeRequest& req,
                          const RunContext& ctx) {
   return RunBatched(model, tokens, req, model.config().hidden_size, ctx, [&](const PaddedBatch& b) {
-    at::Tensor h = model.Hidden(b.input_ids, b.attention_mask, tokens.type_ids ? b.type_ids : at::Tensor());
+    const bool cls = req.pooling == Pooling::kCls;  // reads the first position only
+    at::Tensor h = model.Hidden(b.input_ids, b.attention_mask, tokens.type_ids ? b.type_ids : at::Tensor(), cls);
     at::Tensor pooled = model.Pool(h, b.attention_mask, req.pooling);
     if (req.normalize) pooled = pooled / pooled.norm(2, {1}, true).clamp_min(1e-12);
     return pooled;
@@ -167,7 +168,8 @@ at::Tensor ScoreBatched(const EncoderModel& model, const RaggedTokens& tokens, c
   GR_CHECK(model.has_classifier(), kUnsupported, model.dir(),
            " has no sequence-classification head (classifier.* tensors); load it as an Encoder");
   return RunBatched(model, tokens, req, model.config().num_labels, ctx, [&](const PaddedBatch& b) {
-    at::Tensor h = model.Hidden(b.input_ids, b.attention_mask, tokens.type_ids ? b.type_ids : at::Tensor());
+    at::Tensor h = model.Hidden(b.input_ids, b.attention_mask, tokens.type_ids ? b.type_ids : at::Tensor(),
+                                /*first_token_only=*/true);
     return model.Classify(h);
   });
 }

@@ -94,9 +94,10 @@ at::Tensor EncoderModel::ApplyActivated(const Linear& l, const at::Tensor& x) co
   return Activation(at::linear(x, l.weight, l.bias));
 }
 
-at::Tensor DnnlRaggedAttention(const at::Tensor& qkv, const std::vector<int64_t>& key_lengths, int64_t heads) {
+at::Tensor DnnlRaggedAttention(const at::Tensor& qkv, const std::vector<int64_t>& key_lengths, int64_t heads,
+                               bool first_query_only) {
 #ifdef GAINRAG_WITH_DNNL
-  return onednn::RaggedSelfAttention(qkv, key_lengths, heads);
+  return onednn::RaggedSelfAttention(qkv, key_lengths, heads, first_query_only);
 #else
   GR_FAIL(kUnsupported, "this build has no oneDNN backend");
 #endif

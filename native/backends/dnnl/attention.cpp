@@ -92,7 +92,8 @@ void Run(const Compiled& c, dnnl::stream& stream, const memory::desc& a_desc, co
 
 }  // namespace
 
-at::Tensor RaggedSelfAttention(const at::Tensor& qkv, const std::vector<int64_t>& key_lengths, int64_t heads) {
+at::Tensor RaggedSelfAttention(const at::Tensor& qkv, const std::vector<int64_t>& key_lengths, int64_t heads,
+                               bool first_query_only) {
   const bool packed = qkv.dim() == 2;
   GR_CHECK((qkv.dim() == 3 || packed) && qkv.scalar_type() == at::kFloat && qkv.is_contiguous() &&
                qkv.device().is_cpu() && heads > 0 && qkv.size(-1) % (3 * heads) == 0,
@@ -109,7 +110,9 @@ at::Tensor RaggedSelfAttention(const at::Tensor& qkv, const std::vector<int64_t>
   GR_CHECK(!packed || total == qkv.size(0), kShape, "attention: row lengths sum to ", total, ", not the ", qkv.size(0),
            " packed tokens");
   (void)at::get_num_threads();  // OpenMP team size for this thread, as in PackedLinear::Forward
-  at::Tensor ctx = packed ? at::empty({total, H}, at::kFloat) : at::empty({B, T, H}, at::kFloat);
+  at::Tensor ctx = first_query_only ? at::empty({B, H}, at::kFloat)
+                   : packed         ? at::empty({total, H}, at::kFloat)
+                                    : at::empty({B, T, H}, at::kFloat);
   const float* base = qkv.data_ptr<float>();
   std::vector<int64_t> starts(static_cast<size_t>(B));  // first token of each row
   for (int64_t b = 0, start = 0; b < B; ++b) {
@@ -122,7 +125,7 @@ at::Tensor RaggedSelfAttention(const at::Tensor& qkv, const std::vector<int64_t>
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
     thread_local dnnl::stream stream(Engine());
     for (int64_t b = b0; b < b1; ++b) {
-      const int64_t len = key_lengths[b], queries = packed ? len : T, start = starts[size_t(b)];
+      const int64_t len = key_lengths[b], queries = first_query_only ? 1 : packed ? len : T, start = starts[size_t(b)];
       const float* q = base + start * row;
       const std::shared_ptr<Compiled> scores_p = Get(Product::kScores, queries, len, heads, hd);
       at::Tensor scores = at::empty({heads, queries, len}, at::kFloat);
@@ -133,7 +136,7 @@ at::Tensor RaggedSelfAttention(const at::Tensor& qkv, const std::vector<int64_t>
       const std::shared_ptr<Compiled> ctx_p = Get(Product::kContext, queries, len, heads, hd);
       Run(*ctx_p, stream, {{heads, queries, len}, dt::f32, memory::format_tag::abc}, probs.data_ptr(),
           {{heads, len, hd}, dt::f32, {hd, row, 1}}, q + 2 * H, {{heads, queries, hd}, dt::f32, {hd, H, 1}},
-          ctx.data_ptr<float>() + start * H);
+          ctx.data_ptr<float>() + (first_query_only ? b : start) * H);
     }
   });
   return ctx;

@@ -18,7 +18,11 @@ namespace gainrag::onednn {
 // position, padded ones included (as HF computes them). Inference only.
 // qkv may also be float32 [N, 3H] with the rows back to back and no padding (row b's tokens
 // start where row b - 1's end; the lengths sum to N); ctx is then [N, H].
-at::Tensor RaggedSelfAttention(const at::Tensor& qkv, const std::vector<int64_t>& key_lengths, int64_t heads);
+// first_query_only: only each row's first position attends (over all its keys), and ctx is
+// [B, H], row b's first token; what a last layer needs when only the first token is read (CLS
+// pooling, sequence classification).
+at::Tensor RaggedSelfAttention(const at::Tensor& qkv, const std::vector<int64_t>& key_lengths, int64_t heads,
+                               bool first_query_only = false);
 
 // c = scale * a x b over the last two dims; leading dims are batch dims, where b may have 1 to
 // broadcast (grouped-query attention reads one kv head for several query heads). Any strides:
