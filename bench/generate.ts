@@ -2,12 +2,18 @@
 // engine call: a pool of slots, a finished answer's slot refilled at once) against one prompt at
 // a time through the same engine, in one run, on the same prompts; the tokens must be equal.
 //   node dist/bench/generate.js [--prompts 48] [--max-new-tokens 64] [--story-tokens 320] [--repeats 3]
+//                               [--share-prefix-only] [--no-llama-155m] [--prefix-new-tokens 16]
+// Then shared-prefix prefill on vs off (CausalLM.generate's sharePrefix, native/models/llama_prefix.h)
+// on SQuAD dev questions, each with its own gold passage (one question per passage: the prompts
+// share only the system header and the instruction), behind a chat-style system header, alternating, on llama-tiny and on the
+// random 155.7M Llama of bench/llama-cpp-peer.ts (bench/random-llama.ts): prefill tokens the
+// engine ran, wall time, and whether the tokens are equal.
 // Models: stories260K (a real, trained llama2.c model converted here: its answers stop at EOS
 // after varying lengths, which is what continuous batching is for) and the llama-tiny fixture
 // (random weights: every answer runs to the limit). Prompts: the reference's evaluation prompt
 // over each bundled demo question's gold passage, and for stories260K (512 positions, a
 // 512-token vocabulary) story openings built from the questions.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { CausalLM } from '../lib/models/causal-lm.js';
@@ -15,11 +21,13 @@ import { convertLlama2c } from '../lib/convert/llama2c.js';
 import { engineInfo } from '../lib/engine.js';
 import { evaluationPrompt, taskInstruction } from '../lib/pipeline/prompts.js';
 import { fixture, repoRoot } from '../test/helpers.js';
+import { ISSUE_SHAPE, writeRandomLlama } from './random-llama.js';
 
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? Number(process.argv[i + 1]) : fallback;
 }
+const flag = (name: string) => process.argv.includes(`--${name}`);
 const count = arg('prompts', 48);
 const maxNewTokens = arg('max-new-tokens', 64);
 // stories260K tells stories of ~100-300 tokens: a limit past that lets EOS decide.
@@ -80,6 +88,72 @@ async function measure(name: string, lm: CausalLM, prompts: string[], maxNewToke
   return { name, batched: rb, single: rs, ratio: rb / rs, equal };
 }
 
+// A system header in front of every prompt, as a chat model's template puts one (the fixture
+// models have no chat template of their own).
+const SYSTEM_HEADER = '<|system|>\nYou are a careful assistant. Answer the question from the passages below; if they do not ' +
+  'contain the answer, say so. Answer in a few words, without explanation.\n<|user|>\n';
+
+/** The header + evaluation prompt per question, each passage cut (at its end) until prompt and answer fit the model. */
+async function ragPrompts(lm: CausalLM, qs: { question: string; title: string; text: string }[], maxNew: number): Promise<string[]> {
+  const instruction = taskInstruction('QA');
+  const out: string[] = [];
+  for (const q of qs) {
+    let text = q.text;
+    for (;;) {
+      const p = SYSTEM_HEADER + evaluationPrompt(instruction, q.question, [{ title: q.title, text }]);
+      const [ids] = await lm.tokenizer.encodeRaw([p]);
+      if (ids.length + maxNew <= lm.contextLength) {
+        out.push(p);
+        break;
+      }
+      text = text.slice(0, Math.max(0, text.length - (ids.length + maxNew - lm.contextLength) - 8));
+    }
+  }
+  return out;
+}
+
+async function measureSharedPrefix(name: string, lm: CausalLM, qs: { question: string; title: string; text: string }[], maxNew: number) {
+  const prompts = await ragPrompts(lm, qs, maxNew);
+  await lm.generate(prompts.slice(0, 2), { maxNewTokens: 2 }); // warm-up
+  const time = { off: [] as number[], on: [] as number[] };
+  const prefill = { off: 0, on: 0 };
+  let tokens: Record<'off' | 'on', number[][]> = { off: [], on: [] };
+  let equal = true;
+  for (let r = 0; r < repeats; r++) {
+    for (const mode of r % 2 === 0 ? (['off', 'on'] as const) : (['on', 'off'] as const)) {
+      const t0 = performance.now();
+      const out = await lm.generate(prompts, { maxNewTokens: maxNew, sharePrefix: mode === 'on' });
+      time[mode].push((performance.now() - t0) / 1000);
+      prefill[mode] = lm.lastStats!.prefillTokens;
+      tokens[mode] = out.tokenIds;
+    }
+    equal &&= JSON.stringify(tokens.on) === JSON.stringify(tokens.off);
+  }
+  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const off = med(time.off), on = med(time.on);
+  process.stdout.write(`  ${name}, shared prefix: ${prompts.length} prompts, ${maxNew} new tokens; prefill tokens run ${prefill.off} off, ` +
+    `${prefill.on} on (${((100 * (prefill.off - prefill.on)) / prefill.off).toFixed(0)}% fewer); wall ${off.toFixed(2)} s off, ${on.toFixed(2)} s on ` +
+    `(median of ${repeats}), ratio ${(off / on).toFixed(2)}x; tokens equal: ${equal}\n`);
+  return equal;
+}
+
+/** SQuAD dev questions, one per distinct gold passage (so prompts share the header and the instruction, not a passage). */
+function distinctPassageQuestions(n: number): { question: string; title: string; text: string }[] {
+  const dir = path.join(repoRoot, 'test', 'data', 'squad_v1.1_dev_open');
+  const read = (f: string) => readFileSync(path.join(dir, f), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const passages = new Map<string, { title: string; text: string }>(read('passages.jsonl').map((p: { id: string; title: string; text: string }) => [p.id, p]));
+  const seen = new Set<string>();
+  const out: { question: string; title: string; text: string }[] = [];
+  for (const q of read('questions.jsonl') as { question: string; gold_passage_ids: string[] }[]) {
+    const id = q.gold_passage_ids[0];
+    if (seen.has(id) || !passages.has(id)) continue;
+    seen.add(id);
+    out.push({ question: q.question, ...passages.get(id)! });
+    if (out.length === n) break;
+  }
+  return out;
+}
+
 const info = engineInfo();
 process.stdout.write(`generate bench: ${info.threads} threads, LibTorch ${info.torch}, ${count} prompts, max ${storyTokens} (stories260K) / ${maxNewTokens} (llama-tiny) new tokens, best of ${repeats}\n`);
 const qs = demoQuestions(count);
@@ -91,15 +165,30 @@ try {
   await convertLlama2c({ checkpoint: path.join(src, 'stories260K.bin'), tokenizer: path.join(src, 'tok512.bin'), out });
   // llama2.c's run.c ends a story when the model emits BOS (1): make it a stop token here.
   writeFileSync(path.join(out, 'generation_config.json'), JSON.stringify({ bos_token_id: 1, eos_token_id: [2, 1] }));
+  const prefixNew = arg('prefix-new-tokens', 16);
+  const distinct = distinctPassageQuestions(count);
+  const shareOnly = flag('share-prefix-only');
+  const results: { name: string; equal: boolean }[] = [];
+  if (!shareOnly) {
   const stories = await CausalLM.load(out);
   // BOS + a story opening; stories260K stops (EOS) when its story ends.
   const openings = qs.map((q, i) => `${['Once upon a time', 'One day', 'Lily wanted to know'][i % 3]}, ${q.question.toLowerCase().replace(/\?$/, '')}.`);
   const withBos = openings.map((s) => `${stories.tokenizer.config.bosToken ?? ''}${s}`);
-  const results = [await measure('stories260K', stories, withBos, storyTokens)];
+  results.push(await measure('stories260K', stories, withBos, storyTokens));
+  }
   const tiny = await CausalLM.load(fixture('llama-tiny'));
-  results.push(await measure('llama-tiny (random weights)', tiny, qs.map((q) => evaluationPrompt(instruction, q.question, [{ title: q.title, text: q.text }])), maxNewTokens));
+  if (!shareOnly) results.push(await measure('llama-tiny (random weights)', tiny, qs.map((q) => evaluationPrompt(instruction, q.question, [{ title: q.title, text: q.text }])), maxNewTokens));
+  results.push({ name: 'llama-tiny shared prefix', equal: await measureSharedPrefix('llama-tiny (random weights)', tiny, distinct, prefixNew) });
+  if (!flag('no-llama-155m')) {
+    const big = path.join(dir, 'llama-155m');
+    mkdirSync(big);
+    writeRandomLlama(big, ISSUE_SHAPE);
+    const lm = await CausalLM.load(big);
+    results.push({ name: 'llama-155m shared prefix', equal: await measureSharedPrefix('random Llama 155.7M (h1024 L8 16/4 ff2816 V32000)', lm, distinct, prefixNew) });
+    lm.dispose();
+  }
   if (results.some((r) => !r.equal)) {
-    process.stderr.write('generate bench: continuous batching and one-at-a-time tokens differ\n');
+    process.stderr.write(`generate bench: tokens differ (${results.filter((r) => !r.equal).map((r) => r.name).join(', ')})\n`);
     process.exitCode = 1;
   }
 } finally {

@@ -230,7 +230,7 @@ class CausalLMWrap : public Napi::ObjectWrap<CausalLMWrap> {
         [result](Napi::Env env) { return TensorToTypedArray(env, *result); }, ReadControls(info[3]), keep);
   }
 
-  // generate(ids, offsets, maxNewTokens, controls, stream?) -> Promise<{ids: Int32Array, offsets: Int32Array}>
+  // generate(ids, offsets, maxNewTokens, controls, stream?, sharePrefix?) -> Promise<{ids: Int32Array, offsets: Int32Array}>
   //   stream: {onTokens?: (rows: Int32Array, tokens: Int32Array) => void, rowCancel?: (CancelToken | undefined)[]}
   // onTokens gets each step's tokens as they are made, through a thread-safe function (queued,
   // never blocking the decoder; calls may still arrive after the Promise settles, so the result,
@@ -265,17 +265,20 @@ class CausalLMWrap : public Napi::ObjectWrap<CausalLMWrap> {
         hooks->on_tokens = [stream](const std::vector<int32_t>& rows, const std::vector<int32_t>& tokens) { stream->Send(rows, tokens); };
       }
     }
+    if (info.Length() > 5 && !info[5].IsUndefined() && !info[5].IsBoolean())
+      throw Napi::TypeError::New(env, "sharePrefix must be a boolean");
+    const bool share_prefix = info.Length() > 5 && info[5].IsBoolean() && info[5].As<Napi::Boolean>().Value();
     auto result = std::make_shared<std::pair<at::Tensor, at::Tensor>>();
     Model model = Live(env);
     return StartTask(
         env, "gainrag.CausalLM.generate",
-        [model, prompts, max_new, result, hooks, stream](const RunContext& ctx) {
+        [model, prompts, max_new, result, hooks, stream, share_prefix](const RunContext& ctx) {
           // The stream closes with the call, however it ends; queued steps are still delivered.
           struct Close {
             TokenStream* s;
             ~Close() { if (s) s->Close(); }
           } close{stream.get()};
-          *result = model->GenerateGreedy(prompts, max_new, ctx, hooks.get());
+          *result = model->GenerateGreedy(prompts, max_new, ctx, hooks.get(), share_prefix);
         },
         [result](Napi::Env env) -> Napi::Value {
           Napi::Object o = Napi::Object::New(env);

@@ -183,3 +183,69 @@ test('columns form returns the plain perplexity too, as Arrow vectors', async ()
     assert.equal(per.length, items[i].answers.length);
   }
 });
+
+// Greedy generation (native/models/llama_generate.cpp): the prefix every prompt shares runs once
+// per call, also when slots are refilled one prompt at a time.
+describeGeneration();
+function describeGeneration() {
+  /** Leading tokens all rows share, each capped at its length - 1 (the last token is always run). */
+  const lcp = (rows: number[][]) => {
+    let n = Math.min(...rows.map((r) => r.length - 1));
+    for (const r of rows) for (let k = 0; k < n; k++) if (r[k] !== rows[0][k]) n = k;
+    return n;
+  };
+  const prompts = squadItems(6, 1).map((it) => it.contextPrompts[0]);
+
+  test('greedy generation: same tokens as without sharing; the prefix all prompts share runs once per call', async () => {
+    const off = await lm.generate(prompts, { maxNewTokens: 12, sharePrefix: false });
+    const offStats = lm.lastStats!;
+    const on = await lm.generate(prompts, { maxNewTokens: 12, sharePrefix: true });
+    const onStats = lm.lastStats!;
+    assert.deepEqual(on.tokenIds, off.tokenIds);
+    assert.ok(on.tokenIds.every((t) => t.length > 0));
+    const rows = await lm.tokenizer.encodeRaw(prompts);
+    const total = rows.reduce((n, r) => n + r.length, 0);
+    const common = lcp(rows);
+    assert.ok(common >= 20, `the prompts share the header and the instruction (${common} tokens)`);
+    assert.equal(offStats.prefillTokens, total);
+    assert.equal(onStats.promptPrefills, offStats.promptPrefills);
+    assert.ok(onStats.prefillTokens <= total - (prompts.length - 1) * common, `${onStats.prefillTokens} vs ${total} - 5 x ${common}`);
+    // The default on CPU is on.
+    await lm.generate(prompts, { maxNewTokens: 12 });
+    assert.equal(lm.lastStats!.prefillTokens, onStats.prefillTokens);
+    await assert.rejects(lm.generate(prompts, { maxNewTokens: 4, sharePrefix: 1 as unknown as boolean }), TypeError);
+  });
+
+  test('greedy generation with one slot (every prompt its own refill): the shared prefix still runs once', async () => {
+    const one = await CausalLM.load(fixture('llama-tiny'), { maxRows: 1 });
+    try {
+      const off = await one.generate(prompts, { maxNewTokens: 8, sharePrefix: false });
+      const offStats = one.lastStats!;
+      const on = await one.generate(prompts, { maxNewTokens: 8, sharePrefix: true });
+      const onStats = one.lastStats!;
+      assert.deepEqual(on.tokenIds, off.tokenIds);
+      const rows = await one.tokenizer.encodeRaw(prompts);
+      const total = rows.reduce((n, r) => n + r.length, 0);
+      // Exactly: the prefix once, then each prompt's own tokens (single-row batches share nothing more).
+      assert.equal(offStats.prefillTokens, total);
+      assert.equal(onStats.prefillTokens, total - (prompts.length - 1) * lcp(rows));
+      // The same tokens as the many-slot model's (the continuous batching is unchanged).
+      const many = await lm.generate(prompts, { maxNewTokens: 8 });
+      assert.deepEqual(on.tokenIds, many.tokenIds);
+    } finally {
+      one.dispose();
+    }
+  });
+
+  test('greedy generation: prompts with no common prefix, or a single prompt, run as before', async () => {
+    const mixed = [prompts[0], 'Q: who?', prompts[1]];
+    const off = await lm.generate(mixed, { maxNewTokens: 6, sharePrefix: false });
+    const offStats = lm.lastStats!;
+    const on = await lm.generate(mixed, { maxNewTokens: 6, sharePrefix: true });
+    assert.deepEqual(on.tokenIds, off.tokenIds);
+    // One batch: the two long prompts still share their beginning within it.
+    assert.ok(lm.lastStats!.prefillTokens < offStats.prefillTokens);
+    const single = await lm.generate([prompts[2]], { maxNewTokens: 6, sharePrefix: true });
+    assert.deepEqual(single.tokenIds[0], (await lm.generate([prompts[2]], { maxNewTokens: 6, sharePrefix: false })).tokenIds[0]);
+  });
+}

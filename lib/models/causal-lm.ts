@@ -99,6 +99,13 @@ export interface ContrastiveOptions extends CallOptions {
 
 export interface GenerateOptions extends CallOptions {
   maxNewTokens: number;
+  /**
+   * Shared-prefix prefill (default: true on CPU, false on CUDA where it is not yet measured):
+   * the tokens every prompt begins with (chat header, system prompt, instruction) are run once
+   * for the call, and the prompts of each prefill batch share what more they have in common.
+   * Same tokens up to float rounding of the products; false prefills every prompt in full.
+   */
+  sharePrefix?: boolean;
   /** Only greedy decoding (0) is implemented. */
   temperature?: number;
 }
@@ -139,6 +146,8 @@ export interface GenerateStreamOptions extends CallOptions {
   onTokens?: (rows: Int32Array, tokens: Int32Array) => void;
   /** Per prompt: aborting one stops that prompt alone before the engine's next step (its tokens so far are its answer). */
   rowSignals?: (AbortSignal | undefined)[];
+  /** As GenerateOptions.sharePrefix. */
+  sharePrefix?: boolean;
 }
 
 export interface CausalLMInfo {
@@ -161,7 +170,8 @@ interface NativeCausalLM {
     alpha: number, reference: boolean, sharePrefix: boolean, controls: NativeControls): Promise<ContrastiveFlat>;
   lastLogits(ids: Int32Array, offsets: Int32Array, lastN: number, controls: NativeControls): Promise<Float32Array>;
   generate(ids: Int32Array, offsets: Int32Array, maxNewTokens: number, controls: NativeControls,
-    stream?: { onTokens?: (rows: Int32Array, tokens: Int32Array) => void; rowCancel?: (NativeControls['cancel'] | undefined)[] }): Promise<{ ids: Int32Array; offsets: Int32Array }>;
+    stream?: { onTokens?: (rows: Int32Array, tokens: Int32Array) => void; rowCancel?: (NativeControls['cancel'] | undefined)[] },
+    sharePrefix?: boolean): Promise<{ ids: Int32Array; offsets: Int32Array }>;
   /** Drops the wrapper's reference to the weights (running calls keep theirs). */
   dispose(): void;
 }
@@ -501,6 +511,9 @@ export class CausalLM extends NativeOwner<NativeCausalLM> {
   private async generateFlat(batch: Pick<TokenBatch, 'ids' | 'offsets'>, maxNewTokens: number, options: GenerateStreamOptions): Promise<{ ids: Int32Array; offsets: Int32Array }> {
     const { onTokens, rowSignals } = options;
     if (onTokens !== undefined && typeof onTokens !== 'function') throw new TypeError(`onTokens must be a function, got ${typeof onTokens}`);
+    // On by default on CPU, where it is measured (bench/generate.ts --share-prefix); opt-in on CUDA.
+    const sharePrefix = options.sharePrefix ?? this.info.device === 'cpu';
+    if (typeof sharePrefix !== 'boolean') throw new TypeError(`sharePrefix must be a boolean, got ${typeof sharePrefix}`);
     const count = batch.offsets.length - 1;
     if (rowSignals !== undefined && (!Array.isArray(rowSignals) || rowSignals.length > count || rowSignals.some((r) => r !== undefined && !(r instanceof AbortSignal)))) {
       throw new TypeError(`rowSignals must be an array of at most ${count} AbortSignals (or undefined)`);
@@ -532,7 +545,7 @@ export class CausalLM extends NativeOwner<NativeCausalLM> {
       : undefined;
     const before = this.model.stats();
     try {
-      const out = await withControls(options, (controls) => this.model.generate(batch.ids, batch.offsets, maxNewTokens, controls, stream));
+      const out = await withControls(options, (controls) => this.model.generate(batch.ids, batch.offsets, maxNewTokens, controls, stream, sharePrefix));
       this.lastStats = diffStats(this.model.stats(), before);
       if (onTokens) {
         settled = true;

@@ -123,8 +123,12 @@ class LlamaModel {
   // forward per step over the active ones, a finished slot refilled from the queue at once.
   // Returns int32 ids and int32 offsets (count + 1) of the new tokens per prompt, EOS included
   // when produced.
+  // share_prefix: the tokens every prompt begins with (a chat header, system prompt, instruction)
+  // are run once for the call, and each prefill batch's rows share what more they have in common
+  // (llama_prefix.h); the tokens equal an unshared run's up to float rounding of the products.
   std::pair<at::Tensor, at::Tensor> GenerateGreedy(const RaggedTokens& prompts, int64_t max_new_tokens,
-                                                   const RunContext& ctx, const GenerateHooks* hooks = nullptr) const;
+                                                   const RunContext& ctx, const GenerateHooks* hooks = nullptr,
+                                                   bool share_prefix = false) const;
 
  private:
   struct Layer {
@@ -152,9 +156,14 @@ class LlamaModel {
   // Prefill of the given prompt rows (right padded) into a new cache with `extra_capacity` slots
   // after the longest prompt (cache.length = longest). Returns the final hidden states of the
   // last keep[i] positions of row i, rows after one another: [sum keep, H]. With share_prefix
-  // the rows' common leading tokens are run once (llama_prefix.h); the result is the same.
+  // the rows' common leading tokens are run once (llama_prefix.h); the result is the same. With
+  // share_prefix, known_prefix (one row, length P) holds the keys/values of the first P tokens,
+  // which every row has and may share (P <= length - keep): they are copied, not run again.
   at::Tensor Prefill(const RaggedTokens& prompts, const std::vector<int64_t>& rows, const std::vector<int64_t>& keep,
-                     int64_t extra_capacity, KVCache* cache, bool share_prefix = false) const;
+                     int64_t extra_capacity, KVCache* cache, bool share_prefix = false,
+                     const KVCache* known_prefix = nullptr) const;
+  // Keys/values [1, kv_heads, P, head_dim] of the first P tokens of prompt row `row` (one forward).
+  KVCache PrefixCache(const RaggedTokens& prompts, int64_t row, int64_t length) const;
   // One token per cache row 0..n-1: ids/positions int64 [n] (CPU); row i writes its keys at
   // column positions[i] and attends to columns [0, positions[i]]; width = max position + 1.
   // Returns final-normed hidden [n, H].

@@ -24,6 +24,7 @@
 
 #include "core/error.h"
 #include "models/llama.h"
+#include "models/llama_prefix.h"
 
 namespace gainrag {
 namespace {
@@ -86,7 +87,8 @@ at::Tensor LlamaModel::DecodeStep(const at::Tensor& ids, const at::Tensor& posit
 }
 
 std::pair<at::Tensor, at::Tensor> LlamaModel::GenerateGreedy(const RaggedTokens& prompts, int64_t max_new_tokens,
-                                                             const RunContext& ctx, const GenerateHooks* hooks) const {
+                                                             const RunContext& ctx, const GenerateHooks* hooks,
+                                                             bool share_prefix) const {
   c10::InferenceMode guard;
   GR_CHECK(max_new_tokens >= 1, kInvalidArgument, "maxNewTokens must be at least 1");
   const int64_t max_pos = config_.max_position_embeddings, count = prompts.count;
@@ -140,6 +142,20 @@ std::pair<at::Tensor, at::Tensor> LlamaModel::GenerateGreedy(const RaggedTokens&
     KVCache cache = NewCache(slots, capacity);
     // Masked columns are multiplied by zero weights: they must never hold NaN/inf garbage.
     for (size_t l = 0; l < cache.k.size(); ++l) cache.k[l].zero_(), cache.v[l].zero_();
+    // The prefix every prompt shares (the last token of each stays in its own prefill: its
+    // hidden state makes the first new token) runs once for the call. Refill batches are often
+    // a single row, and without it each would run the prefix again.
+    KVCache call_prefix;
+    if (share_prefix && count >= 2) {
+      std::vector<int64_t> all(count), limit(count);
+      for (int64_t r = 0; r < count; ++r) all[r] = r, limit[r] = prompts.length(r) - 1;
+      const int64_t common = CommonPrefixLength(prompts, all, limit);
+      if (common >= kMinSharedPrefixTokens) {
+        ctx.ThrowIfCancelled();
+        call_prefix = PrefixCache(prompts, 0, common);
+      }
+    }
+    const KVCache* known = call_prefix.length > 0 ? &call_prefix : nullptr;
     std::vector<Slot> active;
     int64_t next = 0;
     // Columns filled in a slot: its prompt and every produced token but the last.
@@ -172,7 +188,7 @@ std::pair<at::Tensor, at::Tensor> LlamaModel::GenerateGreedy(const RaggedTokens&
         }
         if (rows.empty()) continue;
         KVCache scratch;
-        at::Tensor last = Prefill(prompts, rows, std::vector<int64_t>(rows.size(), 1), 0, &scratch);
+        at::Tensor last = Prefill(prompts, rows, std::vector<int64_t>(rows.size(), 1), 0, &scratch, share_prefix, known);
         at::Tensor tokens = Logits(last).argmax(-1).cpu();
         const int64_t* tok = tokens.data_ptr<int64_t>();
         for (size_t i = 0; i < rows.size(); ++i) {

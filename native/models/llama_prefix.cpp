@@ -19,15 +19,27 @@ int64_t CommonPrefix(const RaggedTokens& t, int64_t a, int64_t b) {
 
 }  // namespace
 
+int64_t CommonPrefixLength(const RaggedTokens& prompts, const std::vector<int64_t>& rows,
+                           const std::vector<int64_t>& limit) {
+  if (rows.size() < 2) return 0;
+  int64_t common = std::max<int64_t>(limit[0], 0);
+  for (size_t i = 1; i < rows.size() && common > 0; ++i)
+    common = std::min({common, CommonPrefix(prompts, rows[0], rows[i]), std::max<int64_t>(limit[i], 0)});
+  return common;
+}
+
 PrefixPlan PlanSharedPrefix(const RaggedTokens& prompts, const std::vector<int64_t>& rows,
-                            const std::vector<int64_t>& limit, int64_t min_tokens) {
+                            const std::vector<int64_t>& limit, int64_t min_tokens, int64_t known) {
   const int64_t b = int64_t(rows.size());
   PrefixPlan plan;
   plan.group.assign(b, 0);
   for (int64_t r : rows) plan.unshared_tokens += prompts.length(r);
   plan.planned_tokens = plan.unshared_tokens;
+  if (min_tokens <= 0) known = 0;
   if (b < 2 || min_tokens <= 0) {
-    plan.group_length = {0};
+    // One group; with a known prefix it is that prefix (one row runs only its suffix).
+    plan.global = known;
+    plan.group_length = {known};
     plan.group_source = {0};
     return plan;
   }
@@ -49,6 +61,7 @@ PrefixPlan PlanSharedPrefix(const RaggedTokens& prompts, const std::vector<int64
   }
   for (int64_t i = 0; i < b; ++i) global = std::min(global, std::max<int64_t>(limit[i], 0));
   plan.global = global >= min_tokens ? global : 0;
+  plan.global = std::max(plan.global, known);  // (the rows share it: the caller's promise)
 
   // Groups: runs of neighbours. A row joins the current group while that saves at least as many
   // tokens as closing the group would (a short overlap would cut the group's prefix for all).

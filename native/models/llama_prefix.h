@@ -16,6 +16,9 @@
 
 namespace gainrag {
 
+// Shorter common prefixes are not worth their extra forward.
+constexpr int64_t kMinSharedPrefixTokens = 8;
+
 struct PrefixPlan {
   int64_t global = 0;                  // leading tokens shared by every row (0: none worth sharing)
   std::vector<int64_t> group;          // per row (index into `rows`): its group
@@ -31,7 +34,16 @@ struct PrefixPlan {
 // rows[i] may be shared (the positions whose hidden states the caller needs stay in the suffix).
 // A prefix shorter than `min_tokens` is not worth an extra forward and is not shared; with
 // min_tokens <= 0 nothing is shared (one group, length 0).
+// known: the caller has the keys/values of the first `known` tokens, which every row shares and
+// may share (known <= limit[i]), from an earlier forward (greedy generation runs the prefix
+// common to all its prompts once per call, its refill batches are often a single row); the plan's
+// global prefix is then at least `known`, whatever the batch size. With min_tokens <= 0 it is ignored.
 PrefixPlan PlanSharedPrefix(const RaggedTokens& prompts, const std::vector<int64_t>& rows,
-                            const std::vector<int64_t>& limit, int64_t min_tokens);
+                            const std::vector<int64_t>& limit, int64_t min_tokens, int64_t known = 0);
+
+// The number of leading tokens every prompt row shares, each row's count capped at limit[i]
+// (0 for fewer than two rows).
+int64_t CommonPrefixLength(const RaggedTokens& prompts, const std::vector<int64_t>& rows,
+                           const std::vector<int64_t>& limit);
 
 }  // namespace gainrag

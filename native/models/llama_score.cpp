@@ -40,9 +40,6 @@ int64_t LlamaModel::PrefillRowsPerPass(int64_t tokens) const {
 
 namespace {
 
-// Shorter common prefixes are not worth their extra forward.
-constexpr int64_t kMinSharedTokens = 8;
-
 // Causal mask [rows, t, before + t] for chunks of t queries after `before` keys every query may
 // see: query j sees the chunk's keys 0..j that are below its row's length (right padding;
 // a padded query still sees the keys before it, so no row is fully masked).
@@ -55,9 +52,10 @@ at::Tensor ChunkMask(int64_t rows, int64_t t, int64_t before, const at::Tensor& 
 
 // Keys/values of every group's shared prefix (plan from PlanSharedPrefix): [groups, kv_heads,
 // longest prefix, head_dim]; group g's slots [0, group_length[g]) are filled. The global prefix
-// runs once, then the groups' longer prefixes together as one chunk over it.
+// runs once (after the `known` cache's tokens, which are not run again), then the groups'
+// longer prefixes together as one chunk over it.
 KVCache SharedPrefixCache(const LlamaModel& model, const RaggedTokens& prompts, const std::vector<int64_t>& rows,
-                          const PrefixPlan& plan) {
+                          const PrefixPlan& plan, const KVCache* known) {
   const int64_t ng = int64_t(plan.group_length.size()), g0 = plan.global;
   const int64_t longest = *std::max_element(plan.group_length.begin(), plan.group_length.end());
   KVCache pc = model.NewCache(ng, std::max<int64_t>(longest, 1));
@@ -65,10 +63,19 @@ KVCache SharedPrefixCache(const LlamaModel& model, const RaggedTokens& prompts, 
   auto tokens = [&](int64_t source_row) { return prompts.ids + prompts.offsets[rows[source_row]]; };
   if (g0 > 0) {
     KVCache one = model.NewCache(1, g0);
-    at::Tensor ids = at::empty({1, g0}, at::kLong);
-    std::copy(tokens(plan.group_source[0]), tokens(plan.group_source[0]) + g0, ids.data_ptr<int64_t>());
-    model.Forward(ids, at::arange(g0, at::kLong).unsqueeze(0), ChunkMask(1, g0, 0, at::full({1, 1, 1}, g0, at::kLong)),
-                  &one);
+    const int64_t have = known ? std::min(known->length, g0) : 0;
+    for (size_t l = 0; l < one.k.size() && have > 0; ++l) {
+      one.k[l].narrow(2, 0, have).copy_(known->k[l].narrow(2, 0, have));
+      one.v[l].narrow(2, 0, have).copy_(known->v[l].narrow(2, 0, have));
+    }
+    one.length = have;
+    if (have < g0) {
+      const int64_t n = g0 - have;
+      at::Tensor ids = at::empty({1, n}, at::kLong);
+      std::copy(tokens(plan.group_source[0]) + have, tokens(plan.group_source[0]) + g0, ids.data_ptr<int64_t>());
+      model.Forward(ids, (at::arange(n, at::kLong) + have).unsqueeze(0),
+                    ChunkMask(1, n, have, at::full({1, 1, 1}, n, at::kLong)), &one);
+    }
     for (size_t l = 0; l < pc.k.size(); ++l) {
       pc.k[l].narrow(2, 0, g0).copy_(one.k[l].expand({ng, -1, -1, -1}));
       pc.v[l].narrow(2, 0, g0).copy_(one.v[l].expand({ng, -1, -1, -1}));
@@ -109,7 +116,7 @@ KVCache SharedPrefixCache(const LlamaModel& model, const RaggedTokens& prompts, 
 
 at::Tensor LlamaModel::Prefill(const RaggedTokens& prompts, const std::vector<int64_t>& rows,
                                const std::vector<int64_t>& keep, int64_t extra_capacity, KVCache* cache,
-                               bool share_prefix) const {
+                               bool share_prefix, const KVCache* known_prefix) const {
   const int64_t b = int64_t(rows.size()), hdim = config_.hidden_size;
   int64_t tp = 1, kept = 0;
   std::vector<int64_t> limit(b), out_at(b);
@@ -119,9 +126,12 @@ at::Tensor LlamaModel::Prefill(const RaggedTokens& prompts, const std::vector<in
     out_at[i] = kept;
     kept += keep[i];
   }
-  const PrefixPlan plan = PlanSharedPrefix(prompts, rows, limit, share_prefix ? kMinSharedTokens : 0);
+  const int64_t known = share_prefix && known_prefix ? known_prefix->length : 0;
+  for (int64_t i = 0; i < b; ++i)
+    GR_CHECK(known <= limit[i], kInternal, "known prefix of ", known, " tokens is longer than row ", i, " may share");
+  const PrefixPlan plan = PlanSharedPrefix(prompts, rows, limit, share_prefix ? kMinSharedPrefixTokens : 0, known);
   *cache = NewCache(b, tp + extra_capacity);
-  KVCache prefix = SharedPrefixCache(*this, prompts, rows, plan);
+  KVCache prefix = SharedPrefixCache(*this, prompts, rows, plan, known > 0 ? known_prefix : nullptr);
   at::Tensor out = at::empty({kept, hdim}, at::TensorOptions().dtype(dtype_).device(device_));
   // Passes of a few rows of one group each write their rows of the one batch cache; a pass pads
   // to its own longest suffix (rows come longest first when planned by PlanBatches). Group by
@@ -194,8 +204,21 @@ at::Tensor LlamaModel::Prefill(const RaggedTokens& prompts, const std::vector<in
   }
   cache->length = tp;
   stats_->prompt_prefills += b;
-  stats_->prefill_tokens += plan.planned_tokens;
+  stats_->prefill_tokens += plan.planned_tokens - known;  // the known prefix ran before
   return out;
+}
+
+KVCache LlamaModel::PrefixCache(const RaggedTokens& prompts, int64_t row, int64_t length) const {
+  GR_CHECK(length >= 1 && length <= prompts.length(row), kInternal, "prefix of ", length, " tokens of a ",
+           prompts.length(row), "-token row");
+  KVCache c = NewCache(1, length);
+  at::Tensor ids = at::empty({1, length}, at::kLong);
+  const int32_t* src = prompts.ids + prompts.offsets[row];
+  std::copy(src, src + length, ids.data_ptr<int64_t>());
+  Forward(ids, at::arange(length, at::kLong).unsqueeze(0), ChunkMask(1, length, 0, at::full({1, 1, 1}, length, at::kLong)),
+          &c);
+  stats_->prefill_tokens += length;
+  return c;
 }
 
 at::Tensor LlamaModel::LastLogits(const RaggedTokens& prompts, int64_t last_n, const RunContext& ctx) const {
