@@ -139,8 +139,8 @@ class CausalLMWrap : public Napi::ObjectWrap<CausalLMWrap> {
     Napi::Array eos = Napi::Array::New(env, model_->eos_ids().size());
     for (size_t i = 0; i < model_->eos_ids().size(); ++i) eos.Set(uint32_t(i), double(model_->eos_ids()[i]));
     o.Set("eosTokenIds", eos);
-    at::ScalarType t = model_->dtype();
-    o.Set("dtype", t == at::kFloat ? "float32" : t == at::kBFloat16 ? "bfloat16" : "float16");
+    at::ScalarType t = model_->precision();
+    o.Set("dtype", t == at::kChar ? "int8" : t == at::kFloat ? "float32" : t == at::kBFloat16 ? "bfloat16" : "float16");
     o.Set("device", model_->device().str());
     return o;
   }
@@ -302,7 +302,7 @@ Napi::Value LoadCausalLM(const Napi::CallbackInfo& info) {
   std::string dtype = OptionalString(o, "dtype", "float32");
   Guard(env, [&] {
     opts.device = ParseDevice(device);
-    opts.dtype = ParseFloatType(dtype);
+    opts.dtype = dtype == "int8" ? at::kChar : ParseFloatType(dtype);
   });
   double budget = OptionalNumber(o, "tokenBudget", 8192), rows = OptionalNumber(o, "maxRows", 64);
   if (!(budget >= 1) || !(rows >= 1)) throw Napi::RangeError::New(env, "tokenBudget and maxRows must be at least 1");

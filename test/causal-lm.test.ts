@@ -148,7 +148,7 @@ test('float16 either runs close to float32 or is refused with E_UNSUPPORTED', as
 
 test('bad model directories: E_MODEL_CONFIG for config problems, E_SHAPE for tensors', async () => {
   await assert.rejects(CausalLM.load(tmp), (e: { code?: string }) => e.code === 'E_MODEL_CONFIG');
-  await assert.rejects(CausalLM.load(dir, { dtype: 'int8' as never }), RangeError);
+  await assert.rejects(CausalLM.load(dir, { dtype: 'int4' as never }), RangeError);
   await assert.rejects(CausalLM.load(dir, { device: 'tpu' }), RangeError);
   await assert.rejects(CausalLM.load(dir, { tokenBudget: 0 }), RangeError);
   const config = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8'));

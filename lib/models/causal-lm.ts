@@ -27,8 +27,13 @@ export const MAX_CONTRASTIVE_ALPHA = 100;
 export interface CausalLMOptions {
   /** 'cpu' (default), 'cuda' or 'cuda:N'. */
   device?: string;
-  /** 'float32' (default), 'bfloat16' or 'float16' (float16 needs a device with half GEMMs). */
-  dtype?: 'float32' | 'bfloat16' | 'float16';
+  /**
+   * 'float32' (default), 'bfloat16', 'float16' (float16 needs a device with half GEMMs), or
+   * 'int8' (opt-in, CPU with the oneDNN backend): dynamic int8 products (weights quantised once
+   * per output channel, activations per row, int32 accumulation on VNNI / AMX-INT8) for every
+   * projection and the lm_head; the rest float32. Accuracy: bench/results/cpu-llama-int8.md.
+   */
+  dtype?: 'float32' | 'bfloat16' | 'float16' | 'int8';
   /** Batch limit: rows x longest row (prompt plus answers) per forward; default 8192. */
   tokenBudget?: number;
   /** Most prompts per batch; default 64. */
@@ -279,8 +284,8 @@ export class CausalLM extends NativeOwner<NativeCausalLM> {
     if (device !== undefined && (typeof device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(device))) {
       throw new RangeError(`device must be 'cpu', 'cuda' or 'cuda:N', got ${String(device)}`);
     }
-    if (dtype !== undefined && !['float32', 'bfloat16', 'float16'].includes(dtype)) {
-      throw new RangeError(`dtype must be 'float32', 'bfloat16' or 'float16', got ${String(dtype)}`);
+    if (dtype !== undefined && !['float32', 'bfloat16', 'float16', 'int8'].includes(dtype)) {
+      throw new RangeError(`dtype must be 'float32', 'bfloat16', 'float16' or 'int8', got ${String(dtype)}`);
     }
     for (const [k, v] of Object.entries({ tokenBudget, maxRows })) {
       if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw new RangeError(`${k} must be a positive integer`);

@@ -89,6 +89,16 @@ std::shared_ptr<LlamaModel> LlamaModel::Load(const std::string& dir, const Llama
   const LlamaConfig& c = m->config_;
   m->device_ = opts.device;
   m->dtype_ = opts.dtype;
+  if (opts.dtype == at::kChar) {
+#ifdef GAINRAG_WITH_DNNL
+    GR_CHECK(m->device_.is_cpu() && onednn::Supports(at::kChar), kUnsupported,
+             "dtype 'int8' runs on CPU only, where oneDNN must have an int8 kernel for this CPU");
+#else
+    GR_FAIL(kUnsupported, "dtype 'int8' needs the oneDNN backend, which this build does not have");
+#endif
+    m->dtype_ = at::kFloat;  // everything but the products; they are packed after the weights load
+    m->int8_ = true;
+  }
   m->token_budget_ = opts.token_budget;
   m->max_rows_ = opts.max_rows;
   m->eos_ids_ = c.eos_token_ids;
@@ -108,6 +118,7 @@ std::shared_ptr<LlamaModel> LlamaModel::Load(const std::string& dir, const Llama
   const WeightFiles& w = *m->weights_;
   const std::string prefix = w.has("model.embed_tokens.weight") ? "model." : "";
   m->ChooseGemm();
+  if (m->int8_) m->dnnl_gemm_ = true;  // int8 exists on the oneDNN path only (GAINRAG_GEMM does not apply)
   // Norm weights: float32 in bfloat16 mode when the products run on oneDNN (the residual stream
   // is float32 there), as llama.cpp keeps 1-D tensors: rounding them to bfloat16 was one of the
   // errors against a float64 forward.
@@ -154,6 +165,7 @@ std::shared_ptr<LlamaModel> LlamaModel::Load(const std::string& dir, const Llama
     m->layers_.push_back(std::move(L));
   }
   m->inv_freq_ = InverseFrequencies(c).to(m->device_);
+  if (m->int8_) m->PackInt8();
   m->PrepareFastDecode();
   // Weights are read into owned memory (WeightFiles); tensors that view it keep their file
   // alive, so dropping the set here frees whatever was converted to another dtype/device.
@@ -366,9 +378,49 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const at::Tensor& position
 
 at::Tensor LlamaModel::Linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const {
 #ifdef GAINRAG_WITH_DNNL
+  if (int8_) {
+    auto it = int8_products_.find(w.data_ptr());
+    GR_CHECK(it != int8_products_.end(), kInternal, "int8 mode: a product with no packed weights");
+    return it->second->Forward(x.to(at::kFloat));  // (its bias is packed with it)
+  }
   if (dnnl_gemm_ && w.is_contiguous()) return onednn::LinearUnpacked(x.to(dtype_), w, b);
 #endif
   return at::linear(x, w, b);
+}
+
+void LlamaModel::PackInt8() {
+#ifdef GAINRAG_WITH_DNNL
+  // Each weight is packed, then replaced by a one-element handle tensor that keys its product:
+  // the float32 matrix is dropped (a converted copy freed, a view of the checkpoint unmapped
+  // with it), so the model holds int8 weights, not both. The handle is allocated while the
+  // weight is alive, so no key is ever an address a later allocation could reuse.
+  auto pack = [&](at::Tensor& w, const at::Tensor& b) {
+    auto product = onednn::PackedLinear::Pack(w, b.defined() ? b.clone() : at::zeros({w.size(0)}, at::kFloat),
+                                              at::kChar, onednn::Epilogue::kNone);
+    at::Tensor handle = at::empty({1}, at::kFloat);
+    int8_products_.emplace(handle.data_ptr(), std::move(product));
+    w = handle;
+  };
+  for (Layer& L : layers_) {
+    pack(L.q, L.q_bias), pack(L.k, L.k_bias), pack(L.v, L.v_bias), pack(L.o, L.o_bias);
+    pack(L.gate, at::Tensor()), pack(L.up, at::Tensor()), pack(L.down, at::Tensor());
+  }
+  if (lm_head_.is_same(embed_)) {
+    // Tied: the embedding stays float32 for the lookups; the lm_head is its int8 copy.
+    at::Tensor head = embed_;
+    pack(head, at::Tensor());
+    lm_head_ = head;
+  } else {
+    pack(lm_head_, at::Tensor());
+  }
+  // What stays float32 (embedding, norms, biases) gets its own memory: a view would keep the
+  // whole checkpoint buffer (WeightFiles) alive.
+  auto own = [](at::Tensor& t) {
+    if (t.defined()) t = t.clone();
+  };
+  own(embed_), own(final_norm_);
+  for (Layer& L : layers_) own(L.input_norm), own(L.post_norm), own(L.q_bias), own(L.k_bias), own(L.v_bias), own(L.o_bias);
+#endif
 }
 
 at::Tensor LlamaModel::Logits(const at::Tensor& hidden) const {

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "core/batching.h"
@@ -24,8 +25,12 @@
 namespace gainrag {
 
 class WeightFiles;
+namespace onednn {
+class PackedLinear;
+}
 
 struct LlamaOptions {
+  // kFloat, kBFloat16, kHalf, or kChar: dynamic int8 (CPU with oneDNN; see LlamaModel::precision).
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::kCPU;
   // rows x longest prompt per batch (prefill); bounds activation memory.
@@ -90,6 +95,11 @@ class LlamaModel {
   const LlamaConfig& config() const { return config_; }
   at::Device device() const { return device_; }
   at::ScalarType dtype() const { return dtype_; }
+  // What the matrix products run in: dtype(), or kChar in dynamic int8 mode, where every
+  // projection and the lm_head are int8 oneDNN products (weights quantised once per output
+  // channel, each call's rows per row, int32 accumulation on VNNI / AMX-INT8) and everything
+  // else (embedding, norms, RoPE, attention, residual stream, KV cache) is float32.
+  at::ScalarType precision() const { return int8_ ? at::kChar : dtype_; }
   // EOS ids: config.json plus generation_config.json.
   const std::vector<int64_t>& eos_ids() const { return eos_ids_; }
   LlamaStats stats() const;
@@ -196,6 +206,11 @@ class LlamaModel {
   int64_t max_rows_ = 64;
   int64_t sliding_window_ = 0;
   bool fast_decode_ = false;
+  // Dynamic int8 mode: the packed int8 product of each projection (and the lm_head), keyed by
+  // its float32 weight's data pointer, with the bias it is called with baked in.
+  bool int8_ = false;
+  std::unordered_map<const void*, std::shared_ptr<const onednn::PackedLinear>> int8_products_;
+  void PackInt8();
   // Forward's products through oneDNN (CPU, float32/bfloat16, built with oneDNN, GAINRAG_GEMM
   // not "torch").
   bool dnnl_gemm_ = false;

@@ -50,7 +50,8 @@ void LlamaModel::PrepareFastDecode() {
   const std::string mode = env ? env : "";
   GR_CHECK(mode.empty() || mode == "fast" || mode == "aten", kInvalidArgument,
            "GAINRAG_LLM_DECODE must be 'fast' or 'aten', got '", mode, "'");
-  if (mode == "aten" || !device_.is_cpu() || (dtype_ != at::kFloat && dtype_ != at::kBFloat16) || !cpu::Avx512())
+  // (int8 mode decodes through DecodeStep, whose products are the packed int8 ones.)
+  if (mode == "aten" || int8_ || !device_.is_cpu() || (dtype_ != at::kFloat && dtype_ != at::kBFloat16) || !cpu::Avx512())
     return;
   auto usable = [&](const at::Tensor& t) { return !t.defined() || (t.is_contiguous() && t.scalar_type() == dtype_); };
   // Norm weights may be float32 in bfloat16 mode (see Load).

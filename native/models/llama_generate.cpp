@@ -57,13 +57,17 @@ at::Tensor LlamaModel::DecodeStep(const at::Tensor& ids, const at::Tensor& posit
   auto [cos, sin] = RopeTables(pos.view({n, 1}));  // [n,1,1,D]
   at::Tensor h = at::embedding(embed_, ids.to(device_).view({n, 1}));
   const double scale = 1.0 / std::sqrt(double(hd));
+  // LibTorch's product, or in int8 mode the packed int8 one (Linear).
+  auto linear = [&](const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = at::Tensor()) {
+    return int8_ ? Linear(x, w, b) : at::linear(x, w, b);
+  };
   using at::indexing::Slice;
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& L = layers_[l];
     at::Tensor x = RmsNorm(h, L.input_norm);
-    at::Tensor q = at::linear(x, L.q, L.q_bias).view({n, 1, heads, hd}).transpose(1, 2);
-    at::Tensor k = at::linear(x, L.k, L.k_bias).view({n, 1, kvh, hd}).transpose(1, 2);
-    at::Tensor v = at::linear(x, L.v, L.v_bias).view({n, kvh, hd});
+    at::Tensor q = linear(x, L.q, L.q_bias).view({n, 1, heads, hd}).transpose(1, 2);
+    at::Tensor k = linear(x, L.k, L.k_bias).view({n, 1, kvh, hd}).transpose(1, 2);
+    at::Tensor v = linear(x, L.v, L.v_bias).view({n, kvh, hd});
     q = q * cos + RotateHalf(q) * sin;
     k = k * cos + RotateHalf(k) * sin;
     at::Tensor ck = cache->k[l].narrow(0, 0, n), cv = cache->v[l].narrow(0, 0, n);
@@ -77,9 +81,9 @@ at::Tensor LlamaModel::DecodeStep(const at::Tensor& ids, const at::Tensor& posit
     scores.masked_fill_(hide, -std::numeric_limits<float>::infinity());
     at::Tensor probs = at::softmax(scores, -1).to(dtype_);
     at::Tensor o = at::matmul(probs, cv.narrow(2, 0, width).to(dtype_)).reshape({n, 1, heads * hd});
-    h = h + at::linear(o, L.o, L.o_bias);
+    h = h + linear(o, L.o, L.o_bias);
     at::Tensor y = RmsNorm(h, L.post_norm);
-    h = h + at::linear(at::silu(at::linear(y, L.gate)) * at::linear(y, L.up), L.down);
+    h = h + linear(at::silu(linear(y, L.gate)) * linear(y, L.up), L.down);
   }
   stats_->forward_calls++;
   stats_->decode_steps++;
