@@ -173,6 +173,8 @@ export async function generateAnswers(options: GenerateAnswersOptions): Promise<
   const settings: Record<string, unknown> = {
     model: modelDir ? path.resolve(modelDir) : null, weights: weightsFingerprint(modelDir), generator: options.generateUrl ? `openai:${options.generateUrl}` : 'native',
     kDocs, noRetrieval, instruction, maxNewTokens, chatTemplate: options.chatTemplate ?? 'auto', systemPrompt, doubleBos: options.doubleBos ?? false,
+    // The products' precision (float32, bfloat16, int8, ...): answers of two precisions must not mix.
+    precision: options.generateUrl ? null : options.lm?.info.dtype ?? options.dtype ?? 'float32',
   };
   const room = Math.min(maxNewTokens, MIN_ROOM);
 

@@ -49,6 +49,8 @@ import { nativeGenerator } from './text-backend.js';
 /** What synthesis needs from a causal LM (lib/models/causal-lm.ts CausalLM satisfies it). */
 export interface SynthesisModel extends ChatTemplater {
   readonly contextLength: number;
+  /** CausalLM's: its precision goes into the resume fingerprint. */
+  readonly info?: { readonly dtype: string };
   readonly tokenizer: {
     encodeRaw(texts: string[]): Promise<number[][]>;
     decode(ids: ArrayLike<number>, skipSpecialTokens?: boolean): Promise<string>;
@@ -257,6 +259,8 @@ export async function synthesize(lm: SynthesisModel, options: SynthesizeOptions)
     settings: {
       model: options.modelId ?? null, weights: weightsFingerprint(options.modelId), contextLength: lm.contextLength, topK, alpha, instruction,
       pseudoPassage: usePseudo, maxNewTokens, pseudoMaxNewTokens, chatTemplate: options.chatTemplate ?? 'auto', systemPrompt, doubleBos: options.doubleBos ?? false, generator: generator.description,
+      // The scoring model's precision (float32, bfloat16, int8, ...), when it says.
+      precision: lm.info?.dtype ?? null,
     },
     finished: SYNTHESIZE_OUTPUT,
     account: (record) => {

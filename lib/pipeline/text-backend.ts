@@ -24,7 +24,7 @@ export interface TextBackendOptions {
   chatTemplate?: ChatTemplateMode;
   systemPrompt?: string;
   device?: string;
-  dtype?: 'float32' | 'bfloat16' | 'float16';
+  dtype?: 'float32' | 'bfloat16' | 'float16' | 'int8';
   /** Retries of a server request after 429 / 5xx / network errors (OpenAIGenerator). */
   retries?: number;
   /** Environment variable holding the server's bearer token. */

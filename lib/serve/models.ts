@@ -4,7 +4,7 @@ import path from 'node:path';
 import { GainragError } from '../errors.js';
 import { CausalLM } from '../models/causal-lm.js';
 import { CrossEncoder } from '../models/cross-encoder.js';
-import { Encoder, type Device, type ModelDType, type Pooling } from '../models/encoder.js';
+import { Encoder, type Device, type EncoderDType, type Pooling } from '../models/encoder.js';
 import { DenseIndex } from '../retrieval/dense-index.js';
 import { PassageStore } from '../io/passages.js';
 
@@ -18,7 +18,7 @@ export interface ServeModelOptions {
   /** Index directory (gainrag index build): /retrieve; needs `encoder`. */
   index?: string;
   device?: Device;
-  dtype?: ModelDType;
+  dtype?: EncoderDType;
   pooling?: Pooling;
   /** Tokens per encoder input / reranker pair (default: the model's). */
   maxLength?: number;

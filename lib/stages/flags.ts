@@ -69,7 +69,7 @@ export interface TextBackendArgs {
   'chat-template': 'auto' | 'none';
   'system-prompt': string;
   device?: string;
-  dtype?: 'float32' | 'float16' | 'bfloat16';
+  dtype?: 'float32' | 'float16' | 'bfloat16' | 'int8';
 }
 
 /** The flags of the commands that generate text with an LLM (natively or through a server). */
@@ -84,7 +84,7 @@ export function textBackendFlags(y: any, llmHelp: string, device = 'cpu, cuda, c
     .option('chat-template', { choices: ['auto', 'none'] as const, default: 'auto' as const, describe: "auto: wrap prompts in the LLM's chat template when it has one" })
     .option('system-prompt', { type: 'string', default: DEFAULT_SYSTEM_PROMPT, defaultDescription: "the reference's", describe: "system message for chat templates ('' for none)" })
     .option('device', { type: 'string', describe: device })
-    .option('dtype', { choices: ['float32', 'float16', 'bfloat16'] as const, describe: 'weights/compute dtype' });
+    .option('dtype', { choices: ['float32', 'float16', 'bfloat16', 'int8'] as const, describe: 'weights/compute dtype (int8: dynamic int8 products, CPU with oneDNN)' });
   return withBackendFlags(flags);
 }
 

@@ -15,7 +15,7 @@ interface Args {
   host: string;
   port: number;
   device?: string;
-  dtype?: 'float32' | 'float16' | 'bfloat16';
+  dtype?: 'float32' | 'float16' | 'bfloat16' | 'int8';
   pooling: 'mean' | 'cls';
   'max-length'?: number;
   'max-batch-tokens': number;
@@ -41,7 +41,7 @@ export const serveCommand: CommandModule<{ json: boolean }, Args> = {
       .option('host', { type: 'string', default: '127.0.0.1', describe: 'address to bind (0.0.0.0: every interface)' })
       .option('port', { type: 'number', default: 8080, describe: 'port (0: a free one, printed at start)' })
       .option('device', { type: 'string', describe: 'cpu, cuda, cuda:N' })
-      .option('dtype', { choices: ['float32', 'float16', 'bfloat16'] as const, describe: 'model weights type (default float32)' })
+      .option('dtype', { choices: ['float32', 'float16', 'bfloat16', 'int8'] as const, describe: 'model weights type (default float32; int8: dynamic int8 products, CPU with oneDNN)' })
       .option('pooling', { choices: ['mean', 'cls'] as const, default: 'mean' as const, describe: 'encoder pooling' })
       .option('max-length', { type: 'number', describe: 'tokens per encoder input / reranker pair (default: the model maximum)' })
       .option('max-batch-tokens', { type: 'number', default: 16384, describe: 'estimated tokens packed into one engine call across requests' })
