@@ -9,7 +9,7 @@
 // --candidates passages fp32 retrieval ranked highest (gold added when missing); top-K agreement
 // as above for K = 1, 5, 10 between each mode's ordering and fp32's.
 // fp32 is gemm 'torch' (the LibTorch path the HF parity tests pin); the modes are gemm 'dnnl' at
-// float32, bfloat16 and int8.
+// float32, float32 with bf16x3 products (matmulPrecision 'high'), bfloat16 and int8.
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import path from 'node:path';
@@ -73,10 +73,11 @@ const info = engineInfo();
 console.log(`gainrag ${info.version}; dnnl kernels: ${info.dnnlKernels || 'none'}; threads ${info.threads}; load average ${loadavg()[0].toFixed(1)} (${cpus().length} cores)`);
 console.log(`retrieval: bert-tiny, ${passages.length} passages, ${questions.length} questions; rerank: xlmr-tiny-reranker, ${rerankQ} questions x ${candidates} candidates`);
 
-interface Mode { label: string; gemm: 'torch' | 'dnnl'; dtype: EncoderDType }
+interface Mode { label: string; gemm: 'torch' | 'dnnl'; dtype: EncoderDType; matmulPrecision?: 'high' }
 const modes: Mode[] = [
   { label: 'fp32 (torch, reference)', gemm: 'torch', dtype: 'float32' },
   { label: 'dnnl float32', gemm: 'dnnl', dtype: 'float32' },
+  { label: 'dnnl float32 high (bf16x3)', gemm: 'dnnl', dtype: 'float32', matmulPrecision: 'high' },
   { label: 'dnnl bfloat16', gemm: 'dnnl', dtype: 'bfloat16' },
   { label: 'dnnl int8', gemm: 'dnnl', dtype: 'int8' },
 ];
@@ -91,7 +92,7 @@ let pairs: { q: string[]; p: string[]; cand: number[][] } | undefined;
 console.log('\n| mode | passage 1 - cosine to fp32 (max / mean) | question 1 - cosine (max) | Recall@10 | top-10 agreement | rerank top-1 / top-5 / top-10 agreement | rerank max abs score diff |');
 console.log('|---|---|---|---|---|---|---|');
 for (const m of modes) {
-  const enc = await Encoder.load(bert, { gemm: m.gemm, dtype: m.dtype });
+  const enc = await Encoder.load(bert, { gemm: m.gemm, dtype: m.dtype, matmulPrecision: m.matmulPrecision });
   const P = normalize(await enc.embed(passages.map((p) => p.text)), enc.dim);
   const Q = normalize(await enc.embed(qText), enc.dim);
   const top = search(Q, P, enc.dim, Math.max(10, candidates));
@@ -102,7 +103,7 @@ for (const m of modes) {
     const cand = refTop!.slice(0, rerankQ).map((t, i) => (t.slice(0, candidates).includes(gold[i]) || gold[i] < 0 ? t.slice(0, candidates) : [...t.slice(0, candidates - 1), gold[i]]));
     return { q: cand.flatMap((c, i) => c.map(() => qText[i])), p: cand.flatMap((c) => c.map((j) => passages[j].text)), cand };
   })();
-  const ce = await CrossEncoder.load(xlmr, { gemm: m.gemm, dtype: m.dtype });
+  const ce = await CrossEncoder.load(xlmr, { gemm: m.gemm, dtype: m.dtype, matmulPrecision: m.matmulPrecision });
   const scores = await ce.score(pairs.q, pairs.p, { maxLength: 128 });
   await ce.dispose();
   const order = pairs.cand.map((c, i) => topK(scores.subarray(i * c.length, (i + 1) * c.length), c.length));

@@ -4,6 +4,7 @@
 // Products: up  [M, 768] x [768, 3072] with the GELU (erf) epilogue (the encoder's intermediate
 // layer), down [M, 3072] x [3072, 768] (its output layer); M = rows x tokens of a batch.
 // Paths: torch (at::linear + at::gelu: LibTorch's BLAS, the default encoder path), dnnl-f32,
+// dnnl-bf16x3 (float32 layers whose products run as hi·hi + hi·lo + lo·hi on the bf16 units),
 // dnnl-bf16, dnnl-int8 (native/backends/dnnl: weights packed once, bias and GELU as post-ops;
 // int8 includes quantising the activations per row), and the two register-resident peak loops
 // (peak-f32: vfmadd on zmm; peak-bf16: vdpbf16ps), all on engineInfo().threads threads. Each
@@ -22,7 +23,7 @@ const rounds = Number(arg('rounds', '3'));
 const reps = Number(arg('reps', '3'));
 const info = engineInfo();
 const dnnl = info.backends.includes('dnnl');
-const defaultPaths = ['peak-f32', 'torch', ...(dnnl ? ['dnnl-f32', 'dnnl-bf16', 'dnnl-int8'] : []), 'peak-bf16'];
+const defaultPaths = ['peak-f32', 'torch', ...(dnnl ? ['dnnl-f32', 'dnnl-bf16x3', 'dnnl-bf16', 'dnnl-int8'] : []), 'peak-bf16'];
 const paths = arg('paths', defaultPaths.join(',')).split(',');
 const t = native().testing;
 

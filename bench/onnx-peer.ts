@@ -3,8 +3,9 @@
 //   node dist/bench/onnx-peer.js [--rows 256] [--rounds 5] [--base-rounds 2] [--no-base]
 //                                [--base-passages] [--base-max-length 128] [--xlmr-base]
 //                                [--no-padded] [--no-dnnl] [--base-ort-sorted-only]
-// With a oneDNN build (engineInfo().backends has 'dnnl') three more gainrag rows run in the same
-// interleaved rounds: gemm 'dnnl' at float32, bfloat16 and dynamic int8 (token budget); the
+// With a oneDNN build (engineInfo().backends has 'dnnl') four more gainrag rows run in the same
+// interleaved rounds: gemm 'dnnl' at float32, float32 with matmulPrecision 'high' (bf16x3
+// products), bfloat16 and dynamic int8 (token budget); the
 // "default" row is gemm 'torch' (LibTorch's BLAS, the default before issue #19); --no-dnnl
 // drops the dnnl rows, --no-int8 only the int8 one.
 // --no-padded drops "gainrag one padded batch" (minutes a round at the base shape);
@@ -236,7 +237,7 @@ async function ortRun(ort: Ort, session: OrtSession, batch: TokenBatch, padId: n
 // ---- measuring ----------------------------------------------------------------------------------------
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-interface Variant { label: string; run: () => Promise<Float32Array>; engine: 'gainrag' | 'ort'; role?: 'default' | 'padded' | 'dnnl-f32' | 'dnnl-bf16' | 'dnnl-int8' }
+interface Variant { label: string; run: () => Promise<Float32Array>; engine: 'gainrag' | 'ort'; role?: 'default' | 'padded' | 'dnnl-f32' | 'dnnl-f32-high' | 'dnnl-bf16' | 'dnnl-int8' }
 
 /** One warm-up call each, then `repeats` interleaved rounds; median seconds per variant and the last outputs. */
 async function measure(variants: Variant[], repeats: number): Promise<{ seconds: number[]; outputs: Float32Array[] }> {
@@ -266,7 +267,7 @@ function maxRelDiff(a: Float32Array, b: Float32Array): number {
 interface DnnlSummary { ratio: number; vsDefault: number; diff: number; cos: number }
 interface Summary {
   title: string; unit: string; gainrag: number; ort: number; ortLabel: string; ratio: number; diff: number; budgetVsPadded: number;
-  dnnl: { 'dnnl-f32'?: DnnlSummary; 'dnnl-bf16'?: DnnlSummary; 'dnnl-int8'?: DnnlSummary };
+  dnnl: { 'dnnl-f32'?: DnnlSummary; 'dnnl-f32-high'?: DnnlSummary; 'dnnl-bf16'?: DnnlSummary; 'dnnl-int8'?: DnnlSummary };
 }
 
 /** Lowest cosine between matching rows of two n x dim matrices. */
@@ -349,7 +350,7 @@ function report(title: string, unit: string, count: number, batch: TokenBatch, v
     console.log(`  token budget vs one padded batch: ${bp >= 1 ? `token budget faster (${bp.toFixed(2)}x)` : `ONE PADDED BATCH faster (${(1 / bp).toFixed(2)}x)`}`);
   }
   const dnnl: Summary['dnnl'] = {};
-  for (const role of ['dnnl-f32', 'dnnl-bf16', 'dnnl-int8'] as const) {
+  for (const role of ['dnnl-f32', 'dnnl-f32-high', 'dnnl-bf16', 'dnnl-int8'] as const) {
     const i = variants.findIndex((v) => v.role === role);
     if (i < 0) continue;
     const cos = unit === 'embeddings' ? minCosine(outputs[i], outputs[g], outputs[g].length / count) : Number.NaN;
@@ -374,6 +375,7 @@ async function benchEncoder(ort: Ort, python: string, scratch: string, title: st
   exportOnnx(python, dir, file, 'encoder');
   const enc = await Encoder.load(dir, { ...(maxLength ? { maxLength } : {}), gemm: 'torch' });
   const f32 = withDnnl ? await Encoder.load(dir, { ...(maxLength ? { maxLength } : {}), gemm: 'dnnl' }) : undefined;
+  const high = withDnnl ? await Encoder.load(dir, { ...(maxLength ? { maxLength } : {}), gemm: 'dnnl', matmulPrecision: 'high' }) : undefined;
   const b16 = withDnnl ? await Encoder.load(dir, { ...(maxLength ? { maxLength } : {}), gemm: 'dnnl', dtype: 'bfloat16' }) : undefined;
   const i8 = withInt8 ? await Encoder.load(dir, { ...(maxLength ? { maxLength } : {}), gemm: 'dnnl', dtype: 'int8' }) : undefined;
   const session = await ort.InferenceSession.create(file, ortOptions(engineInfo().threads));
@@ -386,6 +388,7 @@ async function benchEncoder(ort: Ort, python: string, scratch: string, title: st
     ...(withPadded ? [{ label: 'gainrag one padded batch', engine: 'gainrag', role: 'padded', run: () => enc.embed(input, padded) } as Variant] : []),
     ...(f32 && b16 ? [
       { label: 'gainrag dnnl float32 (token budget)', engine: 'gainrag', role: 'dnnl-f32', run: () => f32.embed(input) } as Variant,
+      { label: 'gainrag dnnl float32 high (bf16x3)', engine: 'gainrag', role: 'dnnl-f32-high', run: () => high!.embed(input) } as Variant,
       { label: 'gainrag dnnl bfloat16 (token budget)', engine: 'gainrag', role: 'dnnl-bf16', run: () => b16.embed(input) } as Variant,
     ] : []),
     ...(i8 ? [{ label: 'gainrag dnnl int8 (token budget)', engine: 'gainrag', role: 'dnnl-int8', run: () => i8.embed(input) } as Variant] : []),
@@ -402,6 +405,7 @@ async function benchEncoder(ort: Ort, python: string, scratch: string, title: st
   await session.release?.();
   await enc.dispose();
   await f32?.dispose();
+  await high?.dispose();
   await b16?.dispose();
   await i8?.dispose();
 }
@@ -411,6 +415,7 @@ async function benchCross(ort: Ort, python: string, scratch: string, title: stri
   exportOnnx(python, dir, file, 'cross');
   const ce = await CrossEncoder.load(dir, { gemm: 'torch' });
   const f32 = withDnnl ? await CrossEncoder.load(dir, { gemm: 'dnnl' }) : undefined;
+  const high = withDnnl ? await CrossEncoder.load(dir, { gemm: 'dnnl', matmulPrecision: 'high' }) : undefined;
   const b16 = withDnnl ? await CrossEncoder.load(dir, { gemm: 'dnnl', dtype: 'bfloat16' }) : undefined;
   const i8 = withInt8 ? await CrossEncoder.load(dir, { gemm: 'dnnl', dtype: 'int8' }) : undefined;
   const session = await ort.InferenceSession.create(file, ortOptions(engineInfo().threads));
@@ -423,6 +428,7 @@ async function benchCross(ort: Ort, python: string, scratch: string, title: stri
     ...(withPadded ? [{ label: 'gainrag one padded batch', engine: 'gainrag', role: 'padded', run: () => ce.score(q, p, { maxLength, batchTokens: 2 ** 40, maxRows: n }) } as Variant] : []),
     ...(f32 && b16 ? [
       { label: 'gainrag dnnl float32 (token budget)', engine: 'gainrag', role: 'dnnl-f32', run: () => f32.score(q, p, { maxLength }) } as Variant,
+      { label: 'gainrag dnnl float32 high (bf16x3)', engine: 'gainrag', role: 'dnnl-f32-high', run: () => high!.score(q, p, { maxLength }) } as Variant,
       { label: 'gainrag dnnl bfloat16 (token budget)', engine: 'gainrag', role: 'dnnl-bf16', run: () => b16.score(q, p, { maxLength }) } as Variant,
     ] : []),
     ...(i8 ? [{ label: 'gainrag dnnl int8 (token budget)', engine: 'gainrag', role: 'dnnl-int8', run: () => i8.score(q, p, { maxLength }) } as Variant] : []),
@@ -438,6 +444,7 @@ async function benchCross(ort: Ort, python: string, scratch: string, title: stri
   await session.release?.();
   await ce.dispose();
   await f32?.dispose();
+  await high?.dispose();
   await b16?.dispose();
   await i8?.dispose();
 }
@@ -482,14 +489,14 @@ for (const s of summaries) {
   console.log(`| ${s.title} | ${s.gainrag.toFixed(1)} ${s.unit}/s | ${s.ort.toFixed(1)} (${s.ortLabel}) | ${s.ratio.toFixed(2)}x | ${s.diff.toExponential(1)} | ${bp} |`);
 }
 if (withDnnl) {
-  console.log('\n| shape | torch / ORT | dnnl f32 / ORT | dnnl bf16 / ORT | dnnl int8 / ORT | dnnl f32 / torch | dnnl bf16 / torch | dnnl int8 / torch | f32 max rel diff to torch | bf16, int8 lowest cosine (max rel diff) to torch |');
-  console.log('|---|---|---|---|---|---|---|---|---|---|');
+  console.log('\n| shape | torch / ORT | dnnl f32 / ORT | dnnl f32 high / ORT | dnnl bf16 / ORT | dnnl int8 / ORT | dnnl f32 / torch | dnnl f32 high / torch | dnnl bf16 / torch | dnnl int8 / torch | f32 max rel diff to torch | f32 high, bf16, int8 lowest cosine (max rel diff) to torch |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
   const acc = (x: DnnlSummary) => (Number.isNaN(x.cos) ? `(${x.diff.toExponential(1)})` : `${x.cos.toFixed(5)} (${x.diff.toExponential(1)})`);
   for (const s of summaries) {
-    const f = s.dnnl['dnnl-f32'], b = s.dnnl['dnnl-bf16'], i = s.dnnl['dnnl-int8'];
-    if (!f || !b) continue;
-    console.log(`| ${s.title} | ${s.ratio.toFixed(2)}x | ${f.ratio.toFixed(2)}x | ${b.ratio.toFixed(2)}x | ${i ? `${i.ratio.toFixed(2)}x` : '-'} | ` +
-      `${f.vsDefault.toFixed(2)}x | ${b.vsDefault.toFixed(2)}x | ${i ? `${i.vsDefault.toFixed(2)}x` : '-'} | ${f.diff.toExponential(1)} | ${acc(b)}${i ? `, ${acc(i)}` : ''} |`);
+    const f = s.dnnl['dnnl-f32'], h = s.dnnl['dnnl-f32-high'], b = s.dnnl['dnnl-bf16'], i = s.dnnl['dnnl-int8'];
+    if (!f || !b || !h) continue;
+    console.log(`| ${s.title} | ${s.ratio.toFixed(2)}x | ${f.ratio.toFixed(2)}x | ${h.ratio.toFixed(2)}x | ${b.ratio.toFixed(2)}x | ${i ? `${i.ratio.toFixed(2)}x` : '-'} | ` +
+      `${f.vsDefault.toFixed(2)}x | ${h.vsDefault.toFixed(2)}x | ${b.vsDefault.toFixed(2)}x | ${i ? `${i.vsDefault.toFixed(2)}x` : '-'} | ${f.diff.toExponential(1)} | ${acc(h)}, ${acc(b)}${i ? `, ${acc(i)}` : ''} |`);
   }
 }
 console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(1)).join(' ')} (${cpus().length} cores, shared machine)`);

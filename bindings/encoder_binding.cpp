@@ -42,6 +42,7 @@ Napi::Object Describe(Napi::Env env, Napi::Object self, const EncoderModel& m) {
   self.Set("dtype", Napi::String::New(env, DTypeName(FromScalarType(m.dtype()))));
   self.Set("device", Napi::String::New(env, m.device().str()));
   self.Set("gemm", Napi::String::New(env, m.gemm()));
+  self.Set("matmulPrecision", Napi::String::New(env, m.matmul_precision()));
   self.Set("dir", Napi::String::New(env, m.dir()));
   return self;
 }
@@ -112,7 +113,7 @@ class CrossEncoderWrap : public Napi::ObjectWrap<CrossEncoderWrap> {
   ModelPtr model_;
 };
 
-// loadEncoder(dir, {device, dtype, gemm}) / loadCrossEncoder(dir, {device, dtype, gemm}) -> Promise<instance>
+// loadEncoder(dir, {device, dtype, gemm, matmulPrecision}) / loadCrossEncoder(dir, {...}) -> Promise<instance>
 template <bool kCross>
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -123,11 +124,15 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     std::string device = OptionalString(o, "device", "cpu");
     std::string dtype = OptionalString(o, "dtype", "float32");
     std::string gemm = OptionalString(o, "gemm", "");
+    std::string matmul = OptionalString(o, "matmulPrecision", "highest");
     Guard(env, [&] {
       opts.device = ParseDevice(device);
       // int8 is an encoder-only mode (dynamic int8 products on the oneDNN path).
       opts.dtype = dtype == "int8" ? at::kChar : ParseFloatType(dtype);
       opts.gemm = ParseGemmPath(gemm);
+      GR_CHECK(matmul == "highest" || matmul == "high", kInvalidArgument,
+               "matmulPrecision must be 'highest' or 'high', got '", matmul, "'");
+      opts.bf16x3 = matmul == "high";
     });
   } else if (!info[1].IsUndefined() && !info[1].IsNull()) {
     throw Napi::TypeError::New(env, "options must be an object");

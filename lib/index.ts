@@ -4,7 +4,7 @@ export { SafetensorsFile, readSafetensors, decode16, type TensorMeta, type Tenso
 export { GainragError, hasCode, type ErrorCode } from './errors.js';
 export { type CallOptions } from './controls.js';
 export { Tokenizer, type TokenBatch, type PairOptions, type TruncationStrategy } from './tokenizer.js';
-export { Encoder, embeddingsToArrow, type EncoderLoadOptions, type EmbedOptions, type EncoderRecord, type TextInput, type Pooling, type GemmPath } from './models/encoder.js';
+export { Encoder, embeddingsToArrow, type EncoderLoadOptions, type EmbedOptions, type EncoderRecord, type TextInput, type Pooling, type GemmPath, type MatmulPrecision } from './models/encoder.js';
 export { resolveModel, resolveModelSync, pullModel, parseHubRef, hubCacheDir, type HubOptions, type HubRef, type PullResult, type DownloadProgress } from './models/hub.js';
 export { readSentenceTransformersConfig, type SentenceTransformersConfig } from './models/sentence-transformers.js';
 export { CrossEncoder, type ScoreOptions, type RankOptions, type Ranked } from './models/cross-encoder.js';

@@ -162,6 +162,42 @@ test('dnnl bfloat16 (fp32 activations, bf16 products): embedding cosine >= 0.999
   xlmrRef.scores.forEach((ref, i) => assert.ok(Math.abs(s[i] - ref) <= 0.01 + 0.02 * Math.abs(ref), `pair ${i}: ${s[i]} vs ${ref}`));
 });
 
+// matmulPrecision 'high': float32 layers whose products run as bf16x3 (hi·hi + hi·lo + lo·hi on
+// the bf16 units). Its error sits between float32's and bfloat16's by construction (~2^-16 vs
+// ~2^-8 per product term); both bounds are asserted, against transformers and against float32.
+test('dnnl float32 matmulPrecision high (bf16x3): transformers parity within 5e-4, far closer to float32 than bfloat16 is', { skip }, async () => {
+  const high = await Encoder.load(fixture('bert-tiny'), { matmulPrecision: 'high' });
+  assert.equal(high.gemm, 'dnnl');
+  assert.equal(high.matmulPrecision, 'high');
+  assert.equal((await Encoder.load(fixture('bert-tiny'))).matmulPrecision, 'highest');
+  assert.equal((await Encoder.load(fixture('bert-tiny'), { dtype: 'bfloat16' })).matmulPrecision, '');
+  const d = maxRelDiff(await high.embed(bertRef.queries), bertRef.mean_pooled.flat(), 1e-3);
+  assert.ok(d < 5e-4, `bert-tiny mean: max rel diff to transformers ${d}`);
+  const ce = await CrossEncoder.load(fixture('xlmr-tiny-reranker'), { matmulPrecision: 'high' });
+  assert.equal(ce.matmulPrecision, 'high');
+  const scores = await ce.score(xlmrRef.pairs.map((p) => p[0]), xlmrRef.pairs.map((p) => p[1]), { maxLength: xlmrRef.max_length });
+  const ds = maxRelDiff(scores, xlmrRef.scores, 1e-3);
+  assert.ok(ds < 5e-4, `xlmr-tiny scores: max rel diff to transformers ${ds}`);
+
+  const dir = writeWideModel('wide-high', 'gelu');
+  const f32 = await (await Encoder.load(dir, { gemm: 'torch' })).embed(texts, { batchTokens: 300 });
+  const h = await (await Encoder.load(dir, { matmulPrecision: 'high' })).embed(texts, { batchTokens: 300 });
+  const b = await (await Encoder.load(dir, { dtype: 'bfloat16' })).embed(texts, { batchTokens: 300 });
+  const dh = maxRelDiff(h, f32, 1e-2), db = maxRelDiff(b, f32, 1e-2);
+  assert.ok(dh < db / 30, `bf16x3 ${dh} vs bfloat16 ${db} (max rel diff to float32)`);
+  assert.ok(dh > 1e-7, `bf16x3 equals float32 (${dh}): the split products did not run`);
+  assert.ok(Math.min(...cosines(h, f32, 256)) > 0.999999);
+});
+
+test('matmulPrecision is checked: a float32 mode on the oneDNN path only', async () => {
+  const dir = fixture('bert-tiny');
+  await assert.rejects(Encoder.load(dir, { matmulPrecision: 'medium' as never }), TypeError);
+  await assert.rejects(Encoder.load(dir, { matmulPrecision: 'high', dtype: 'bfloat16' }), TypeError);
+  await assert.rejects(CrossEncoder.load(fixture('xlmr-tiny-reranker'), { matmulPrecision: 'high', dtype: 'int8' }), TypeError);
+  await assert.rejects(Encoder.load(dir, { matmulPrecision: 'high', gemm: 'torch' }), (e) => hasCode(e, 'E_UNSUPPORTED'));
+  if (!hasDnnl) await assert.rejects(Encoder.load(dir, { matmulPrecision: 'high' }), (e) => hasCode(e, 'E_UNSUPPORTED'));
+});
+
 test('concurrent calls on one dnnl model give the results of sequential ones', { skip }, async () => {
   const enc = await Encoder.load(writeWideModel('wide-concurrent', 'gelu'), { gemm: 'dnnl' });
   const parts = [texts.slice(0, 20), texts.slice(20, 45), texts.slice(45), texts];

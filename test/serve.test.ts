@@ -18,6 +18,7 @@ import { OpenAIGenerator } from '../lib/pipeline/openai-generate.js';
 import { DEFAULT_SYSTEM_PROMPT, promptWrapper, retrievedPrompt, standardPrompt, taskInstruction } from '../lib/pipeline/prompts.js';
 import { startServer, type GainragServer } from '../lib/serve/server.js';
 import { Batcher } from '../lib/serve/batcher.js';
+import { engineInfo } from '../lib/engine.js';
 import { cliPath, repoRoot } from './helpers.js';
 
 const models = path.join(repoRoot, 'models');
@@ -147,6 +148,23 @@ test('/rerank equals CrossEncoder.score: sigmoid or raw logits, best first, retu
   }
   const long = await post(`${server.url}/rerank`, { query: q, texts: [passages.slice(0, 4).map((p) => p.text).join(' ')] });
   assert.equal(long.status, 413);
+});
+
+test('serve matmulPrecision high: /rerank scores are those of a CrossEncoder loaded the same way', { skip: engineInfo().backends.includes('dnnl') ? false : 'no oneDNN backend' }, async () => {
+  const s = await startServer({ reranker: rerankerDir, port: 0, matmulPrecision: 'high' });
+  try {
+    const q = questions[1].question;
+    const texts = passages.slice(0, 6).map((p) => p.text.slice(0, 120));
+    const high = await CrossEncoder.load(rerankerDir, { matmulPrecision: 'high' });
+    const logits = await high.score(texts.map(() => q), texts);
+    const r = await post(`${s.url}/rerank`, { query: q, texts, raw_scores: true, truncate: true });
+    assert.equal(r.status, 200);
+    for (const hit of r.json) assert.ok(Math.abs(hit.score - logits[hit.index]) <= 1e-5);
+    assert.equal(s.context.models.reranker?.matmulPrecision, 'high');
+    high.dispose();
+  } finally {
+    await s.close();
+  }
 });
 
 test('200 concurrent /rerank requests give the sequential results, packed into fewer engine calls', async () => {

@@ -42,7 +42,7 @@ const FLAGS: Record<StageName, string[]> = {
     '--selector', 'sel', '--llm', 'lm', '--k-docs', '3', '--candidates', '12', '--no-pseudo-passage', '--pseudo-max-new-tokens', '9', '--batch-questions', '5',
     '--max-length', '64', '--batch-tokens', '2048', '--ties', 'earlier', '--resume', '--generate-url', 'http://127.0.0.1:9', '--generate-model', 'm',
     '--generate-timeout', '4', '--generate-concurrency', '3', '--chat-template', 'none', '--system-prompt', '', '--device', 'cpu', '--dtype', 'float16',
-    '--retries', '0', '--double-bos', '--data-format', 'records',
+    '--retries', '0', '--double-bos', '--data-format', 'records', '--matmul-precision', 'high',
   ],
   generate: [
     '--llm', 'lm', '--k-docs', '2', '--task', 'QA', '--instruction', 'Answer.', '--no-retrieval', '--max-new-tokens', '5', '--resume', '--batch-questions', '6',
@@ -200,6 +200,9 @@ test('--resume onto a finished output is "complete" only for the same settings; 
   const same = await select(scorer({}), { data, out, kDocs: 1, modelId: modelDir, resume: true });
   assert.equal(same.resumed, 4, 'same settings: replayed');
   await assert.rejects(select(scorer({}), { data, out, kDocs: 2, modelId: modelDir, resume: true }), { code: 'E_INVALID_ARG', message: /other settings.*kDocs: 1 -> 2/ });
+  // The selector's float32 products as bf16x3 are another precision: not the same output.
+  await assert.rejects(select(scorer({}), { data, out, kDocs: 1, modelId: modelDir, matmulPrecision: 'high', resume: true }),
+    { code: 'E_INVALID_ARG', message: /other settings.*precision: null -> "float32\/matmul-high"/ });
 
   // Interrupted after the first batch, then the weights at the same path change.
   const out2 = path.join(work, 'stale2.out.jsonl');

@@ -15,6 +15,7 @@ import {
   toStrings,
   type BatchOptions,
   type GemmPath,
+  type MatmulPrecision,
   type ModelLoadOptions,
   type NativeLoadOptions,
   type NativeEncoderModel,
@@ -106,6 +107,11 @@ export class CrossEncoder extends NativeOwner<NativeCrossEncoder> {
   /** Who runs the Linear layers: 'torch' or 'dnnl' (see ModelLoadOptions.gemm). */
   get gemm(): GemmPath {
     return this.model.gemm;
+  }
+
+  /** 'highest' or 'high' for a float32 model (see ModelLoadOptions.matmulPrecision), '' otherwise. */
+  get matmulPrecision(): MatmulPrecision | '' {
+    return this.model.matmulPrecision;
   }
 
   /** Relevance logits of each (queries[i], passages[i]) pair. */

@@ -18,6 +18,8 @@ export type EncoderDType = ModelDType | 'int8';
 export type Pooling = 'mean' | 'cls';
 /** Who runs the Linear layers on CPU: LibTorch's BLAS, or oneDNN on weights packed at load. */
 export type GemmPath = 'torch' | 'dnnl';
+/** PyTorch's float32 matmul precisions: 'highest' = float32 products, 'high' = bf16x3. */
+export type MatmulPrecision = 'highest' | 'high';
 
 /** Texts as JS strings or an Apache Arrow Utf8 / LargeUtf8 vector. */
 export type TextInput = readonly string[] | Vector;
@@ -44,6 +46,16 @@ export interface ModelLoadOptions {
    * float16). 'torch' (or GAINRAG_GEMM=torch) opts out.
    */
   gemm?: GemmPath;
+  /**
+   * dtype 'float32' only. 'highest' (default): float32 products. 'high' (PyTorch's
+   * set_float32_matmul_precision('high') on CPU, JAX's precision HIGH): each Linear product
+   * as bf16x3 — x and W split into bf16 high and low parts, hi·hi + hi·lo + lo·hi accumulated
+   * in fp32 on the AVX512-BF16 / AMX units — activations, attention, LayerNorm and the residual
+   * stream stay float32. About 2^-16 relative error per product term, against bf16's 2^-8;
+   * accuracy and speed in bench/results/cpu-dnnl.md. Needs the oneDNN path; elsewhere
+   * E_UNSUPPORTED.
+   */
+  matmulPrecision?: MatmulPrecision;
 }
 
 /**
@@ -100,6 +112,8 @@ export interface NativeEncoderModel {
   readonly dtype: string;
   readonly device: string;
   readonly gemm: GemmPath;
+  /** 'highest' or 'high' for a float32 model, '' otherwise. */
+  readonly matmulPrecision: MatmulPrecision | '';
   /** Drops the wrapper's reference to the weights (running calls keep theirs). */
   dispose(): void;
 }
@@ -120,10 +134,11 @@ export interface NativeLoadOptions {
   device?: string;
   dtype?: string;
   gemm?: string;
+  matmulPrecision?: string;
 }
 
 export function nativeLoadOptions(options: ModelLoadOptions): NativeLoadOptions {
-  return { device: options.device, dtype: options.dtype, gemm: options.gemm };
+  return { device: options.device, dtype: options.dtype, gemm: options.gemm, matmulPrecision: options.matmulPrecision };
 }
 
 interface EncoderAddon {
@@ -139,6 +154,12 @@ export function checkLoadOptions(dir: unknown, options: ModelLoadOptions): void 
   }
   if (options.gemm !== undefined && options.gemm !== 'torch' && options.gemm !== 'dnnl') {
     throw new TypeError(`gemm must be 'torch' or 'dnnl', got ${String(options.gemm)}`);
+  }
+  if (options.matmulPrecision !== undefined && options.matmulPrecision !== 'highest' && options.matmulPrecision !== 'high') {
+    throw new TypeError(`matmulPrecision must be 'highest' or 'high', got ${String(options.matmulPrecision)}`);
+  }
+  if (options.matmulPrecision === 'high' && options.dtype !== undefined && options.dtype !== 'float32') {
+    throw new TypeError(`matmulPrecision 'high' is a float32 mode, not for dtype '${options.dtype}'`);
   }
   if (options.maxLength !== undefined && (!Number.isInteger(options.maxLength) || options.maxLength < 1)) {
     throw new RangeError(`maxLength must be a positive integer, got ${String(options.maxLength)}`);
@@ -266,6 +287,11 @@ export class Encoder extends NativeOwner<NativeEncoder> {
   /** Who runs the Linear layers: 'torch' or 'dnnl' (see ModelLoadOptions.gemm). */
   get gemm(): GemmPath {
     return this.model.gemm;
+  }
+
+  /** 'highest' or 'high' for a float32 model (see ModelLoadOptions.matmulPrecision), '' otherwise. */
+  get matmulPrecision(): MatmulPrecision | '' {
+    return this.model.matmulPrecision;
   }
 
   /** Embeddings of `texts` as one Float32Array, row i at [i * dim, (i + 1) * dim). */

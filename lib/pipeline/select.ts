@@ -46,6 +46,8 @@ export interface PairScorer {
 export interface SelectOptions extends StageStreamOptions {
   /** The selector's dtype (its precision goes into the resume fingerprint). */
   dtype?: string;
+  /** The selector's float32 matmul precision ('high': bf16x3 products; also in the fingerprint). */
+  matmulPrecision?: 'highest' | 'high';
   data: string;
   out: string;
   /** Passages kept per question (default 1). */
@@ -234,7 +236,7 @@ export async function select(selector: PairScorer, options: SelectOptions): Prom
     settings: {
       selector: options.modelId ?? null, weights: weightsFingerprint(options.modelId), kDocs, candidates, pseudoPassage: usePseudo, pseudoMaxNewTokens,
       batchQuestions, maxLength: options.maxLength ?? null, batchTokens: options.batchTokens ?? null, ties, generator: options.generator?.description ?? null,
-      precision: options.dtype ?? null,
+      precision: options.matmulPrecision === 'high' ? `${options.dtype ?? 'float32'}/matmul-high` : options.dtype ?? null,
     },
     finished: SELECT_OUTPUT,
     account,

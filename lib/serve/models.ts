@@ -4,7 +4,7 @@ import path from 'node:path';
 import { GainragError } from '../errors.js';
 import { CausalLM } from '../models/causal-lm.js';
 import { CrossEncoder } from '../models/cross-encoder.js';
-import { Encoder, type Device, type EncoderDType, type Pooling } from '../models/encoder.js';
+import { Encoder, type Device, type EncoderDType, type MatmulPrecision, type Pooling } from '../models/encoder.js';
 import { DenseIndex } from '../retrieval/dense-index.js';
 import { PassageStore } from '../io/passages.js';
 
@@ -19,6 +19,8 @@ export interface ServeModelOptions {
   index?: string;
   device?: Device;
   dtype?: EncoderDType;
+  /** The encoder's and reranker's float32 products: 'highest' (default) or 'high' (bf16x3). */
+  matmulPrecision?: MatmulPrecision;
   pooling?: Pooling;
   /** Tokens per encoder input / reranker pair (default: the model's). */
   maxLength?: number;
@@ -51,11 +53,11 @@ export async function loadServeModels(o: ServeModelOptions): Promise<ServeModels
   };
   try {
     if (o.encoder) {
-      m.encoder = await Encoder.load(o.encoder, { device: o.device, dtype: o.dtype, pooling: o.pooling, maxLength: o.maxLength });
+      m.encoder = await Encoder.load(o.encoder, { device: o.device, dtype: o.dtype, matmulPrecision: o.matmulPrecision, pooling: o.pooling, maxLength: o.maxLength });
       m.names.encoder = nameOf(o.encoder);
     }
     if (o.reranker) {
-      m.reranker = await CrossEncoder.load(o.reranker, { device: o.device, dtype: o.dtype, maxLength: o.maxLength });
+      m.reranker = await CrossEncoder.load(o.reranker, { device: o.device, dtype: o.dtype, matmulPrecision: o.matmulPrecision, maxLength: o.maxLength });
       m.names.reranker = nameOf(o.reranker);
       if (m.reranker.numLabels !== 1) {
         throw new GainragError('E_MODEL_CONFIG', `${o.reranker}: /rerank needs a single-logit cross-encoder, this one has ${m.reranker.numLabels} labels`);

@@ -48,6 +48,7 @@ export const selectStage: StageDefinition<SelectStageOptions, SelectModels, Sele
       .option('max-length', { type: 'number', describe: "tokens per (question, passage) pair (default: the selector's maximum)" })
       .option('batch-tokens', { type: 'number', describe: 'engine batch budget, rows x longest row (default 1024 CPU, 65536 CUDA)' })
       .option('ties', { choices: ['later', 'earlier'] as const, default: 'later' as const, describe: "exact score ties: later candidate first (the reference's argsort; the pseudo-passage wins) or earlier" })
+      .option('matmul-precision', { choices: ['highest', 'high'] as const, describe: "the selector's float32 products: highest (default) or high (bf16x3 on the bf16 units, CPU with oneDNN)" })
       .option('resume', { type: 'boolean', default: false, describe: 'continue an interrupted run from OUT.partial' })
       .check((a: ParsedArgs) => {
         if (Boolean(a.selector) === Boolean(a['rerank-url'])) throw new GainragError('E_INVALID_ARG', 'give one of --selector DIR or --rerank-url URL');
@@ -56,7 +57,7 @@ export const selectStage: StageDefinition<SelectStageOptions, SelectModels, Sele
   optionsFromArgs: (a: ParsedArgs) => ({
     data: a.data, out: a.out, selector: a.selector, rerankUrl: a['rerank-url'], rerankBatch: a['rerank-batch'], kDocs: a['k-docs'], candidates: a.candidates, pseudoPassage: a['pseudo-passage'],
     pseudoMaxNewTokens: a['pseudo-max-new-tokens'], batchQuestions: a['batch-questions'], maxLength: a['max-length'], batchTokens: a['batch-tokens'],
-    ties: a.ties, resume: a.resume, modelId: a.selector ? path.resolve(a.selector) : `tei:${a['rerank-url']}`, device: a.device, dtype: a.dtype, backend: textBackendArgs(a),
+    ties: a.ties, resume: a.resume, modelId: a.selector ? path.resolve(a.selector) : `tei:${a['rerank-url']}`, device: a.device, dtype: a.dtype, matmulPrecision: a['matmul-precision'], backend: textBackendArgs(a),
     ...scaleArgs(a as never),
     ...(a.index !== undefined ? { indexDir: a.index } : {}),
   }),
@@ -65,7 +66,8 @@ export const selectStage: StageDefinition<SelectStageOptions, SelectModels, Sele
   load: async (o, cache) => {
     const selector: PairScorer = o.rerankUrl
       ? new TeiReranker({ url: o.rerankUrl, batchSize: o.rerankBatch, retries: o.backend.retries, apiKeyEnv: o.backend.apiKeyEnv, timeoutMs: o.backend.generateTimeoutMs })
-      : await cached(cache, `select\0${path.resolve(o.selector!)}\0${o.device}\0${o.dtype}`, () => CrossEncoder.load(o.selector!, { device: o.device as never, dtype: o.dtype }));
+      : await cached(cache, `select\0${path.resolve(o.selector!)}\0${o.device}\0${o.dtype}\0${o.matmulPrecision}`,
+        () => CrossEncoder.load(o.selector!, { device: o.device as never, dtype: o.dtype, matmulPrecision: o.matmulPrecision }));
     const writer = o.pseudoPassage === false ? undefined : await pseudoPassageWriter({ ...o.backend, device: o.device }, cache);
     return { selector, writer };
   },

@@ -100,14 +100,17 @@ GemmTiming TimeLinear(const std::string& path, int64_t m, int64_t k, int64_t n, 
   const at::ScalarType precision = path == "dnnl-f32"    ? at::kFloat
                                    : path == "dnnl-bf16" ? at::kBFloat16
                                    : path == "dnnl-int8" ? at::kChar
+                                   : path == "dnnl-bf16x3" ? at::kFloat
                                                          : at::kByte;
   GR_CHECK(precision != at::kByte, kInvalidArgument, "unknown GEMM path '", path, "'");
-  auto layer = onednn::PackedLinear::Pack(w, b, precision, gelu ? onednn::Epilogue::kGeluErf : onednn::Epilogue::kNone);
-  t.kernel = onednn::KernelName(precision);
+  const bool bf16x3 = path == "dnnl-bf16x3";
+  auto layer = onednn::PackedLinear::Pack(w, b, precision, gelu ? onednn::Epilogue::kGeluErf : onednn::Epilogue::kNone,
+                                          bf16x3);
+  t.kernel = onednn::KernelName(bf16x3 ? at::kBFloat16 : precision) + (bf16x3 ? " x3" : "");
   t.seconds = Time(reps, [&] { (void)layer->Forward(x); });
   return t;
 #else
-  GR_CHECK(path != "dnnl-f32" && path != "dnnl-bf16" && path != "dnnl-int8", kUnsupported,
+  GR_CHECK(path != "dnnl-f32" && path != "dnnl-bf16" && path != "dnnl-int8" && path != "dnnl-bf16x3", kUnsupported,
            "this build has no oneDNN backend");
   GR_FAIL(kInvalidArgument, "unknown GEMM path '", path, "'");
 #endif

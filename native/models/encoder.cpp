@@ -66,6 +66,8 @@ std::shared_ptr<EncoderModel> EncoderModel::Load(const std::string& dir, const E
     m->attention_dropout_ = DropoutField(root, "attention_probs_dropout_prob", 0.1);
     m->classifier_dropout_ = DropoutField(root, "classifier_dropout", m->hidden_dropout_);
   }
+  GR_CHECK(!opts.bf16x3 || opts.dtype == at::kFloat, kInvalidArgument,
+           "matmul precision 'high' (bf16x3) is a float32 mode; use dtype 'float32'");
   const GemmPath gemm = ResolveGemmPath(opts);
   // The oneDNN path keeps everything outside the matrix products in float32.
   m->dtype_ = gemm == GemmPath::kDnnl ? at::kFloat : opts.dtype;
@@ -115,7 +117,7 @@ std::shared_ptr<EncoderModel> EncoderModel::Load(const std::string& dir, const E
   }
 
   // One [3H, H] product instead of three, and q/k/v come out of it contiguous per head.
-  if (gemm == GemmPath::kDnnl) m->PackForDnnl(opts.dtype);
+  if (gemm == GemmPath::kDnnl) m->PackForDnnl(opts.dtype, opts.bf16x3);
   for (Layer& L : m->layers_) {
     if (m->packed_) break;
     L.qkv.weight = at::cat({L.query.weight, L.key.weight, L.value.weight});
@@ -395,6 +397,7 @@ void EncoderModel::MakeTrainable(at::Device device) {
     for (Linear* l : {&L.attn_out, &L.intermediate, &L.output}) l->packed.reset();  // autograd needs at::linear
   }
   packed_ = false;
+  bf16x3_ = false;
   precision_ = at::kFloat;
   for (auto& [name, slot] : named_) {
     // clone(): never train in place on a view of the mapped checkpoint.

@@ -50,6 +50,10 @@ struct EncoderOptions {
   // float32 and runs the Linear products on bf16 (int8) inputs and weights with fp32 (int32)
   // accumulation.
   GemmPath gemm = GemmPath::kDefault;
+  // dtype float32 only, oneDNN path only (Error(kUnsupported) elsewhere): each Linear product
+  // as bf16x3 (PyTorch's float32 matmul precision "high"; see onednn::PackedLinear::Pack) on
+  // the bf16 units, everything else unchanged.
+  bool bf16x3 = false;
 };
 
 class EncoderModel {
@@ -64,6 +68,8 @@ class EncoderModel {
   at::ScalarType dtype() const { return precision_; }
   // "torch" or "dnnl": who runs the Linear layers in inference.
   const char* gemm() const { return packed_ ? "dnnl" : "torch"; }
+  // PyTorch's names: "highest" (float32 products) or "high" (bf16x3); "" for other dtypes.
+  const char* matmul_precision() const { return precision_ != at::kFloat ? "" : bf16x3_ ? "high" : "highest"; }
   bool packed() const { return packed_; }
   const std::string& dir() const { return dir_; }
   // Longest input (tokens) the position table allows.
@@ -134,7 +140,7 @@ class EncoderModel {
   // Activation(l(x)), fused into the product on the packed path.
   at::Tensor ApplyActivated(const Linear& l, const at::Tensor& x) const;
   // Packs the Linear layers for oneDNN at `precision`; defined in encoder_dnnl.cpp.
-  void PackForDnnl(at::ScalarType precision);
+  void PackForDnnl(at::ScalarType precision, bool bf16x3);
 
   std::string dir_;
   EncoderConfig config_;
@@ -142,6 +148,7 @@ class EncoderModel {
   at::ScalarType dtype_ = at::kFloat;      // storage and activation dtype
   at::ScalarType precision_ = at::kFloat;  // reported dtype (see dtype())
   bool packed_ = false;                    // layers carry oneDNN packings
+  bool bf16x3_ = false;                    // ... as bf16x3 products
   bool training_ = false;
   bool checkpointing_ = false;
   double hidden_dropout_ = 0.1;

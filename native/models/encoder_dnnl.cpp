@@ -42,6 +42,7 @@ std::string DnnlObstacle(const EncoderOptions& opts) {
   }
 #ifdef GAINRAG_WITH_DNNL
   if (!onednn::Supports(opts.dtype)) return "oneDNN has no kernel for this precision on this CPU";
+  if (opts.bf16x3 && !onednn::SupportsBf16x3()) return "oneDNN has no bf16 kernel on this CPU";
 #endif
   return "";
 }
@@ -56,8 +57,8 @@ GemmPath GemmPathFromEnvironment() {
 }
 
 // kTorch or kDnnl. An explicit request that cannot be met fails; the environment's and the
-// build's default are preferences (they must not break CUDA or float16 models). int8 exists
-// only on the oneDNN path, so there nothing falls back.
+// build's default are preferences (they must not break CUDA or float16 models). int8 and bf16x3
+// exist only on the oneDNN path, so there nothing falls back.
 GemmPath ResolveGemmPath(const EncoderOptions& opts) {
   GemmPath want = opts.gemm;
   bool preference = false;
@@ -66,11 +67,12 @@ GemmPath ResolveGemmPath(const EncoderOptions& opts) {
     if (want == GemmPath::kDefault) want = DnnlCompiledIn() ? GemmPath::kDnnl : GemmPath::kTorch;
     preference = true;
   }
-  if (opts.dtype == at::kChar) {
-    GR_CHECK(want == GemmPath::kDnnl || preference, kUnsupported,
-             "dtype 'int8' runs on the oneDNN path only (gemm 'dnnl'), not on gemm 'torch'");
+  if (opts.dtype == at::kChar || opts.bf16x3) {
+    const char* mode = opts.bf16x3 ? "matmul precision 'high'" : "dtype 'int8'";
+    GR_CHECK(want == GemmPath::kDnnl || preference, kUnsupported, mode,
+             " runs on the oneDNN path only (gemm 'dnnl'), not on gemm 'torch'");
     const std::string why = DnnlObstacle(opts);
-    GR_CHECK(why.empty(), kUnsupported, "dtype 'int8': ", why);
+    GR_CHECK(why.empty(), kUnsupported, mode, ": ", why);
     return GemmPath::kDnnl;
   }
   if (want != GemmPath::kDnnl) return GemmPath::kTorch;
@@ -103,7 +105,7 @@ at::Tensor DnnlRaggedAttention(const at::Tensor& qkv, const std::vector<int64_t>
 #endif
 }
 
-void EncoderModel::PackForDnnl(at::ScalarType precision) {
+void EncoderModel::PackForDnnl(at::ScalarType precision, bool bf16x3) {
 #ifdef GAINRAG_WITH_DNNL
   using onednn::Epilogue;
   using onednn::PackedLinear;
@@ -113,12 +115,14 @@ void EncoderModel::PackForDnnl(at::ScalarType precision) {
   for (Layer& L : layers_) {
     // One [3H, H] product; the stacked copy lives only in the packing.
     L.qkv.packed = PackedLinear::Pack(at::cat({L.query.weight, L.key.weight, L.value.weight}),
-                                      at::cat({L.query.bias, L.key.bias, L.value.bias}), precision, Epilogue::kNone);
-    L.attn_out.packed = PackedLinear::Pack(L.attn_out.weight, L.attn_out.bias, precision, Epilogue::kNone);
-    L.intermediate.packed = PackedLinear::Pack(L.intermediate.weight, L.intermediate.bias, precision, ffn);
-    L.output.packed = PackedLinear::Pack(L.output.weight, L.output.bias, precision, Epilogue::kNone);
+                                      at::cat({L.query.bias, L.key.bias, L.value.bias}), precision, Epilogue::kNone,
+                                      bf16x3);
+    L.attn_out.packed = PackedLinear::Pack(L.attn_out.weight, L.attn_out.bias, precision, Epilogue::kNone, bf16x3);
+    L.intermediate.packed = PackedLinear::Pack(L.intermediate.weight, L.intermediate.bias, precision, ffn, bf16x3);
+    L.output.packed = PackedLinear::Pack(L.output.weight, L.output.bias, precision, Epilogue::kNone, bf16x3);
   }
   packed_ = true;
+  bf16x3_ = bf16x3;
 #else
   GR_FAIL(kUnsupported, "gemm 'dnnl': this build has no oneDNN backend");
 #endif

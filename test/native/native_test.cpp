@@ -44,6 +44,7 @@ int RunChecks(int argc, char** argv);
 int LlamaDecodeChecks(const std::string& dir);
 int CpuDecodeChecks();
 int CpuRowsChecks();
+int PackedLinearChecks();
 int TensorMemoryChecks();
 int BatchedMatmulChecks();
 
@@ -138,6 +139,7 @@ int RunChecks(int argc, char** argv) {
   failures += LlamaDecodeChecks(llama_dir);
   failures += CpuDecodeChecks();
   failures += CpuRowsChecks();
+  failures += PackedLinearChecks();
 
   if (failures == 0) std::printf("all native checks passed\n");
   return failures == 0 ? 0 : 1;

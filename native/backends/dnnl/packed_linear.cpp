@@ -3,9 +3,11 @@
 #include <ATen/Parallel.h>
 
 #include <dnnl.hpp>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <mutex>
 #include <tuple>
 #include <unordered_map>
@@ -69,9 +71,11 @@ dnnl::primitive_attr Attributes(Epilogue e) {
 // product), whose output only ever feeds the next bfloat16 product. Writing it as bfloat16
 // rounds it exactly as that product's input conversion did (to nearest even), and halves the
 // bytes of the largest activation ([rows, intermediate]) written and read.
-memory::data_type OutputType(at::ScalarType precision, Epilogue e) {
+// A bf16x3 product (split) is a float32 layer: its output is float32 whatever the epilogue.
+memory::data_type OutputType(at::ScalarType precision, Epilogue e, bool split) {
   if (precision == at::kChar) return memory::data_type::s32;  // exact; rescaled in place to float32 after
-  return precision == at::kBFloat16 && e != Epilogue::kNone ? memory::data_type::bf16 : memory::data_type::f32;
+  return precision == at::kBFloat16 && e != Epilogue::kNone && !split ? memory::data_type::bf16
+                                                                      : memory::data_type::f32;
 }
 
 // int8 inputs go in as u8 (the quantised row + 128): u8 x s8 is the form VNNI and AMX-INT8 take
@@ -85,11 +89,12 @@ memory::data_type SourceType(at::ScalarType precision) {
 // weights: a concrete layout, or format_tag::any to let oneDNN choose (packing).
 // int8 has neither bias nor post-ops: oneDNN 2.6 runs a per-row scale post-op (and runtime
 // output scales) only in its reference kernels, so the rescaling is our own pass (RescaleRows).
+// split: a bf16x3 product, K already the tripled depth (precision kBFloat16).
 dnnl::matmul::primitive_desc Describe(int64_t M, int64_t K, int64_t N, at::ScalarType precision, Epilogue e,
-                                      const memory::desc& weights) {
+                                      const memory::desc& weights, bool split = false) {
   memory::desc src({M, K}, SourceType(precision), tag::ab);
   memory::desc bias({1, N}, memory::data_type::f32, tag::ab);
-  memory::desc dst({M, N}, OutputType(precision, e), tag::ab);
+  memory::desc dst({M, N}, OutputType(precision, e, split), tag::ab);
   if (precision == at::kChar) {
     return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, dst), Attributes(Epilogue::kNone), Engine());
   }
@@ -128,6 +133,58 @@ void RescaleRows(void* y, const float* row_scale, const float* col_scale, const 
       const float s = row_scale[r];
       for (int64_t n = 0; n < N; ++n) yr[n] = float(acc[n] - 128 * colsum[n]) * (s * col_scale[n]) + bias[n];
     }
+  });
+}
+
+// bf16 of v rounded to nearest even, as bits (v finite; NaN and inf never reach a product
+// whose output is usable anyway).
+inline uint16_t Bf16Bits(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  return uint16_t((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+inline float Bf16Value(uint16_t b) {
+  const uint32_t u = uint32_t(b) << 16;
+  float v;
+  std::memcpy(&v, &u, 4);
+  return v;
+}
+
+// GCC 12 flags the undefined-initialised vectors inside its own intrinsic headers.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#define GR_AVX512 __attribute__((target("avx512f,avx512vl")))
+
+// The same rounding on 16 floats at once (AVX-512F: any CPU oneDNN runs bf16 on has it).
+GR_AVX512 inline __m512i Bf16Bits16(__m512i u) {
+  const __m512i bias = _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)));
+  return _mm512_srli_epi32(_mm512_add_epi32(u, bias), 16);
+}
+
+// x [K] -> d [3K] as bf16 bits: [hi(x) | hi(x) | lo(x)], which against the weights packed as
+// [hi(W) | lo(W) | hi(W)] sums to hi hi + hi lo + lo hi.
+GR_AVX512 void SplitRow(const float* x, uint16_t* d, int64_t K) {
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    const __m512 v = _mm512_loadu_ps(x + k);
+    const __m512i h = Bf16Bits16(_mm512_castps_si512(v));
+    const __m512 rest = _mm512_sub_ps(v, _mm512_castsi512_ps(_mm512_slli_epi32(h, 16)));
+    const __m256i h16 = _mm512_cvtepi32_epi16(h);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + k), h16);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + K + k), h16);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + 2 * K + k), _mm512_cvtepi32_epi16(Bf16Bits16(_mm512_castps_si512(rest))));
+  }
+  for (; k < K; ++k) {
+    const uint16_t h = Bf16Bits(x[k]);
+    d[k] = h;
+    d[K + k] = h;
+    d[2 * K + k] = Bf16Bits(x[k] - Bf16Value(h));
+  }
+}
+
+void SplitRows(const float* x, uint16_t* dst, int64_t M, int64_t K) {
+  at::parallel_for(0, M, 16, [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) SplitRow(x + r * K, dst + r * 3 * K, K);
   });
 }
 
@@ -172,7 +229,10 @@ class PrimitiveCache {
 
 struct PackedLinear::Impl {
   int64_t in = 0, out = 0;
+  // Of the oneDNN product: kBFloat16 for a bf16x3 layer (split), whose depth is 3 x in.
   at::ScalarType precision = at::kFloat;
+  bool split = false;
+  int64_t depth() const { return split ? 3 * in : in; }
   Epilogue epilogue = Epilogue::kNone;
   memory::desc weights_desc;
   at::Tensor weights;  // bytes in weights_desc's layout (ATen's CPU allocator aligns to 64)
@@ -183,10 +243,10 @@ struct PackedLinear::Impl {
   // One primitive per (rows, in, out, precision, epilogue), shared by every layer of that shape.
   std::shared_ptr<Compiled> Get(int64_t M) const {
     static PrimitiveCache cache;
-    return cache.GetOrBuild(Key{M, in, out, int(precision), int(epilogue)}, [&] {
+    return cache.GetOrBuild(Key{M, depth(), out, int(precision) | int(split) << 8, int(epilogue)}, [&] {
       auto c = std::make_shared<Compiled>();
       try {
-        auto pd = Describe(M, in, out, precision, epilogue, weights_desc);
+        auto pd = Describe(M, depth(), out, precision, epilogue, weights_desc, split);
         GR_CHECK(pd.weights_desc() == weights_desc, kInternal, "oneDNN wants another weight layout for ", M, " rows");
         c->scratch_bytes = pd.scratchpad_desc().get_size();
         c->primitive = dnnl::matmul(pd);
@@ -201,8 +261,8 @@ struct PackedLinear::Impl {
   void Run(const void* src, void* dst, int64_t M, dnnl::stream& stream) const {
     std::shared_ptr<Compiled> c = Get(M);
     const dnnl::engine& eng = Engine();
-    memory src_m({{M, in}, SourceType(precision), tag::ab}, eng, const_cast<void*>(src));
-    memory dst_m({{M, out}, OutputType(precision, epilogue), tag::ab}, eng, dst);
+    memory src_m({{M, depth()}, SourceType(precision), tag::ab}, eng, const_cast<void*>(src));
+    memory dst_m({{M, out}, OutputType(precision, epilogue, split), tag::ab}, eng, dst);
     memory w_m(weights_desc, eng, weights.data_ptr());
     at::Tensor scratch = at::empty({int64_t(c->scratch_bytes)}, at::kByte);
     memory s_m({{int64_t(c->scratch_bytes)}, memory::data_type::u8, tag::a}, eng, scratch.data_ptr());
@@ -231,6 +291,8 @@ bool Supports(at::ScalarType precision) {
   }
 }
 
+bool SupportsBf16x3() { return Supports(at::kBFloat16); }
+
 std::string KernelName(at::ScalarType precision) {
   try {
     auto pd = Describe(kPackRows, 768, 768, precision, Epilogue::kNone,
@@ -242,20 +304,24 @@ std::string KernelName(at::ScalarType precision) {
 }
 
 std::shared_ptr<const PackedLinear> PackedLinear::Pack(const at::Tensor& weight, const at::Tensor& bias,
-                                                      at::ScalarType precision, Epilogue epilogue) {
+                                                      at::ScalarType precision, Epilogue epilogue, bool bf16x3) {
   GR_CHECK(weight.dim() == 2 && bias.dim() == 1 && bias.size(0) == weight.size(0), kShape,
            "packed linear: weight ", weight.sizes(), " and bias ", bias.sizes(), " do not form a layer");
   GR_CHECK(precision == at::kFloat || precision == at::kBFloat16 || precision == at::kChar, kInvalidArgument,
            "oneDNN linear layers run in float32, bfloat16 or int8");
+  GR_CHECK(!bf16x3 || precision == at::kFloat, kInvalidArgument, "bf16x3 products are float32 layers");
   auto impl = std::make_unique<Impl>();
   impl->out = weight.size(0);
   impl->in = weight.size(1);
-  impl->precision = precision;
+  impl->split = bf16x3;
+  impl->precision = bf16x3 ? at::kBFloat16 : precision;
+  precision = impl->precision;
   impl->epilogue = epilogue;
   impl->bias = bias.to(at::kCPU, at::kFloat).contiguous();
   try {
-    auto pd = Describe(kPackRows, impl->in, impl->out, precision, epilogue,
-                       memory::desc({impl->in, impl->out}, DataType(precision), tag::any));
+    const int64_t depth = impl->depth();
+    auto pd = Describe(kPackRows, depth, impl->out, precision, epilogue,
+                       memory::desc({depth, impl->out}, DataType(precision), tag::any), bf16x3);
     impl->weights_desc = pd.weights_desc();
     // W^T [in, out] is W [out, in] read column-major: format "ba" over (in, out).
     at::Tensor w;
@@ -265,11 +331,17 @@ std::shared_ptr<const PackedLinear> PackedLinear::Pack(const at::Tensor& weight,
       impl->weight_scale = at::where(amax > 0, amax / 127.0, at::ones_like(amax)).contiguous();
       w = at::round(w32 / impl->weight_scale.unsqueeze(1)).clamp_(-127, 127).to(at::kChar).contiguous();
       impl->weight_colsum = w.to(at::kInt).sum({1}, false, at::kInt).contiguous();
+    } else if (bf16x3) {
+      // [hi(W) | lo(W) | hi(W)] along the input dimension, rounded as SplitRows rounds x.
+      at::Tensor w32 = weight.to(at::kCPU, at::kFloat).contiguous();
+      at::Tensor hi = w32.to(at::kBFloat16);
+      at::Tensor lo = (w32 - hi.to(at::kFloat)).to(at::kBFloat16);
+      w = at::cat({hi, lo, hi}, 1).contiguous();
     } else {
       w = weight.to(at::kCPU, precision).contiguous();
     }
     const dnnl::engine& eng = Engine();
-    memory plain({{impl->in, impl->out}, DataType(precision), tag::ba}, eng, w.data_ptr());
+    memory plain({{depth, impl->out}, DataType(precision), tag::ba}, eng, w.data_ptr());
     impl->weights = at::empty({int64_t(impl->weights_desc.get_size())}, at::kByte);
     memory packed(impl->weights_desc, eng, impl->weights.data_ptr());
     dnnl::stream stream(eng);
@@ -289,11 +361,11 @@ at::Tensor PackedLinear::Forward(const at::Tensor& x_in) const {
   // setting on threads (libuv workers) that have not run a parallel ATen op yet.
   (void)at::get_num_threads();
   const bool int8 = p.precision == at::kChar;
-  at::Tensor x = x_in.to(at::kCPU, int8 ? at::kFloat : p.precision).reshape({-1, p.in}).contiguous();
+  at::Tensor x = x_in.to(at::kCPU, int8 || p.split ? at::kFloat : p.precision).reshape({-1, p.in}).contiguous();
   const int64_t M = x.size(0);
   std::vector<int64_t> sizes = x_in.sizes().vec();
   sizes.back() = p.out;
-  const bool bf16_out = OutputType(p.precision, p.epilogue) == memory::data_type::bf16;
+  const bool bf16_out = OutputType(p.precision, p.epilogue, p.split) == memory::data_type::bf16;
   // (int8: oneDNN writes int32 here, RescaleRows turns it into float32 in place.)
   at::Tensor y = at::empty({M, p.out}, bf16_out ? at::kBFloat16 : at::kFloat);
   if (M == 0) return y.view(sizes);
@@ -303,6 +375,10 @@ at::Tensor PackedLinear::Forward(const at::Tensor& x_in) const {
     row_scale = at::empty({M}, at::kFloat);
     QuantizeRows(x.data_ptr<float>(), q.data_ptr<uint8_t>(), row_scale.data_ptr<float>(), M, p.in);
     x = q;
+  } else if (p.split) {
+    at::Tensor parts = at::empty({M, 3 * p.in}, at::kBFloat16);
+    SplitRows(x.data_ptr<float>(), reinterpret_cast<uint16_t*>(parts.data_ptr()), M, p.in);
+    x = parts;
   }
   thread_local dnnl::stream stream(Engine());
   const int64_t tail = M > kRowStep ? M % kRowStep : 0;
@@ -312,7 +388,7 @@ at::Tensor PackedLinear::Forward(const at::Tensor& x_in) const {
   char* dst = static_cast<char*>(y.data_ptr());
   p.Run(src, dst, head, stream);
   if (tail > 0) {
-    const size_t head_in = size_t(head) * size_t(p.in) * elem, head_out = size_t(head) * size_t(p.out) * y.element_size();
+    const size_t head_in = size_t(head) * size_t(p.depth()) * elem, head_out = size_t(head) * size_t(p.out) * y.element_size();
     p.Run(src + head_in, dst + head_out, tail, stream);
   }
   if (int8) {

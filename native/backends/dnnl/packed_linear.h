@@ -19,6 +19,8 @@ enum class Epilogue { kNone, kGeluErf, kGeluTanh, kRelu };
 // on this CPU. oneDNN picks the instruction set at run time (AVX-512, AVX512-BF16, VNNI, AVX2,
 // ...); bf16 needs at least AVX-512.
 bool Supports(at::ScalarType precision);
+// Whether float32 products can run as bf16x3 (see PackedLinear::Pack) on this CPU.
+bool SupportsBf16x3();
 
 // The kernel oneDNN dispatches to for a representative product, e.g. "brg:avx512_core_bf16".
 std::string KernelName(at::ScalarType precision);
@@ -37,9 +39,15 @@ class PackedLinear {
   // kChar (dynamic int8): weights quantised once to int8 with one scale per output channel
   // (max |w| / 127), each call's input rows quantised to int8 with one scale per row, int32
   // accumulation (VNNI where the CPU has it), then rescaled, biased and activated in fp32.
+  // bf16x3 (precision kFloat only; PyTorch's float32 matmul precision "high"): float32 in and
+  // out, the product computed on the bf16 units as hi(x) hi(W) + hi(x) lo(W) + lo(x) hi(W),
+  // where hi(v) = bf16(v) and lo(v) = bf16(v - hi(v)): one bf16 product of depth 3 x in, fp32
+  // accumulation. Each term keeps 16 of fp32's 24 mantissa bits; the dropped lo x lo term and
+  // the residues are ~2^-16 of |x| |W| per multiply, against bf16's ~2^-8.
   // Throws Error(kUnsupported) when oneDNN cannot build the product on this CPU.
   static std::shared_ptr<const PackedLinear> Pack(const at::Tensor& weight, const at::Tensor& bias,
-                                                  at::ScalarType precision, Epilogue epilogue);
+                                                  at::ScalarType precision, Epilogue epilogue,
+                                                  bool bf16x3 = false);
   ~PackedLinear();
 
   // x [..., in] (float32, or bfloat16 at bf16 precision) -> [..., out] float32; bfloat16 for a

@@ -1,0 +1,60 @@
+// The oneDNN linear layers (native/backends/dnnl/packed_linear.cpp) against float64 products
+// computed here: float32, bf16x3 (float32 layers whose products run as hi·hi + hi·lo + lo·hi on
+// the bf16 units) and bfloat16, with and without the GELU epilogue, at depths that are and are
+// not multiples of the 16-float split kernel, and row counts with and without a 64-row tail.
+// The error of an output is measured against its natural scale, sum_k |x_k| |w_k|: bf16x3 must
+// land within a small multiple of 2^-16 of it, float32 near 2^-24, and bfloat16 (for contrast:
+// the split must really be more accurate than one bf16 product) far above bf16x3. Part of
+// gainrag_native_test; without oneDNN it checks nothing.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+
+#ifdef GAINRAG_WITH_DNNL
+#include <ATen/ATen.h>
+
+#include "backends/dnnl/packed_linear.h"
+#endif
+
+int PackedLinearChecks() {
+#ifndef GAINRAG_WITH_DNNL
+  return 0;
+#else
+  using gainrag::onednn::Epilogue;
+  using gainrag::onednn::PackedLinear;
+  if (!gainrag::onednn::SupportsBf16x3()) {
+    std::printf("packed linear: no bf16 kernel on this CPU, bf16x3 not checked\n");
+    return 0;
+  }
+  int failures = 0;
+  double worst_f32 = 0, worst_x3 = 0, least_b16 = 1;
+  struct Shape { int64_t m, k, n; bool gelu; };
+  for (Shape s : {Shape{70, 768, 200, false}, Shape{5, 3000, 64, true}, Shape{130, 100, 33, false}, Shape{1, 17, 8, true}}) {
+    at::manual_seed(7 + s.k);
+    at::Tensor x = at::randn({s.m, s.k}) * 2.0, w = at::randn({s.n, s.k}) * 0.05, b = at::randn({s.n}) * 0.1;
+    at::Tensor x64 = x.to(at::kDouble), w64 = w.to(at::kDouble);
+    at::Tensor ref = at::addmm(b.to(at::kDouble), x64, w64.t());
+    if (s.gelu) ref = 0.5 * ref * (1.0 + at::erf(ref / std::sqrt(2.0)));
+    // sum_k |x_k| |w_k| + |b| per output; GELU's slope is at most ~1.13, so the same scale serves.
+    at::Tensor scale = at::addmm(b.to(at::kDouble).abs(), x64.abs(), w64.abs().t());
+    auto error = [&](at::ScalarType precision, bool split) {
+      auto layer = PackedLinear::Pack(w, b, precision, s.gelu ? Epilogue::kGeluErf : Epilogue::kNone, split);
+      at::Tensor y = layer->Forward(x);
+      if (split && y.scalar_type() != at::kFloat) return 1.0;  // a float32 layer answers in float32
+      return ((y.to(at::kDouble) - ref).abs() / scale).max().item<double>();
+    };
+    const double f32 = error(at::kFloat, false), x3 = error(at::kFloat, true), b16 = error(at::kBFloat16, false);
+    worst_f32 = std::max(worst_f32, f32), worst_x3 = std::max(worst_x3, x3), least_b16 = std::min(least_b16, b16);
+    const bool ok = f32 < 1e-6 && x3 < 2e-5 && b16 > 8 * x3;
+    if (!ok) {
+      std::fprintf(stderr, "FAIL: packed linear [%lld, %lld] x [%lld, %lld]%s: relative error float32 %.3g, bf16x3 %.3g, bfloat16 %.3g\n",
+                   (long long)s.m, (long long)s.k, (long long)s.k, (long long)s.n, s.gelu ? " + GELU" : "", f32, x3, b16);
+      ++failures;
+    }
+  }
+  std::printf("packed linear: 4 shapes against float64, worst relative error float32 %.2g, bf16x3 %.2g (bfloat16 at least %.2g), %d failed\n",
+              worst_f32, worst_x3, least_b16, failures);
+  return failures;
+#endif
+}
