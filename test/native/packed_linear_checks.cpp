@@ -23,6 +23,7 @@ int PackedLinearChecks() {
 #else
   using gainrag::onednn::Epilogue;
   using gainrag::onednn::PackedLinear;
+  // (The AVX-512 and portable row kernels are compared below as well.)
   if (!gainrag::onednn::SupportsBf16x3()) {
     std::printf("packed linear: no bf16 kernel on this CPU, bf16x3 not checked\n");
     return 0;
@@ -53,7 +54,15 @@ int PackedLinearChecks() {
       ++failures;
     }
   }
-  std::printf("packed linear: 4 shapes against float64, worst relative error float32 %.2g, bf16x3 %.2g (bfloat16 at least %.2g), %d failed\n",
+  for (int64_t k : {1, 15, 16, 100, 768, 3001}) {
+    const int64_t bad = gainrag::onednn::RowKernelMismatches(40, k, uint32_t(k));
+    if (bad != 0) {
+      std::fprintf(stderr, "FAIL: packed linear row kernels, width %lld: %lld elements differ between AVX-512 and portable\n",
+                   (long long)k, (long long)bad);
+      ++failures;
+    }
+  }
+  std::printf("packed linear: 4 shapes against float64, worst relative error float32 %.2g, bf16x3 %.2g (bfloat16 at least %.2g); row kernels AVX-512 vs portable at 6 widths; %d failed\n",
               worst_f32, worst_x3, least_b16, failures);
   return failures;
 #endif

@@ -11,8 +11,10 @@
 #include <mutex>
 #include <tuple>
 #include <unordered_map>
+#include <vector>
 #include <utility>
 
+#include "backends/cpu_decode.h"
 #include "core/error.h"
 
 namespace gainrag::onednn {
@@ -20,6 +22,13 @@ namespace {
 
 using dnnl::memory;
 using tag = memory::format_tag;
+
+// GCC 12 flags the undefined-initialised vectors inside its own intrinsic headers.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// Row kernels: called only where cpu::Avx512() is true; a portable loop serves other CPUs.
+// fp-contract=off: no fused multiply-add where the portable loops have none, so both give the same bits.
+#define GR_AVX512 __attribute__((target("avx512f,avx512vl"), optimize("fp-contract=off")))
 
 // Rows of the product the weights are packed for. The blocked weight layout oneDNN's brgemm
 // kernels choose depends on (in, out, precision), not on the row count (checked for 1..13568
@@ -101,37 +110,86 @@ dnnl::matmul::primitive_desc Describe(int64_t M, int64_t K, int64_t N, at::Scala
   return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, bias, dst), Attributes(e), Engine());
 }
 
-// Rows of x [M, K] to int8 with one symmetric scale per row (max |x| / 127): q at dst, the
-// scales at scale.
-// Row r of x to u8: round(x / scale[r]) + 128, scale[r] = max |x[r, :]| / 127, so 1..255.
+// Row r of x [M, K] to u8: round(x / scale[r]) + 128, scale[r] = max |x[r, :]| / 127, so 1..255.
+// (round half away from zero, as the AVX-512 row below.)
+float QuantizeRowPortable(const float* xr, uint8_t* q, int64_t K) {
+  float amax = 0.f;
+  for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(xr[k]));
+  const float s = amax > 0.f ? amax / 127.f : 1.f, inv = 1.f / s;
+  for (int64_t k = 0; k < K; ++k) {
+    const float v = xr[k] * inv;
+    q[k] = static_cast<uint8_t>(128 + static_cast<int>(v + (v >= 0.f ? 0.5f : -0.5f)));  // |v| <= 127
+  }
+  return s;
+}
+
+// The same row, 16 at a time; equal to the portable row bit for bit (same operations, same
+// order within each element; the max is exact in any order).
+GR_AVX512 float QuantizeRowAvx512(const float* xr, uint8_t* q, int64_t K) {
+  __m512 vmax = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(xr + k)));
+  float amax = _mm512_reduce_max_ps(vmax);
+  for (; k < K; ++k) amax = std::max(amax, std::fabs(xr[k]));
+  const float s = amax > 0.f ? amax / 127.f : 1.f, inv = 1.f / s;
+  const __m512 vinv = _mm512_set1_ps(inv);
+  const __m512i half = _mm512_castps_si512(_mm512_set1_ps(0.5f)), sign = _mm512_set1_epi32(int32_t(0x80000000u));
+  const __m512i offset = _mm512_set1_epi32(128);
+  for (k = 0; k + 16 <= K; k += 16) {
+    const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(xr + k), vinv);
+    // v + 0.5 with v's sign bit. The portable row adds -0.5 for v < 0 only; they differ for
+    // v = -0.f, where both truncate to 0.
+    const __m512 t = _mm512_add_ps(v, _mm512_castsi512_ps(_mm512_or_si512(half, _mm512_and_si512(_mm512_castps_si512(v), sign))));
+    const __m512i qi = _mm512_add_epi32(_mm512_cvttps_epi32(t), offset);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k), _mm512_cvtepi32_epi8(qi));
+  }
+  for (; k < K; ++k) {
+    const float v = xr[k] * inv;
+    q[k] = static_cast<uint8_t>(128 + static_cast<int>(v + (v >= 0.f ? 0.5f : -0.5f)));
+  }
+  return s;
+}
+
 void QuantizeRows(const float* x, uint8_t* dst, float* scale, int64_t M, int64_t K) {
+  const bool wide = cpu::Avx512();
   at::parallel_for(0, M, 8, [&](int64_t lo, int64_t hi) {
     for (int64_t r = lo; r < hi; ++r) {
-      const float* xr = x + r * K;
-      float amax = 0.f;
-      for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(xr[k]));
-      const float s = amax > 0.f ? amax / 127.f : 1.f, inv = 1.f / s;
-      uint8_t* q = dst + r * K;
-      for (int64_t k = 0; k < K; ++k) {
-        const float v = xr[k] * inv;
-        q[k] = static_cast<uint8_t>(128 + static_cast<int>(v + (v >= 0.f ? 0.5f : -0.5f)));  // |v| <= 127
-      }
-      scale[r] = s;
+      scale[r] = wide ? QuantizeRowAvx512(x + r * K, dst + r * K, K) : QuantizeRowPortable(x + r * K, dst + r * K, K);
     }
   });
 }
 
-// y [M, N] (int32 sums held as float) <- y * row_scale[m] * col_scale[n] + bias[n].
 // y holds the int32 sums of (q + 128) x Wq; rewritten in place as float32:
 // (sum - 128 * colsum[n]) * row_scale[r] * col_scale[n] + bias[n].
+// One row in place, 16 at a time (multiply then add, as the portable loop: no FMA contraction).
+GR_AVX512 void RescaleRowAvx512(void* y, float s, const float* col_scale, const int32_t* colsum, const float* bias,
+                                int64_t N) {
+  const int32_t* acc = static_cast<const int32_t*>(y);
+  float* yr = static_cast<float*>(y);
+  const __m512 vs = _mm512_set1_ps(s);
+  int64_t n = 0;
+  for (; n + 16 <= N; n += 16) {
+    const __m512i a = _mm512_sub_epi32(_mm512_loadu_si512(acc + n), _mm512_slli_epi32(_mm512_loadu_si512(colsum + n), 7));
+    const __m512 scale = _mm512_mul_ps(vs, _mm512_loadu_ps(col_scale + n));
+    _mm512_storeu_ps(yr + n, _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a), scale), _mm512_loadu_ps(bias + n)));
+  }
+  for (; n < N; ++n) yr[n] = float(acc[n] - 128 * colsum[n]) * (s * col_scale[n]) + bias[n];
+}
+
+void RescaleRowPortable(void* y, float s, const float* col_scale, const int32_t* colsum, const float* bias, int64_t N) {
+  const int32_t* acc = static_cast<const int32_t*>(y);
+  float* out = static_cast<float*>(y);
+  for (int64_t n = 0; n < N; ++n) out[n] = float(acc[n] - 128 * colsum[n]) * (s * col_scale[n]) + bias[n];
+}
+
 void RescaleRows(void* y, const float* row_scale, const float* col_scale, const int32_t* colsum, const float* bias,
                  int64_t M, int64_t N) {
+  const bool wide = cpu::Avx512();
   at::parallel_for(0, M, 8, [&](int64_t lo, int64_t hi) {
     for (int64_t r = lo; r < hi; ++r) {
-      const int32_t* acc = static_cast<const int32_t*>(y) + r * N;
-      float* yr = static_cast<float*>(y) + r * N;
-      const float s = row_scale[r];
-      for (int64_t n = 0; n < N; ++n) yr[n] = float(acc[n] - 128 * colsum[n]) * (s * col_scale[n]) + bias[n];
+      void* yr = static_cast<int32_t*>(y) + r * N;
+      wide ? RescaleRowAvx512(yr, row_scale[r], col_scale, colsum, bias, N)
+           : RescaleRowPortable(yr, row_scale[r], col_scale, colsum, bias, N);
     }
   });
 }
@@ -150,10 +208,6 @@ inline float Bf16Value(uint16_t b) {
   return v;
 }
 
-// GCC 12 flags the undefined-initialised vectors inside its own intrinsic headers.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#define GR_AVX512 __attribute__((target("avx512f,avx512vl")))
 
 // The same rounding on 16 floats at once (AVX-512F: any CPU oneDNN runs bf16 on has it).
 GR_AVX512 inline __m512i Bf16Bits16(__m512i u) {
@@ -182,9 +236,19 @@ GR_AVX512 void SplitRow(const float* x, uint16_t* d, int64_t K) {
   }
 }
 
+void SplitRowPortable(const float* x, uint16_t* d, int64_t K) {
+  for (int64_t k = 0; k < K; ++k) {
+    const uint16_t h = Bf16Bits(x[k]);
+    d[k] = h;
+    d[K + k] = h;
+    d[2 * K + k] = Bf16Bits(x[k] - Bf16Value(h));
+  }
+}
+
 void SplitRows(const float* x, uint16_t* dst, int64_t M, int64_t K) {
+  const bool wide = cpu::Avx512();
   at::parallel_for(0, M, 16, [&](int64_t lo, int64_t hi) {
-    for (int64_t r = lo; r < hi; ++r) SplitRow(x + r * K, dst + r * 3 * K, K);
+    for (int64_t r = lo; r < hi; ++r) wide ? SplitRow(x + r * K, dst + r * 3 * K, K) : SplitRowPortable(x + r * K, dst + r * 3 * K, K);
   });
 }
 
@@ -292,6 +356,37 @@ bool Supports(at::ScalarType precision) {
 }
 
 bool SupportsBf16x3() { return Supports(at::kBFloat16); }
+
+int64_t RowKernelMismatches(int64_t rows, int64_t k, uint32_t seed) {
+  if (!cpu::Avx512()) return 0;
+  at::manual_seed(seed);
+  // Values at many scales, exact halves after scaling, zeros and negative zeros.
+  at::Tensor x = at::randn({rows, k}) * at::exp(at::randn({rows, 1}) * 3.0);
+  x.index_put_({0}, at::zeros({k}));
+  if (rows > 1) x.index_put_({1}, -at::zeros({k}));
+  const float* xp = x.data_ptr<float>();
+  std::vector<uint8_t> qa(static_cast<size_t>(k)), qb(static_cast<size_t>(k));
+  std::vector<uint16_t> sa(static_cast<size_t>(3 * k)), sb(static_cast<size_t>(3 * k));
+  at::Tensor acc = at::randint(-(1 << 20), 1 << 20, {k}, at::kInt), colsum = at::randint(-5000, 5000, {k}, at::kInt);
+  at::Tensor col_scale = at::rand({k}) * 1e-3, bias = at::randn({k});
+  std::vector<int32_t> ya(static_cast<size_t>(k)), yb(static_cast<size_t>(k));
+  int64_t bad = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = xp + r * k;
+    const float s1 = QuantizeRowAvx512(xr, qa.data(), k), s2 = QuantizeRowPortable(xr, qb.data(), k);
+    bad += s1 != s2;
+    for (int64_t i = 0; i < k; ++i) bad += qa[size_t(i)] != qb[size_t(i)];
+    SplitRow(xr, sa.data(), k);
+    SplitRowPortable(xr, sb.data(), k);
+    for (int64_t i = 0; i < 3 * k; ++i) bad += sa[size_t(i)] != sb[size_t(i)];
+    std::memcpy(ya.data(), acc.data_ptr<int32_t>(), size_t(k) * 4);
+    std::memcpy(yb.data(), acc.data_ptr<int32_t>(), size_t(k) * 4);
+    RescaleRowAvx512(ya.data(), s1, col_scale.data_ptr<float>(), colsum.data_ptr<int32_t>(), bias.data_ptr<float>(), k);
+    RescaleRowPortable(yb.data(), s1, col_scale.data_ptr<float>(), colsum.data_ptr<int32_t>(), bias.data_ptr<float>(), k);
+    bad += std::memcmp(ya.data(), yb.data(), size_t(k) * 4) != 0;
+  }
+  return bad;
+}
 
 std::string KernelName(at::ScalarType precision) {
   try {

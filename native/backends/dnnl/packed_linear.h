@@ -32,6 +32,11 @@ std::string KernelName(at::ScalarType precision);
 // float32 (fp32 accumulation). Throws Error(kUnsupported) when oneDNN cannot build the product.
 at::Tensor LinearUnpacked(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
 
+// For the native tests: elements where the AVX-512 and portable row kernels (int8 quantisation,
+// int8 rescaling, the bf16x3 split) disagree over `rows` random rows of width k, scale values
+// included; 0 means bit-identical (also 0 on a CPU without AVX-512, where only one exists).
+int64_t RowKernelMismatches(int64_t rows, int64_t k, uint32_t seed);
+
 class PackedLinear {
  public:
   // weight [out, in] and bias [out] (any floating dtype, CPU). precision kFloat: fp32
