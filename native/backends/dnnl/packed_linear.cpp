@@ -208,8 +208,7 @@ inline float Bf16Value(uint16_t b) {
   return v;
 }
 
-
-// The same rounding on 16 floats at once (AVX-512F: any CPU oneDNN runs bf16 on has it).
+// The same rounding on 16 floats at once.
 GR_AVX512 inline __m512i Bf16Bits16(__m512i u) {
   const __m512i bias = _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)));
   return _mm512_srli_epi32(_mm512_add_epi32(u, bias), 16);
@@ -217,7 +216,7 @@ GR_AVX512 inline __m512i Bf16Bits16(__m512i u) {
 
 // x [K] -> d [3K] as bf16 bits: [hi(x) | hi(x) | lo(x)], which against the weights packed as
 // [hi(W) | lo(W) | hi(W)] sums to hi hi + hi lo + lo hi.
-GR_AVX512 void SplitRow(const float* x, uint16_t* d, int64_t K) {
+GR_AVX512 void SplitRowAvx512(const float* x, uint16_t* d, int64_t K) {
   int64_t k = 0;
   for (; k + 16 <= K; k += 16) {
     const __m512 v = _mm512_loadu_ps(x + k);
@@ -248,7 +247,7 @@ void SplitRowPortable(const float* x, uint16_t* d, int64_t K) {
 void SplitRows(const float* x, uint16_t* dst, int64_t M, int64_t K) {
   const bool wide = cpu::Avx512();
   at::parallel_for(0, M, 16, [&](int64_t lo, int64_t hi) {
-    for (int64_t r = lo; r < hi; ++r) wide ? SplitRow(x + r * K, dst + r * 3 * K, K) : SplitRowPortable(x + r * K, dst + r * 3 * K, K);
+    for (int64_t r = lo; r < hi; ++r) wide ? SplitRowAvx512(x + r * K, dst + r * 3 * K, K) : SplitRowPortable(x + r * K, dst + r * 3 * K, K);
   });
 }
 
@@ -376,7 +375,7 @@ int64_t RowKernelMismatches(int64_t rows, int64_t k, uint32_t seed) {
     const float s1 = QuantizeRowAvx512(xr, qa.data(), k), s2 = QuantizeRowPortable(xr, qb.data(), k);
     bad += s1 != s2;
     for (int64_t i = 0; i < k; ++i) bad += qa[size_t(i)] != qb[size_t(i)];
-    SplitRow(xr, sa.data(), k);
+    SplitRowAvx512(xr, sa.data(), k);
     SplitRowPortable(xr, sb.data(), k);
     for (int64_t i = 0; i < 3 * k; ++i) bad += sa[size_t(i)] != sb[size_t(i)];
     std::memcpy(ya.data(), acc.data_ptr<int32_t>(), size_t(k) * 4);
