@@ -39,7 +39,10 @@ Napi::Object Describe(Napi::Env env, Napi::Object self, const EncoderModel& m) {
   self.Set("maxTokens", Napi::Number::New(env, double(m.max_tokens())));
   self.Set("numLabels", Napi::Number::New(env, double(m.has_classifier() ? c.num_labels : 0)));
   self.Set("modelType", Napi::String::New(env, c.model_type));
-  self.Set("dtype", Napi::String::New(env, DTypeName(FromScalarType(m.dtype()))));
+  // The names the load options take (not the safetensors spelling "F32", "I8", ...).
+  const at::ScalarType t = m.dtype();
+  const char* dtype = t == at::kChar ? "int8" : t == at::kBFloat16 ? "bfloat16" : t == at::kHalf ? "float16" : "float32";
+  self.Set("dtype", Napi::String::New(env, dtype));
   self.Set("device", Napi::String::New(env, m.device().str()));
   self.Set("gemm", Napi::String::New(env, m.gemm()));
   self.Set("matmulPrecision", Napi::String::New(env, m.matmul_precision()));

@@ -7,7 +7,8 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { CrossEncoder, Encoder, hasCode } from '../lib/index.js';
+import { CrossEncoder, Encoder, engineInfo, hasCode } from '../lib/index.js';
+import { readManifest } from '../lib/io/manifest.js';
 import { buildIndex, importIndex } from '../lib/retrieval/build.js';
 import { evalQueryVectors } from '../lib/retrieval/eval-ann.js';
 import { retrieve } from '../lib/retrieval/retrieve.js';
@@ -187,6 +188,34 @@ test('CLI: index build records --pooling / --query-prefix; retrieve takes them f
   assert.match(other.stderr, /built with another encoder.*weights.*\(E_INDEX\)/);
   const allowed = run([...base, '--encoder', f('bert-tiny-retrained'), '--out', f('cli-allowed.jsonl'), '--allow-encoder-mismatch']);
   assert.equal(allowed.status, 0, allowed.stderr);
+});
+
+test('index build and retrieve take the encoder precision: recorded in the index (provenance, not a mismatch) and in retrieve\'s settings', { skip: engineInfo().backends.includes('dnnl') ? false : 'no oneDNN backend' }, async () => {
+  const passages = f('precision-passages.jsonl');
+  writeFileSync(passages, readFileSync(path.join(dataDir, 'squad_v1.1_dev_open', 'passages.jsonl'), 'utf8').split('\n').slice(0, 12).join('\n') + '\n');
+  const questions = f('precision-questions.jsonl');
+  writeFileSync(questions, readFileSync(path.join(dataDir, 'squad_v1.1_dev_open', 'questions.jsonl'), 'utf8').split('\n').slice(0, 3).join('\n') + '\n');
+  const enc = fixture('bert-tiny');
+  const int8 = f('index-int8'), plain = f('index-fp32');
+  await buildIndex({ passages, encoder: enc, out: int8, encoderDType: 'int8' });
+  await buildIndex({ passages, encoder: enc, out: plain });
+  const record = (dir: string) => JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8')).encoder;
+  assert.equal(record(int8).precision, 'int8');
+  assert.equal(record(plain).precision, undefined, 'plain float32 records no precision (manifests as before)');
+  // The passages really went through the int8 encoder.
+  assert.ok(!readFileSync(path.join(int8, 'vectors.bin')).equals(readFileSync(path.join(plain, 'vectors.bin'))));
+  // The CLI flag reaches the encoder.
+  const cli = spawnSync(process.execPath, [cliPath, 'index', 'build', '--passages', passages, '--encoder', enc, '--out', f('index-cli-bf16'), '--encoder-dtype', 'bfloat16'], { encoding: 'utf8' });
+  assert.equal(cli.status, 0, cli.stderr);
+  assert.equal(record(f('index-cli-bf16')).precision, 'bfloat16');
+
+  // A float32 query encoder on the int8 index is accepted; the question encoder's precision is a setting of the output.
+  const out32 = f('precision-fp32.jsonl'), outHigh = f('precision-high.jsonl');
+  assert.equal((await retrieve({ index: int8, encoder: enc, data: questions, out: out32, topK: 3 })).questions, 3);
+  assert.equal((await retrieve({ index: int8, encoder: enc, data: questions, out: outHigh, topK: 3, matmulPrecision: 'high' })).questions, 3);
+  assert.equal(readManifest(out32)?.settings.encoderPrecision, undefined);
+  assert.equal(readManifest(outHigh)?.settings.encoderPrecision, 'float32/matmul-high');
+  await assert.rejects(retrieve({ index: int8, encoder: enc, data: questions, out: f('precision-bad.jsonl'), topK: 3, encoderDType: 'int8', matmulPrecision: 'high' }), TypeError);
 });
 
 test('index import records the encoder it is told made the vectors (dimension checked); without one, none', async () => {

@@ -29,7 +29,7 @@ const model = (name: string) => path.join(repoRoot, 'models', name);
 const FLAGS: Record<StageName, string[]> = {
   retrieve: [
     '--index', 'idx', '--encoder', 'enc', '--top-k', '7', '--batch-size', '9', '--max-length', '33', '--device', 'cpu', '--pooling', 'cls', '--no-normalize',
-    '--query-prefix', 'query: ', '--passage-prefix', 'passage: ', '--allow-encoder-mismatch', '--shard', '1/3', '--format', 'arrow',
+    '--query-prefix', 'query: ', '--passage-prefix', 'passage: ', '--allow-encoder-mismatch', '--shard', '1/3', '--format', 'arrow', '--encoder-dtype', 'bfloat16', '--matmul-precision', 'high',
   ],
   synthesize: [
     '--llm', 'lm', '--top-k', '5', '--alpha', '0.25', '--task', 'FEVER', '--instruction', 'Say it.', '--no-pseudo-passage', '--max-new-tokens', '7',

@@ -89,6 +89,11 @@ export interface EncoderRecord {
   normalize: boolean;
   queryPrefix: string;
   passagePrefix: string;
+  /**
+   * Set when the products were not plain float32: 'bfloat16', 'int8', 'float16' or
+   * 'float32/matmul-high' (bf16x3). Provenance only; an index and its queries may differ here.
+   */
+  precision?: string;
 }
 
 export interface BatchOptions extends CallOptions {
@@ -274,9 +279,10 @@ export class Encoder extends NativeOwner<NativeEncoder> {
     // The network and its tokenizer only: pooling, normalisation and prompts are compared as settings.
     if (this.fingerprint === undefined) this.fingerprint = weightsFingerprint(this.dir, /(\.safetensors|^config\.json|^tokenizer\.json)$/);
     const snapshot = /[/\\]snapshots[/\\]([0-9a-f]{40})[/\\]?$/.exec(this.dir);
+    const precision = this.model.matmulPrecision === 'high' ? 'float32/matmul-high' : this.model.dtype;
     return {
       ref: this.ref, revision: snapshot ? snapshot[1] : null, weights: this.fingerprint, pooling: this.pooling, normalize: this.normalize,
-      queryPrefix: this.queryPrefix, passagePrefix: this.passagePrefix,
+      queryPrefix: this.queryPrefix, passagePrefix: this.passagePrefix, ...(precision !== 'float32' ? { precision } : {}),
     };
   }
 

@@ -19,7 +19,9 @@ export interface BuildProgress {
   (done: number, total: number, note: string): void;
 }
 
-export interface BuildIndexOptions extends Pick<EncoderLoadOptions, 'pooling' | 'normalize' | 'queryPrefix' | 'passagePrefix' | 'hub'> {
+export interface BuildIndexOptions extends Pick<EncoderLoadOptions, 'pooling' | 'normalize' | 'queryPrefix' | 'passagePrefix' | 'hub' | 'matmulPrecision'> {
+  /** The encoder's dtype (default float32; recorded in the index's encoder record when not float32). */
+  encoderDType?: EncoderLoadOptions['dtype'];
   passages: string;
   /** Encoder directory or hub id (its sentence-transformers configuration gives the defaults of pooling, normalize and the prefixes). */
   encoder?: string;

@@ -36,6 +36,7 @@ export function readEncoderRecord(dir: string): EncoderRecord | null {
   const remote = typeof e === 'object' && e.url !== undefined;
   const ok = typeof e === 'object' && typeof e.ref === 'string' && (e.pooling === 'mean' || e.pooling === 'cls' || (remote && typeof e.pooling === 'string')) && typeof e.normalize === 'boolean'
     && typeof e.queryPrefix === 'string' && typeof e.passagePrefix === 'string' && (e.weights === null || typeof e.weights === 'string')
+    && (e.precision === undefined || typeof e.precision === 'string')
     && (!remote || (typeof e.url === 'string' && (e.modelId === null || e.modelId === undefined || typeof e.modelId === 'string')));
   if (!ok) throw new GainragError('E_INDEX', `${manifestPath(dir)}: 'encoder' is malformed`);
   return e as EncoderRecord;

@@ -82,8 +82,10 @@ export class RemoteEncoder implements TextEncoder {
 export type EmbedClientOptions = Omit<TeiClientOptions, 'url'>;
 
 /** Where the vectors come from: a local model (`encoder`) or a server (`embedUrl`), exactly one. */
-export interface TextEncoderSource extends Pick<EncoderLoadOptions, 'pooling' | 'normalize' | 'queryPrefix' | 'passagePrefix' | 'hub'> {
+export interface TextEncoderSource extends Pick<EncoderLoadOptions, 'pooling' | 'normalize' | 'queryPrefix' | 'passagePrefix' | 'hub' | 'matmulPrecision'> {
   encoder?: string;
+  /** The local encoder's dtype (float32, bfloat16, int8, float16). */
+  encoderDType?: EncoderLoadOptions['dtype'];
   embedUrl?: string;
   embedClient?: EmbedClientOptions;
   device?: Device;
@@ -95,11 +97,11 @@ export interface TextEncoderSource extends Pick<EncoderLoadOptions, 'pooling' | 
 export async function openTextEncoder(o: TextEncoderSource): Promise<TextEncoder> {
   if ((o.encoder === undefined) === (o.embedUrl === undefined)) throw new GainragError('E_INVALID_ARG', 'give one of --encoder (a local model) or --embed-url URL (a TEI-compatible server)');
   if (o.embedUrl === undefined) {
-    const { pooling, normalize, queryPrefix, passagePrefix, hub } = o;
-    return Encoder.load(o.encoder!, { device: o.device, maxLength: o.maxLength, pooling, normalize, queryPrefix, passagePrefix, hub });
+    const { pooling, normalize, queryPrefix, passagePrefix, hub, matmulPrecision } = o;
+    return Encoder.load(o.encoder!, { device: o.device, dtype: o.encoderDType, matmulPrecision, maxLength: o.maxLength, pooling, normalize, queryPrefix, passagePrefix, hub });
   }
   // The server owns these; taking them silently would promise what it does not do.
-  for (const [key, flag] of [['device', '--device'], ['maxLength', '--max-length'], ['pooling', '--pooling']] as const) {
+  for (const [key, flag] of [['device', '--device'], ['maxLength', '--max-length'], ['pooling', '--pooling'], ['encoderDType', '--encoder-dtype'], ['matmulPrecision', '--matmul-precision']] as const) {
     if (o[key] !== undefined) throw new GainragError('E_INVALID_ARG', `${flag} does not apply with --embed-url: the server runs, pools and truncates the model`);
   }
   return RemoteEncoder.open({ ...o.embedClient, url: o.embedUrl, normalize: o.normalize, queryPrefix: o.queryPrefix, passagePrefix: o.passagePrefix, signal: o.signal });

@@ -20,8 +20,10 @@ import path from 'node:path';
  * Encoder settings default to those the index records (its build's), then to the model's own
  * configuration; an encoder that embeds differently from the index's is E_INDEX.
  */
-export interface RetrieveOptions extends Pick<EncoderLoadOptions, 'pooling' | 'normalize' | 'queryPrefix' | 'passagePrefix' | 'hub'> {
+export interface RetrieveOptions extends Pick<EncoderLoadOptions, 'pooling' | 'normalize' | 'queryPrefix' | 'passagePrefix' | 'hub' | 'matmulPrecision'> {
   index: string;
+  /** The question encoder's dtype (default float32); part of the output's settings when not float32. */
+  encoderDType?: EncoderLoadOptions['dtype'];
   /** Encoder directory or hub id. */
   encoder?: string;
   /** Embed the questions on a TEI-compatible server instead (POST /embed); normalize and the query prefix default to the index's record. */
@@ -71,7 +73,7 @@ export interface RetrieveResources {
 
 /** Opens what retrieval needs and checks that the pieces fit together. */
 export async function openRetrieveResources(
-  options: Pick<RetrieveOptions, 'index' | 'encoder' | 'embedUrl' | 'embedClient' | 'device' | 'maxLength' | 'pooling' | 'normalize' | 'queryPrefix' | 'passagePrefix' | 'hub' | 'allowEncoderMismatch' | 'signal'>,
+  options: Pick<RetrieveOptions, 'index' | 'encoder' | 'embedUrl' | 'embedClient' | 'device' | 'maxLength' | 'pooling' | 'normalize' | 'queryPrefix' | 'passagePrefix' | 'hub' | 'allowEncoderMismatch' | 'signal' | 'encoderDType' | 'matmulPrecision'>,
 ): Promise<RetrieveResources> {
   const index = await DenseIndex.open(options.index);
   const store = PassageStore.open(options.index);
@@ -89,6 +91,8 @@ export async function openRetrieveResources(
       embedUrl: options.embedUrl,
       embedClient: options.embedClient,
       device: options.device,
+      encoderDType: options.encoderDType,
+      matmulPrecision: options.matmulPrecision,
       maxLength: options.maxLength,
       pooling: options.pooling ?? builtPooling,
       normalize: options.normalize ?? built?.normalize,
@@ -117,7 +121,8 @@ export async function openRetrieveResources(
 function encoderSettings(options: Pick<RetrieveOptions, 'encoder'>, encoder: TextEncoder): Record<string, string | null> {
   const r = encoder.record();
   if (r.url !== undefined) return { encoder: r.url, encoderWeights: null, encoderModelId: r.modelId ?? null };
-  return { encoder: path.resolve(options.encoder!), encoderWeights: weightsFingerprint(options.encoder!) };
+  // The precision only when not plain float32, so outputs made before it was recorded keep matching.
+  return { encoder: path.resolve(options.encoder!), encoderWeights: weightsFingerprint(options.encoder!), ...(r.precision ? { encoderPrecision: r.precision } : {}) };
 }
 
 export interface RetrieveSummary {

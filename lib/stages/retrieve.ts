@@ -27,6 +27,8 @@ export const retrieveStage: StageDefinition<RetrieveStageOptions, RetrieveResour
       .option('nprobe', { type: 'number', describe: "an index with an IVF FAISS index: lists probed per question (default: the index's, from index build --nprobe)" })
       .option('ef-search', { type: 'number', describe: "an index with an HNSW FAISS index: efSearch (default: the index's, from index build --ef-search)" })
       .option('device', { type: 'string', describe: 'encoder device: cpu, cuda, cuda:N' })
+      .option('encoder-dtype', { choices: ['float32', 'bfloat16', 'int8', 'float16'] as const, describe: "encoder compute dtype (bfloat16 / int8: CPU with oneDNN, fp32 activations; in the output's settings)" })
+      .option('matmul-precision', { choices: ['highest', 'high'] as const, describe: 'float32 encoder products: highest (default) or high (bf16x3 on the bf16 units, CPU with oneDNN)' })
       .option('pooling', { choices: ['mean', 'cls'] as const, describe: "encoder pooling (default: the index's record, else the model's sentence-transformers config, else mean)" })
       .option('normalize', { type: 'boolean', describe: "L2-normalise query embeddings (default: the index's record / the model's Normalize module)" })
       .option('query-prefix', { type: 'string', describe: "text put before each question (E5 'query: ', BGE's instruction; default: the index's record / the model's prompts)" })
@@ -34,7 +36,7 @@ export const retrieveStage: StageDefinition<RetrieveStageOptions, RetrieveResour
       .option('text', { type: 'boolean', default: true, describe: '--no-text: leave passage title and text out of the output (index rows only); the stages after read them from the index (beside the output, or --index)' })
       .option('allow-encoder-mismatch', { type: 'boolean', default: false, describe: "use an encoder that embeds differently from the index's (weights, pooling, normalize, query prefix)" }) as unknown as Argv,
   optionsFromArgs: (a: ParsedArgs) => ({
-    index: a.index, encoder: a.encoder, embedUrl: a['embed-url'], embedClient: embedClientFromArgs(a), data: a.data, out: a.out, topK: a['top-k'], batchSize: a['batch-size'], maxLength: a['max-length'], device: a.device, nprobe: a.nprobe, efSearch: a['ef-search'],
+    index: a.index, encoder: a.encoder, embedUrl: a['embed-url'], embedClient: embedClientFromArgs(a), data: a.data, out: a.out, topK: a['top-k'], batchSize: a['batch-size'], maxLength: a['max-length'], device: a.device, encoderDType: a['encoder-dtype'], matmulPrecision: a['matmul-precision'], nprobe: a.nprobe, efSearch: a['ef-search'],
     pooling: a.pooling, normalize: a.normalize, queryPrefix: a['query-prefix'], passagePrefix: a['passage-prefix'],
     allowEncoderMismatch: a['allow-encoder-mismatch'], ...(a.text === false ? { noText: true } : {}), ...scaleArgs(a as never),
   }),
@@ -49,7 +51,7 @@ export const retrieveStage: StageDefinition<RetrieveStageOptions, RetrieveResour
   },
   alignment: (o) => o.batchSize ?? 512,
   load: (o, cache) =>
-    cached(cache, `retrieve\0${path.resolve(o.index)}\0${o.embedUrl ?? path.resolve(o.encoder ?? '')}\0${o.device}\0${o.maxLength}\0${JSON.stringify([o.pooling, o.normalize, o.queryPrefix, o.passagePrefix, o.allowEncoderMismatch])}`, () =>
+    cached(cache, `retrieve\0${path.resolve(o.index)}\0${o.embedUrl ?? path.resolve(o.encoder ?? '')}\0${o.device}\0${o.encoderDType}\0${o.matmulPrecision}\0${o.maxLength}\0${JSON.stringify([o.pooling, o.normalize, o.queryPrefix, o.passagePrefix, o.allowEncoderMismatch])}`, () =>
       openRetrieveResources(o)),
   run: (resources, o) => retrieve({ ...o, resources, onProgress: (done) => o.onProgress?.(done) }),
   models: (o) => [o.encoder],

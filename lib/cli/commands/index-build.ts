@@ -17,6 +17,8 @@ interface Args extends AnnArgs, EmbedUrlArgs {
   'batch-size': number;
   'max-length'?: number;
   device?: string;
+  'encoder-dtype'?: 'float32' | 'bfloat16' | 'int8' | 'float16';
+  'matmul-precision'?: 'highest' | 'high';
   dtype: IndexDType;
   metric: IndexMetric;
   title: boolean;
@@ -37,6 +39,8 @@ export const indexBuildCommand: CommandModule<{ json: boolean }, Args> = {
       .option('batch-size', { type: 'number', default: 256, describe: 'passages per encoder call' })
       .option('max-length', { type: 'number', describe: 'tokens per passage (default: the model maximum)' })
       .option('device', { type: 'string', describe: 'encoder device: cpu, cuda, cuda:N' })
+      .option('encoder-dtype', { choices: ['float32', 'bfloat16', 'int8', 'float16'] as const, describe: 'encoder compute dtype (bfloat16 / int8: CPU with oneDNN, fp32 activations; recorded in the index)' })
+      .option('matmul-precision', { choices: ['highest', 'high'] as const, describe: 'float32 encoder products: highest (default) or high (bf16x3 on the bf16 units, CPU with oneDNN)' })
       .option('dtype', { choices: ['float32', 'float16', 'bfloat16'] as const, default: 'float32' as IndexDType, describe: 'storage type of the vectors (memory while building: passages x dim x bytes)' })
       .option('metric', { choices: ['ip', 'cosine'] as const, default: 'ip' as IndexMetric, describe: 'inner product or cosine' })
       .option('title', { type: 'boolean', default: true, describe: 'embed "title text" (--no-title: the text alone)' })
@@ -59,6 +63,8 @@ export const indexBuildCommand: CommandModule<{ json: boolean }, Args> = {
           batchSize: argv['batch-size'],
           maxLength: argv['max-length'],
           device: argv.device as never,
+          encoderDType: argv['encoder-dtype'],
+          matmulPrecision: argv['matmul-precision'],
           dtype: argv.dtype,
           metric: argv.metric,
           withTitle: argv.title,
