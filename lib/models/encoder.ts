@@ -21,6 +21,11 @@ export type GemmPath = 'torch' | 'dnnl';
 /** PyTorch's float32 matmul precisions: 'highest' = float32 products, 'high' = bf16x3. */
 export type MatmulPrecision = 'highest' | 'high';
 
+/** One name for a model's product precision, as records and resume fingerprints keep it: the dtype, or 'float32/matmul-high'. */
+export function precisionLabel(dtype: string, matmulPrecision?: MatmulPrecision | ''): string {
+  return matmulPrecision === 'high' ? `${dtype}/matmul-high` : dtype;
+}
+
 /** Texts as JS strings or an Apache Arrow Utf8 / LargeUtf8 vector. */
 export type TextInput = readonly string[] | Vector;
 
@@ -279,7 +284,7 @@ export class Encoder extends NativeOwner<NativeEncoder> {
     // The network and its tokenizer only: pooling, normalisation and prompts are compared as settings.
     if (this.fingerprint === undefined) this.fingerprint = weightsFingerprint(this.dir, /(\.safetensors|^config\.json|^tokenizer\.json)$/);
     const snapshot = /[/\\]snapshots[/\\]([0-9a-f]{40})[/\\]?$/.exec(this.dir);
-    const precision = this.model.matmulPrecision === 'high' ? 'float32/matmul-high' : this.model.dtype;
+    const precision = precisionLabel(this.model.dtype, this.model.matmulPrecision);
     return {
       ref: this.ref, revision: snapshot ? snapshot[1] : null, weights: this.fingerprint, pooling: this.pooling, normalize: this.normalize,
       queryPrefix: this.queryPrefix, passagePrefix: this.passagePrefix, ...(precision !== 'float32' ? { precision } : {}),

@@ -31,6 +31,7 @@ import { validateOutput } from '../io/output.js';
 import { GainragError } from '../errors.js';
 import { AnswerMatcher } from '../retrieval/has-answer.js';
 import { weightsFingerprint } from '../models/fingerprint.js';
+import { precisionLabel } from '../models/encoder.js';
 import { backgroundPrompt } from './prompts.js';
 import type { TextGenerator } from './openai-generate.js';
 import type { ColumnarBatch } from '../io/columns-read.js';
@@ -236,7 +237,7 @@ export async function select(selector: PairScorer, options: SelectOptions): Prom
     settings: {
       selector: options.modelId ?? null, weights: weightsFingerprint(options.modelId), kDocs, candidates, pseudoPassage: usePseudo, pseudoMaxNewTokens,
       batchQuestions, maxLength: options.maxLength ?? null, batchTokens: options.batchTokens ?? null, ties, generator: options.generator?.description ?? null,
-      precision: options.matmulPrecision === 'high' ? `${options.dtype ?? 'float32'}/matmul-high` : options.dtype ?? null,
+      precision: options.matmulPrecision === 'high' ? precisionLabel(options.dtype ?? 'float32', 'high') : options.dtype ?? null,
     },
     finished: SELECT_OUTPUT,
     account,
