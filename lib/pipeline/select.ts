@@ -31,7 +31,7 @@ import { validateOutput } from '../io/output.js';
 import { GainragError } from '../errors.js';
 import { AnswerMatcher } from '../retrieval/has-answer.js';
 import { weightsFingerprint } from '../models/fingerprint.js';
-import { precisionLabel } from '../models/encoder.js';
+import { precisionLabel, type MatmulPrecision } from '../models/encoder.js';
 import { backgroundPrompt } from './prompts.js';
 import type { TextGenerator } from './openai-generate.js';
 import type { ColumnarBatch } from '../io/columns-read.js';
@@ -48,7 +48,7 @@ export interface SelectOptions extends StageStreamOptions {
   /** The selector's dtype (its precision goes into the resume fingerprint). */
   dtype?: string;
   /** The selector's float32 matmul precision ('high': bf16x3 products; also in the fingerprint). */
-  matmulPrecision?: 'highest' | 'high';
+  matmulPrecision?: MatmulPrecision;
   data: string;
   out: string;
   /** Passages kept per question (default 1). */

@@ -112,14 +112,19 @@ dnnl::matmul::primitive_desc Describe(int64_t M, int64_t K, int64_t N, at::Scala
 
 // Row r of x [M, K] to u8: round(x / scale[r]) + 128, scale[r] = max |x[r, :]| / 127, so 1..255.
 // (round half away from zero, as the AVX-512 row below.)
-float QuantizeRowPortable(const float* xr, uint8_t* q, int64_t K) {
-  float amax = 0.f;
-  for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(xr[k]));
-  const float s = amax > 0.f ? amax / 127.f : 1.f, inv = 1.f / s;
-  for (int64_t k = 0; k < K; ++k) {
+// Elements [k0, K) of a row whose scale is 1 / inv (also the AVX-512 row's tail).
+void QuantizeValues(const float* xr, uint8_t* q, int64_t k0, int64_t K, float inv) {
+  for (int64_t k = k0; k < K; ++k) {
     const float v = xr[k] * inv;
     q[k] = static_cast<uint8_t>(128 + static_cast<int>(v + (v >= 0.f ? 0.5f : -0.5f)));  // |v| <= 127
   }
+}
+
+float QuantizeRowPortable(const float* xr, uint8_t* q, int64_t K) {
+  float amax = 0.f;
+  for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(xr[k]));
+  const float s = amax > 0.f ? amax / 127.f : 1.f;
+  QuantizeValues(xr, q, 0, K, 1.f / s);
   return s;
 }
 
@@ -143,10 +148,7 @@ GR_AVX512 float QuantizeRowAvx512(const float* xr, uint8_t* q, int64_t K) {
     const __m512i qi = _mm512_add_epi32(_mm512_cvttps_epi32(t), offset);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k), _mm512_cvtepi32_epi8(qi));
   }
-  for (; k < K; ++k) {
-    const float v = xr[k] * inv;
-    q[k] = static_cast<uint8_t>(128 + static_cast<int>(v + (v >= 0.f ? 0.5f : -0.5f)));
-  }
+  QuantizeValues(xr, q, k, K, inv);
   return s;
 }
 
@@ -161,6 +163,12 @@ void QuantizeRows(const float* x, uint8_t* dst, float* scale, int64_t M, int64_t
 
 // y holds the int32 sums of (q + 128) x Wq; rewritten in place as float32:
 // (sum - 128 * colsum[n]) * row_scale[r] * col_scale[n] + bias[n].
+void RescaleRowPortable(void* y, float s, const float* col_scale, const int32_t* colsum, const float* bias, int64_t N) {
+  const int32_t* acc = static_cast<const int32_t*>(y);
+  float* out = static_cast<float*>(y);
+  for (int64_t n = 0; n < N; ++n) out[n] = float(acc[n] - 128 * colsum[n]) * (s * col_scale[n]) + bias[n];
+}
+
 // One row in place, 16 at a time (multiply then add, as the portable loop: no FMA contraction).
 GR_AVX512 void RescaleRowAvx512(void* y, float s, const float* col_scale, const int32_t* colsum, const float* bias,
                                 int64_t N) {
@@ -173,13 +181,7 @@ GR_AVX512 void RescaleRowAvx512(void* y, float s, const float* col_scale, const 
     const __m512 scale = _mm512_mul_ps(vs, _mm512_loadu_ps(col_scale + n));
     _mm512_storeu_ps(yr + n, _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a), scale), _mm512_loadu_ps(bias + n)));
   }
-  for (; n < N; ++n) yr[n] = float(acc[n] - 128 * colsum[n]) * (s * col_scale[n]) + bias[n];
-}
-
-void RescaleRowPortable(void* y, float s, const float* col_scale, const int32_t* colsum, const float* bias, int64_t N) {
-  const int32_t* acc = static_cast<const int32_t*>(y);
-  float* out = static_cast<float*>(y);
-  for (int64_t n = 0; n < N; ++n) out[n] = float(acc[n] - 128 * colsum[n]) * (s * col_scale[n]) + bias[n];
+  RescaleRowPortable(yr + n, s, col_scale + n, colsum + n, bias + n, N - n);
 }
 
 void RescaleRows(void* y, const float* row_scale, const float* col_scale, const int32_t* colsum, const float* bias,
@@ -208,6 +210,16 @@ inline float Bf16Value(uint16_t b) {
   return v;
 }
 
+// Elements [k0, K) of SplitRowAvx512's output (the portable row, and the AVX-512 row's tail).
+void SplitValues(const float* x, uint16_t* d, int64_t k0, int64_t K) {
+  for (int64_t k = k0; k < K; ++k) {
+    const uint16_t h = Bf16Bits(x[k]);
+    d[k] = h;
+    d[K + k] = h;
+    d[2 * K + k] = Bf16Bits(x[k] - Bf16Value(h));
+  }
+}
+
 // The same rounding on 16 floats at once.
 GR_AVX512 inline __m512i Bf16Bits16(__m512i u) {
   const __m512i bias = _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)));
@@ -227,22 +239,10 @@ GR_AVX512 void SplitRowAvx512(const float* x, uint16_t* d, int64_t K) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + K + k), h16);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + 2 * K + k), _mm512_cvtepi32_epi16(Bf16Bits16(_mm512_castps_si512(rest))));
   }
-  for (; k < K; ++k) {
-    const uint16_t h = Bf16Bits(x[k]);
-    d[k] = h;
-    d[K + k] = h;
-    d[2 * K + k] = Bf16Bits(x[k] - Bf16Value(h));
-  }
+  SplitValues(x, d, k, K);
 }
 
-void SplitRowPortable(const float* x, uint16_t* d, int64_t K) {
-  for (int64_t k = 0; k < K; ++k) {
-    const uint16_t h = Bf16Bits(x[k]);
-    d[k] = h;
-    d[K + k] = h;
-    d[2 * K + k] = Bf16Bits(x[k] - Bf16Value(h));
-  }
-}
+void SplitRowPortable(const float* x, uint16_t* d, int64_t K) { SplitValues(x, d, 0, K); }
 
 void SplitRows(const float* x, uint16_t* dst, int64_t M, int64_t K) {
   const bool wide = cpu::Avx512();
