@@ -14,6 +14,7 @@
 #ifdef GAINRAG_WITH_DNNL
 #include "backends/dnnl/attention.h"
 #include "backends/dnnl/packed_linear.h"
+#include "backends/dnnl/int8_gemv.h"
 #endif
 
 namespace gainrag {
@@ -394,25 +395,38 @@ void LlamaModel::PackInt8() {
   // the float32 matrix is dropped (a converted copy freed, a view of the checkpoint unmapped
   // with it), so the model holds int8 weights, not both. The handle is allocated while the
   // weight is alive, so no key is ever an address a later allocation could reuse.
+  // With the fused int8 decode step (DecodeLogitsCpu), the quantised rows are kept as well, in
+  // their plain layout: q/k/v and gate/up stacked as the float32 step stacks them.
+  const bool keep_rows = DecodeModeFromEnvironment() != "aten" && onednn::SupportsInt8Gemv();
   auto pack = [&](at::Tensor& w, const at::Tensor& b) {
-    auto product = onednn::PackedLinear::Pack(w, b.defined() ? b.clone() : at::zeros({w.size(0)}, at::kFloat),
-                                              at::kChar, onednn::Epilogue::kNone);
+    onednn::Int8Matrix m = onednn::QuantizeInt8(w, b.defined() ? b : at::zeros({w.size(0)}, at::kFloat));
+    auto product = onednn::PackedLinear::PackInt8(m, onednn::Epilogue::kNone);
     at::Tensor handle = at::empty({1}, at::kFloat);
     int8_products_.emplace(handle.data_ptr(), std::move(product));
     w = handle;
+    return m;
   };
   for (Layer& L : layers_) {
-    pack(L.q, L.q_bias), pack(L.k, L.k_bias), pack(L.v, L.v_bias), pack(L.o, L.o_bias);
-    pack(L.gate, at::Tensor()), pack(L.up, at::Tensor()), pack(L.down, at::Tensor());
+    onednn::Int8Matrix q = pack(L.q, L.q_bias), k = pack(L.k, L.k_bias), v = pack(L.v, L.v_bias);
+    onednn::Int8Matrix o = pack(L.o, L.o_bias);
+    onednn::Int8Matrix gate = pack(L.gate, at::Tensor()), up = pack(L.up, at::Tensor()), down = pack(L.down, at::Tensor());
+    if (keep_rows) {
+      L.qkv8 = onednn::StackInt8({q, k, v});
+      L.o8 = o;
+      L.gate_up8 = onednn::StackInt8({gate, up});
+      L.down8 = down;
+    }
   }
+  onednn::Int8Matrix head8;
   if (lm_head_.is_same(embed_)) {
     // Tied: the embedding stays float32 for the lookups; the lm_head is its int8 copy.
     at::Tensor head = embed_;
-    pack(head, at::Tensor());
+    head8 = pack(head, at::Tensor());
     lm_head_ = head;
   } else {
-    pack(lm_head_, at::Tensor());
+    head8 = pack(lm_head_, at::Tensor());
   }
+  if (keep_rows) lm_head8_ = head8;
   // What stays float32 (embedding, norms, biases) gets its own memory: a view would keep the
   // whole checkpoint buffer (WeightFiles) alive.
   auto own = [](at::Tensor& t) {

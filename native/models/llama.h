@@ -20,6 +20,7 @@
 
 #include "core/batching.h"
 #include "core/run_context.h"
+#include "backends/dnnl/packed_linear.h"  // (declarations only: no oneDNN type)
 #include "models/config.h"
 
 namespace gainrag {
@@ -28,6 +29,10 @@ class WeightFiles;
 namespace onednn {
 class PackedLinear;
 }
+
+// GAINRAG_LLM_DECODE: "" or "fast" (the fused CPU decode step where it applies) or "aten" (the
+// ATen step); anything else is Error(kInvalidArgument).
+std::string DecodeModeFromEnvironment();
 
 struct LlamaOptions {
   // kFloat, kBFloat16, kHalf, or kChar: dynamic int8 (CPU with oneDNN; see LlamaModel::precision).
@@ -147,6 +152,9 @@ class LlamaModel {
     // With the fused decode step: q/k/v stacked [qd + 2 kvd, H] and gate/up stacked [2 I, H];
     // q, k, v, gate and up are then row views of these (one copy of the weights).
     at::Tensor qkv, gate_up;
+    // int8 mode with the fused decode step: the quantised rows of the same products (q/k/v and
+    // gate/up stacked), read by onednn::GemvInt8; undefined otherwise.
+    onednn::Int8Matrix qkv8, o8, gate_up8, down8;
   };
 
   LlamaModel() = default;
@@ -210,6 +218,7 @@ class LlamaModel {
   // its float32 weight's data pointer, with the bias it is called with baked in.
   bool int8_ = false;
   std::unordered_map<const void*, std::shared_ptr<const onednn::PackedLinear>> int8_products_;
+  onednn::Int8Matrix lm_head8_;  // the lm_head's rows for the fused int8 decode step
   void PackInt8();
   // Forward's products through oneDNN (CPU, float32/bfloat16, built with oneDNN, GAINRAG_GEMM
   // not "torch").

@@ -28,6 +28,7 @@
 #include "models/encoder.h"  // GemmPathFromEnvironment
 #include "models/llama.h"
 #ifdef GAINRAG_WITH_DNNL
+#include "backends/dnnl/int8_gemv.h"
 #include "backends/dnnl/packed_linear.h"
 #endif
 
@@ -44,15 +45,25 @@ void LlamaModel::ChooseGemm() {
 #endif
 }
 
-void LlamaModel::PrepareFastDecode() {
-  fast_decode_ = false;
+std::string DecodeModeFromEnvironment() {
   const char* env = std::getenv("GAINRAG_LLM_DECODE");
   const std::string mode = env ? env : "";
   GR_CHECK(mode.empty() || mode == "fast" || mode == "aten", kInvalidArgument,
            "GAINRAG_LLM_DECODE must be 'fast' or 'aten', got '", mode, "'");
-  // (int8 mode decodes through DecodeStep, whose products are the packed int8 ones.)
-  if (mode == "aten" || int8_ || !device_.is_cpu() || (dtype_ != at::kFloat && dtype_ != at::kBFloat16) || !cpu::Avx512())
+  return mode;
+}
+
+void LlamaModel::PrepareFastDecode() {
+  fast_decode_ = false;
+  const std::string mode = DecodeModeFromEnvironment();
+  if (mode == "aten" || !device_.is_cpu() || !cpu::Avx512()) return;
+  if (int8_) {
+    // The int8 products' rows were kept by PackInt8 where the CPU has VNNI; without them int8
+    // decodes through DecodeStep, whose products are the packed int8 ones.
+    fast_decode_ = lm_head8_.w.defined();
     return;
+  }
+  if (dtype_ != at::kFloat && dtype_ != at::kBFloat16) return;
   auto usable = [&](const at::Tensor& t) { return !t.defined() || (t.is_contiguous() && t.scalar_type() == dtype_); };
   // Norm weights may be float32 in bfloat16 mode (see Load).
   auto usable_norm = [&](const at::Tensor& t) {
@@ -177,13 +188,28 @@ at::Tensor LlamaModel::DecodeLogitsCpu(const at::Tensor& ids_in, const at::Tenso
     }
   }
   const float scale = float(1.0 / std::sqrt(double(hd)));
+  // One product of the step: x [n, in] times the float32/bfloat16 matrix w, or in int8 mode its
+  // quantised rows w8 (whose bias is part of the product; the layer's bias tensors are then not
+  // added again).
+  auto product = [&](const float* xin, int64_t in, const at::Tensor& w, const onednn::Int8Matrix& w8, int64_t out,
+                     float* y, int64_t ldy, bool accumulate) {
+#ifdef GAINRAG_WITH_DNNL
+    if (int8_) return onednn::GemvInt8(xin, n, w8, y, ldy, accumulate);
+#else
+    (void)w8;
+#endif
+    cpu::Gemv(xin, n, in, w.data_ptr(), we, out, y, ldy, accumulate);
+  };
+  auto add_bias = [&](float* y, int64_t ld, const at::Tensor& bias) {
+    if (!int8_) AddBias(y, n, ld, bias);
+  };
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& L = layers_[l];
     cpu::RmsNormRows(h, n, H, L.input_norm.data_ptr(), ElemOf(L.input_norm), eps, x);
-    cpu::Gemv(x, n, H, L.qkv.data_ptr(), we, qkv_n, qkv, qkv_n, false);
-    AddBias(qkv, n, qkv_n, L.q_bias);
-    AddBias(qkv + qd, n, qkv_n, L.k_bias);
-    AddBias(qkv + qd + kvd, n, qkv_n, L.v_bias);
+    product(x, H, L.qkv, L.qkv8, qkv_n, qkv, qkv_n, false);
+    add_bias(qkv, qkv_n, L.q_bias);
+    add_bias(qkv + qd, qkv_n, L.k_bias);
+    add_bias(qkv + qd + kvd, qkv_n, L.v_bias);
     for (int64_t r = 0; r < n; ++r) {
       float* row = qkv + r * qkv_n;
       std::memcpy(qrot + r * qd, row, size_t(qd) * 4);
@@ -194,20 +220,20 @@ at::Tensor LlamaModel::DecodeLogitsCpu(const at::Tensor& ids_in, const at::Tenso
     }
     cpu::DecodeAttention(qrot, cache->k[l].data_ptr(), cache->v[l].data_ptr(), ElemOf(cache->k[l]), n, kvh, rep, cache->k[l].size(2),
                          hd, pos, scale, att);
-    cpu::Gemv(att, n, qd, L.o.data_ptr(), we, H, h, H, true);
-    AddBias(h, n, H, L.o_bias);
+    product(att, qd, L.o, L.o8, H, h, H, true);
+    add_bias(h, H, L.o_bias);
     cpu::RmsNormRows(h, n, H, L.post_norm.data_ptr(), ElemOf(L.post_norm), eps, x);
-    cpu::Gemv(x, n, H, L.gate_up.data_ptr(), we, 2 * inter, gu, 2 * inter, false);
+    product(x, H, L.gate_up, L.gate_up8, 2 * inter, gu, 2 * inter, false);
     for (int64_t r = 0; r < n; ++r) {
       const float* g = gu + r * 2 * inter;
       float* a = act + r * inter;
       for (int64_t i = 0; i < inter; ++i) a[i] = g[i] / (1.f + std::exp(-g[i])) * g[inter + i];
     }
-    cpu::Gemv(act, n, inter, L.down.data_ptr(), we, H, h, H, true);
+    product(act, inter, L.down, L.down8, H, h, H, true);
   }
   cpu::RmsNormRows(h, n, H, final_norm_.data_ptr(), ElemOf(final_norm_), eps, x);
   at::Tensor logits = at::empty({n, V}, at::kFloat);
-  cpu::Gemv(x, n, H, lm_head_.data_ptr(), we, V, logits.data_ptr<float>(), V, false);
+  product(x, H, lm_head_, lm_head8_, V, logits.data_ptr<float>(), V, false);
   stats_->forward_calls++;
   stats_->decode_steps++;
   stats_->lm_head_rows += n;

@@ -196,6 +196,18 @@ void RescaleRows(void* y, const float* row_scale, const float* col_scale, const 
   });
 }
 
+}  // namespace
+
+float QuantizeRowU8(const float* x, uint8_t* q, int64_t k) {
+  return cpu::Avx512() ? QuantizeRowAvx512(x, q, k) : QuantizeRowPortable(x, q, k);
+}
+
+void RescaleRow(void* y, float s, const float* scale, const int32_t* colsum, const float* bias, int64_t n) {
+  cpu::Avx512() ? RescaleRowAvx512(y, s, scale, colsum, bias, n) : RescaleRowPortable(y, s, scale, colsum, bias, n);
+}
+
+namespace {
+
 // bf16 of v rounded to nearest even, as bits (v finite; NaN and inf never reach a product
 // whose output is usable anyway).
 inline uint16_t Bf16Bits(float v) {
@@ -397,6 +409,39 @@ std::string KernelName(at::ScalarType precision) {
   }
 }
 
+Int8Matrix QuantizeInt8(const at::Tensor& weight, const at::Tensor& bias) {
+  GR_CHECK(weight.dim() == 2 && bias.dim() == 1 && bias.size(0) == weight.size(0), kShape, "int8 linear: weight ",
+           weight.sizes(), " and bias ", bias.sizes(), " do not form a layer");
+  Int8Matrix m;
+  at::Tensor w32 = weight.to(at::kCPU, at::kFloat);
+  at::Tensor amax = w32.abs().amax({1});
+  m.scale = at::where(amax > 0, amax / 127.0, at::ones_like(amax)).contiguous();
+  m.w = at::round(w32 / m.scale.unsqueeze(1)).clamp_(-127, 127).to(at::kChar).contiguous();
+  m.colsum = m.w.to(at::kInt).sum({1}, false, at::kInt).contiguous();
+  m.bias = bias.to(at::kCPU, at::kFloat).clone();  // owned: not a view that keeps a checkpoint mapped
+  return m;
+}
+
+Int8Matrix StackInt8(const std::vector<Int8Matrix>& parts) {
+  std::vector<at::Tensor> w, scale, colsum, bias;
+  for (const Int8Matrix& p : parts) w.push_back(p.w), scale.push_back(p.scale), colsum.push_back(p.colsum), bias.push_back(p.bias);
+  return Int8Matrix{at::cat(w, 0).contiguous(), at::cat(scale).contiguous(), at::cat(colsum).contiguous(),
+                    at::cat(bias).contiguous()};
+}
+
+std::shared_ptr<const PackedLinear> PackedLinear::PackInt8(const Int8Matrix& m, Epilogue epilogue) {
+  auto impl = std::make_unique<Impl>();
+  impl->out = m.w.size(0);
+  impl->in = m.w.size(1);
+  impl->precision = at::kChar;
+  impl->epilogue = epilogue;
+  impl->bias = m.bias;
+  impl->weight_scale = m.scale;
+  impl->weight_colsum = m.colsum;
+  PackWeights(impl.get(), m.w, false);
+  return std::shared_ptr<const PackedLinear>(new PackedLinear(std::move(impl)));
+}
+
 std::shared_ptr<const PackedLinear> PackedLinear::Pack(const at::Tensor& weight, const at::Tensor& bias,
                                                       at::ScalarType precision, Epilogue epilogue, bool bf16x3) {
   GR_CHECK(weight.dim() == 2 && bias.dim() == 1 && bias.size(0) == weight.size(0), kShape,
@@ -404,38 +449,38 @@ std::shared_ptr<const PackedLinear> PackedLinear::Pack(const at::Tensor& weight,
   GR_CHECK(precision == at::kFloat || precision == at::kBFloat16 || precision == at::kChar, kInvalidArgument,
            "oneDNN linear layers run in float32, bfloat16 or int8");
   GR_CHECK(!bf16x3 || precision == at::kFloat, kInvalidArgument, "bf16x3 products are float32 layers");
+  if (precision == at::kChar) return PackInt8(QuantizeInt8(weight, bias), epilogue);
   auto impl = std::make_unique<Impl>();
   impl->out = weight.size(0);
   impl->in = weight.size(1);
   impl->split = bf16x3;
   impl->precision = bf16x3 ? at::kBFloat16 : precision;
-  precision = impl->precision;
   impl->epilogue = epilogue;
   impl->bias = bias.to(at::kCPU, at::kFloat).contiguous();
+  at::Tensor w;
+  if (bf16x3) {
+    // [hi(W) | lo(W) | hi(W)] along the input dimension, rounded as SplitRows rounds x.
+    at::Tensor w32 = weight.to(at::kCPU, at::kFloat).contiguous();
+    at::Tensor hi = w32.to(at::kBFloat16);
+    at::Tensor lo = (w32 - hi.to(at::kFloat)).to(at::kBFloat16);
+    w = at::cat({hi, lo, hi}, 1).contiguous();
+  } else {
+    w = weight.to(at::kCPU, precision).contiguous();
+  }
+  PackWeights(impl.get(), w, bf16x3);
+  return std::shared_ptr<const PackedLinear>(new PackedLinear(std::move(impl)));
+}
+
+void PackedLinear::PackWeights(Impl* impl, const at::Tensor& w, bool bf16x3) {
+  const at::ScalarType precision = impl->precision;
   try {
     const int64_t depth = impl->depth();
-    auto pd = Describe(kPackRows, depth, impl->out, precision, epilogue,
+    auto pd = Describe(kPackRows, depth, impl->out, precision, impl->epilogue,
                        memory::desc({depth, impl->out}, DataType(precision), tag::any), bf16x3);
     impl->weights_desc = pd.weights_desc();
     // W^T [in, out] is W [out, in] read column-major: format "ba" over (in, out).
-    at::Tensor w;
-    if (precision == at::kChar) {
-      at::Tensor w32 = weight.to(at::kCPU, at::kFloat);
-      at::Tensor amax = w32.abs().amax({1});
-      impl->weight_scale = at::where(amax > 0, amax / 127.0, at::ones_like(amax)).contiguous();
-      w = at::round(w32 / impl->weight_scale.unsqueeze(1)).clamp_(-127, 127).to(at::kChar).contiguous();
-      impl->weight_colsum = w.to(at::kInt).sum({1}, false, at::kInt).contiguous();
-    } else if (bf16x3) {
-      // [hi(W) | lo(W) | hi(W)] along the input dimension, rounded as SplitRows rounds x.
-      at::Tensor w32 = weight.to(at::kCPU, at::kFloat).contiguous();
-      at::Tensor hi = w32.to(at::kBFloat16);
-      at::Tensor lo = (w32 - hi.to(at::kFloat)).to(at::kBFloat16);
-      w = at::cat({hi, lo, hi}, 1).contiguous();
-    } else {
-      w = weight.to(at::kCPU, precision).contiguous();
-    }
     const dnnl::engine& eng = Engine();
-    memory plain({{depth, impl->out}, DataType(precision), tag::ba}, eng, w.data_ptr());
+    memory plain({{depth, impl->out}, DataType(precision), tag::ba}, eng, const_cast<void*>(w.data_ptr()));
     impl->weights = at::empty({int64_t(impl->weights_desc.get_size())}, at::kByte);
     memory packed(impl->weights_desc, eng, impl->weights.data_ptr());
     dnnl::stream stream(eng);
@@ -444,7 +489,6 @@ std::shared_ptr<const PackedLinear> PackedLinear::Pack(const at::Tensor& weight,
   } catch (const dnnl::error& e) {
     GR_FAIL(kUnsupported, "oneDNN cannot build a ", PrecisionName(precision), " matmul on this CPU (", e.what(), ")");
   }
-  return std::shared_ptr<const PackedLinear>(new PackedLinear(std::move(impl)));
 }
 
 at::Tensor PackedLinear::Forward(const at::Tensor& x_in) const {

@@ -8,6 +8,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace gainrag::onednn {
 
@@ -37,6 +38,25 @@ at::Tensor LinearUnpacked(const at::Tensor& x, const at::Tensor& weight, const a
 // included; 0 means bit-identical (also 0 on a CPU without AVX-512, where only one exists).
 int64_t RowKernelMismatches(int64_t rows, int64_t k, uint32_t seed);
 
+// A weight matrix as the dynamic-int8 products quantise it: w [out, in] int8 row-major with one
+// scale per output channel (W[o, :] ~ scale[o] * w[o, :], scale = max |W[o, :]| / 127), colsum
+// [out] int32 (sum over k of w[o, k], the correction for the inputs' u8 offset) and bias [out]
+// float32 (zeros where the layer has none).
+struct Int8Matrix {
+  at::Tensor w, scale, colsum, bias;
+};
+Int8Matrix QuantizeInt8(const at::Tensor& weight, const at::Tensor& bias);
+// The same matrices stacked along the outputs (q/k/v, gate/up): per-channel scales make the
+// stacked product equal, output for output, to the separate ones.
+Int8Matrix StackInt8(const std::vector<Int8Matrix>& parts);
+
+// The per-row passes of every int8 product (AVX-512 where the CPU has it, else portable; equal
+// bit for bit). QuantizeRowU8: q[k] = round(x[k] / s) + 128 with s = max |x| / 127 (1 for a row
+// of zeros); returns s. RescaleRow: y holds the int32 sums of q x w over n outputs, rewritten in
+// place as float32 (sum - 128 colsum[o]) * (s * scale[o]) + bias[o].
+float QuantizeRowU8(const float* x, uint8_t* q, int64_t k);
+void RescaleRow(void* y, float s, const float* scale, const int32_t* colsum, const float* bias, int64_t n);
+
 class PackedLinear {
  public:
   // weight [out, in] and bias [out] (any floating dtype, CPU). precision kFloat: fp32
@@ -53,6 +73,9 @@ class PackedLinear {
   static std::shared_ptr<const PackedLinear> Pack(const at::Tensor& weight, const at::Tensor& bias,
                                                   at::ScalarType precision, Epilogue epilogue,
                                                   bool bf16x3 = false);
+  // An int8 product of weights already quantised (QuantizeInt8): Pack(weight, bias, kChar, e)
+  // is PackInt8(QuantizeInt8(weight, bias), e).
+  static std::shared_ptr<const PackedLinear> PackInt8(const Int8Matrix& m, Epilogue epilogue);
   ~PackedLinear();
 
   // x [..., in] (float32, or bfloat16 at bf16 precision) -> [..., out] float32; bfloat16 for a
@@ -65,6 +88,9 @@ class PackedLinear {
 
  private:
   struct Impl;
+  // Reorders w ([out, depth] row-major, the product's input type) into the layout oneDNN's
+  // kernels read, chosen for a product of kPackRows rows.
+  static void PackWeights(Impl* impl, const at::Tensor& w, bool bf16x3);
   explicit PackedLinear(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

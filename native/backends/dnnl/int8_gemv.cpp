@@ -1,0 +1,134 @@
+#include "backends/dnnl/int8_gemv.h"
+
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "backends/cpu_decode.h"
+#include "core/error.h"
+
+// GCC 12 warns about the deliberately undefined register inside _mm512_reduce_add_epi32.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#define GR_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+
+namespace gainrag::onednn {
+namespace {
+
+// Outputs per parallel task.
+constexpr int64_t kTile = 32;
+// Rows of x per register block: 4 rows x 4 outputs = 16 int32 accumulators.
+constexpr int kRowBlock = 4;
+constexpr int kOutBlock = 4;
+
+// Sums of R quantised rows (stride ldq, u8) times O weight rows from w (stride in, s8) into
+// acc[r * ldacc + o], prefetching (into L2) the rows `ahead` outputs further on: the weights
+// are streamed from memory once per step, and the hardware prefetcher alone keeps too few lines
+// in flight (as for cpu::Gemv).
+template <int R, int O>
+GR_VNNI void Block(const uint8_t* q, int64_t ldq, int64_t in, const int8_t* w, int64_t ahead, int32_t* acc,
+                   int64_t ldacc) {
+  __m512i a[R][O];
+  for (int r = 0; r < R; ++r)
+    for (int o = 0; o < O; ++o) a[r][o] = _mm512_setzero_si512();
+  const char* pf = reinterpret_cast<const char*>(w + ahead * in);
+  int64_t k = 0;
+  for (; k + 64 <= in; k += 64) {
+    if (ahead > 0) {
+#pragma GCC unroll 4
+      for (int o = 0; o < O; ++o) _mm_prefetch(pf + o * in + k, _MM_HINT_T1);
+    }
+    __m512i wv[O];
+#pragma GCC unroll 4
+    for (int o = 0; o < O; ++o) wv[o] = _mm512_loadu_si512(w + o * in + k);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m512i xv = _mm512_loadu_si512(q + r * ldq + k);
+#pragma GCC unroll 4
+      for (int o = 0; o < O; ++o) a[r][o] = _mm512_dpbusd_epi32(a[r][o], xv, wv[o]);
+    }
+  }
+  if (k < in) {
+    // Weights past the row's end load as 0, so whatever the quantised rows hold there adds 0.
+    const __mmask64 m = (~0ull) >> (64 - (in - k));
+    __m512i wv[O];
+    for (int o = 0; o < O; ++o) wv[o] = _mm512_maskz_loadu_epi8(m, w + o * in + k);
+    for (int r = 0; r < R; ++r) {
+      const __m512i xv = _mm512_maskz_loadu_epi8(m, q + r * ldq + k);
+      for (int o = 0; o < O; ++o) a[r][o] = _mm512_dpbusd_epi32(a[r][o], xv, wv[o]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int o = 0; o < O; ++o) acc[r * ldacc + o] = _mm512_reduce_add_epi32(a[r][o]);
+}
+
+// Outputs [o0, o1) for R rows: blocks of kOutBlock, then single outputs; prefetch two blocks
+// ahead, never past the matrix's last row.
+template <int R>
+GR_VNNI void Rows(const uint8_t* q, int64_t ldq, int64_t in, const int8_t* w, int64_t o0, int64_t o1, int64_t out,
+                  int32_t* acc, int64_t ldacc) {
+  constexpr int64_t kAhead = 2 * kOutBlock;
+  int64_t o = o0;
+  for (; o + kOutBlock <= o1; o += kOutBlock)
+    Block<R, kOutBlock>(q, ldq, in, w + o * in, o + kAhead + kOutBlock <= out ? kAhead : 0, acc + o, ldacc);
+  for (; o < o1; ++o) Block<R, 1>(q, ldq, in, w + o * in, 0, acc + o, ldacc);
+}
+
+GR_VNNI void Sums(const uint8_t* q, int64_t ldq, int64_t rows, int64_t in, const int8_t* w, int64_t o0, int64_t o1,
+                  int64_t out, int32_t* acc) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kRowBlock) {
+    const uint8_t* qr = q + r0 * ldq;
+    int32_t* ar = acc + r0 * out;
+    switch (std::min<int64_t>(kRowBlock, rows - r0)) {
+      case 1: Rows<1>(qr, ldq, in, w, o0, o1, out, ar, out); break;
+      case 2: Rows<2>(qr, ldq, in, w, o0, o1, out, ar, out); break;
+      case 3: Rows<3>(qr, ldq, in, w, o0, o1, out, ar, out); break;
+      default: Rows<4>(qr, ldq, in, w, o0, o1, out, ar, out); break;
+    }
+  }
+}
+
+}  // namespace
+
+bool SupportsInt8Gemv() {
+  static const bool ok = cpu::Avx512() && __builtin_cpu_supports("avx512vnni");
+  return ok;
+}
+
+void GemvInt8(const float* x, int64_t rows, const Int8Matrix& m, float* y, int64_t ldy, bool accumulate) {
+  GR_CHECK(SupportsInt8Gemv(), kUnsupported, "int8 decode products need AVX512-VNNI");
+  const int64_t out = m.w.size(0), in = m.w.size(1);
+  if (rows <= 0 || out <= 0) return;
+  // Quantised rows at a stride of whole cache lines plus one, so rows do not share L1 sets.
+  const int64_t ldq = (in + 63) / 64 * 64 + 64;
+  std::vector<uint8_t> q(size_t(rows * ldq));
+  std::vector<float> row_scale(size_t(rows));
+  for (int64_t r = 0; r < rows; ++r) row_scale[size_t(r)] = QuantizeRowU8(x + r * in, q.data() + r * ldq, in);
+  // int32 sums, rewritten in place as float32 by the product's own rescaling pass.
+  std::vector<int32_t> acc(size_t(rows * out));
+  const int8_t* w = m.w.data_ptr<int8_t>();
+  const float* scale = m.scale.data_ptr<float>();
+  const int32_t* colsum = m.colsum.data_ptr<int32_t>();
+  const float* bias = m.bias.data_ptr<float>();
+  const int64_t tiles = (out + kTile - 1) / kTile;
+  at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
+    const int64_t o0 = t0 * kTile, o1 = std::min(out, t1 * kTile);
+    Sums(q.data(), ldq, rows, in, w, o0, o1, out, acc.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      int32_t* ar = acc.data() + r * out + o0;
+      RescaleRow(ar, row_scale[size_t(r)], scale + o0, colsum + o0, bias + o0, o1 - o0);
+      const float* t = reinterpret_cast<const float*>(ar);
+      float* yr = y + r * ldy + o0;
+      if (accumulate) {
+        for (int64_t o = 0; o < o1 - o0; ++o) yr[o] += t[o];
+      } else {
+        std::copy(t, t + (o1 - o0), yr);
+      }
+    }
+  });
+}
+
+}  // namespace gainrag::onednn
