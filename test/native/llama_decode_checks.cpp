@@ -8,6 +8,7 @@
 
 #include <c10/core/InferenceMode.h>
 
+#include "core/error.h"
 #include "models/llama.h"
 
 namespace {
@@ -30,11 +31,24 @@ int LlamaDecodeChecks(const std::string& dir) {
     if (!ok) std::fprintf(stderr, "FAIL: %s\n", what.c_str()), ++failures;
   };
   const std::vector<std::vector<int64_t>> prompts = {{0, 17, 250, 3, 999, 42}, {0, 512, 7}};
-  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+  // kChar: dynamic int8 (oneDNN builds only), whose fused step runs the same int8 products as
+  // the ATen step's (onednn::GemvInt8, equal bit for bit), so only the float32 glue differs.
+  std::vector<at::ScalarType> dtypes = {at::kFloat, at::kBFloat16};
+#ifdef GAINRAG_WITH_DNNL
+  dtypes.push_back(at::kChar);
+#endif
+  for (at::ScalarType dtype : dtypes) {
     LlamaOptions opts;
     opts.dtype = dtype;
-    auto model = LlamaModel::Load(dir, opts);
-    const std::string name = dtype == at::kFloat ? "float32" : "bfloat16";
+    std::shared_ptr<LlamaModel> model;
+    try {
+      model = LlamaModel::Load(dir, opts);
+    } catch (const Error& e) {
+      // int8 needs a oneDNN int8 kernel for this CPU; anything else is a failure.
+      check(dtype == at::kChar && e.code() == ErrorCode::kUnsupported, std::string("llama load: ") + e.what());
+      continue;
+    }
+    const std::string name = dtype == at::kFloat ? "float32" : dtype == at::kBFloat16 ? "bfloat16" : "int8";
     if (!model->fast_decode()) {
       std::printf("llama fused decode step: not available on this CPU (%s), ATen path only\n", name.c_str());
       continue;
@@ -75,7 +89,9 @@ int LlamaDecodeChecks(const std::string& dir) {
           same = same && tok_fast[r] == tok_aten[r];
         }
       }
-      const double tol = dtype == at::kFloat ? 1e-5 : 3e-2;
+      // int8: the glue's float32 rounding differs from ATen's by ~1e-7, which can move an
+      // activation across a quantisation step; one step is ~1/127 of a row's largest value.
+      const double tol = dtype == at::kFloat ? 1e-5 : dtype == at::kBFloat16 ? 3e-2 : 2e-3;
       const std::string what = "llama fused decode step, " + name + ", " + std::to_string(rows) + " row(s)";
       check(same, what + ": greedy tokens equal the ATen step");
       check(worst < tol, what + ": logits within " + std::to_string(tol) + " of the ATen step (max rel " +

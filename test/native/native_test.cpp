@@ -45,6 +45,7 @@ int LlamaDecodeChecks(const std::string& dir);
 int CpuDecodeChecks();
 int CpuRowsChecks();
 int PackedLinearChecks();
+int Int8GemvChecks();
 int TensorMemoryChecks();
 int BatchedMatmulChecks();
 
@@ -140,6 +141,7 @@ int RunChecks(int argc, char** argv) {
   failures += CpuDecodeChecks();
   failures += CpuRowsChecks();
   failures += PackedLinearChecks();
+  failures += Int8GemvChecks();
 
   if (failures == 0) std::printf("all native checks passed\n");
   return failures == 0 ? 0 : 1;

@@ -104,11 +104,11 @@ void GemvInt8(const float* x, int64_t rows, const Int8Matrix& m, float* y, int64
   if (rows <= 0 || out <= 0) return;
   // Quantised rows at a stride of whole cache lines plus one, so rows do not share L1 sets.
   const int64_t ldq = (in + 63) / 64 * 64 + 64;
-  std::vector<uint8_t> q(size_t(rows * ldq));
-  std::vector<float> row_scale(size_t(rows));
+  std::vector<uint8_t> q(static_cast<size_t>(rows * ldq));
+  std::vector<float> row_scale(static_cast<size_t>(rows));
   for (int64_t r = 0; r < rows; ++r) row_scale[size_t(r)] = QuantizeRowU8(x + r * in, q.data() + r * ldq, in);
   // int32 sums, rewritten in place as float32 by the product's own rescaling pass.
-  std::vector<int32_t> acc(size_t(rows * out));
+  std::vector<int32_t> acc(static_cast<size_t>(rows * out));
   const int8_t* w = m.w.data_ptr<int8_t>();
   const float* scale = m.scale.data_ptr<float>();
   const int32_t* colsum = m.colsum.data_ptr<int32_t>();

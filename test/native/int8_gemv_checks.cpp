@@ -1,0 +1,76 @@
+// onednn::GemvInt8 (the int8 LLM's decode products) against PackedLinear::Forward at int8, the
+// product prefill and the ATen decode step use: same weights, same rows. Both quantise each row
+// the same way, sum exactly in int32 and run the same rescaling pass, so the outputs must be
+// equal bit for bit, at depths that are and are not multiples of the 64-byte VNNI step, output
+// counts with and without a tail of the 4-output block, 1-9 rows (the 4-row register blocks and
+// their remainders), with and without accumulating into y, with and without a bias, and for
+// stacked matrices (StackInt8) against the separate products. Part of gainrag_native_test;
+// without oneDNN or VNNI it checks nothing.
+#include <cstdio>
+#include <cstring>
+
+#ifdef GAINRAG_WITH_DNNL
+#include <ATen/ATen.h>
+
+#include "backends/dnnl/int8_gemv.h"
+#include "backends/dnnl/packed_linear.h"
+#endif
+
+int Int8GemvChecks() {
+#ifndef GAINRAG_WITH_DNNL
+  return 0;
+#else
+  using namespace gainrag::onednn;
+  if (!SupportsInt8Gemv() || !Supports(at::kChar)) {
+    std::printf("int8 gemv: no VNNI or no oneDNN int8 kernel on this CPU, not checked\n");
+    return 0;
+  }
+  int failures = 0;
+  struct Shape { int64_t k, n; bool bias; };
+  for (Shape s : {Shape{17, 5, true}, Shape{64, 33, false}, Shape{1000, 100, true}, Shape{2816, 130, false}}) {
+    at::manual_seed(11 + s.k);
+    at::Tensor w = at::randn({s.n, s.k}) * 0.05;
+    at::Tensor b = s.bias ? at::randn({s.n}) : at::zeros({s.n});
+    const Int8Matrix m = QuantizeInt8(w, b);
+    auto product = PackedLinear::PackInt8(m, Epilogue::kNone);
+    for (int64_t rows = 1; rows <= 9; ++rows) {
+      // Rows at several scales, one of them all zeros.
+      at::Tensor x = at::randn({rows, s.k}) * at::exp(at::randn({rows, 1}));
+      if (rows > 2) x.index_put_({1}, at::zeros({s.k}));
+      at::Tensor expect = product->Forward(x);
+      at::Tensor y = at::empty({rows, s.n});
+      GemvInt8(x.data_ptr<float>(), rows, m, y.data_ptr<float>(), s.n, false);
+      at::Tensor base = at::randn({rows, s.n});
+      at::Tensor acc = base.clone();
+      GemvInt8(x.data_ptr<float>(), rows, m, acc.data_ptr<float>(), s.n, true);
+      const bool same = std::memcmp(y.data_ptr(), expect.data_ptr(), size_t(rows * s.n) * 4) == 0;
+      at::Tensor expect_acc = base + expect;
+      const bool same_acc = std::memcmp(acc.data_ptr(), expect_acc.data_ptr(), size_t(rows * s.n) * 4) == 0;
+      if (!same || !same_acc) {
+        std::printf("FAIL: int8 gemv k=%lld n=%lld rows=%lld differs from the packed int8 product (max %g, accumulated %g)\n",
+                    (long long)s.k, (long long)s.n, (long long)rows, (y - expect).abs().max().item<double>(),
+                    (acc - expect_acc).abs().max().item<double>());
+        ++failures;
+      }
+    }
+  }
+  // Stacked matrices: the product of [A; B] equals A's outputs followed by B's.
+  {
+    at::manual_seed(5);
+    const int64_t k = 320;
+    at::Tensor wa = at::randn({48, k}), wb = at::randn({21, k}) * 3.0, ba = at::randn({48}), bb = at::zeros({21});
+    const Int8Matrix a = QuantizeInt8(wa, ba), bm = QuantizeInt8(wb, bb), ab = StackInt8({a, bm});
+    at::Tensor x = at::randn({3, k});
+    at::Tensor ya = at::empty({3, 48}), yb = at::empty({3, 21}), yab = at::empty({3, 69});
+    GemvInt8(x.data_ptr<float>(), 3, a, ya.data_ptr<float>(), 48, false);
+    GemvInt8(x.data_ptr<float>(), 3, bm, yb.data_ptr<float>(), 21, false);
+    GemvInt8(x.data_ptr<float>(), 3, ab, yab.data_ptr<float>(), 69, false);
+    if (!at::equal(at::cat({ya, yb}, 1), yab)) {
+      std::printf("FAIL: int8 gemv of stacked matrices differs from the separate products\n");
+      ++failures;
+    }
+  }
+  if (failures == 0) std::printf("int8 gemv: equal to the packed int8 products bit for bit\n");
+  return failures;
+#endif
+}
