@@ -1,6 +1,6 @@
 // A GGUF (version 3) writer for the llama.cpp peer bench: a Hugging Face Llama directory
 // (config.json + model.safetensors) to one .gguf file with llama architecture metadata, a
-// tokenizer block llama.cpp accepts, and the weights as F32, F16 or BF16.
+// tokenizer block llama.cpp accepts, and the weights as F32, F16, BF16 or Q8_0.
 //
 // What llama.cpp expects and HF does not:
 // - dims are listed innermost first (ne[0] = columns): an HF [out, in] matrix is [in, out];
@@ -15,11 +15,11 @@ import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { SafetensorsFile, decode16 } from '../lib/safetensors.js';
 
-export type GgufFileType = 'F32' | 'F16' | 'BF16';
+export type GgufFileType = 'F32' | 'F16' | 'BF16' | 'Q8_0';
 
-const GGML_TYPE = { F32: 0, F16: 1, BF16: 30 } as const;
-// llama_ftype: ALL_F32, MOSTLY_F16, MOSTLY_BF16.
-const FILE_TYPE = { F32: 0, F16: 1, BF16: 32 } as const;
+const GGML_TYPE = { F32: 0, F16: 1, BF16: 30, Q8_0: 8 } as const;
+// llama_ftype: ALL_F32, MOSTLY_F16, MOSTLY_BF16, MOSTLY_Q8_0.
+const FILE_TYPE = { F32: 0, F16: 1, BF16: 32, Q8_0: 7 } as const;
 const ALIGNMENT = 32;
 
 const enum Kv { U32 = 4, I32 = 5, F32 = 6, BOOL = 7, STRING = 8, ARRAY = 9 }
@@ -110,6 +110,37 @@ export function toBf16Bits(src: Float32Array): Uint16Array {
   return out;
 }
 
+/** Elements per Q8_0 block and its bytes: an IEEE half scale d, then 32 int8 values q (x ~ d q). */
+const Q8_BLOCK = 32, Q8_BYTES = 34;
+
+/**
+ * float32 rows -> GGML Q8_0 blocks along the row (its length a multiple of 32): per block
+ * d = max |x| / 127 (stored as half) and q = round(x / d), as ggml's reference quantiser.
+ */
+export function toQ8_0(src: Float32Array): Buffer {
+  if (src.length % Q8_BLOCK !== 0) throw new Error(`Q8_0 needs a multiple of ${Q8_BLOCK} values, got ${src.length}`);
+  const blocks = src.length / Q8_BLOCK;
+  const out = Buffer.alloc(blocks * Q8_BYTES);
+  const scale = new Float32Array(1);
+  for (let b = 0; b < blocks; b++) {
+    let amax = 0;
+    for (let i = 0; i < Q8_BLOCK; i++) amax = Math.max(amax, Math.abs(src[b * Q8_BLOCK + i]));
+    scale[0] = amax / 127;
+    const d = scale[0], id = d ? 1 / d : 0;
+    out.writeUInt16LE(toF16Bits(scale)[0], b * Q8_BYTES);
+    for (let i = 0; i < Q8_BLOCK; i++) {
+      const v = Math.fround(src[b * Q8_BLOCK + i] * id);  // float32 product, then roundf (half away from zero)
+      out.writeInt8(Math.sign(v) * Math.round(Math.abs(v)), b * Q8_BYTES + 2 + i);
+    }
+  }
+  return out;
+}
+
+/** Bytes of `count` values stored as `type`. */
+function typeBytes(type: GgufFileType, count: number): number {
+  return type === 'F32' ? 4 * count : type === 'Q8_0' ? (count / Q8_BLOCK) * Q8_BYTES : 2 * count;
+}
+
 /** float32 -> IEEE half bits, round to nearest even, overflow to inf, subnormals kept. */
 export function toF16Bits(src: Float32Array): Uint16Array {
   const out = new Uint16Array(src.length);
@@ -195,6 +226,7 @@ export async function writeLlamaGguf(hfDir: string, outFile: string, fileType: G
     throw new Error(`${hfDir}: tensor ${name} is ${meta.dtype}`);
   };
   const encode = (v: Float32Array, type: GgufFileType): Buffer => {
+    if (type === 'Q8_0') return toQ8_0(v);
     const typed = type === 'F32' ? v : type === 'BF16' ? toBf16Bits(v) : toF16Bits(v);
     return Buffer.from(typed.buffer, typed.byteOffset, typed.byteLength);
   };
@@ -205,7 +237,7 @@ export async function writeLlamaGguf(hfDir: string, outFile: string, fileType: G
     const dims = [...meta.shape].reverse();
     const type: GgufFileType = dims.length === 1 ? 'F32' : fileType;
     const count = dims.reduce((a, b) => a * b, 1);
-    plan.push({ name: ggufName, dims, type, bytes: count * (type === 'F32' ? 4 : 2),
+    plan.push({ name: ggufName, dims, type, bytes: typeBytes(type, count),
       data: () => encode(transform ? transform(floats(hfName)) : floats(hfName), type) });
   };
   add('token_embd.weight', 'model.embed_tokens.weight');

@@ -1,6 +1,6 @@
 // gainrag's CausalLM against llama.cpp (node-llama-cpp 3.21.1, its prebuilt CPU binary) on the same
 // weights and the same token ids, 2 threads each, in one run with alternating rounds:
-//   node dist/bench/llama-cpp-peer.js [--rounds 3] [--dtypes fp32,bf16] [--quick]
+//   node dist/bench/llama-cpp-peer.js [--rounds 3] [--dtypes fp32,bf16[,int8]] [--quick]
 //                                     [--no-threadpool-check] [--no-reference] [--reference-prompts 16]
 //                                     [--accuracy-only] [--no-write]
 //                                     [--out bench/results/cpu-llama-cpp-peer.md]
@@ -8,7 +8,12 @@
 // intermediate 2816, vocab 32000, untied lm_head, no EOS so every run makes the same number of
 // tokens) written by this script to a temp directory, and the bundled models/llama-tiny (checks
 // only). Both are converted to GGUF by bench/gguf.ts (F32 and BF16); gainrag reads the same
-// float32 safetensors and, for bf16, rounds them the same way (round to nearest even).
+// float32 safetensors and, for bf16, rounds them the same way (round to nearest even). int8
+// (opt-in in --dtypes) is gainrag's dtype 'int8' (per-output-channel weight scales, per-row
+// activation scales, exact int32 sums) against llama.cpp's Q8_0 (a scale per 32 weights; its
+// CPU dot products quantise the activations to Q8_0 too): the same bytes per weight give or
+// take 6%, not the same rounding, so their greedy tokens are not expected to agree; both are
+// compared with the float64 forward of the unrounded float32 model.
 //
 // node-llama-cpp is not a dependency of the package (its optional platform packages include
 // CUDA/Vulkan builds of ~650 MB that every `npm ci` would fetch): bench/llama-cpp/ holds a
@@ -264,7 +269,8 @@ async function main(): Promise<void> {
   // Only the float64-reference accuracy rows (no greedy checks, no timing).
   const accuracyOnly = flag('accuracy-only');
   const rounds = Number(arg('rounds', quick ? '1' : '3'));
-  const dtypes = arg('dtypes', 'fp32,bf16').split(',') as ('fp32' | 'bf16')[];
+  const dtypes = arg('dtypes', 'fp32,bf16').split(',') as ('fp32' | 'bf16' | 'int8')[];
+    for (const d of dtypes) if (!['fp32', 'bf16', 'int8'].includes(d)) throw new Error(`--dtypes: unknown ${d} (fp32, bf16, int8)`);
   const outFile = path.resolve(arg('out', path.join(repoRoot, 'bench', 'results', 'cpu-llama-cpp-peer.md')));
   const shape = quick ? QUICK_SHAPE : ISSUE_SHAPE;
   const prefillRows = quick ? 4 : 16, prefillLen = quick ? 128 : 512;
@@ -288,7 +294,7 @@ async function main(): Promise<void> {
         dir: randomDir, vocab: shape.vocab, bench: true },
       { name: 'models/llama-tiny', dir: path.join(repoRoot, 'models', 'llama-tiny'), vocab: 1000, bench: false },
     ];
-    const ggufType: Record<string, GgufFileType> = { fp32: 'F32', bf16: 'BF16' };
+    const ggufType: Record<string, GgufFileType> = { fp32: 'F32', bf16: 'BF16', int8: 'Q8_0' };
     const gguf = new Map<string, string>();
     for (const [mi, m] of models.entries()) {
       for (const d of dtypes) {
@@ -308,7 +314,7 @@ async function main(): Promise<void> {
     for (const [mi, m] of models.entries()) {
       for (const d of dtypes) {
         if (accuracyOnly && !m.bench) continue;
-        const lm = await CausalLM.load(m.dir, { dtype: d === 'fp32' ? 'float32' : 'bfloat16' });
+        const lm = await CausalLM.load(m.dir, { dtype: d === 'fp32' ? 'float32' : d === 'bf16' ? 'bfloat16' : 'int8' });
         peerInfo = (await peer.call({ op: 'load', file: gguf.get(`${mi}:${d}`) })).info ?? {};
         // Last-position log-probabilities on llama.cpp's top 20.
         const lp = promptIds(1, 32, m.vocab, 29 + mi)[0];
@@ -431,7 +437,7 @@ async function main(): Promise<void> {
 
     const info = engineInfo();
     const cmd = `node dist/bench/llama-cpp-peer.js ${process.argv.slice(2).join(' ')}`.trim();
-    const table = ['| tokens/s | ' + dtypes.map((d) => `gainrag ${d} | llama.cpp ${d === 'fp32' ? 'F32' : 'BF16'} | ratio`).join(' | ') + ' |',
+    const table = ['| tokens/s | ' + dtypes.map((d) => `gainrag ${d} | llama.cpp ${ggufType[d]} | ratio`).join(' | ') + ' |',
       '|---|' + dtypes.map(() => '---|---|---|').join('') ];
     const label: Record<string, string> = {
       prefill: `prefill ${prefillRows} × ${prefillLen}`, decode1: `decode, 1 sequence × ${decodeNew}`, decode8: `decode, ${batchRows} sequences × ${batchNew}`,
