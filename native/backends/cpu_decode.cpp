@@ -1,4 +1,5 @@
 #include "backends/cpu_decode.h"
+#include "backends/spin_pool.h"
 
 #include <ATen/Parallel.h>
 #include <immintrin.h>
@@ -232,7 +233,7 @@ void Gemv(const float* x, int64_t rows, int64_t in, const void* w, Elem we, int6
     x = padded.data();
   }
   const int64_t tiles = (out + kTile - 1) / kTile;
-  at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
+  SpinParallelFor(tiles, [&](int64_t t0, int64_t t1) {
     const int64_t o0 = t0 * kTile, o1 = std::min(out, t1 * kTile);
     if (we == Elem::kBF16) Tile(x, ldx, rows, in, static_cast<const uint16_t*>(w), o0, o1, out, y, ldy, accumulate);
     else Tile(x, ldx, rows, in, static_cast<const float*>(w), o0, o1, out, y, ldy, accumulate);
@@ -249,7 +250,7 @@ void RmsNormRows(const float* x, int64_t rows, int64_t n, const void* weight, El
 void DecodeAttention(const float* q, const void* k_cache, const void* v_cache, Elem ce, int64_t rows,
                      int64_t kv_heads, int64_t rep, int64_t capacity, int64_t hd, const int64_t* pos, float scale,
                      float* out) {
-  at::parallel_for(0, rows * kv_heads, 1, [&](int64_t i0, int64_t i1) {
+  SpinParallelFor(rows * kv_heads, [&](int64_t i0, int64_t i1) {
     std::vector<float> scores;
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t r = i / kv_heads, g = i % kv_heads;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backends/cpu_decode.h"
+#include "backends/spin_pool.h"
 #include "core/error.h"
 
 // GCC 12 warns about the deliberately undefined register inside _mm512_reduce_add_epi32.
@@ -114,7 +115,7 @@ void GemvInt8(const float* x, int64_t rows, const Int8Matrix& m, float* y, int64
   const int32_t* colsum = m.colsum.data_ptr<int32_t>();
   const float* bias = m.bias.data_ptr<float>();
   const int64_t tiles = (out + kTile - 1) / kTile;
-  at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
+  cpu::SpinParallelFor(tiles, [&](int64_t t0, int64_t t1) {
     const int64_t o0 = t0 * kTile, o1 = std::min(out, t1 * kTile);
     Sums(q.data(), ldq, rows, in, w, o0, o1, out, acc.data());
     for (int64_t r = 0; r < rows; ++r) {
