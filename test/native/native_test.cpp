@@ -46,6 +46,7 @@ int CpuDecodeChecks();
 int CpuRowsChecks();
 int PackedLinearChecks();
 int Int8GemvChecks();
+int SpinPoolChecks();
 int TensorMemoryChecks();
 int BatchedMatmulChecks();
 
@@ -142,6 +143,7 @@ int RunChecks(int argc, char** argv) {
   failures += CpuRowsChecks();
   failures += PackedLinearChecks();
   failures += Int8GemvChecks();
+  failures += SpinPoolChecks();
 
   if (failures == 0) std::printf("all native checks passed\n");
   return failures == 0 ? 0 : 1;
