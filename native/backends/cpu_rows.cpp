@@ -149,7 +149,9 @@ void AddLayerNormRows(const float* a, const float* residual, int64_t rows, int64
 void ExpVector(const float* x, int64_t n, float* y) {
   if (n <= 0) return;
   if (Avx512()) return ExpAvx512(x, n, y);
-  for (int64_t j = 0; j < n; ++j) y[j] = std::exp(x[j]);
+  // The same contract as the vector path: 0 below the float32 normal range (std::exp would
+  // return a denormal there), NaN kept.
+  for (int64_t j = 0; j < n; ++j) y[j] = x[j] < -87.3f ? 0.f : std::exp(x[j]);
 }
 
 }  // namespace gainrag::cpu
