@@ -1,7 +1,9 @@
 // CPU kernels for a decoder's decode step over few rows (one token per sequence): matrix-vector
 // products that stream each weight matrix once per step whatever the number of rows, RMSNorm,
-// and single-query attention over a KV cache. They use AVX-512 (F/BW/VL) through function target
-// attributes, so the rest of the build stays portable: call them only when Avx512() is true.
+// and single-query attention over a KV cache. They are compiled for AVX-512 (F/BW/VL) and for
+// AVX2 + FMA + F16C through function target attributes (one source, cpu_decode_kernels.inc), so
+// the rest of the build stays portable; the widest the CPU runs is chosen at run time. Call them
+// only when DecodeKernels() is true.
 // Activations are float32 throughout; weights and caches may be float32 or bfloat16 (upcast in
 // registers, fp32 accumulation).
 #pragma once
@@ -13,8 +15,21 @@ namespace gainrag::cpu {
 // kF16 (IEEE half) is for KV caches only (DecodeAttention), not weights.
 enum class Elem { kF32, kBF16, kF16 };
 
-// Whether this CPU runs the kernels below (AVX-512 F, BW and VL).
+// Whether this CPU has AVX-512 F, BW and VL (also used by the row kernels elsewhere).
 bool Avx512();
+
+// The instruction sets the kernels below are compiled for, narrowest first.
+enum class DecodeIsa { kNone, kAvx2, kAvx512 };
+// The widest this CPU runs.
+DecodeIsa DetectedDecodeIsa();
+// The one the kernels use: the detected one unless SetDecodeIsa narrowed it.
+DecodeIsa ActiveDecodeIsa();
+// Whether the kernels below run on this CPU at all.
+bool DecodeKernels();
+// Narrows the kernels to `isa` (clamped to what the CPU has), process-wide: for the native
+// checks, which run every compiled path the CPU supports against the same references.
+void SetDecodeIsa(DecodeIsa isa);
+const char* DecodeIsaName(DecodeIsa isa);
 
 // y[r * ldy + o] = (accumulate ? y[r * ldy + o] : 0) + sum_k x[r * in + k] * w[o * in + k] for
 // r < rows, o < out; w is [out, in] row-major. Parallel over output columns (ATen's threads);

@@ -56,7 +56,7 @@ std::string DecodeModeFromEnvironment() {
 void LlamaModel::PrepareFastDecode() {
   fast_decode_ = false;
   const std::string mode = DecodeModeFromEnvironment();
-  if (mode == "aten" || !device_.is_cpu() || !cpu::Avx512()) return;
+  if (mode == "aten" || !device_.is_cpu() || !cpu::DecodeKernels()) return;
   if (int8_) {
     // The int8 products' rows were kept by PackInt8 where the CPU has VNNI; without them int8
     // decodes through DecodeStep, whose products are the packed int8 ones.

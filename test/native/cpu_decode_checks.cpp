@@ -1,4 +1,4 @@
-// The AVX-512 matrix-vector kernel of the CPU decode step (native/backends/cpu_decode.cpp)
+// The matrix-vector kernels (AVX-512 and AVX2, each where the CPU runs it) of the CPU decode step (native/backends/cpu_decode.cpp)
 // against a float64 product computed here, over the shapes that exercise each code path: 1-11
 // rows (every register block size, and a block of 8 followed by a remainder), inputs with and
 // without a masked tail, outputs that are and are not multiples of the blocks, float32 and
@@ -28,15 +28,8 @@ float FromBf16(uint16_t h) {
   return f;
 }
 
-}  // namespace
-
-// Returns the number of failed checks (messages on stderr).
-int CpuDecodeChecks() {
+int GemvChecks(const char* isa) {
   using namespace gainrag::cpu;
-  if (!Avx512()) {
-    std::printf("cpu decode kernels: not available on this CPU, skipped\n");
-    return 0;
-  }
   int failures = 0, cases = 0;
   std::mt19937 rng(1234);
   std::uniform_real_distribution<float> uni(-1.f, 1.f);
@@ -70,12 +63,31 @@ int CpuDecodeChecks() {
             }
             ++cases;
             if (worst > 1e-5 || !padding_kept) {
-              std::fprintf(stderr, "FAIL: cpu Gemv %s rows=%lld in=%lld out=%lld acc=%d: error %.3g%s\n",
-                           elem == Elem::kBF16 ? "bf16" : "fp32", (long long)rows, (long long)in, (long long)out,
+              std::fprintf(stderr, "FAIL: cpu Gemv (%s) %s rows=%lld in=%lld out=%lld acc=%d: error %.3g%s\n",
+                           isa, elem == Elem::kBF16 ? "bf16" : "fp32", (long long)rows, (long long)in, (long long)out,
                            int(accumulate), worst, padding_kept ? "" : ", wrote past out");
               ++failures;
             }
           }
-  std::printf("cpu decode Gemv: %d shapes against a float64 product, %d failed\n", cases, failures);
+  std::printf("cpu decode Gemv (%s): %d shapes against a float64 product, %d failed\n", isa, cases, failures);
+  return failures;
+}
+
+}  // namespace
+
+// Returns the number of failed checks (messages on stderr).
+int CpuDecodeChecks() {
+  using namespace gainrag::cpu;
+  if (!DecodeKernels()) {
+    std::printf("cpu decode kernels: not available on this CPU, skipped\n");
+    return 0;
+  }
+  int failures = 0;
+  for (DecodeIsa isa : {DecodeIsa::kAvx512, DecodeIsa::kAvx2}) {
+    if (isa > DetectedDecodeIsa()) continue;
+    SetDecodeIsa(isa);
+    failures += GemvChecks(DecodeIsaName(isa));
+  }
+  SetDecodeIsa(DetectedDecodeIsa());
   return failures;
 }

@@ -8,6 +8,7 @@
 
 #include <c10/core/InferenceMode.h>
 
+#include "backends/cpu_decode.h"
 #include "core/error.h"
 #include "models/llama.h"
 
@@ -53,7 +54,13 @@ int LlamaDecodeChecks(const std::string& dir) {
       std::printf("llama fused decode step: not available on this CPU (%s), ATen path only\n", name.c_str());
       continue;
     }
+    // Every compiled kernel set this CPU runs (AVX-512, then AVX2), against the same ATen step.
+    std::vector<cpu::DecodeIsa> isas;
+    for (cpu::DecodeIsa isa : {cpu::DecodeIsa::kAvx512, cpu::DecodeIsa::kAvx2})
+      if (isa <= cpu::DetectedDecodeIsa()) isas.push_back(isa);
+    for (cpu::DecodeIsa isa : isas)
     for (int64_t rows : {1, 2}) {
+      cpu::SetDecodeIsa(isa);
       const int64_t t = int64_t(prompts[0].size()), cap = 32;
       at::Tensor ids = at::ones({rows, t}, at::kLong), pos = at::arange(t).repeat({rows, 1});
       at::Tensor mask = at::ones({t, t}, at::kBool).tril().expand({rows, t, t}).contiguous();
@@ -92,12 +99,14 @@ int LlamaDecodeChecks(const std::string& dir) {
       // int8: the glue's float32 rounding differs from ATen's by ~1e-7, which can move an
       // activation across a quantisation step; one step is ~1/127 of a row's largest value.
       const double tol = dtype == at::kFloat ? 1e-5 : dtype == at::kBFloat16 ? 3e-2 : 2e-3;
-      const std::string what = "llama fused decode step, " + name + ", " + std::to_string(rows) + " row(s)";
+      const std::string what = "llama fused decode step, " + name + ", " + cpu::DecodeIsaName(isa) + ", " +
+                               std::to_string(rows) + " row(s)";
       check(same, what + ": greedy tokens equal the ATen step");
       check(worst < tol, what + ": logits within " + std::to_string(tol) + " of the ATen step (max rel " +
                              std::to_string(worst) + ")");
       std::printf("%s: max rel logit difference %.3g\n", what.c_str(), worst);
     }
+    cpu::SetDecodeIsa(cpu::DetectedDecodeIsa());
   }
   return failures;
 }
