@@ -20,8 +20,11 @@ Napi::Value EngineInfoJs(const Napi::CallbackInfo& info) {
     e.backends.push_back("dnnl");  // oneDNN matmuls for the encoders (their CPU default; GAINRAG_GEMM=torch opts out)
     // Asked once: creating the probe primitives costs a few milliseconds.
     static const std::string kernels = [] {
-      std::string f32 = onednn::KernelName(at::kFloat), bf16 = onednn::KernelName(at::kBFloat16);
-      return "f32 " + (f32.empty() ? std::string("none") : f32) + ", bf16 " + (bf16.empty() ? std::string("none") : bf16);
+      auto name = [](at::ScalarType t) {
+        const std::string k = onednn::KernelName(t);
+        return k.empty() ? std::string("none") : k;
+      };
+      return "f32 " + name(at::kFloat) + ", bf16 " + name(at::kBFloat16) + ", int8 " + name(at::kChar);
     }();
     e.dnnl_kernels = kernels;
 #endif

@@ -12,6 +12,7 @@ import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { encodeSafetensors, type F32Tensor } from '../lib/convert/llama2c.js';
 import { CrossEncoder, Encoder, engineInfo, hasCode } from '../lib/index.js';
+import { dnnlHas } from './capabilities.js';
 import { fixture, maxRelDiff, readReference } from './helpers.js';
 
 interface BertRef { queries: string[]; mean_pooled: number[][]; cls: number[][] }
@@ -78,7 +79,7 @@ function writeWideModel(name: string, hiddenAct: string, H = 256): string {
 test('engineInfo lists dnnl exactly when an explicit gemm: dnnl loads', async () => {
   if (hasDnnl) {
     // oneDNN's run-time choice of kernel for each precision is reported ("none" where it has none).
-    assert.match(engineInfo().dnnlKernels, /^f32 \S+, bf16 \S+$/);
+    assert.match(engineInfo().dnnlKernels, /^f32 \S+, bf16 \S+, int8 \S+$/);
     assert.doesNotMatch(engineInfo().dnnlKernels, /^f32 none/);
     const enc = await Encoder.load(fixture('bert-tiny'), { gemm: 'dnnl' });
     assert.equal(enc.gemm, 'dnnl');
@@ -146,6 +147,11 @@ test('dnnl attention over each row\'s real keys equals the masked LibTorch atten
 });
 
 test('dnnl bfloat16 (fp32 activations, bf16 products): embedding cosine >= 0.999 to float32, scores close', { skip }, async () => {
+  if (!dnnlHas('bf16')) {
+    // No bf16 kernel on this CPU: an explicit request is refused, not run some other way.
+    await assert.rejects(Encoder.load(fixture('bert-tiny'), { gemm: 'dnnl', dtype: 'bfloat16' }), (e) => hasCode(e, 'E_UNSUPPORTED'));
+    return;
+  }
   for (const dir of [fixture('bert-tiny'), writeWideModel('wide-bf16', 'gelu')]) {
     const f32 = await Encoder.load(dir);
     const b16 = await Encoder.load(dir, { gemm: 'dnnl', dtype: 'bfloat16' });
@@ -166,6 +172,10 @@ test('dnnl bfloat16 (fp32 activations, bf16 products): embedding cosine >= 0.999
 // the bf16 units). Its error sits between float32's and bfloat16's by construction (~2^-16 vs
 // ~2^-8 per product term); both bounds are asserted, against transformers and against float32.
 test('dnnl float32 matmulPrecision high (bf16x3): transformers parity within 5e-4, far closer to float32 than bfloat16 is', { skip }, async () => {
+  if (!dnnlHas('bf16')) {
+    await assert.rejects(Encoder.load(fixture('bert-tiny'), { matmulPrecision: 'high' }), (e) => hasCode(e, 'E_UNSUPPORTED') && /bf16 kernel/.test(String(e)));
+    return;
+  }
   const high = await Encoder.load(fixture('bert-tiny'), { matmulPrecision: 'high' });
   assert.equal(high.gemm, 'dnnl');
   assert.equal(high.matmulPrecision, 'high');
@@ -285,7 +295,8 @@ test('the default CPU path is dnnl where built in; gemm torch and GAINRAG_GEMM=t
   delete process.env.GAINRAG_GEMM;
   try {
     assert.equal((await Encoder.load(fixture('bert-tiny'))).gemm, hasDnnl ? 'dnnl' : 'torch');
-    assert.equal((await CrossEncoder.load(fixture('xlmr-tiny-reranker'), { dtype: 'bfloat16' })).gemm, hasDnnl ? 'dnnl' : 'torch');
+    // bfloat16 takes oneDNN where it has a bf16 kernel for this CPU, else LibTorch.
+    assert.equal((await CrossEncoder.load(fixture('xlmr-tiny-reranker'), { dtype: 'bfloat16' })).gemm, hasDnnl && dnnlHas('bf16') ? 'dnnl' : 'torch');
     process.env.GAINRAG_GEMM = 'torch';
     const viaEnv = await Encoder.load(fixture('bert-tiny'));
     assert.equal(viaEnv.gemm, 'torch');
@@ -300,6 +311,10 @@ test('the default CPU path is dnnl where built in; gemm torch and GAINRAG_GEMM=t
 });
 
 test('dtype int8 (dynamic, per-row activation and per-channel weight scales): close to float32, batch-independent', { skip }, async () => {
+  if (!dnnlHas('int8')) {
+    await assert.rejects(Encoder.load(fixture('bert-tiny'), { dtype: 'int8' }), (e) => hasCode(e, 'E_UNSUPPORTED'));
+    return;
+  }
   for (const dir of [fixture('bert-tiny'), writeWideModel('wide-int8', 'gelu')]) {
     const f32 = await Encoder.load(dir, { gemm: 'torch' });
     const i8 = await Encoder.load(dir, { dtype: 'int8' });
@@ -322,12 +337,12 @@ test('dtype int8 (dynamic, per-row activation and per-channel weight scales): cl
 
 test('dtype int8 needs the oneDNN path: gemm torch (or a build without oneDNN) is E_UNSUPPORTED', async () => {
   await assert.rejects(Encoder.load(fixture('bert-tiny'), { dtype: 'int8', gemm: 'torch' }), (e) => hasCode(e, 'E_UNSUPPORTED') && /int8/.test(String(e)));
-  if (!hasDnnl) await assert.rejects(Encoder.load(fixture('bert-tiny'), { dtype: 'int8' }), (e) => hasCode(e, 'E_UNSUPPORTED'));
+  if (!hasDnnl || !dnnlHas('int8')) await assert.rejects(Encoder.load(fixture('bert-tiny'), { dtype: 'int8' }), (e) => hasCode(e, 'E_UNSUPPORTED'));
   const saved = process.env.GAINRAG_GEMM;
   try {
     // The environment's preference for torch does not silently turn int8 into float32.
     process.env.GAINRAG_GEMM = 'torch';
-    if (hasDnnl) assert.equal((await CrossEncoder.load(fixture('xlmr-tiny-reranker'), { dtype: 'int8' })).gemm, 'dnnl');
+    if (hasDnnl && dnnlHas('int8')) assert.equal((await CrossEncoder.load(fixture('xlmr-tiny-reranker'), { dtype: 'int8' })).gemm, 'dnnl');
   } finally {
     if (saved === undefined) delete process.env.GAINRAG_GEMM;
     else process.env.GAINRAG_GEMM = saved;

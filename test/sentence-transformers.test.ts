@@ -13,6 +13,7 @@ import { buildIndex, importIndex } from '../lib/retrieval/build.js';
 import { evalQueryVectors } from '../lib/retrieval/eval-ann.js';
 import { retrieve } from '../lib/retrieval/retrieve.js';
 import { cliPath, dataDir, fixture } from './helpers.js';
+import { dnnlHas } from './capabilities.js';
 
 const scratch = mkdtempSync(path.join(tmpdir(), 'gainrag-st-test-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
@@ -190,7 +191,7 @@ test('CLI: index build records --pooling / --query-prefix; retrieve takes them f
   assert.equal(allowed.status, 0, allowed.stderr);
 });
 
-test('index build and retrieve take the encoder precision: recorded in the index (provenance, not a mismatch) and in retrieve\'s settings', { skip: engineInfo().backends.includes('dnnl') ? false : 'no oneDNN backend' }, async () => {
+test('index build and retrieve take the encoder precision: recorded in the index (provenance, not a mismatch) and in retrieve\'s settings', { skip: !engineInfo().backends.includes('dnnl') ? 'no oneDNN backend' : !dnnlHas('int8') || !dnnlHas('bf16') ? 'no oneDNN int8 and bf16 kernels on this CPU (their refusals: test/encoder-dnnl.test.ts)' : false }, async () => {
   const passages = f('precision-passages.jsonl');
   writeFileSync(passages, readFileSync(path.join(dataDir, 'squad_v1.1_dev_open', 'passages.jsonl'), 'utf8').split('\n').slice(0, 12).join('\n') + '\n');
   const questions = f('precision-questions.jsonl');

@@ -18,6 +18,7 @@ import { OpenAIGenerator } from '../lib/pipeline/openai-generate.js';
 import { DEFAULT_SYSTEM_PROMPT, promptWrapper, retrievedPrompt, standardPrompt, taskInstruction } from '../lib/pipeline/prompts.js';
 import { startServer, type GainragServer } from '../lib/serve/server.js';
 import { Batcher } from '../lib/serve/batcher.js';
+import { dnnlHas } from './capabilities.js';
 import { engineInfo } from '../lib/engine.js';
 import { cliPath, repoRoot } from './helpers.js';
 
@@ -150,7 +151,7 @@ test('/rerank equals CrossEncoder.score: sigmoid or raw logits, best first, retu
   assert.equal(long.status, 413);
 });
 
-test('serve matmulPrecision high: /rerank scores are those of a CrossEncoder loaded the same way', { skip: engineInfo().backends.includes('dnnl') ? false : 'no oneDNN backend' }, async () => {
+test('serve matmulPrecision high: /rerank scores are those of a CrossEncoder loaded the same way', { skip: !engineInfo().backends.includes('dnnl') ? 'no oneDNN backend' : !dnnlHas('bf16') ? 'no oneDNN bf16 kernel on this CPU (its refusal: test/encoder-dnnl.test.ts)' : false }, async () => {
   const s = await startServer({ reranker: rerankerDir, port: 0, matmulPrecision: 'high' });
   try {
     const q = questions[1].question;

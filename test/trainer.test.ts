@@ -150,7 +150,10 @@ test('bfloat16 compute with fp32 master weights: first loss near fp32, training 
   assert.ok(file.tensors().every((x) => x.dtype === 'F32'));
   const fp32 = await (await CrossEncoder.load(dir)).score(kd.pairs.map((p) => p[0]), kd.pairs.map((p) => p[1]), { maxLength: 64 });
   const bf16 = await t.score(kd.pairs.map((p) => p[0]), kd.pairs.map((p) => p[1]));
-  assert.ok(maxRelDiff(bf16, fp32, 0.1) < 5e-2, 'bf16 scores track the fp32 masters');
+  // 8e-2: bf16 forward against the float32 forward of the saved masters. Where the CPU has no
+  // bf16 dot products (an AVX2-only EPYC) LibTorch 1.13's bf16 path measured 5.8e-2; with
+  // AVX512-BF16 it stays under 5e-2. A score from other weights is off by far more.
+  assert.ok(maxRelDiff(bf16, fp32, 0.1) < 8e-2, `bf16 scores track the fp32 masters: ${maxRelDiff(bf16, fp32, 0.1)} (${Array.from(bf16).slice(0, 4)} vs ${Array.from(fp32).slice(0, 4)})`);
 });
 
 // ---- gradient checkpointing ----

@@ -15,7 +15,7 @@ struct EngineInfo {
   int cuda_devices = 0;               // visible at run time
   int threads = 0;                    // LibTorch intra-op threads
   std::string blas;                   // BLAS LibTorch uses for CPU matrix products
-  std::string dnnl_kernels;           // oneDNN's pick on this CPU, "f32 KERNEL, bf16 KERNEL"; "" without dnnl
+  std::string dnnl_kernels;           // oneDNN's pick on this CPU, "f32 KERNEL, bf16 KERNEL, int8 KERNEL"; "" without dnnl
 };
 
 EngineInfo GetEngineInfo();

@@ -356,8 +356,20 @@ PackedLinear::~PackedLinear() = default;
 int64_t PackedLinear::in_features() const { return impl_->in; }
 int64_t PackedLinear::out_features() const { return impl_->out; }
 
+namespace {
+// Without VNNI (AVX512-VNNI, AVX-VNNI; every AMX CPU has AVX512-VNNI) oneDNN's u8 x s8 kernels
+// multiply through vpmaddubsw, whose int16 sums of adjacent products saturate: our activations
+// use the full u8 range and weights +-127, so a pair reaches 64770. Measured on an AVX2-only
+// AMD EPYC: int8 Llama logits off by 42% of the logit scale. So int8 is refused there.
+bool Int8Exact() {
+  static const bool ok = __builtin_cpu_supports("avx512vnni") || __builtin_cpu_supports("avxvnni");
+  return ok;
+}
+}  // namespace
+
 bool Supports(at::ScalarType precision) {
   if (precision != at::kFloat && precision != at::kBFloat16 && precision != at::kChar) return false;
+  if (precision == at::kChar && !Int8Exact()) return false;
   try {
     Describe(kPackRows, 64, 64, precision, Epilogue::kNone, memory::desc({64, 64}, DataType(precision), tag::any));
     return true;
@@ -400,6 +412,7 @@ int64_t RowKernelMismatches(int64_t rows, int64_t k, uint32_t seed) {
 }
 
 std::string KernelName(at::ScalarType precision) {
+  if (precision == at::kChar && !Int8Exact()) return "";
   try {
     auto pd = Describe(kPackRows, 768, 768, precision, Epilogue::kNone,
                        memory::desc({768, 768}, DataType(precision), tag::any));
