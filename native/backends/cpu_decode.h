@@ -32,7 +32,7 @@ void SetDecodeIsa(DecodeIsa isa);
 const char* DecodeIsaName(DecodeIsa isa);
 
 // y[r * ldy + o] = (accumulate ? y[r * ldy + o] : 0) + sum_k x[r * in + k] * w[o * in + k] for
-// r < rows, o < out; w is [out, in] row-major. Parallel over output columns (ATen's threads);
+// r < rows, o < out; w is [out, in] row-major. Parallel over output columns (cpu::SpinParallelFor);
 // each thread reads its slice of w once for all rows.
 void Gemv(const float* x, int64_t rows, int64_t in, const void* w, Elem we, int64_t out, float* y, int64_t ldy,
           bool accumulate);
