@@ -5,7 +5,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { dnnlHas } from './capabilities.js';
-import { engineInfo } from '../lib/engine.js';
 import { CausalLM } from '../lib/models/causal-lm.js';
 import { fixture, maxRelDiff, readReference } from './helpers.js';
 
@@ -21,13 +20,13 @@ interface LlamaRef {
 const ref = readReference<LlamaRef>('llama-tiny');
 const dir = fixture('llama-tiny');
 // int8 runs where oneDNN is compiled in and the CPU has VNNI (test/capabilities.ts).
-const dnnl = engineInfo().backends.includes('dnnl') && dnnlHas('int8');
+const int8Runs = dnnlHas('int8');
 let q8: CausalLM | undefined;
 let fp32: CausalLM;
 
 before(async () => {
   fp32 = await CausalLM.load(dir);
-  if (dnnl) q8 = await CausalLM.load(dir, { dtype: 'int8' });
+  if (int8Runs) q8 = await CausalLM.load(dir, { dtype: 'int8' });
 });
 after(() => {
   q8?.dispose();
@@ -35,7 +34,7 @@ after(() => {
 });
 
 test('int8 loads where oneDNN is compiled in and the CPU has VNNI, else E_UNSUPPORTED', async () => {
-  if (!dnnl) {
+  if (!int8Runs) {
     await assert.rejects(CausalLM.load(dir, { dtype: 'int8' }), (e: { code?: string }) => e.code === 'E_UNSUPPORTED');
     return;
   }
@@ -43,7 +42,7 @@ test('int8 loads where oneDNN is compiled in and the CPU has VNNI, else E_UNSUPP
   await assert.rejects(CausalLM.load(dir, { dtype: 'int8', device: 'cuda' }), (e: { code?: string }) => e.code === 'E_UNSUPPORTED' || e.code === 'E_DEVICE');
 });
 
-test('int8 logits and contrastive perplexity stay close to the transformers float32 reference', { skip: !dnnl && 'no oneDNN backend or no VNNI (int8 refused, see the load test)' }, async () => {
+test('int8 logits and contrastive perplexity stay close to the transformers float32 reference', { skip: !int8Runs && 'no oneDNN backend or no VNNI (int8 refused, see the load test)' }, async () => {
   const out = await q8!.lastLogits([ref.context_prompts[0]], 3);
   const expected = ref.last3_logits_context_prompt0.flat();
   const scale = Math.max(...expected.map(Math.abs));
@@ -58,7 +57,7 @@ test('int8 logits and contrastive perplexity stay close to the transformers floa
   });
 });
 
-test('int8 greedy generation: batched equals one prompt at a time; most tokens agree with float32', { skip: !dnnl && 'no oneDNN backend or no VNNI (int8 refused, see the load test)' }, async () => {
+test('int8 greedy generation: batched equals one prompt at a time; most tokens agree with float32', { skip: !int8Runs && 'no oneDNN backend or no VNNI (int8 refused, see the load test)' }, async () => {
   const prompts = ref.context_prompts;
   const batched = await q8!.generate(prompts, { maxNewTokens: 16 });
   for (let i = 0; i < prompts.length; i++) {
