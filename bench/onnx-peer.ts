@@ -62,7 +62,14 @@ const ortRows = arg('ort-rows', 32);
 const withPadded = !flag('no-padded');
 let ortPadded = true; // cleared for the base shapes by --base-ort-sorted-only
 const withDnnl = !flag('no-dnnl') && engineInfo().backends.includes('dnnl');
-const withInt8 = withDnnl && !flag('no-int8');
+// bf16 (and 'high', its bf16x3 products) needs AVX512-BF16 or AMX, int8 needs VNNI: oneDNN's kernel per
+// precision is in engineInfo().dnnlKernels ("f32 K, bf16 K, int8 K", "none" where it has none).
+function dnnlHas(kind: 'bf16' | 'int8'): boolean {
+  const m = new RegExp(`\\b${kind} ([^\\s,]+)`).exec(engineInfo().dnnlKernels);
+  return !!m && m[1] !== 'none';
+}
+const withBf16 = withDnnl && dnnlHas('bf16');
+const withInt8 = withDnnl && dnnlHas('int8') && !flag('no-int8');
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const models = path.join(repoRoot, 'models');
@@ -375,8 +382,8 @@ async function benchEncoder(ort: Ort, python: string, scratch: string, title: st
   exportOnnx(python, dir, file, 'encoder');
   const enc = await Encoder.load(dir, { ...(maxLength ? { maxLength } : {}), gemm: 'torch' });
   const f32 = withDnnl ? await Encoder.load(dir, { ...(maxLength ? { maxLength } : {}), gemm: 'dnnl' }) : undefined;
-  const high = withDnnl ? await Encoder.load(dir, { ...(maxLength ? { maxLength } : {}), gemm: 'dnnl', matmulPrecision: 'high' }) : undefined;
-  const b16 = withDnnl ? await Encoder.load(dir, { ...(maxLength ? { maxLength } : {}), gemm: 'dnnl', dtype: 'bfloat16' }) : undefined;
+  const high = withBf16 ? await Encoder.load(dir, { ...(maxLength ? { maxLength } : {}), gemm: 'dnnl', matmulPrecision: 'high' }) : undefined;
+  const b16 = withBf16 ? await Encoder.load(dir, { ...(maxLength ? { maxLength } : {}), gemm: 'dnnl', dtype: 'bfloat16' }) : undefined;
   const i8 = withInt8 ? await Encoder.load(dir, { ...(maxLength ? { maxLength } : {}), gemm: 'dnnl', dtype: 'int8' }) : undefined;
   const session = await ort.InferenceSession.create(file, ortOptions(engineInfo().threads));
   const pad = padId(dir);
@@ -386,9 +393,9 @@ async function benchEncoder(ort: Ort, python: string, scratch: string, title: st
   const variants: Variant[] = [
     { label: 'gainrag torch (token budget)', engine: 'gainrag', role: 'default', run: () => enc.embed(input) },
     ...(withPadded ? [{ label: 'gainrag one padded batch', engine: 'gainrag', role: 'padded', run: () => enc.embed(input, padded) } as Variant] : []),
-    ...(f32 && b16 ? [
-      { label: 'gainrag dnnl float32 (token budget)', engine: 'gainrag', role: 'dnnl-f32', run: () => f32.embed(input) } as Variant,
-      { label: 'gainrag dnnl float32 high (bf16x3)', engine: 'gainrag', role: 'dnnl-f32-high', run: () => high!.embed(input) } as Variant,
+    ...(f32 ? [{ label: 'gainrag dnnl float32 (token budget)', engine: 'gainrag', role: 'dnnl-f32', run: () => f32.embed(input) } as Variant] : []),
+    ...(high && b16 ? [
+      { label: 'gainrag dnnl float32 high (bf16x3)', engine: 'gainrag', role: 'dnnl-f32-high', run: () => high.embed(input) } as Variant,
       { label: 'gainrag dnnl bfloat16 (token budget)', engine: 'gainrag', role: 'dnnl-bf16', run: () => b16.embed(input) } as Variant,
     ] : []),
     ...(i8 ? [{ label: 'gainrag dnnl int8 (token budget)', engine: 'gainrag', role: 'dnnl-int8', run: () => i8.embed(input) } as Variant] : []),
@@ -415,8 +422,8 @@ async function benchCross(ort: Ort, python: string, scratch: string, title: stri
   exportOnnx(python, dir, file, 'cross');
   const ce = await CrossEncoder.load(dir, { gemm: 'torch' });
   const f32 = withDnnl ? await CrossEncoder.load(dir, { gemm: 'dnnl' }) : undefined;
-  const high = withDnnl ? await CrossEncoder.load(dir, { gemm: 'dnnl', matmulPrecision: 'high' }) : undefined;
-  const b16 = withDnnl ? await CrossEncoder.load(dir, { gemm: 'dnnl', dtype: 'bfloat16' }) : undefined;
+  const high = withBf16 ? await CrossEncoder.load(dir, { gemm: 'dnnl', matmulPrecision: 'high' }) : undefined;
+  const b16 = withBf16 ? await CrossEncoder.load(dir, { gemm: 'dnnl', dtype: 'bfloat16' }) : undefined;
   const i8 = withInt8 ? await CrossEncoder.load(dir, { gemm: 'dnnl', dtype: 'int8' }) : undefined;
   const session = await ort.InferenceSession.create(file, ortOptions(engineInfo().threads));
   const pad = padId(dir);
@@ -426,9 +433,9 @@ async function benchCross(ort: Ort, python: string, scratch: string, title: stri
   const variants: Variant[] = [
     { label: 'gainrag torch (token budget)', engine: 'gainrag', role: 'default', run: () => ce.score(q, p, { maxLength }) },
     ...(withPadded ? [{ label: 'gainrag one padded batch', engine: 'gainrag', role: 'padded', run: () => ce.score(q, p, { maxLength, batchTokens: 2 ** 40, maxRows: n }) } as Variant] : []),
-    ...(f32 && b16 ? [
-      { label: 'gainrag dnnl float32 (token budget)', engine: 'gainrag', role: 'dnnl-f32', run: () => f32.score(q, p, { maxLength }) } as Variant,
-      { label: 'gainrag dnnl float32 high (bf16x3)', engine: 'gainrag', role: 'dnnl-f32-high', run: () => high!.score(q, p, { maxLength }) } as Variant,
+    ...(f32 ? [{ label: 'gainrag dnnl float32 (token budget)', engine: 'gainrag', role: 'dnnl-f32', run: () => f32.score(q, p, { maxLength }) } as Variant] : []),
+    ...(high && b16 ? [
+      { label: 'gainrag dnnl float32 high (bf16x3)', engine: 'gainrag', role: 'dnnl-f32-high', run: () => high.score(q, p, { maxLength }) } as Variant,
       { label: 'gainrag dnnl bfloat16 (token budget)', engine: 'gainrag', role: 'dnnl-bf16', run: () => b16.score(q, p, { maxLength }) } as Variant,
     ] : []),
     ...(i8 ? [{ label: 'gainrag dnnl int8 (token budget)', engine: 'gainrag', role: 'dnnl-int8', run: () => i8.score(q, p, { maxLength }) } as Variant] : []),
@@ -494,9 +501,13 @@ if (withDnnl) {
   const acc = (x: DnnlSummary) => (Number.isNaN(x.cos) ? `(${x.diff.toExponential(1)})` : `${x.cos.toFixed(5)} (${x.diff.toExponential(1)})`);
   for (const s of summaries) {
     const f = s.dnnl['dnnl-f32'], h = s.dnnl['dnnl-f32-high'], b = s.dnnl['dnnl-bf16'], i = s.dnnl['dnnl-int8'];
-    if (!f || !b || !h) continue;
-    console.log(`| ${s.title} | ${s.ratio.toFixed(2)}x | ${f.ratio.toFixed(2)}x | ${h.ratio.toFixed(2)}x | ${b.ratio.toFixed(2)}x | ${i ? `${i.ratio.toFixed(2)}x` : '-'} | ` +
-      `${f.vsDefault.toFixed(2)}x | ${h.vsDefault.toFixed(2)}x | ${b.vsDefault.toFixed(2)}x | ${i ? `${i.vsDefault.toFixed(2)}x` : '-'} | ${f.diff.toExponential(1)} | ${acc(h)}, ${acc(b)}${i ? `, ${acc(i)}` : ''} |`);
+    if (!f) continue;
+    // A mode this CPU does not run (bf16, 'high' and int8 need AVX512-BF16 / AMX and VNNI) is '-'.
+    const ratio = (x?: DnnlSummary) => (x ? `${x.ratio.toFixed(2)}x` : '-');
+    const vs = (x?: DnnlSummary) => (x ? `${x.vsDefault.toFixed(2)}x` : '-');
+    const accuracy = [h, b, i].filter((x): x is DnnlSummary => !!x).map(acc).join(', ') || '-';
+    console.log(`| ${s.title} | ${s.ratio.toFixed(2)}x | ${ratio(f)} | ${ratio(h)} | ${ratio(b)} | ${ratio(i)} | ` +
+      `${vs(f)} | ${vs(h)} | ${vs(b)} | ${vs(i)} | ${f.diff.toExponential(1)} | ${accuracy} |`);
   }
 }
 console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(1)).join(' ')} (${cpus().length} cores, shared machine)`);

@@ -3,8 +3,9 @@
 // tensors (softmax's exp through Sleef's AVX2 code, the add, then layer_norm with its mean and
 // rstd outputs); for a small model they were a third of a reranker call's profile. Here a row
 // is read from memory once and finished while it sits in L1.
-// AVX-512 code is chosen at run time (cpu_decode.h's Avx512()); other CPUs get a portable loop
-// with the same arithmetic order per row, so results agree within float rounding.
+// AVX-512 or AVX2 + FMA code is chosen at run time (cpu_decode.h's ActiveDecodeIsa(), which the
+// native checks narrow to test each); other CPUs get a portable loop with the same arithmetic
+// order per row, so results agree within float rounding.
 #pragma once
 
 #include <cstdint>

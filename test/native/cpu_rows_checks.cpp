@@ -2,32 +2,34 @@
 // float64 references computed here: exp over its whole float32 range, NaN and the underflow
 // edge; softmax and residual-add + LayerNorm over row widths that exercise a masked tail only
 // (1, 17), whole registers (128, 768) and both (100), in place and out of place, many rows (so
-// the work is split over threads). Part of gainrag_native_test.
+// the work is split over threads), for each instruction set the CPU runs. Part of
+// gainrag_native_test.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "backends/cpu_decode.h"
 #include "backends/cpu_rows.h"
 
 namespace {
 
 int Report(bool ok, const char* what, double worst, int* failures) {
   if (!ok) {
-    std::fprintf(stderr, "FAIL: cpu rows %s: error %.3g\n", what, worst);
+    std::fprintf(stderr, "FAIL: cpu rows (%s) %s: error %.3g\n",
+                 gainrag::cpu::DecodeIsaName(gainrag::cpu::ActiveDecodeIsa()), what, worst);
     ++*failures;
   }
   return 1;
 }
 
-}  // namespace
-
-// Returns the number of failed checks (messages on stderr).
-int CpuRowsChecks() {
+// The checks for whichever kernels cpu::ActiveDecodeIsa() selects; adds to *cases.
+int ChecksForActiveIsa(int* cases) {
   using namespace gainrag::cpu;
-  int failures = 0, cases = 0;
+  int failures = 0;
   std::mt19937 rng(99);
 
   {  // exp: relative error over [-87, 88.5], exact zero below the normal range, NaN kept
@@ -42,11 +44,11 @@ int CpuRowsChecks() {
       const double ref = std::exp(double(x[i]));
       worst = std::max(worst, std::fabs(double(y[i]) - ref) / ref);
     }
-    cases += Report(worst < 2e-7 && y[y.size() - 2] == 1.f, "exp relative error", worst, &failures);
+    *cases += Report(worst < 2e-7 && y[y.size() - 2] == 1.f, "exp relative error", worst, &failures);
     const float edge[4] = {-88.f, -1000.f, -std::numeric_limits<float>::infinity(), std::nanf("")};
     float out[4];
     ExpVector(edge, 4, out);
-    cases += Report(out[0] == 0.f && out[1] == 0.f && out[2] == 0.f && std::isnan(out[3]), "exp edges", 0, &failures);
+    *cases += Report(out[0] == 0.f && out[1] == 0.f && out[2] == 0.f && std::isnan(out[3]), "exp edges", 0, &failures);
   }
 
   std::normal_distribution<float> gauss(0.f, 3.f);
@@ -68,7 +70,7 @@ int CpuRowsChecks() {
         worst = std::max(worst, std::fabs(double(p[size_t(r * n + j)]) - ref));
       }
     }
-    cases += Report(worst < 1e-6, n == 1 ? "softmax n=1" : "softmax", worst, &failures);
+    *cases += Report(worst < 1e-6, n == 1 ? "softmax n=1" : "softmax", worst, &failures);
 
     std::vector<float> a(size_t(rows * n)), res(a.size()), gamma(static_cast<size_t>(n)), beta(static_cast<size_t>(n));
     for (auto& v : a) v = gauss(rng);
@@ -96,9 +98,27 @@ int CpuRowsChecks() {
         same &= out[i] == inplace[i];
       }
     }
-    cases += Report(worst_ln < 2e-5, "add + layer norm", worst_ln, &failures);
-    cases += Report(same, "add + layer norm in place equals out of place", 0, &failures);
+    *cases += Report(worst_ln < 2e-5, "add + layer norm", worst_ln, &failures);
+    *cases += Report(same, "add + layer norm in place equals out of place", 0, &failures);
   }
-  std::printf("cpu row kernels: %d checks against float64 references, %d failed\n", cases, failures);
+  return failures;
+}
+
+}  // namespace
+
+// Returns the number of failed checks (messages on stderr). Every compiled path this CPU runs
+// (AVX-512, AVX2, portable) against the same references.
+int CpuRowsChecks() {
+  using namespace gainrag::cpu;
+  int failures = 0, cases = 0;
+  std::string paths;
+  for (DecodeIsa isa : {DecodeIsa::kAvx512, DecodeIsa::kAvx2, DecodeIsa::kNone}) {
+    if (isa > DetectedDecodeIsa()) continue;
+    SetDecodeIsa(isa);
+    failures += ChecksForActiveIsa(&cases);
+    paths += paths.empty() ? DecodeIsaName(isa) : std::string(", ") + DecodeIsaName(isa);
+  }
+  SetDecodeIsa(DetectedDecodeIsa());
+  std::printf("cpu row kernels (%s): %d checks against float64 references, %d failed\n", paths.c_str(), cases, failures);
   return failures;
 }
