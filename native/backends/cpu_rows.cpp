@@ -115,6 +115,16 @@ void AddLayerNormRowPortable(const float* a, const float* res, int64_t n, const 
   for (int64_t j = 0; j < n; ++j) y[j] = (y[j] - mean) * rstd * gamma[j] + beta[j];
 }
 
+GR_AVX512 void SiluMulRowAvx512(const float* g, const float* u, int64_t n, float* y) {
+  const __m512 one = _mm512_set1_ps(1.f);
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = Tail(n - j);
+    const __m512 gv = _mm512_maskz_loadu_ps(m, g + j);
+    const __m512 e = Exp(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+    _mm512_mask_storeu_ps(y + j, m, _mm512_div_ps(_mm512_mul_ps(gv, _mm512_maskz_loadu_ps(m, u + j)), _mm512_add_ps(one, e)));
+  }
+}
+
 GR_AVX512 void ExpAvx512(const float* x, int64_t n, float* y) {
   for (int64_t j = 0; j < n; j += 16) {
     const __mmask16 m = Tail(n - j);
@@ -222,6 +232,15 @@ GR_AVX2 void AddLayerNormRowAvx2(const float* a, const float* res, int64_t n, co
   }
 }
 
+GR_AVX2 void SiluMulRowAvx2(const float* g, const float* u, int64_t n, float* y) {
+  const __m256 one = _mm256_set1_ps(1.f);
+  for (int64_t j = 0; j < n; j += 8) {
+    const __m256 gv = Load8(g + j, n - j);
+    const __m256 e = Exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv));
+    Store8(y + j, n - j, _mm256_div_ps(_mm256_mul_ps(gv, Load8(u + j, n - j)), _mm256_add_ps(one, e)));
+  }
+}
+
 GR_AVX2 void ExpAvx2(const float* x, int64_t n, float* y) {
   for (int64_t j = 0; j < n; j += 8) Store8(y + j, n - j, Exp8(Load8(x + j, n - j)));
 }
@@ -252,6 +271,36 @@ void AddLayerNormRows(const float* a, const float* residual, int64_t rows, int64
       else AddLayerNormRowPortable(ar, rr, n, gamma, beta, eps, yr);
     }
   });
+}
+
+void SiluMulRows(const float* gate_up, int64_t rows, int64_t n, float* out) {
+  if (rows <= 0 || n <= 0) return;
+  const DecodeIsa isa = ActiveDecodeIsa();
+  // A decode step's few rows stay on the calling thread: waking ATen's team for ~20K floats
+  // would cost more than the loop (and the step's own pool is spinning meanwhile).
+  const int64_t grain = rows * n < (int64_t(1) << 16) ? rows : Grain(n);
+  at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float *g = gate_up + r * 2 * n, *u = g + n;
+      float* y = out + r * n;
+      if (isa == DecodeIsa::kAvx512) SiluMulRowAvx512(g, u, n, y);
+      else if (isa == DecodeIsa::kAvx2) SiluMulRowAvx2(g, u, n, y);
+      else
+        for (int64_t i = 0; i < n; ++i) y[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
+    }
+  });
+}
+
+void RotateHalfHeads(float* x, int64_t heads, int64_t hd, const float* cos, const float* sin) {
+  const int64_t half = hd / 2;
+  for (int64_t h = 0; h < heads; ++h) {
+    float* v = x + h * hd;
+    for (int64_t i = 0; i < half; ++i) {
+      const float a = v[i], b = v[i + half];
+      v[i] = a * cos[i] - b * sin[i];
+      v[i + half] = b * cos[i] + a * sin[i];
+    }
+  }
 }
 
 void ExpVector(const float* x, int64_t n, float* y) {

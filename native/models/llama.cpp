@@ -1,12 +1,15 @@
 // Llama decoder: loading and the forward pass. Scoring and decoding live in llama_score.cpp.
 #include "models/llama.h"
 
+#include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 #include <torch/version.h>
 
 #include <cmath>
 #include <cstring>
 
+#include "backends/cpu_decode.h"
+#include "backends/cpu_rows.h"
 #include "core/error.h"
 #include "core/json.h"
 #include "io/safetensors.h"
@@ -210,6 +213,20 @@ KVCache LlamaModel::NewCache(int64_t batch, int64_t capacity) const {
 }
 
 at::Tensor LlamaModel::RmsNorm(const at::Tensor& x, const at::Tensor& weight) const {
+  if (dnnl_gemm_ && cpu::DecodeKernels() && x.is_cpu() && x.scalar_type() == at::kFloat && x.is_contiguous() &&
+      weight.scalar_type() == at::kFloat && weight.is_contiguous() && x.numel() > 0) {
+    // The float32 residual stream of the oneDNN path: one pass per row (the decode step's
+    // kernel) instead of five ATen ops over fresh tensors, parallel over rows.
+    at::Tensor y = at::empty_like(x);
+    const int64_t n = x.size(-1), rows = x.numel() / n;
+    const float* xp = x.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    const float eps = float(config_.rms_norm_eps);
+    at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / n), [&](int64_t r0, int64_t r1) {
+      cpu::RmsNormRows(xp + r0 * n, r1 - r0, n, weight.data_ptr(), cpu::Elem::kF32, eps, yp + r0 * n);
+    });
+    return y;
+  }
   // As transformers: normalise in float32, cast back, then scale.
   at::Tensor x32 = x.to(at::kFloat);
   at::Tensor var = x32.pow(2).mean(-1, true);
@@ -251,10 +268,27 @@ at::Tensor LlamaModel::Attention(const Layer& L, const at::Tensor& x, const at::
   const int64_t kvh = config_.num_kv_heads, rep = config_.num_heads / kvh;
   const at::ScalarType act = AttentionDtype();
   at::Tensor q, k, v;
+  bool rotated = false;
   if (L.qkv.defined() && !L.q_bias.defined()) {
     // One product over the stacked weights (the fused decode step's layout).
     at::Tensor qkv = Linear(x, L.qkv, at::Tensor()).to(act);
     const int64_t qd = config_.num_heads * hd, kvd = kvh * hd;
+    if (act == at::kFloat && qkv.is_cpu() && qkv.is_contiguous() && cos.numel() == b * t * hd) {
+      // RoPE in place on each position's q and k (one pass, no rotate_half copies).
+      const int64_t half = hd / 2, width = qd + 2 * kvd, rows = b * t;
+      const at::Tensor ch = cos.reshape({rows, hd}).narrow(1, 0, half).contiguous();
+      const at::Tensor sh = sin.reshape({rows, hd}).narrow(1, 0, half).contiguous();
+      float* base = qkv.data_ptr<float>();
+      const float *cp = ch.data_ptr<float>(), *sp = sh.data_ptr<float>();
+      const int64_t heads = config_.num_heads;
+      at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / width), [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          cpu::RotateHalfHeads(base + r * width, heads, hd, cp + r * half, sp + r * half);
+          cpu::RotateHalfHeads(base + r * width + qd, kvh, hd, cp + r * half, sp + r * half);
+        }
+      });
+      rotated = true;
+    }
     q = qkv.narrow(-1, 0, qd), k = qkv.narrow(-1, qd, kvd), v = qkv.narrow(-1, qd + kvd, kvd);
   } else {
     q = Linear(x, L.q, L.q_bias).to(act), k = Linear(x, L.k, L.k_bias).to(act), v = Linear(x, L.v, L.v_bias).to(act);
@@ -262,8 +296,10 @@ at::Tensor LlamaModel::Attention(const Layer& L, const at::Tensor& x, const at::
   q = q.reshape({b, t, config_.num_heads, hd}).transpose(1, 2);
   k = k.reshape({b, t, kvh, hd}).transpose(1, 2);
   v = v.reshape({b, t, kvh, hd}).transpose(1, 2);
-  q = q * cos + RotateHalf(q) * sin;
-  k = k * cos + RotateHalf(k) * sin;
+  if (!rotated) {
+    q = q * cos + RotateHalf(q) * sin;
+    k = k * cos + RotateHalf(k) * sin;
+  }
   const int64_t start = cache->length, total = start + t;
   cache->k[index].narrow(2, start, t).copy_(k);
   cache->v[index].narrow(2, start, t).copy_(v);
@@ -303,8 +339,8 @@ at::Tensor LlamaModel::Attention(const Layer& L, const at::Tensor& x, const at::
         at::Tensor scores = at::empty({nr, kvh, rep, n, kend}, q.options());
         onednn::BatchedMatmul(qb, kt, scores);
         scores.masked_fill_(block_mask, -std::numeric_limits<float>::infinity());
-        at::Tensor probs = at::softmax(scores, -1);
-        onednn::BatchedMatmul(probs, values.narrow(0, r0, nr).narrow(2, 0, kend).unsqueeze(2),
+        cpu::SoftmaxRows(scores.data_ptr<float>(), scores.numel() / kend, kend);  // in place: now probabilities
+        onednn::BatchedMatmul(scores, values.narrow(0, r0, nr).narrow(2, 0, kend).unsqueeze(2),
                               out.narrow(0, r0, nr).narrow(3, q0, n));
         continue;
       }
@@ -366,7 +402,14 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const at::Tensor& position
     if (L.gate_up.defined()) {
       at::Tensor gu = Linear(x, L.gate_up, at::Tensor());
       const int64_t inter = L.gate.size(0);
-      act = at::silu(gu.narrow(-1, 0, inter)) * gu.narrow(-1, inter, inter);
+      if (gu.is_cpu() && gu.scalar_type() == at::kFloat && gu.is_contiguous()) {
+        std::vector<int64_t> sizes = gu.sizes().vec();
+        sizes.back() = inter;
+        act = at::empty(sizes, gu.options());
+        cpu::SiluMulRows(gu.data_ptr<float>(), gu.numel() / (2 * inter), inter, act.data_ptr<float>());
+      } else {
+        act = at::silu(gu.narrow(-1, 0, inter)) * gu.narrow(-1, inter, inter);
+      }
     } else {
       act = at::silu(Linear(x, L.gate, at::Tensor())) * Linear(x, L.up, at::Tensor());
     }
@@ -384,7 +427,8 @@ at::Tensor LlamaModel::Linear(const at::Tensor& x, const at::Tensor& w, const at
     GR_CHECK(it != int8_products_.end(), kInternal, "int8 mode: a product with no packed weights");
     return it->second->Forward(x.to(at::kFloat));  // (its bias is packed with it)
   }
-  if (dnnl_gemm_ && w.is_contiguous()) return onednn::LinearUnpacked(x.to(dtype_), w, b);
+  // (LinearUnpacked rounds x to W's dtype itself, and leaves it float32 where it widens W.)
+  if (dnnl_gemm_ && w.is_contiguous()) return onednn::LinearUnpacked(x, w, b);
 #endif
   return at::linear(x, w, b);
 }

@@ -1,9 +1,9 @@
 // The row kernels of the encoders' CPU inference path (native/backends/cpu_rows.cpp) against
 // float64 references computed here: exp over its whole float32 range, NaN and the underflow
-// edge; softmax and residual-add + LayerNorm over row widths that exercise a masked tail only
+// edge; softmax, residual-add + LayerNorm and SwiGLU over row widths that exercise a masked tail only
 // (1, 17), whole registers (128, 768) and both (100), in place and out of place, many rows (so
-// the work is split over threads), for each instruction set the CPU runs. Part of
-// gainrag_native_test.
+// the work is split over threads), for each instruction set the CPU runs; RoPE's head rotation.
+// Part of gainrag_native_test.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -57,6 +57,7 @@ int ChecksForActiveIsa(int* cases) {
     std::vector<float> x(size_t(rows * n));
     for (auto& v : x) v = gauss(rng);
     x[0] = -1e30f;  // a masked key: its probability must come out 0, the rest of the row sums to 1
+    if (n > 2) x[size_t(n + 1)] = -std::numeric_limits<float>::infinity();  // masked_fill's value
     std::vector<float> p = x;
     SoftmaxRows(p.data(), rows, n);
     double worst = 0;
@@ -99,7 +100,40 @@ int ChecksForActiveIsa(int* cases) {
       }
     }
     *cases += Report(worst_ln < 2e-5, "add + layer norm", worst_ln, &failures);
+
+    // SwiGLU over [gate | up] rows, with gates far in both tails (exp(-g) past its range).
+    std::vector<float> gu(size_t(rows * 2 * n)), act(size_t(rows * n));
+    for (auto& v : gu) v = gauss(rng);
+    gu[0] = -100.f;
+    if (n > 1) gu[1] = 100.f;
+    SiluMulRows(gu.data(), rows, n, act.data());
+    double worst_silu = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t j = 0; j < n; ++j) {
+        const double g = gu[size_t(r * 2 * n + j)], u = gu[size_t(r * 2 * n + n + j)];
+        const double ref = g / (1.0 + std::exp(-g)) * u;
+        worst_silu = std::max(worst_silu, std::fabs(double(act[size_t(r * n + j)]) - ref) / std::max(1.0, std::fabs(ref)));
+      }
+    }
+    *cases += Report(worst_silu < 1e-6, "silu * up", worst_silu, &failures);
     *cases += Report(same, "add + layer norm in place equals out of place", 0, &failures);
+  }
+  {  // RoPE, rotate_half pairing: 3 heads of 8, each pair (i, i + 4) turned by its own angle
+    const int64_t heads = 3, hd = 8;
+    std::vector<float> x(size_t(heads * hd)), c(size_t(hd / 2)), sn(size_t(hd / 2));
+    for (auto& v : x) v = gauss(rng);
+    for (int64_t i = 0; i < hd / 2; ++i) c[size_t(i)] = float(std::cos(0.3 * double(i + 1))), sn[size_t(i)] = float(std::sin(0.3 * double(i + 1)));
+    std::vector<float> y = x;
+    RotateHalfHeads(y.data(), heads, hd, c.data(), sn.data());
+    double worst = 0;
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t i = 0; i < hd / 2; ++i) {
+        const double a = x[size_t(h * hd + i)], b = x[size_t(h * hd + i + hd / 2)];
+        worst = std::max(worst, std::fabs(double(y[size_t(h * hd + i)]) - (a * c[size_t(i)] - b * sn[size_t(i)])));
+        worst = std::max(worst, std::fabs(double(y[size_t(h * hd + i + hd / 2)]) - (b * c[size_t(i)] + a * sn[size_t(i)])));
+      }
+    }
+    *cases += Report(worst < 1e-5, "rotate half heads", worst, &failures);
   }
   return failures;
 }

@@ -579,11 +579,20 @@ std::shared_ptr<Compiled> UnpackedPrimitive(int64_t M, int64_t K, int64_t N, at:
 
 }  // namespace
 
-at::Tensor LinearUnpacked(const at::Tensor& x_in, const at::Tensor& weight, const at::Tensor& bias_in) {
-  const at::ScalarType precision = weight.scalar_type();
-  GR_CHECK(weight.dim() == 2 && weight.is_contiguous() && weight.is_cpu() &&
-               (precision == at::kFloat || precision == at::kBFloat16),
+bool SupportsBf16Weights() {
+  static const bool ok = Supports(at::kBFloat16) || Supports(at::kFloat);
+  return ok;
+}
+
+at::Tensor LinearUnpacked(const at::Tensor& x_in, const at::Tensor& weight_in, const at::Tensor& bias_in) {
+  GR_CHECK(weight_in.dim() == 2 && weight_in.is_contiguous() && weight_in.is_cpu() &&
+               (weight_in.scalar_type() == at::kFloat || weight_in.scalar_type() == at::kBFloat16),
            kInvalidArgument, "oneDNN unpacked linear: weight must be a contiguous CPU float32/bfloat16 matrix");
+  static const bool bf16_kernel = Supports(at::kBFloat16);
+  // No bf16 kernel: widen W for this call (2 bytes read, 4 written per weight, against the
+  // product's 2 x rows flops per weight).
+  const at::Tensor weight = weight_in.scalar_type() == at::kBFloat16 && !bf16_kernel ? weight_in.to(at::kFloat) : weight_in;
+  const at::ScalarType precision = weight.scalar_type();
   const int64_t N = weight.size(0), K = weight.size(1);
   GR_CHECK(x_in.dim() >= 1 && x_in.size(-1) == K, kShape, "linear expects [..., ", K, "], got ", x_in.sizes());
   (void)at::get_num_threads();  // OpenMP team size for this thread (see PackedLinear::Forward)

@@ -30,8 +30,13 @@ std::string KernelName(at::ScalarType precision);
 // copy of the weights is kept (oneDNN's kernels copy blocks of W as they go, which a product of
 // hundreds of rows amortises), so a model that also needs W in plain layout holds it once.
 // x [..., in] of W's dtype, bias [out] (any floating dtype) or undefined; returns [..., out]
-// float32 (fp32 accumulation). Throws Error(kUnsupported) when oneDNN cannot build the product.
+// float32 (fp32 accumulation). Where oneDNN has no bf16 kernel (AVX2-only CPUs), a bfloat16 W
+// is widened to float32 for the call and x is taken in float32: exact products of the same
+// weights (more accurate than rounding x to bf16), at fp32 speed, where LibTorch's own bf16
+// GEMM would be ~10x slower. Throws Error(kUnsupported) when oneDNN cannot build the product.
 at::Tensor LinearUnpacked(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
+// Whether LinearUnpacked takes bfloat16 weights here: oneDNN has a bf16 or an f32 kernel.
+bool SupportsBf16Weights();
 
 // For the native tests: elements where the AVX-512 and portable row kernels (int8 quantisation,
 // int8 rescaling, the bf16x3 split) disagree over `rows` random rows of width k, scale values
