@@ -214,7 +214,12 @@ async function submitLocked(options: SubmitOptions, ctx: SubmitContext): Promise
           if (!job) throw new GainragError('E_INTERNAL', `chunk ${k}: job ${jobId(k)} vanished from Redis (was the queue obliterated, or Redis restarted without persistence?)`);
           const state = await job.getState();
           if (state === 'completed' && existsSync(chunkPath(k))) done.add(k);
-          else if (state === 'failed') failures.push({ chunk: k, range: ranges[k], attempts: job.attemptsMade, ...decodeError(job.failedReason) });
+          else if (state === 'failed') {
+            // Read the job again: the copy above predates getState(), and its last attempt may
+            // have failed in between (its attemptsMade and failedReason would be the earlier ones).
+            const final = (await queue.getJob(jobId(k))) ?? job;
+            failures.push({ chunk: k, range: ranges[k], attempts: final.attemptsMade, ...decodeError(final.failedReason) });
+          }
         }
         if (down) log('cluster: redis is back');
         down = false;
