@@ -7,7 +7,7 @@
 // When none is found and we run as root on Debian/Ubuntu, libtorch-dev is installed with apt
 // (and said so); otherwise the script stops with what to do.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus } from 'node:os';
 import path from 'node:path';
@@ -104,6 +104,31 @@ function upToDate() {
   return built > sources;
 }
 
+
+// cmake-js configures only when the build tree has no CMakeCache.txt, and CMake re-runs a
+// configure only when CMakeLists.txt changes. So a tree first configured before libdnnl-dev or
+// libfaiss-dev was installed kept building without that backend (its cached NOTFOUND never
+// searched again). An optional backend in AUTO mode that is cached as not found but whose header
+// is now installed makes the tree stale; the configure that follows searches again, because
+// find_path/find_package repeat a search whose cached result is NOTFOUND.
+const INCLUDE_DIRS = ['/usr/include', '/usr/local/include', ...(process.env.CPATH || '').split(':').filter(Boolean)];
+const OPTIONAL_BACKENDS = [
+  { env: 'GAINRAG_WITH_DNNL', cacheKey: 'GAINRAG_DNNL_INCLUDE:PATH', header: 'dnnl.hpp', pkg: 'libdnnl-dev' },
+  { env: 'GAINRAG_FAISS', cacheKey: 'faiss_DIR:PATH', header: 'faiss/Index.h', pkg: 'libfaiss-dev' },
+];
+
+function newlyInstalledBackends() {
+  const cacheFile = path.join(buildDir, 'CMakeCache.txt');
+  if (!existsSync(cacheFile)) return [];
+  const cache = readFileSync(cacheFile, 'utf8');
+  return OPTIONAL_BACKENDS.filter((b) => {
+    if ((process.env[b.env] || 'AUTO').toUpperCase() === 'OFF') return false;
+    const line = cache.split('\n').find((l) => l.startsWith(`${b.cacheKey}=`));
+    if (!line || !line.endsWith('-NOTFOUND')) return false;
+    return INCLUDE_DIRS.some((dir) => existsSync(path.join(dir, b.header)));
+  }).map((b) => b.pkg);
+}
+
 function main() {
   if (process.env.GAINRAG_SKIP_NATIVE_BUILD === '1') {
     log('GAINRAG_SKIP_NATIVE_BUILD=1: not building the addon');
@@ -120,7 +145,8 @@ function main() {
     log(`using the prebuilt addon ${prebuilt} (GAINRAG_PREBUILT_ADDON)`);
     return;
   }
-  if (!force && upToDate()) {
+  const newBackends = newlyInstalledBackends();
+  if (!force && newBackends.length === 0 && upToDate()) {
     log(`native addon is up to date (${path.relative(root, buildDir)}/Release/gainrag.node)`);
     return;
   }
@@ -134,6 +160,11 @@ function main() {
   if (process.env.GAINRAG_WITH_DNNL) args.push(`--CDGAINRAG_WITH_DNNL=${process.env.GAINRAG_WITH_DNNL}`);
   // AUTO (default): FAISS index files when libfaiss is found; OFF / ON to force.
   if (process.env.GAINRAG_FAISS) args.push(`--CDGAINRAG_FAISS=${process.env.GAINRAG_FAISS}`);
+  if (newBackends.length > 0) {
+    log(`configuring again: ${newBackends.join(', ')} installed since this build tree was configured`);
+    const c = spawnSync(process.execPath, [cmakeJs, 'configure', ...args.slice(2)], { stdio: 'inherit', cwd: root });
+    if (c.status !== 0) throw new Error(`native configure failed (cmake-js exit ${c.status})`);
+  }
   const r = spawnSync(process.execPath, args, { stdio: 'inherit', cwd: root });
   if (r.status !== 0) throw new Error(`native build failed (cmake-js exit ${r.status})`);
 }

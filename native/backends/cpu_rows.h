@@ -1,8 +1,8 @@
 // Row-wise float32 kernels for the encoders' inference path on CPU: softmax in place and a
-// residual add fused with LayerNorm; and for the decoder's: SwiGLU and RoPE. LibTorch 1.13 runs each as separate ops over fresh
-// tensors (softmax's exp through Sleef's AVX2 code, the add, then layer_norm with its mean and
-// rstd outputs); for a small model they were a third of a reranker call's profile. Here a row
-// is read from memory once and finished while it sits in L1.
+// residual add fused with LayerNorm; and for the decoder's: SwiGLU and RoPE. LibTorch 1.13 runs
+// each as separate ops over fresh tensors (softmax's exp through Sleef's AVX2 code, the add,
+// then layer_norm with its mean and rstd outputs); for a small model they were a third of a
+// reranker call's profile. Here a row is read from memory once and finished while it sits in L1.
 // AVX-512 or AVX2 + FMA code is chosen at run time (cpu_decode.h's ActiveDecodeIsa(), which the
 // native checks narrow to test each); other CPUs get a portable loop with the same arithmetic
 // order per row, so results agree within float rounding.

@@ -122,11 +122,11 @@ std::shared_ptr<LlamaModel> LlamaModel::Load(const std::string& dir, const Llama
   const WeightFiles& w = *m->weights_;
   const std::string prefix = w.has("model.embed_tokens.weight") ? "model." : "";
   m->ChooseGemm();
-  if (m->int8_) m->dnnl_gemm_ = true;  // int8 exists on the oneDNN path only (GAINRAG_GEMM does not apply)
+  if (m->int8_) m->dnnl_gemm_ = m->float32_stream_ = true;  // int8 is oneDNN only (GAINRAG_GEMM does not apply)
   // Norm weights: float32 in bfloat16 mode when the products run on oneDNN (the residual stream
   // is float32 there), as llama.cpp keeps 1-D tensors: rounding them to bfloat16 was one of the
   // errors against a float64 forward.
-  const at::ScalarType norm_dtype = m->dnnl_gemm_ && m->dtype_ == at::kBFloat16 ? at::kFloat : m->dtype_;
+  const at::ScalarType norm_dtype = m->float32_stream_ && m->dtype_ == at::kBFloat16 ? at::kFloat : m->dtype_;
   auto get = [&](const std::string& name, std::vector<int64_t> shape, at::ScalarType dtype = at::ScalarType::Undefined) {
     if (dtype == at::ScalarType::Undefined) dtype = m->dtype_;
     GR_CHECK(w.has(name), kShape, dir, ": checkpoint has no tensor '", name, "'");
@@ -213,7 +213,7 @@ KVCache LlamaModel::NewCache(int64_t batch, int64_t capacity) const {
 }
 
 at::Tensor LlamaModel::RmsNorm(const at::Tensor& x, const at::Tensor& weight) const {
-  if (dnnl_gemm_ && cpu::DecodeKernels() && x.is_cpu() && x.scalar_type() == at::kFloat && x.is_contiguous() &&
+  if (float32_stream_ && cpu::DecodeKernels() && x.is_cpu() && x.scalar_type() == at::kFloat && x.is_contiguous() &&
       weight.scalar_type() == at::kFloat && weight.is_contiguous() && x.numel() > 0) {
     // The float32 residual stream of the oneDNN path: one pass per row (the decode step's
     // kernel) instead of five ATen ops over fresh tensors, parallel over rows.
@@ -392,8 +392,8 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const at::Tensor& position
 #endif
   auto [cos, sin] = RopeTables(positions.to(device_), AttentionDtype());
   at::Tensor h = at::embedding(embed_, ids_d);
-  // With oneDNN the products return float32 and the residual stream stays float32.
-  if (dnnl_gemm_) h = h.to(at::kFloat);
+  // On the float32 stream the products return float32 and the residual stream stays float32.
+  if (float32_stream_) h = h.to(at::kFloat);
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& L = layers_[i];
     h = h + Attention(L, RmsNorm(h, L.input_norm), cos, sin, mask_d, cache, int64_t(i));
@@ -430,6 +430,11 @@ at::Tensor LlamaModel::Linear(const at::Tensor& x, const at::Tensor& w, const at
   // (LinearUnpacked rounds x to W's dtype itself, and leaves it float32 where it widens W.)
   if (dnnl_gemm_ && w.is_contiguous()) return onednn::LinearUnpacked(x, w, b);
 #endif
+  if (float32_stream_ && !dnnl_gemm_ && w.scalar_type() != at::kFloat) {
+    // Widened per call, as LinearUnpacked does where oneDNN has no bf16 kernel: 2 bytes read
+    // and 4 written per weight, against a GEMM that reuses each weight for every row.
+    return at::linear(x.to(at::kFloat), w.to(at::kFloat), b.defined() ? b.to(at::kFloat) : b);
+  }
   return at::linear(x, w, b);
 }
 

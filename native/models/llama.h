@@ -164,11 +164,11 @@ class LlamaModel {
   // The dtype of Forward's attention arithmetic: float32 when the products run on oneDNN (they
   // return float32; in bfloat16 mode only the KV cache and the products' inputs are rounded, as
   // llama.cpp rounds its), else the model's.
-  at::ScalarType AttentionDtype() const { return dnnl_gemm_ ? at::kFloat : dtype_; }
+  at::ScalarType AttentionDtype() const { return float32_stream_ ? at::kFloat : dtype_; }
   // The KV cache's dtype: float16 in bfloat16 mode on oneDNN (3 more mantissa bits at the same
   // size, as llama.cpp's default F16 cache; against a float64 forward the bf16 cache's rounding
   // was a quarter of the log-prob error), else the model's.
-  at::ScalarType CacheDtype() const { return dnnl_gemm_ && dtype_ == at::kBFloat16 ? at::kHalf : dtype_; }
+  at::ScalarType CacheDtype() const { return float32_stream_ && dtype_ == at::kBFloat16 ? at::kHalf : dtype_; }
   at::Tensor Attention(const Layer& layer, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                        const at::Tensor& mask, KVCache* cache, int64_t index) const;
   // Prefill of the given prompt rows (right padded) into a new cache with `extra_capacity` slots
@@ -188,12 +188,15 @@ class LlamaModel {
   at::Tensor DecodeStep(const at::Tensor& ids, const at::Tensor& positions, int64_t width, KVCache* cache) const;
   // DecodeStep + Logits as one fused CPU pass (llama_decode_cpu.cpp).
   at::Tensor DecodeLogitsCpu(const at::Tensor& ids, const at::Tensor& positions, int64_t width, KVCache* cache) const;
-  // Load, before the weights: decides dnnl_gemm_ (GAINRAG_GEMM, CPU, float32/bfloat16).
+  // Load, before the weights: decides dnnl_gemm_ and float32_stream_ (GAINRAG_GEMM, CPU,
+  // float32/bfloat16, whether the build has oneDNN).
   void ChooseGemm();
   // Load: decides fast_decode_ and stacks the layers' weights for it.
   void PrepareFastDecode();
-  // x W^T + b for Forward: oneDNN over the weights in place (float32 out, so the residual stream
-  // stays float32 in bfloat16 mode) with dnnl_gemm_, else at::linear (dtype out).
+  // x W^T + b for Forward: oneDNN over the weights in place with dnnl_gemm_; without oneDNN on
+  // the float32 stream, at::linear over W widened to float32 for the call; else at::linear in
+  // the model's dtype. The first two return float32, so the residual stream stays float32 in
+  // bfloat16 mode.
   at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const;
   // Rows of `tokens` tokens per prefill forward.
   int64_t PrefillRowsPerPass(int64_t tokens) const;
@@ -223,6 +226,10 @@ class LlamaModel {
   // Forward's products through oneDNN (CPU, float32/bfloat16, built with oneDNN, GAINRAG_GEMM
   // not "torch").
   bool dnnl_gemm_ = false;
+  // Forward keeps the residual stream, attention and norm weights in float32, and the products
+  // return float32: with dnnl_gemm_, and in bfloat16 mode on a CPU build without oneDNN (where
+  // LibTorch 1.13's scalar bf16 GEMM ran prefill at 7 tokens/s, with 6x the log-prob error).
+  bool float32_stream_ = false;
   at::Tensor embed_, final_norm_, lm_head_, inv_freq_;
   std::vector<Layer> layers_;
   std::vector<int64_t> eos_ids_;

@@ -37,6 +37,7 @@ namespace gainrag {
 
 void LlamaModel::ChooseGemm() {
   dnnl_gemm_ = false;
+  float32_stream_ = false;
   const GemmPath gemm = GemmPathFromEnvironment();
 #ifdef GAINRAG_WITH_DNNL
   // bfloat16 also where oneDNN has only f32 kernels (LinearUnpacked widens the weights per call):
@@ -47,6 +48,7 @@ void LlamaModel::ChooseGemm() {
 #else
   (void)gemm;  // still validated: a bad value fails in every build
 #endif
+  float32_stream_ = dnnl_gemm_ || (gemm != GemmPath::kTorch && device_.is_cpu() && dtype_ == at::kBFloat16);
 }
 
 std::string DecodeModeFromEnvironment() {
