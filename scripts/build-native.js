@@ -170,7 +170,10 @@ function main() {
 }
 
 try {
-  main();
+  // --stale-backends: print (JSON) the optional backends that would make the tree configure
+  // again, and stop (test/build-config.test.ts).
+  if (process.argv.includes('--stale-backends')) process.stdout.write(`${JSON.stringify(newlyInstalledBackends())}\n`);
+  else main();
 } catch (err) {
   log(err.message);
   process.exit(1);
