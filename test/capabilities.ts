@@ -4,7 +4,7 @@
 import { engineInfo } from '../lib/engine.js';
 
 /** Whether oneDNN runs this precision here: bf16 needs AVX512-BF16 or AMX, int8 needs VNNI. */
-export function dnnlHas(kind: 'bf16' | 'int8'): boolean {
+export function dnnlHas(kind: 'f32' | 'bf16' | 'int8'): boolean {
   const m = new RegExp(`\\b${kind} ([^\\s,]+)`).exec(engineInfo().dnnlKernels);
   return !!m && m[1] !== 'none';
 }
