@@ -92,7 +92,16 @@ let pairs: { q: string[]; p: string[]; cand: number[][] } | undefined;
 console.log('\n| mode | passage 1 - cosine to fp32 (max / mean) | question 1 - cosine (max) | Recall@10 | top-10 agreement | rerank top-1 / top-5 / top-10 agreement | rerank max abs score diff |');
 console.log('|---|---|---|---|---|---|---|');
 for (const m of modes) {
-  const enc = await Encoder.load(bert, { gemm: m.gemm, dtype: m.dtype, matmulPrecision: m.matmulPrecision });
+  // A mode this CPU has no kernel for (int8 without VNNI, bf16x3 without bf16 units) is a row
+  // saying so, not the end of the run.
+  let enc: Encoder;
+  try {
+    enc = await Encoder.load(bert, { gemm: m.gemm, dtype: m.dtype, matmulPrecision: m.matmulPrecision });
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'E_UNSUPPORTED') throw err;
+    console.log(`| ${m.label} | refused here (E_UNSUPPORTED): ${(err as Error).message.replace(/\|/g, '/')} | | | | | |`);
+    continue;
+  }
   const P = normalize(await enc.embed(passages.map((p) => p.text)), enc.dim);
   const Q = normalize(await enc.embed(qText), enc.dim);
   const top = search(Q, P, enc.dim, Math.max(10, candidates));
