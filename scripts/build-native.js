@@ -104,7 +104,6 @@ function upToDate() {
   return built > sources;
 }
 
-
 // cmake-js configures only when the build tree has no CMakeCache.txt, and CMake re-runs a
 // configure only when CMakeLists.txt changes. So a tree first configured before libdnnl-dev or
 // libfaiss-dev was installed kept building without that backend (its cached NOTFOUND never
@@ -120,10 +119,10 @@ const OPTIONAL_BACKENDS = [
 function newlyInstalledBackends() {
   const cacheFile = path.join(buildDir, 'CMakeCache.txt');
   if (!existsSync(cacheFile)) return [];
-  const cache = readFileSync(cacheFile, 'utf8');
+  const cache = readFileSync(cacheFile, 'utf8').split('\n');
   return OPTIONAL_BACKENDS.filter((b) => {
     if ((process.env[b.env] || 'AUTO').toUpperCase() === 'OFF') return false;
-    const line = cache.split('\n').find((l) => l.startsWith(`${b.cacheKey}=`));
+    const line = cache.find((l) => l.startsWith(`${b.cacheKey}=`));
     if (!line || !line.endsWith('-NOTFOUND')) return false;
     return INCLUDE_DIRS.some((dir) => existsSync(path.join(dir, b.header)));
   }).map((b) => b.pkg);
@@ -154,7 +153,7 @@ function main() {
   log(`LibTorch: ${torch.source}`);
   const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
   const jobs = String(Math.max(1, Number(process.env.GAINRAG_BUILD_JOBS) || cpus().length));
-  const args = [cmakeJs, 'build', '--directory', root, '--out', buildDir, '--config', 'Release', '--parallel', jobs];
+  const args = ['--directory', root, '--out', buildDir, '--config', 'Release', '--parallel', jobs];
   if (process.env.GAINRAG_CUDA) args.push(`--CDGAINRAG_CUDA=${process.env.GAINRAG_CUDA}`);
   // AUTO (default): the oneDNN backend when libdnnl-dev is installed; ON fails without it; OFF skips it.
   if (process.env.GAINRAG_WITH_DNNL) args.push(`--CDGAINRAG_WITH_DNNL=${process.env.GAINRAG_WITH_DNNL}`);
@@ -162,10 +161,10 @@ function main() {
   if (process.env.GAINRAG_FAISS) args.push(`--CDGAINRAG_FAISS=${process.env.GAINRAG_FAISS}`);
   if (newBackends.length > 0) {
     log(`configuring again: ${newBackends.join(', ')} installed since this build tree was configured`);
-    const c = spawnSync(process.execPath, [cmakeJs, 'configure', ...args.slice(2)], { stdio: 'inherit', cwd: root });
+    const c = spawnSync(process.execPath, [cmakeJs, 'configure', ...args], { stdio: 'inherit', cwd: root });
     if (c.status !== 0) throw new Error(`native configure failed (cmake-js exit ${c.status})`);
   }
-  const r = spawnSync(process.execPath, args, { stdio: 'inherit', cwd: root });
+  const r = spawnSync(process.execPath, [cmakeJs, 'build', ...args], { stdio: 'inherit', cwd: root });
   if (r.status !== 0) throw new Error(`native build failed (cmake-js exit ${r.status})`);
 }
 

@@ -128,7 +128,9 @@ GemmTiming TimeLinear(const std::string& path, int64_t m, int64_t k, int64_t n, 
   const bool bf16x3 = path == "dnnl-bf16x3";
   auto layer = onednn::PackedLinear::Pack(w, b, precision, gelu ? onednn::Epilogue::kGeluErf : onednn::Epilogue::kNone,
                                           bf16x3);
-  t.kernel = onednn::KernelName(bf16x3 ? at::kBFloat16 : precision) + (bf16x3 ? " x3" : "");
+  const bool widened = precision == at::kBFloat16 && !onednn::Supports(at::kBFloat16);  // (see Pack)
+  t.kernel = widened ? "bf16 weights widened, " + onednn::KernelName(at::kFloat)
+                     : onednn::KernelName(bf16x3 ? at::kBFloat16 : precision) + (bf16x3 ? " x3" : "");
   t.seconds = Time(reps, [&] { (void)layer->Forward(x); });
   return t;
 #else

@@ -41,9 +41,9 @@ std::string DnnlObstacle(const EncoderOptions& opts) {
     return "the oneDNN path runs float32, bfloat16 or int8";
   }
 #ifdef GAINRAG_WITH_DNNL
-  // bfloat16 without a bf16 kernel: bf16-rounded weights in float32 products (PackForDnnl).
-  const bool widened_bf16 = opts.dtype == at::kBFloat16 && !opts.bf16x3 && onednn::SupportsBf16Weights();
-  if (!onednn::Supports(opts.dtype) && !widened_bf16) return "oneDNN has no kernel for this precision on this CPU";
+  // bfloat16 also without a bf16 kernel: PackedLinear then packs bf16-rounded weights widened.
+  const bool runs = opts.dtype == at::kBFloat16 ? onednn::SupportsBf16Weights() : onednn::Supports(opts.dtype);
+  if (!runs) return "oneDNN has no kernel for this precision on this CPU";
   if (opts.bf16x3 && !onednn::SupportsBf16x3()) return "oneDNN has no bf16 kernel on this CPU";
 #endif
   return "";
@@ -114,20 +114,14 @@ void EncoderModel::PackForDnnl(at::ScalarType precision, bool bf16x3) {
   // The same mapping as Activation().
   const std::string& act = config_.hidden_act;
   const Epilogue ffn = act == "gelu" ? Epilogue::kGeluErf : act == "relu" ? Epilogue::kRelu : Epilogue::kGeluTanh;
-  // bfloat16 on a CPU where oneDNN has only float32 kernels (AVX2): the weights are rounded to
-  // bf16 once and packed widened, the rows and products stay float32. LibTorch 1.13's own bf16
-  // GEMM is scalar there: bert-tiny embedded 256 passages in 6.6 s against float32's 0.21 s.
-  const bool widen = precision == at::kBFloat16 && !bf16x3 && !onednn::Supports(at::kBFloat16);
-  auto weight = [&](const at::Tensor& w) { return widen ? w.to(at::kBFloat16).to(at::kFloat) : w; };
-  const at::ScalarType product = widen ? at::kFloat : precision;
   for (Layer& L : layers_) {
     // One [3H, H] product; the stacked copy lives only in the packing.
-    L.qkv.packed = PackedLinear::Pack(weight(at::cat({L.query.weight, L.key.weight, L.value.weight})),
-                                      at::cat({L.query.bias, L.key.bias, L.value.bias}), product, Epilogue::kNone,
+    L.qkv.packed = PackedLinear::Pack(at::cat({L.query.weight, L.key.weight, L.value.weight}),
+                                      at::cat({L.query.bias, L.key.bias, L.value.bias}), precision, Epilogue::kNone,
                                       bf16x3);
-    L.attn_out.packed = PackedLinear::Pack(weight(L.attn_out.weight), L.attn_out.bias, product, Epilogue::kNone, bf16x3);
-    L.intermediate.packed = PackedLinear::Pack(weight(L.intermediate.weight), L.intermediate.bias, product, ffn, bf16x3);
-    L.output.packed = PackedLinear::Pack(weight(L.output.weight), L.output.bias, product, Epilogue::kNone, bf16x3);
+    L.attn_out.packed = PackedLinear::Pack(L.attn_out.weight, L.attn_out.bias, precision, Epilogue::kNone, bf16x3);
+    L.intermediate.packed = PackedLinear::Pack(L.intermediate.weight, L.intermediate.bias, precision, ffn, bf16x3);
+    L.output.packed = PackedLinear::Pack(L.output.weight, L.output.bias, precision, Epilogue::kNone, bf16x3);
   }
   packed_ = true;
   bf16x3_ = bf16x3;

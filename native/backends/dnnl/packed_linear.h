@@ -65,7 +65,9 @@ void RescaleRow(void* y, float s, const float* scale, const int32_t* colsum, con
 class PackedLinear {
  public:
   // weight [out, in] and bias [out] (any floating dtype, CPU). precision kFloat: fp32
-  // throughout; kBFloat16: inputs and weights rounded to bf16, fp32 accumulation and output;
+  // throughout; kBFloat16: inputs and weights rounded to bf16, fp32 accumulation and output
+  // (where oneDNN has no bf16 kernel, SupportsBf16Weights: weights rounded to bf16 and packed
+  // widened, inputs and products fp32, a float32 layer);
   // kChar (dynamic int8): weights quantised once to int8 with one scale per output channel
   // (max |w| / 127), each call's input rows quantised to int8 with one scale per row, int32
   // accumulation (VNNI where the CPU has it), then rescaled, biased and activated in fp32.
