@@ -92,7 +92,7 @@ let pairs: { q: string[]; p: string[]; cand: number[][] } | undefined;
 console.log('\n| mode | passage 1 - cosine to fp32 (max / mean) | question 1 - cosine (max) | Recall@10 | top-10 agreement | rerank top-1 / top-5 / top-10 agreement | rerank max abs score diff |');
 console.log('|---|---|---|---|---|---|---|');
 for (const m of modes) {
-  // A mode this CPU has no kernel for (int8 without VNNI, bf16x3 without bf16 units) is a row
+  // A mode this CPU has no kernel for (bf16x3 without bf16 units, int8 in a build without oneDNN) is a row
   // saying so, not the end of the run.
   let enc: Encoder;
   try {

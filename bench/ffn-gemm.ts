@@ -68,17 +68,21 @@ for (let r = 0; r < rounds; r++) {
 
 const peakF32 = peakRuns['peak-f32'].length ? median(peakRuns['peak-f32']) : NaN;
 const peakBf16 = peakRuns['peak-bf16'].length ? median(peakRuns['peak-bf16']) : NaN;
-console.log(`\nmeasured peak (median of ${peakRuns['peak-f32'].length} runs): fp32 FMA ${peakF32.toFixed(0)} GFLOP/s, ` +
-  `bf16 dot ${peakBf16.toFixed(0)} GFLOP/s on ${info.threads} threads`);
+// Without the peak loops in --paths there is no peak to share against: GFLOP/s only.
+const hasPeak = Number.isFinite(peakF32);
+if (hasPeak || Number.isFinite(peakBf16)) {
+  console.log(`\nmeasured peak (median of ${peakRuns['peak-f32'].length} runs): fp32 FMA ${peakF32.toFixed(0)} GFLOP/s, ` +
+    `bf16 dot ${peakBf16.toFixed(0)} GFLOP/s on ${info.threads} threads`);
+}
 const cols = paths.filter((p) => !p.startsWith('peak-') && !unsupported.has(p));
-console.log(`\n| product | ${cols.map((c) => `${c} GFLOP/s (% of fp32 peak)`).join(' | ')} |`);
+console.log(`\n| product | ${cols.map((c) => `${c} GFLOP/s${hasPeak ? ' (% of fp32 peak)' : ''}`).join(' | ')} |`);
 console.log(`|---|${cols.map(() => '---|').join('')}`);
 for (const p of products) {
   const cells = cols.map((c) => {
     const g = gflops.get(`${p.name}|${c}`);
     if (!g) return '-';
     const v = median(g);
-    return `${v.toFixed(0)} (${((100 * v) / peakF32).toFixed(0)}%)`;
+    return hasPeak ? `${v.toFixed(0)} (${((100 * v) / peakF32).toFixed(0)}%)` : v.toFixed(0);
   });
   console.log(`| ${p.name} | ${cells.join(' | ')} |`);
 }

@@ -62,7 +62,8 @@ const ortRows = arg('ort-rows', 32);
 const withPadded = !flag('no-padded');
 let ortPadded = true; // cleared for the base shapes by --base-ort-sorted-only
 const withDnnl = !flag('no-dnnl') && engineInfo().backends.includes('dnnl');
-// bf16 (and 'high', its bf16x3 products) needs AVX512-BF16 or AMX, int8 needs VNNI: oneDNN's kernel per
+// bf16 (and 'high', its bf16x3 products) needs AVX512-BF16 or AMX, int8 AVX2 (7-bit input codes without
+// VNNI, engineInfo().int8InputBits): oneDNN's kernel per
 // precision is in engineInfo().dnnlKernels ("f32 K, bf16 K, int8 K", "none" where it has none).
 function dnnlHas(kind: 'bf16' | 'int8'): boolean {
   const m = new RegExp(`\\b${kind} ([^\\s,]+)`).exec(engineInfo().dnnlKernels);
@@ -502,7 +503,7 @@ if (withDnnl) {
   for (const s of summaries) {
     const f = s.dnnl['dnnl-f32'], h = s.dnnl['dnnl-f32-high'], b = s.dnnl['dnnl-bf16'], i = s.dnnl['dnnl-int8'];
     if (!f) continue;
-    // A mode this CPU does not run (bf16, 'high' and int8 need AVX512-BF16 / AMX and VNNI) is '-'.
+    // A mode this CPU does not run (bf16 and 'high' need AVX512-BF16 / AMX) is '-'.
     const ratio = (x?: DnnlSummary) => (x ? `${x.ratio.toFixed(2)}x` : '-');
     const vs = (x?: DnnlSummary) => (x ? `${x.vsDefault.toFixed(2)}x` : '-');
     const accuracy = [h, b, i].filter((x): x is DnnlSummary => !!x).map(acc).join(', ') || '-';

@@ -27,6 +27,10 @@ Napi::Value EngineInfoJs(const Napi::CallbackInfo& info) {
       return "f32 " + name(at::kFloat) + ", bf16 " + name(at::kBFloat16) + ", int8 " + name(at::kChar);
     }();
     e.dnnl_kernels = kernels;
+    // 8 where the CPU has VNNI, 7 where int8 products code their inputs in 7 bits (Int8Inputs).
+    const int int8_input_bits = onednn::Supports(at::kChar) ? (onednn::Int8Inputs().levels == 127 ? 8 : 7) : 0;
+#else
+    const int int8_input_bits = 0;
 #endif
     Napi::Object out = Napi::Object::New(env);
     out.Set("version", e.version);
@@ -38,6 +42,7 @@ Napi::Value EngineInfoJs(const Napi::CallbackInfo& info) {
     out.Set("threads", e.threads);
     out.Set("blas", e.blas);
     out.Set("dnnlKernels", e.dnnl_kernels);
+    out.Set("int8InputBits", int8_input_bits);
     const TensorMemoryStats m = GetTensorMemoryStats();
     Napi::Object mem = Napi::Object::New(env);
     mem.Set("installed", m.installed);

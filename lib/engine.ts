@@ -32,7 +32,13 @@ export interface TensorMemoryInfo {
   mapped: number;
 }
 
-export function engineInfo(): EngineInfo & { blas: string; dnnlKernels: string; tensorMemory: TensorMemoryInfo } {
+/**
+ * Beyond EngineInfo: `blas` (LibTorch's BLAS), `dnnlKernels` (oneDNN's kernel per precision,
+ * "f32 K, bf16 K, int8 K", "none" where it has none), `int8InputBits` (how `dtype: 'int8'`
+ * products code each input row: 8 bits where the CPU has VNNI, 7 on CPUs without it, whose
+ * u8 x s8 instruction would saturate on 8-bit codes; 0 where int8 does not run) and `tensorMemory`.
+ */
+export function engineInfo(): EngineInfo & { blas: string; dnnlKernels: string; int8InputBits: number; tensorMemory: TensorMemoryInfo } {
   return native().engineInfo();
 }
 

@@ -36,7 +36,7 @@ export interface NativeSafetensorsFile {
 /** The raw addon surface. Only lib/ uses it; users import the typed classes. */
 export interface NativeAddon {
   CancelToken: new () => NativeCancelToken;
-  engineInfo(): { version: string; torch: string; backends: string[]; cudaDevices: number; threads: number; blas: string; dnnlKernels: string;
+  engineInfo(): { version: string; torch: string; backends: string[]; cudaDevices: number; threads: number; blas: string; dnnlKernels: string; int8InputBits: number;
     tensorMemory: { installed: boolean; capBytes: number; cachedBytes: number; liveBytes: number; reused: number; mapped: number } };
   setThreads(n: number): number;
   releaseTensorMemory(): number;

@@ -30,7 +30,8 @@ export interface CausalLMOptions {
   /**
    * 'float32' (default), 'bfloat16', 'float16' (float16 needs a device with half GEMMs), or
    * 'int8' (opt-in, CPU with the oneDNN backend): dynamic int8 products (weights quantised once
-   * per output channel, activations per row, int32 accumulation on VNNI / AMX-INT8) for every
+   * per output channel, activations per row in 8 bits where the CPU has VNNI / AMX-INT8, in 7
+   * bits on AVX2 without it (engineInfo().int8InputBits), int32 accumulation) for every
    * projection and the lm_head; the rest float32. Accuracy: bench/results/cpu-llama-int8.md.
    */
   dtype?: 'float32' | 'bfloat16' | 'float16' | 'int8';

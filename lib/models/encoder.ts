@@ -33,8 +33,9 @@ export interface ModelLoadOptions {
   device?: Device;
   /**
    * 'int8' (builds with oneDNN, CPU): weights quantised once at load to int8 with one scale
-   * per output channel, each product's input rows quantised with one scale per row, int32
-   * accumulation (VNNI), everything else in float32; accuracy in bench/results/cpu-dnnl.md.
+   * per output channel, each product's input rows quantised with one scale per row (8 bits where
+   * the CPU has VNNI, 7 on AVX2 without it: engineInfo().int8InputBits), int32 accumulation,
+   * everything else in float32; accuracy in bench/results/cpu-dnnl.md.
    * Needs gemm 'dnnl' (the default where oneDNN is built in); elsewhere E_UNSUPPORTED.
    */
   dtype?: EncoderDType;

@@ -64,7 +64,7 @@ void LlamaModel::PrepareFastDecode() {
   const std::string mode = DecodeModeFromEnvironment();
   if (mode == "aten" || !device_.is_cpu() || !cpu::DecodeKernels()) return;
   if (int8_) {
-    // The int8 products' rows were kept by PackInt8 where the CPU has VNNI; without them int8
+    // The int8 products' rows were kept where GemvInt8 runs (VNNI, or AVX2 on 7-bit codes); without them int8
     // decodes through DecodeStep, whose products are the packed int8 ones.
     fast_decode_ = lm_head8_.w.defined();
     return;

@@ -5,7 +5,7 @@
 // counts with and without a tail of the 4-output block, 1-9 rows (the 4-row register blocks and
 // their remainders), with and without accumulating into y, with and without a bias, and for
 // stacked matrices (StackInt8) against the separate products. Part of gainrag_native_test;
-// without oneDNN or VNNI it checks nothing.
+// without oneDNN, or on a CPU with neither VNNI nor AVX2, it checks nothing.
 #include <cstdio>
 #include <cstring>
 
@@ -22,7 +22,7 @@ int Int8GemvChecks() {
 #else
   using namespace gainrag::onednn;
   if (!SupportsInt8Gemv() || !Supports(at::kChar)) {
-    std::printf("int8 gemv: no VNNI or no oneDNN int8 kernel on this CPU, not checked\n");
+    std::printf("int8 gemv: no int8 decode kernel (VNNI, or AVX2 with 7-bit codes) or no oneDNN int8 kernel here, not checked\n");
     return 0;
   }
   int failures = 0;

@@ -15,6 +15,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 #define GR_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+#define GR_AVX2 __attribute__((target("avx2")))
 
 namespace gainrag::onednn {
 namespace {
@@ -92,15 +93,97 @@ GR_VNNI void Sums(const uint8_t* q, int64_t ldq, int64_t rows, int64_t in, const
   }
 }
 
-}  // namespace
+// The same sums on AVX2, 32 bytes a step: vpmaddubsw (u8 x s8, adjacent pairs summed to int16)
+// then vpmaddwd by ones (int16 pairs to int32). Exact only while a pair fits int16, which the
+// 7-bit input codes of CPUs without VNNI guarantee (2 x 127 x 127 = 32258; Int8Inputs), so this
+// runs only with those. 16 ymm registers: R x O accumulators, O weights, one row, the ones.
+GR_AVX2 inline __m256i DotStep(__m256i acc, __m256i x, __m256i w, __m256i ones) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), ones));
+}
 
-bool SupportsInt8Gemv() {
+GR_AVX2 inline int32_t Sum8(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+
+template <int R, int O>
+GR_AVX2 void BlockAvx2(const uint8_t* q, int64_t ldq, int64_t in, const int8_t* w, int64_t ahead, int32_t* acc,
+                       int64_t ldacc) {
+  __m256i a[R][O];
+  for (int r = 0; r < R; ++r)
+    for (int o = 0; o < O; ++o) a[r][o] = _mm256_setzero_si256();
+  const __m256i ones = _mm256_set1_epi16(1);
+  const char* pf = reinterpret_cast<const char*>(w + ahead * in);
+  int64_t k = 0;
+  for (; k + 32 <= in; k += 32) {
+    // One prefetch per 64-byte line of each weight row ahead.
+    if (ahead > 0 && (k & 63) == 0) {
+#pragma GCC unroll 4
+      for (int o = 0; o < O; ++o) _mm_prefetch(pf + o * in + k, _MM_HINT_T1);
+    }
+    __m256i wv[O];
+#pragma GCC unroll 4
+    for (int o = 0; o < O; ++o) wv[o] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + o * in + k));
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + r * ldq + k));
+#pragma GCC unroll 4
+      for (int o = 0; o < O; ++o) a[r][o] = DotStep(a[r][o], xv, wv[o], ones);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int o = 0; o < O; ++o) {
+      int32_t t = Sum8(a[r][o]);
+      for (int64_t j = k; j < in; ++j) t += int32_t(q[r * ldq + j]) * int32_t(w[o * in + j]);
+      acc[r * ldacc + o] = t;
+    }
+}
+
+template <int R>
+GR_AVX2 void RowsAvx2(const uint8_t* q, int64_t ldq, int64_t in, const int8_t* w, int64_t o0, int64_t o1, int64_t out,
+                      int32_t* acc, int64_t ldacc) {
+  constexpr int64_t kAhead = 2 * kOutBlock;
+  int64_t o = o0;
+  for (; o + kOutBlock <= o1; o += kOutBlock)
+    BlockAvx2<R, kOutBlock>(q, ldq, in, w + o * in, o + kAhead + kOutBlock <= out ? kAhead : 0, acc + o, ldacc);
+  for (; o < o1; ++o) BlockAvx2<R, 1>(q, ldq, in, w + o * in, 0, acc + o, ldacc);
+}
+
+// Two rows per block: 2 x 4 accumulators + 4 weights + row + ones = 14 registers.
+GR_AVX2 void SumsAvx2(const uint8_t* q, int64_t ldq, int64_t rows, int64_t in, const int8_t* w, int64_t o0, int64_t o1,
+                      int64_t out, int32_t* acc) {
+  for (int64_t r0 = 0; r0 < rows; r0 += 2) {
+    const uint8_t* qr = q + r0 * ldq;
+    int32_t* ar = acc + r0 * out;
+    if (rows - r0 == 1) {
+      RowsAvx2<1>(qr, ldq, in, w, o0, o1, out, ar, out);
+    } else {
+      RowsAvx2<2>(qr, ldq, in, w, o0, o1, out, ar, out);
+    }
+  }
+}
+
+bool Vnni512() {
   static const bool ok = cpu::Avx512() && __builtin_cpu_supports("avx512vnni");
   return ok;
 }
 
+// AVX2's pair sums are exact only on 7-bit input codes (a CPU with AVX-VNNI but not AVX-512
+// codes in 8 bits, and has no kernel here).
+bool ExactAvx2() {
+  static const bool ok = cpu::DetectedDecodeIsa() != cpu::DecodeIsa::kNone && Int8Inputs().offset + Int8Inputs().levels <= 127;
+  return ok;
+}
+
+}  // namespace
+
+bool SupportsInt8Gemv() { return Vnni512() || ExactAvx2(); }
+
 void GemvInt8(const float* x, int64_t rows, const Int8Matrix& m, float* y, int64_t ldy, bool accumulate) {
-  GR_CHECK(SupportsInt8Gemv(), kUnsupported, "int8 decode products need AVX512-VNNI");
+  GR_CHECK(SupportsInt8Gemv(), kUnsupported, "int8 decode products need AVX512-VNNI, or AVX2 with 7-bit input codes");
+  const bool vnni = Vnni512();
   const int64_t out = m.w.size(0), in = m.w.size(1);
   if (rows <= 0 || out <= 0) return;
   // Quantised rows at a stride of whole cache lines plus one, so rows do not share L1 sets.
@@ -117,7 +200,7 @@ void GemvInt8(const float* x, int64_t rows, const Int8Matrix& m, float* y, int64
   const int64_t tiles = (out + kTile - 1) / kTile;
   cpu::SpinParallelFor(tiles, [&](int64_t t0, int64_t t1) {
     const int64_t o0 = t0 * kTile, o1 = std::min(out, t1 * kTile);
-    Sums(q.data(), ldq, rows, in, w, o0, o1, out, acc.data());
+    vnni ? Sums(q.data(), ldq, rows, in, w, o0, o1, out, acc.data()) : SumsAvx2(q.data(), ldq, rows, in, w, o0, o1, out, acc.data());
     for (int64_t r = 0; r < rows; ++r) {
       int32_t* ar = acc.data() + r * out + o0;
       RescaleRow(ar, row_scale[size_t(r)], scale + o0, colsum + o0, bias + o0, o1 - o0);

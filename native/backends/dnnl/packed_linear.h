@@ -18,7 +18,7 @@ enum class Epilogue { kNone, kGeluErf, kGeluTanh, kRelu };
 
 // Whether a matmul of this precision (kFloat, kBFloat16 or kChar = dynamic int8) can be created
 // on this CPU. oneDNN picks the instruction set at run time (AVX-512, AVX512-BF16, VNNI, AVX2,
-// ...); bf16 needs at least AVX-512.
+// ...); bf16 needs at least AVX-512; int8 runs on AVX2 too (with 7-bit input codes, Int8Inputs).
 bool Supports(at::ScalarType precision);
 // Whether float32 products can run as bf16x3 (see PackedLinear::Pack) on this CPU.
 bool SupportsBf16x3();
@@ -38,9 +38,10 @@ at::Tensor LinearUnpacked(const at::Tensor& x, const at::Tensor& weight, const a
 // Whether LinearUnpacked takes bfloat16 weights here: oneDNN has a bf16 or an f32 kernel.
 bool SupportsBf16Weights();
 
-// For the native tests: elements where the AVX-512 and portable row kernels (int8 quantisation,
-// int8 rescaling, the bf16x3 split) disagree over `rows` random rows of width k, scale values
-// included; 0 means bit-identical (also 0 on a CPU without AVX-512, where only one exists).
+// For the native tests: elements where the widest vector row kernels this CPU runs (AVX-512 or
+// AVX2: int8 quantisation and rescaling with both input codes; AVX-512: the bf16x3 split) and the
+// portable ones disagree over `rows` random rows of width k, scale values included; 0 means
+// bit-identical (also 0 on a CPU with neither, where only the portable rows exist).
 int64_t RowKernelMismatches(int64_t rows, int64_t k, uint32_t seed);
 
 // A weight matrix as the dynamic-int8 products quantise it: w [out, in] int8 row-major with one
@@ -55,10 +56,20 @@ Int8Matrix QuantizeInt8(const at::Tensor& weight, const at::Tensor& bias);
 // stacked product equal, output for output, to the separate ones.
 Int8Matrix StackInt8(const std::vector<Int8Matrix>& parts);
 
-// The per-row passes of every int8 product (AVX-512 where the CPU has it, else portable; equal
-// bit for bit). QuantizeRowU8: q[k] = round(x[k] / s) + 128 with s = max |x| / 127 (1 for a row
-// of zeros); returns s. RescaleRow: y holds the int32 sums of q x w over n outputs, rewritten in
-// place as float32 (sum - 128 colsum[o]) * (s * scale[o]) + bias[o].
+// How int8 products code their input rows as u8: q = round(x / s) + offset, s = max |x| / levels.
+// 8 bits (127, 128) where the CPU has VNNI; 7 bits (63, 64) elsewhere, where oneDNN's u8 x s8
+// kernels multiply through vpmaddubsw, whose int16 sum of two adjacent products would saturate
+// on 8-bit codes and +-127 weights (2 x 127 x 127 fits, 2 x 255 x 127 does not).
+struct Int8InputCode {
+  int32_t levels, offset;
+};
+Int8InputCode Int8Inputs();
+
+// The per-row passes of every int8 product (AVX-512 or AVX2 where the CPU has it, else portable;
+// equal bit for bit), with this CPU's Int8Inputs() code c. QuantizeRowU8: q[k] = round(x[k] / s)
+// + c.offset with s = max |x| / c.levels (1 for a row of zeros); returns s. RescaleRow: y holds
+// the int32 sums of q x w over n outputs, rewritten in place as float32
+// (sum - c.offset colsum[o]) * (s * scale[o]) + bias[o].
 float QuantizeRowU8(const float* x, uint8_t* q, int64_t k);
 void RescaleRow(void* y, float s, const float* scale, const int32_t* colsum, const float* bias, int64_t n);
 
@@ -69,8 +80,9 @@ class PackedLinear {
   // (where oneDNN has no bf16 kernel, SupportsBf16Weights: weights rounded to bf16 and packed
   // widened, inputs and products fp32, a float32 layer);
   // kChar (dynamic int8): weights quantised once to int8 with one scale per output channel
-  // (max |w| / 127), each call's input rows quantised to int8 with one scale per row, int32
-  // accumulation (VNNI where the CPU has it), then rescaled, biased and activated in fp32.
+  // (max |w| / 127), each call's input rows quantised with one scale per row (8 bits where the
+  // CPU has VNNI, 7 without: Int8Inputs), int32 accumulation, then rescaled, biased and
+  // activated in fp32.
   // bf16x3 (precision kFloat only; PyTorch's float32 matmul precision "high"): float32 in and
   // out, the product computed on the bf16 units as hi(x) hi(W) + hi(x) lo(W) + lo(x) hi(W),
   // where hi(v) = bf16(v) and lo(v) = bf16(v - hi(v)): one bf16 product of depth 3 x in, fp32
