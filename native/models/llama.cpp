@@ -445,35 +445,53 @@ void LlamaModel::PackInt8() {
   // with it), so the model holds int8 weights, not both. The handle is allocated while the
   // weight is alive, so no key is ever an address a later allocation could reuse.
   // With the fused int8 decode step (DecodeLogitsCpu), the quantised rows are kept as well, in
-  // their plain layout: q/k/v and gate/up stacked as the float32 step stacks them.
+  // their plain layout: q/k/v and gate/up stacked as the float32 step stacks them, each
+  // projection's rows a view of its stack. Where oneDNN's int8 products read plain weights as
+  // fast as packed ones (Int8PlainWeights), they read those same rows, so the model holds one
+  // int8 copy; elsewhere each product also has oneDNN's packed copy.
   const bool keep_rows = DecodeModeFromEnvironment() != "aten" && onednn::SupportsInt8Gemv();
-  auto pack = [&](at::Tensor& w, const at::Tensor& b) {
-    onednn::Int8Matrix m = onednn::QuantizeInt8(w, b.defined() ? b : at::zeros({w.size(0)}, at::kFloat));
-    auto product = onednn::PackedLinear::PackInt8(m, onednn::Epilogue::kNone);
+  const bool plain = keep_rows && onednn::Int8PlainWeights();
+  auto quantize = [](const at::Tensor& w, const at::Tensor& b) {
+    return onednn::QuantizeInt8(w, b.defined() ? b : at::zeros({w.size(0)}, at::kFloat));
+  };
+  auto attach = [&](at::Tensor& w, const onednn::Int8Matrix& m) {
+    auto product = onednn::PackedLinear::PackInt8(m, onednn::Epilogue::kNone, plain);
     at::Tensor handle = at::empty({1}, at::kFloat);
     int8_products_.emplace(handle.data_ptr(), std::move(product));
     w = handle;
-    return m;
+  };
+  // Outputs [start, start + n) of a stacked matrix, as views.
+  auto rows = [](const onednn::Int8Matrix& m, int64_t start, int64_t n) {
+    return onednn::Int8Matrix{m.w.narrow(0, start, n), m.scale.narrow(0, start, n), m.colsum.narrow(0, start, n),
+                              m.bias.narrow(0, start, n)};
   };
   for (Layer& L : layers_) {
-    onednn::Int8Matrix q = pack(L.q, L.q_bias), k = pack(L.k, L.k_bias), v = pack(L.v, L.v_bias);
-    onednn::Int8Matrix o = pack(L.o, L.o_bias);
-    onednn::Int8Matrix gate = pack(L.gate, at::Tensor()), up = pack(L.up, at::Tensor()), down = pack(L.down, at::Tensor());
+    onednn::Int8Matrix q = quantize(L.q, L.q_bias), k = quantize(L.k, L.k_bias), v = quantize(L.v, L.v_bias);
+    onednn::Int8Matrix o = quantize(L.o, L.o_bias);
+    onednn::Int8Matrix gate = quantize(L.gate, at::Tensor()), up = quantize(L.up, at::Tensor()),
+                       down = quantize(L.down, at::Tensor());
     if (keep_rows) {
+      const int64_t nq = q.w.size(0), nk = k.w.size(0), nv = v.w.size(0), ng = gate.w.size(0), nu = up.w.size(0);
       L.qkv8 = onednn::StackInt8({q, k, v});
+      q = rows(L.qkv8, 0, nq), k = rows(L.qkv8, nq, nk), v = rows(L.qkv8, nq + nk, nv);
       L.o8 = o;
       L.gate_up8 = onednn::StackInt8({gate, up});
+      gate = rows(L.gate_up8, 0, ng), up = rows(L.gate_up8, ng, nu);
       L.down8 = down;
     }
+    attach(L.q, q), attach(L.k, k), attach(L.v, v), attach(L.o, o);
+    attach(L.gate, gate), attach(L.up, up), attach(L.down, down);
   }
   onednn::Int8Matrix head8;
   if (lm_head_.is_same(embed_)) {
     // Tied: the embedding stays float32 for the lookups; the lm_head is its int8 copy.
     at::Tensor head = embed_;
-    head8 = pack(head, at::Tensor());
+    head8 = quantize(head, at::Tensor());
+    attach(head, head8);
     lm_head_ = head;
   } else {
-    head8 = pack(lm_head_, at::Tensor());
+    head8 = quantize(lm_head_, at::Tensor());
+    attach(lm_head_, head8);
   }
   if (keep_rows) lm_head8_ = head8;
   // What stays float32 (embedding, norms, biases) gets its own memory: a view would keep the

@@ -394,6 +394,7 @@ struct PackedLinear::Impl {
   // Of the oneDNN product: kBFloat16 for a bf16x3 layer (split), whose depth is 3 x in.
   at::ScalarType precision = at::kFloat;
   bool split = false;
+  bool plain = false;  // int8 weights read in their [out, in] rows (PackInt8 plain), not reordered
   int64_t depth() const { return split ? 3 * in : in; }
   Epilogue epilogue = Epilogue::kNone;
   memory::desc weights_desc;
@@ -405,7 +406,7 @@ struct PackedLinear::Impl {
   // One primitive per (rows, in, out, precision, epilogue), shared by every layer of that shape.
   std::shared_ptr<Compiled> Get(int64_t M) const {
     static PrimitiveCache cache;
-    return cache.GetOrBuild(Key{M, depth(), out, int(precision) | int(split) << 8, int(epilogue)}, [&] {
+    return cache.GetOrBuild(Key{M, depth(), out, int(precision) | int(split) << 8 | int(plain) << 9, int(epilogue)}, [&] {
       auto c = std::make_shared<Compiled>();
       try {
         auto pd = Describe(M, depth(), out, precision, epilogue, weights_desc, split);
@@ -524,7 +525,9 @@ Int8Matrix StackInt8(const std::vector<Int8Matrix>& parts) {
                     at::cat(bias).contiguous()};
 }
 
-std::shared_ptr<const PackedLinear> PackedLinear::PackInt8(const Int8Matrix& m, Epilogue epilogue) {
+bool Int8PlainWeights() { return !HasVnni(); }
+
+std::shared_ptr<const PackedLinear> PackedLinear::PackInt8(const Int8Matrix& m, Epilogue epilogue, bool plain) {
   auto impl = std::make_unique<Impl>();
   impl->out = m.w.size(0);
   impl->in = m.w.size(1);
@@ -533,7 +536,21 @@ std::shared_ptr<const PackedLinear> PackedLinear::PackInt8(const Int8Matrix& m, 
   impl->bias = m.bias;
   impl->weight_scale = m.scale;
   impl->weight_colsum = m.colsum;
-  PackWeights(impl.get(), m.w, false);
+  if (plain) {
+    // W^T [in, out] is m.w [out, in] read column-major; oneDNN reads it in place (m.w's storage
+    // is shared, not copied).
+    GR_CHECK(m.w.is_contiguous() && m.w.scalar_type() == at::kChar, kInvalidArgument, "int8 linear: plain weights must be a contiguous int8 matrix");
+    impl->plain = true;
+    impl->weights_desc = memory::desc({impl->in, impl->out}, memory::data_type::s8, tag::ba);
+    impl->weights = m.w;
+    try {
+      (void)Describe(kPackRows, impl->in, impl->out, at::kChar, epilogue, impl->weights_desc);
+    } catch (const dnnl::error& e) {
+      GR_FAIL(kUnsupported, "oneDNN cannot build an int8 matmul on plain weights on this CPU (", e.what(), ")");
+    }
+  } else {
+    PackWeights(impl.get(), m.w, false);
+  }
   return std::shared_ptr<const PackedLinear>(new PackedLinear(std::move(impl)));
 }
 

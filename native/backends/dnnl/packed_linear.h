@@ -55,6 +55,11 @@ Int8Matrix QuantizeInt8(const at::Tensor& weight, const at::Tensor& bias);
 // The same matrices stacked along the outputs (q/k/v, gate/up): per-channel scales make the
 // stacked product equal, output for output, to the separate ones.
 Int8Matrix StackInt8(const std::vector<Int8Matrix>& parts);
+// Whether int8 products on plain weights (PackInt8 plain) run as fast as on packed ones here:
+// true on CPUs without VNNI, where oneDNN's int8 matmul is its gemm kernel, which packs blocks
+// of W as it goes (AVX2 EPYC, BERT-base FFN products at 512 and 4096 rows: within run-to-run
+// noise of the packed layout). False where it runs brgemm on a layout of its own (VNNI, AMX).
+bool Int8PlainWeights();
 
 // How int8 products code their input rows as u8: q = round(x / s) + offset, s = max |x| / levels.
 // 8 bits (127, 128) where the CPU has VNNI; 7 bits (63, 64) elsewhere, where oneDNN's u8 x s8
@@ -93,8 +98,10 @@ class PackedLinear {
                                                   at::ScalarType precision, Epilogue epilogue,
                                                   bool bf16x3 = false);
   // An int8 product of weights already quantised (QuantizeInt8): Pack(weight, bias, kChar, e)
-  // is PackInt8(QuantizeInt8(weight, bias), e).
-  static std::shared_ptr<const PackedLinear> PackInt8(const Int8Matrix& m, Epilogue epilogue);
+  // is PackInt8(QuantizeInt8(weight, bias), e). plain: no reordered copy; the product reads
+  // m.w's rows where they are and shares their storage (a view of a stacked matrix included),
+  // for a model that also keeps those rows for GemvInt8. Same sums, so the same outputs.
+  static std::shared_ptr<const PackedLinear> PackInt8(const Int8Matrix& m, Epilogue epilogue, bool plain = false);
   ~PackedLinear();
 
   // x [..., in] (float32, or bfloat16 at bf16 precision) -> [..., out] float32; bfloat16 for a
