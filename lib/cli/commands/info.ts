@@ -19,6 +19,7 @@ export const infoCommand: CommandModule<{ json: boolean }, { json: boolean }> = 
         `threads      ${info.threads}`,
         `blas         ${info.blas}`,
         ...(info.dnnlKernels ? [`dnnl         ${info.dnnlKernels} (encoder default; GAINRAG_GEMM=torch opts out)`] : []),
+        ...(info.int8InputBits ? [`int8 inputs  ${info.int8InputBits}-bit codes${info.int8InputBits < 8 ? ' (no VNNI: one bit less per activation, see README)' : ''}`] : []),
       ].join('\n') + '\n',
     );
   },
