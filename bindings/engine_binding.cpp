@@ -27,8 +27,9 @@ Napi::Value EngineInfoJs(const Napi::CallbackInfo& info) {
       return "f32 " + name(at::kFloat) + ", bf16 " + name(at::kBFloat16) + ", int8 " + name(at::kChar);
     }();
     e.dnnl_kernels = kernels;
-    // 8 where the CPU has VNNI, 7 where int8 products code their inputs in 7 bits (Int8Inputs).
-    const int int8_input_bits = onednn::Supports(at::kChar) ? (onednn::Int8Inputs().levels == 127 ? 8 : 7) : 0;
+    // 8 where the CPU has VNNI, 7 where int8 products code their inputs in 7 bits (Int8Inputs);
+    // asked once, like the kernels above (Supports builds a probe primitive).
+    static const int int8_input_bits = onednn::Supports(at::kChar) ? (onednn::Int8Inputs().levels == 127 ? 8 : 7) : 0;
 #else
     const int int8_input_bits = 0;
 #endif
