@@ -170,8 +170,8 @@ bool Vnni512() {
   return ok;
 }
 
-// AVX2's pair sums are exact only on 7-bit input codes (a CPU with AVX-VNNI but not AVX-512
-// codes in 8 bits, and has no kernel here).
+// AVX2's pair sums are exact only on 7-bit input codes. A CPU with AVX-VNNI but not AVX-512
+// codes its inputs in 8 bits, so it gets no int8 decode kernel here.
 bool ExactAvx2() {
   static const bool ok = cpu::DetectedDecodeIsa() != cpu::DecodeIsa::kNone && Int8Inputs().offset + Int8Inputs().levels <= 127;
   return ok;
