@@ -6,7 +6,8 @@
 // Paths: torch (at::linear + at::gelu: LibTorch's BLAS, the default encoder path), dnnl-f32,
 // dnnl-bf16x3 (float32 layers whose products run as hi·hi + hi·lo + lo·hi on the bf16 units),
 // dnnl-bf16, dnnl-int8 (native/backends/dnnl: weights packed once, bias and GELU as post-ops;
-// int8 includes quantising the activations per row), and the two register-resident peak loops
+// int8 includes quantising the activations per row), dnnl-int8-plain (int8 on W's quantised rows
+// where they are, not repacked: the Llama prefill's layout where Int8PlainWeights), and the two register-resident peak loops
 // (peak-f32: vfmadd on zmm; peak-bf16: vdpbf16ps), all on engineInfo().threads threads. Each
 // round runs every path once (reps timed calls after a warm-up), so the machine's load hits
 // them alike; the table gives the median over all rounds. Timing is native (no JS in the loop).
@@ -71,8 +72,11 @@ const peakBf16 = peakRuns['peak-bf16'].length ? median(peakRuns['peak-bf16']) : 
 // Without the peak loops in --paths there is no peak to share against: GFLOP/s only.
 const hasPeak = Number.isFinite(peakF32);
 if (hasPeak || Number.isFinite(peakBf16)) {
-  console.log(`\nmeasured peak (median of ${peakRuns['peak-f32'].length} runs): fp32 FMA ${peakF32.toFixed(0)} GFLOP/s, ` +
-    `bf16 dot ${peakBf16.toFixed(0)} GFLOP/s on ${info.threads} threads`);
+  const readings = [
+    ...(hasPeak ? [`fp32 FMA ${peakF32.toFixed(0)} GFLOP/s (median of ${peakRuns['peak-f32'].length} runs)`] : []),
+    ...(Number.isFinite(peakBf16) ? [`bf16 dot ${peakBf16.toFixed(0)} GFLOP/s (median of ${peakRuns['peak-bf16'].length})`] : []),
+  ];
+  console.log(`\nmeasured peak on ${info.threads} threads: ${readings.join(', ')}`);
 }
 const cols = paths.filter((p) => !p.startsWith('peak-') && !unsupported.has(p));
 console.log(`\n| product | ${cols.map((c) => `${c} GFLOP/s${hasPeak ? ' (% of fp32 peak)' : ''}`).join(' | ')} |`);

@@ -121,20 +121,23 @@ GemmTiming TimeLinear(const std::string& path, int64_t m, int64_t k, int64_t n, 
 #ifdef GAINRAG_WITH_DNNL
   const at::ScalarType precision = path == "dnnl-f32"    ? at::kFloat
                                    : path == "dnnl-bf16" ? at::kBFloat16
-                                   : path == "dnnl-int8" ? at::kChar
+                                   : path == "dnnl-int8" || path == "dnnl-int8-plain" ? at::kChar
                                    : path == "dnnl-bf16x3" ? at::kFloat
                                                          : at::kByte;
   GR_CHECK(precision != at::kByte, kInvalidArgument, "unknown GEMM path '", path, "'");
   const bool bf16x3 = path == "dnnl-bf16x3";
-  auto layer = onednn::PackedLinear::Pack(w, b, precision, gelu ? onednn::Epilogue::kGeluErf : onednn::Epilogue::kNone,
-                                          bf16x3);
+  const onednn::Epilogue epilogue = gelu ? onednn::Epilogue::kGeluErf : onednn::Epilogue::kNone;
+  // dnnl-int8-plain: the int8 product reading W's quantised rows where they are (PackInt8 plain,
+  // what the Llama int8 prefill does where Int8PlainWeights), to compare with the packed layout.
+  auto layer = path == "dnnl-int8-plain" ? onednn::PackedLinear::PackInt8(onednn::QuantizeInt8(w, b), epilogue, true)
+                                         : onednn::PackedLinear::Pack(w, b, precision, epilogue, bf16x3);
   const bool widened = precision == at::kBFloat16 && !onednn::Supports(at::kBFloat16);  // (see Pack)
   t.kernel = widened ? "bf16 weights widened, " + onednn::KernelName(at::kFloat)
-                     : onednn::KernelName(bf16x3 ? at::kBFloat16 : precision) + (bf16x3 ? " x3" : "");
+                     : onednn::KernelName(bf16x3 ? at::kBFloat16 : precision, path == "dnnl-int8-plain") + (bf16x3 ? " x3" : "");
   t.seconds = Time(reps, [&] { (void)layer->Forward(x); });
   return t;
 #else
-  GR_CHECK(path != "dnnl-f32" && path != "dnnl-bf16" && path != "dnnl-int8" && path != "dnnl-bf16x3", kUnsupported,
+  GR_CHECK(path != "dnnl-f32" && path != "dnnl-bf16" && path != "dnnl-int8" && path != "dnnl-int8-plain" && path != "dnnl-bf16x3", kUnsupported,
            "this build has no oneDNN backend");
   GR_FAIL(kInvalidArgument, "unknown GEMM path '", path, "'");
 #endif

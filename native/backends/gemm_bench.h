@@ -16,7 +16,8 @@ struct GemmTiming {
 };
 
 // path: "torch" (at::linear + at::gelu, as the LibTorch encoder path), "dnnl-f32", "dnnl-bf16",
-// "dnnl-int8", "dnnl-bf16x3" (float32 as three bf16 products; the packed layers of
+// "dnnl-int8", "dnnl-int8-plain" (int8 reading W's quantised rows in place: PackInt8 plain),
+// "dnnl-bf16x3" (float32 as three bf16 products; the packed layers of
 // native/backends/dnnl), "peak-f32" (fp32 FMA loop, AVX-512 or else AVX2) or
 // "peak-bf16" (AVX512-BF16 dot-product loop; m, k, n ignored for the two peaks). gelu: the
 // product's epilogue is GELU (erf). Throws Error(kInvalidArgument) for an unknown path and

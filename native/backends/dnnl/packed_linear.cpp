@@ -208,10 +208,10 @@ bool Supports(at::ScalarType precision) {
 
 bool SupportsBf16x3() { return Supports(at::kBFloat16); }
 
-std::string KernelName(at::ScalarType precision) {
+std::string KernelName(at::ScalarType precision, bool plain_weights) {
   try {
     auto pd = Describe(kPackRows, 768, 768, precision, Epilogue::kNone,
-                       memory::desc({768, 768}, DataType(precision), tag::any));
+                       memory::desc({768, 768}, DataType(precision), plain_weights ? tag::ba : tag::any));
     return pd.impl_info_str();
   } catch (const dnnl::error&) {
     return "";

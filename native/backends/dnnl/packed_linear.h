@@ -23,8 +23,9 @@ bool Supports(at::ScalarType precision);
 // Whether float32 products can run as bf16x3 (see PackedLinear::Pack) on this CPU.
 bool SupportsBf16x3();
 
-// The kernel oneDNN dispatches to for a representative product, e.g. "brg:avx512_core_bf16".
-std::string KernelName(at::ScalarType precision);
+// The kernel oneDNN dispatches to for a representative product, e.g. "brg:avx512_core_bf16";
+// plain_weights: on W in its [out, in] rows instead of a layout of oneDNN's choice.
+std::string KernelName(at::ScalarType precision, bool plain_weights = false);
 
 // y = x W^T (+ bias) reading W where it is ([out, in] row-major, float32 or bfloat16): no packed
 // copy of the weights is kept (oneDNN's kernels copy blocks of W as they go, which a product of
