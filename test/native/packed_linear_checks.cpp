@@ -62,11 +62,12 @@ int Int8ProductChecks() {
     const int8_t* wq = q.w.data_ptr<int8_t>();
     std::vector<uint8_t> row(static_cast<size_t>(k));
     for (int64_t r = 0; r < m; ++r) {
-      const double s = QuantizeRowU8(x.data_ptr<float>() + r * k, row.data(), k);
+      const Int8RowCode rc = QuantizeRowU8(x.data_ptr<float>() + r * k, row.data(), k);
+      const double s = rc.scale;
       for (int64_t o = 0; o < n; ++o) {
         int64_t acc = 0, mag = 0;
         for (int64_t i = 0; i < k; ++i) {
-          const int64_t v = int64_t(row[size_t(i)]) - code.offset, wi = wq[o * k + i];
+          const int64_t v = int64_t(row[size_t(i)]) - rc.zero, wi = wq[o * k + i];
           acc += v * wi;
           mag += std::abs(v * wi);
         }

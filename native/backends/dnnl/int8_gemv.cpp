@@ -173,7 +173,7 @@ bool Vnni512() {
 // AVX2's pair sums are exact only on 7-bit input codes. A CPU with AVX-VNNI but not AVX-512
 // codes its inputs in 8 bits, so it gets no int8 decode kernel here.
 bool ExactAvx2() {
-  static const bool ok = cpu::DetectedDecodeIsa() != cpu::DecodeIsa::kNone && Int8Inputs().offset + Int8Inputs().levels <= 127;
+  static const bool ok = cpu::DetectedDecodeIsa() != cpu::DecodeIsa::kNone && 2 * Int8Inputs().levels + 1 <= 127;
   return ok;
 }
 
@@ -189,8 +189,8 @@ void GemvInt8(const float* x, int64_t rows, const Int8Matrix& m, float* y, int64
   // Quantised rows at a stride of whole cache lines plus one, so rows do not share L1 sets.
   const int64_t ldq = (in + 63) / 64 * 64 + 64;
   std::vector<uint8_t> q(static_cast<size_t>(rows * ldq));
-  std::vector<float> row_scale(static_cast<size_t>(rows));
-  for (int64_t r = 0; r < rows; ++r) row_scale[size_t(r)] = QuantizeRowU8(x + r * in, q.data() + r * ldq, in);
+  std::vector<Int8RowCode> row_code(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) row_code[size_t(r)] = QuantizeRowU8(x + r * in, q.data() + r * ldq, in);
   // int32 sums, rewritten in place as float32 by the product's own rescaling pass.
   std::vector<int32_t> acc(static_cast<size_t>(rows * out));
   const int8_t* w = m.w.data_ptr<int8_t>();
@@ -203,7 +203,7 @@ void GemvInt8(const float* x, int64_t rows, const Int8Matrix& m, float* y, int64
     vnni ? Sums(q.data(), ldq, rows, in, w, o0, o1, out, acc.data()) : SumsAvx2(q.data(), ldq, rows, in, w, o0, o1, out, acc.data());
     for (int64_t r = 0; r < rows; ++r) {
       int32_t* ar = acc.data() + r * out + o0;
-      RescaleRow(ar, row_scale[size_t(r)], scale + o0, colsum + o0, bias + o0, o1 - o0);
+      RescaleRow(ar, row_code[size_t(r)], scale + o0, colsum + o0, bias + o0, o1 - o0);
       const float* t = reinterpret_cast<const float*>(ar);
       float* yr = y + r * ldy + o0;
       if (accumulate) {

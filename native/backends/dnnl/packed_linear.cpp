@@ -153,7 +153,7 @@ struct PackedLinear::Impl {
   at::Tensor weights;  // bytes in weights_desc's layout (ATen's CPU allocator aligns to 64)
   at::Tensor bias;     // float32 [out]
   at::Tensor weight_scale;  // int8: float32 [out], W[o, :] ~ weight_scale[o] * Wq[o, :]
-  at::Tensor weight_colsum;  // int8: int32 [out], sum over k of Wq[o, k] (the u8 offset's correction)
+  at::Tensor weight_colsum;  // int8: int32 [out], sum over k of Wq[o, k] (the correction for each row's zero code)
 
   // One primitive per (rows, in, out, precision, epilogue), shared by every layer of that shape.
   std::shared_ptr<Compiled> Get(int64_t M) const {
@@ -339,11 +339,11 @@ at::Tensor PackedLinear::Forward(const at::Tensor& x_in) const {
   // (int8: oneDNN writes int32 here, RescaleRows turns it into float32 in place.)
   at::Tensor y = at::empty({M, p.out}, bf16_out ? at::kBFloat16 : at::kFloat);
   if (M == 0) return y.view(sizes);
-  at::Tensor row_scale;
+  std::vector<Int8RowCode> row_codes;
   if (int8) {
     at::Tensor q = at::empty({M, p.in}, at::kByte);
-    row_scale = at::empty({M}, at::kFloat);
-    QuantizeRows(x.data_ptr<float>(), q.data_ptr<uint8_t>(), row_scale.data_ptr<float>(), M, p.in);
+    row_codes.resize(size_t(M));
+    QuantizeRows(x.data_ptr<float>(), q.data_ptr<uint8_t>(), row_codes.data(), M, p.in);
     x = q;
   } else if (p.split) {
     at::Tensor parts = at::empty({M, 3 * p.in}, at::kBFloat16);
@@ -362,7 +362,7 @@ at::Tensor PackedLinear::Forward(const at::Tensor& x_in) const {
     p.Run(src + head_in, dst + head_out, tail, stream);
   }
   if (int8) {
-    RescaleRows(y.data_ptr(), row_scale.data_ptr<float>(), p.weight_scale.data_ptr<float>(),
+    RescaleRows(y.data_ptr(), row_codes.data(), p.weight_scale.data_ptr<float>(),
                 p.weight_colsum.data_ptr<int32_t>(), p.bias.data_ptr<float>(), M, p.out);
     switch (p.epilogue) {
       case Epilogue::kGeluErf: at::gelu_(y); break;

@@ -39,7 +39,7 @@ at::Tensor LinearUnpacked(const at::Tensor& x, const at::Tensor& weight, const a
 // Whether LinearUnpacked takes bfloat16 weights here: oneDNN has a bf16 or an f32 kernel.
 bool SupportsBf16Weights();
 
-// For the native tests: elements where the widest vector row kernels this CPU runs (AVX-512 or
+// For the native tests: elements where the vector row kernels this CPU runs (AVX-512 and AVX2, or
 // AVX2: int8 quantisation and rescaling with both input codes; AVX-512: the bf16x3 split) and the
 // portable ones disagree over `rows` random rows of width k, scale values included; 0 means
 // bit-identical (also 0 on a CPU with neither, where only the portable rows exist).
@@ -47,7 +47,7 @@ int64_t RowKernelMismatches(int64_t rows, int64_t k, uint32_t seed);
 
 // A weight matrix as the dynamic-int8 products quantise it: w [out, in] int8 row-major with one
 // scale per output channel (W[o, :] ~ scale[o] * w[o, :], scale = max |W[o, :]| / 127), colsum
-// [out] int32 (sum over k of w[o, k], the correction for the inputs' u8 offset) and bias [out]
+// [out] int32 (sum over k of w[o, k], the correction for each input row's zero code) and bias [out]
 // float32 (zeros where the layer has none).
 struct Int8Matrix {
   at::Tensor w, scale, colsum, bias;
@@ -62,22 +62,30 @@ Int8Matrix StackInt8(const std::vector<Int8Matrix>& parts);
 // noise of the packed layout). False where it runs brgemm on a layout of its own (VNNI, AMX).
 bool Int8PlainWeights();
 
-// How int8 products code their input rows as u8: q = round(x / s) + offset, s = max |x| / levels.
-// 8 bits (127, 128) where the CPU has VNNI; 7 bits (63, 64) elsewhere, where oneDNN's u8 x s8
-// kernels multiply through vpmaddubsw, whose int16 sum of two adjacent products would saturate
-// on 8-bit codes and +-127 weights (2 x 127 x 127 fits, 2 x 255 x 127 does not).
+// How int8 products code their input rows as u8: each row over its own range [lo, hi]
+// (lo = min(min x, 0), hi = max(max x, 0)) in 2 x levels steps of s = (hi - lo) / (2 levels), with
+// zero = round(-lo / s) and q = round(x / s) + zero in [0, 2 levels + 1]. levels is 127 (8-bit codes)
+// where the CPU has VNNI, 63 (7-bit codes, 0..127) elsewhere, where oneDNN's u8 x s8 kernels
+// multiply through vpmaddubsw, whose int16 sum of two adjacent products would saturate on 8-bit
+// codes and +-127 weights (2 x 127 x 127 fits, 2 x 255 x 127 does not). A row of one sign (the
+// GELU output the FFN's second product reads) gets twice the resolution of codes centred on zero.
 struct Int8InputCode {
-  int32_t levels, offset;
+  int32_t levels;
 };
 Int8InputCode Int8Inputs();
+// One row's code: x ~ scale * (q - zero).
+struct Int8RowCode {
+  float scale;
+  int32_t zero;
+};
 
 // The per-row passes of every int8 product (AVX-512 or AVX2 where the CPU has it, else portable;
-// equal bit for bit), with this CPU's Int8Inputs() code c. QuantizeRowU8: q[k] = round(x[k] / s)
-// + c.offset with s = max |x| / c.levels (1 for a row of zeros); returns s. RescaleRow: y holds
-// the int32 sums of q x w over n outputs, rewritten in place as float32
-// (sum - c.offset colsum[o]) * (s * scale[o]) + bias[o].
-float QuantizeRowU8(const float* x, uint8_t* q, int64_t k);
-void RescaleRow(void* y, float s, const float* scale, const int32_t* colsum, const float* bias, int64_t n);
+// equal bit for bit), with this CPU's Int8Inputs(). QuantizeRowU8: row x [k] to codes q [k] as
+// above; returns the row's scale and zero (1 and 0 for a row of zeros). RescaleRow: y holds the
+// int32 sums of q x w over n outputs, rewritten in place as float32
+// (sum - zero colsum[o]) * (scale * w_scale[o]) + bias[o].
+Int8RowCode QuantizeRowU8(const float* x, uint8_t* q, int64_t k);
+void RescaleRow(void* y, Int8RowCode code, const float* w_scale, const int32_t* colsum, const float* bias, int64_t n);
 
 class PackedLinear {
  public:

@@ -36,75 +36,93 @@ RowIsa Rows() {
   return isa;
 }
 
-// Row r of x [M, K] to u8: round(x / scale[r]) + c.offset, scale[r] = max |x[r, :]| / c.levels,
-// so 1..2 levels + 1 (1..255 with 8-bit codes, 1..127 with 7-bit ones).
+// Row r of x [M, K] to u8 codes over the row's own range: lo = min(min x, 0), hi = max(max x, 0),
+// s = (hi - lo) / (2 levels), zero = round(-lo / s), q = round(x / s) + zero, which lies in
+// [0, 2 levels + 1] (0..255 with 8-bit codes, 0..127 with 7-bit ones: round(lo / s) = -round(-lo / s),
+// and two roundings add at most 1). A row of one sign (a GELU's or ReLU's output: min ~ -0.17)
+// gets twice the resolution of codes symmetric about zero; a symmetric row gets the same.
 // (round half away from zero, as the vector rows below.)
-// Elements [k0, K) of a row whose scale is 1 / inv (also the AVX-512 row's tail).
-void QuantizeValues(const float* xr, uint8_t* q, int64_t k0, int64_t K, float inv, int32_t offset) {
+Int8RowCode CodeFor(float lo, float hi, Int8InputCode c) {
+  if (!(hi > lo)) return Int8RowCode{1.f, 0};  // a row of zeros
+  const float s = (hi - lo) / float(2 * c.levels);
+  return Int8RowCode{s, static_cast<int32_t>(-lo / s + 0.5f)};
+}
+
+// Elements [k0, K) of a row whose scale is 1 / inv (also the vector rows' tails).
+void QuantizeValues(const float* xr, uint8_t* q, int64_t k0, int64_t K, float inv, int32_t zero) {
   for (int64_t k = k0; k < K; ++k) {
     const float v = xr[k] * inv;
-    q[k] = static_cast<uint8_t>(offset + static_cast<int>(v + (v >= 0.f ? 0.5f : -0.5f)));  // |v| <= levels
+    q[k] = static_cast<uint8_t>(zero + static_cast<int>(v + (v >= 0.f ? 0.5f : -0.5f)));
   }
 }
 
-float QuantizeRowPortable(const float* xr, uint8_t* q, int64_t K, Int8InputCode c) {
-  float amax = 0.f;
-  for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(xr[k]));
-  const float s = amax > 0.f ? amax / float(c.levels) : 1.f;
-  QuantizeValues(xr, q, 0, K, 1.f / s, c.offset);
-  return s;
+Int8RowCode QuantizeRowPortable(const float* xr, uint8_t* q, int64_t K, Int8InputCode c) {
+  float lo = 0.f, hi = 0.f;
+  for (int64_t k = 0; k < K; ++k) lo = std::min(lo, xr[k]), hi = std::max(hi, xr[k]);
+  const Int8RowCode code = CodeFor(lo, hi, c);
+  QuantizeValues(xr, q, 0, K, 1.f / code.scale, code.zero);
+  return code;
 }
 
 // The same row, 16 at a time; equal to the portable row bit for bit (same operations, same
-// order within each element; the max is exact in any order).
-GR_AVX512 float QuantizeRowAvx512(const float* xr, uint8_t* q, int64_t K, Int8InputCode c) {
-  __m512 vmax = _mm512_setzero_ps();
+// order within each element; min and max are exact in any order).
+GR_AVX512 Int8RowCode QuantizeRowAvx512(const float* xr, uint8_t* q, int64_t K, Int8InputCode c) {
+  __m512 vmin = _mm512_setzero_ps(), vmax = _mm512_setzero_ps();
   int64_t k = 0;
-  for (; k + 16 <= K; k += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(xr + k)));
-  float amax = _mm512_reduce_max_ps(vmax);
-  for (; k < K; ++k) amax = std::max(amax, std::fabs(xr[k]));
-  const float s = amax > 0.f ? amax / float(c.levels) : 1.f, inv = 1.f / s;
+  for (; k + 16 <= K; k += 16) {
+    const __m512 v = _mm512_loadu_ps(xr + k);
+    vmin = _mm512_min_ps(vmin, v), vmax = _mm512_max_ps(vmax, v);
+  }
+  float lo = _mm512_reduce_min_ps(vmin), hi = _mm512_reduce_max_ps(vmax);
+  for (; k < K; ++k) lo = std::min(lo, xr[k]), hi = std::max(hi, xr[k]);
+  const Int8RowCode code = CodeFor(lo, hi, c);
+  const float inv = 1.f / code.scale;
   const __m512 vinv = _mm512_set1_ps(inv);
   const __m512i half = _mm512_castps_si512(_mm512_set1_ps(0.5f)), sign = _mm512_set1_epi32(int32_t(0x80000000u));
-  const __m512i offset = _mm512_set1_epi32(c.offset);
+  const __m512i zero = _mm512_set1_epi32(code.zero);
   for (k = 0; k + 16 <= K; k += 16) {
     const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(xr + k), vinv);
     // v + 0.5 with v's sign bit. The portable row adds -0.5 for v < 0 only; they differ for
     // v = -0.f, where both truncate to 0.
     const __m512 t = _mm512_add_ps(v, _mm512_castsi512_ps(_mm512_or_si512(half, _mm512_and_si512(_mm512_castps_si512(v), sign))));
-    const __m512i qi = _mm512_add_epi32(_mm512_cvttps_epi32(t), offset);
+    const __m512i qi = _mm512_add_epi32(_mm512_cvttps_epi32(t), zero);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k), _mm512_cvtepi32_epi8(qi));
   }
-  QuantizeValues(xr, q, k, K, inv, c.offset);
-  return s;
+  QuantizeValues(xr, q, k, K, inv, code.zero);
+  return code;
 }
 
 // The same row, 8 at a time (AVX2; equal to the portable row bit for bit, as above).
-GR_AVX2 float QuantizeRowAvx2(const float* xr, uint8_t* q, int64_t K, Int8InputCode c) {
+GR_AVX2 Int8RowCode QuantizeRowAvx2(const float* xr, uint8_t* q, int64_t K, Int8InputCode c) {
   const __m256 sign_ps = _mm256_set1_ps(-0.f);
-  __m256 vmax = _mm256_setzero_ps();
+  __m256 vmin = _mm256_setzero_ps(), vmax = _mm256_setzero_ps();
   int64_t k = 0;
-  for (; k + 8 <= K; k += 8) vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(sign_ps, _mm256_loadu_ps(xr + k)));
-  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
-  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-  m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
-  float amax = _mm_cvtss_f32(m4);
-  for (; k < K; ++k) amax = std::max(amax, std::fabs(xr[k]));
-  const float s = amax > 0.f ? amax / float(c.levels) : 1.f, inv = 1.f / s;
+  for (; k + 8 <= K; k += 8) {
+    const __m256 v = _mm256_loadu_ps(xr + k);
+    vmin = _mm256_min_ps(vmin, v), vmax = _mm256_max_ps(vmax, v);
+  }
+  float lo_lanes[8], hi_lanes[8];
+  _mm256_storeu_ps(lo_lanes, vmin);
+  _mm256_storeu_ps(hi_lanes, vmax);
+  float lo = 0.f, hi = 0.f;
+  for (int i = 0; i < 8; ++i) lo = std::min(lo, lo_lanes[i]), hi = std::max(hi, hi_lanes[i]);
+  for (; k < K; ++k) lo = std::min(lo, xr[k]), hi = std::max(hi, xr[k]);
+  const Int8RowCode code = CodeFor(lo, hi, c);
+  const float inv = 1.f / code.scale;
   const __m256 vinv = _mm256_set1_ps(inv), half = _mm256_set1_ps(0.5f);
-  const __m256i offset = _mm256_set1_epi32(c.offset);
+  const __m256i zero = _mm256_set1_epi32(code.zero);
   for (k = 0; k + 8 <= K; k += 8) {
     const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(xr + k), vinv);
     const __m256 t = _mm256_add_ps(v, _mm256_or_ps(half, _mm256_and_ps(v, sign_ps)));  // v + 0.5 with v's sign
-    const __m256i qi = _mm256_add_epi32(_mm256_cvttps_epi32(t), offset);  // 1..255: the packs below keep it
+    const __m256i qi = _mm256_add_epi32(_mm256_cvttps_epi32(t), zero);  // 0..255: the packs below keep it
     const __m128i w16 = _mm_packus_epi32(_mm256_castsi256_si128(qi), _mm256_extracti128_si256(qi, 1));
     _mm_storel_epi64(reinterpret_cast<__m128i*>(q + k), _mm_packus_epi16(w16, w16));
   }
-  QuantizeValues(xr, q, k, K, inv, c.offset);
-  return s;
+  QuantizeValues(xr, q, k, K, inv, code.zero);
+  return code;
 }
 
-float QuantizeRowWith(RowIsa isa, const float* x, uint8_t* q, int64_t K, Int8InputCode c) {
+Int8RowCode QuantizeRowWith(RowIsa isa, const float* x, uint8_t* q, int64_t K, Int8InputCode c) {
   switch (isa) {
     case RowIsa::kAvx512: return QuantizeRowAvx512(x, q, K, c);
     case RowIsa::kAvx2: return QuantizeRowAvx2(x, q, K, c);
@@ -112,38 +130,38 @@ float QuantizeRowWith(RowIsa isa, const float* x, uint8_t* q, int64_t K, Int8Inp
   }
 }
 
-// y holds the int32 sums of the codes (q + offset) x Wq; rewritten in place as float32:
-// (sum - offset * colsum[n]) * row_scale[r] * col_scale[n] + bias[n].
+// y holds the int32 sums of the codes q x Wq of one row (q = round(x / s) + zero); rewritten in
+// place as float32: (sum - zero * colsum[n]) * s * col_scale[n] + bias[n].
 void RescaleRowPortable(void* y, float s, const float* col_scale, const int32_t* colsum, const float* bias, int64_t N,
-                        int32_t offset) {
+                        int32_t zero) {
   const int32_t* acc = static_cast<const int32_t*>(y);
   float* out = static_cast<float*>(y);
-  for (int64_t n = 0; n < N; ++n) out[n] = float(acc[n] - offset * colsum[n]) * (s * col_scale[n]) + bias[n];
+  for (int64_t n = 0; n < N; ++n) out[n] = float(acc[n] - zero * colsum[n]) * (s * col_scale[n]) + bias[n];
 }
 
 // One row in place, 16 at a time (multiply then add, as the portable loop: no FMA contraction).
 GR_AVX512 void RescaleRowAvx512(void* y, float s, const float* col_scale, const int32_t* colsum, const float* bias,
-                                int64_t N, int32_t offset) {
+                                int64_t N, int32_t zero) {
   const int32_t* acc = static_cast<const int32_t*>(y);
   float* yr = static_cast<float*>(y);
   const __m512 vs = _mm512_set1_ps(s);
-  const __m512i off = _mm512_set1_epi32(offset);
+  const __m512i off = _mm512_set1_epi32(zero);
   int64_t n = 0;
   for (; n + 16 <= N; n += 16) {
     const __m512i a = _mm512_sub_epi32(_mm512_loadu_si512(acc + n), _mm512_mullo_epi32(_mm512_loadu_si512(colsum + n), off));
     const __m512 scale = _mm512_mul_ps(vs, _mm512_loadu_ps(col_scale + n));
     _mm512_storeu_ps(yr + n, _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a), scale), _mm512_loadu_ps(bias + n)));
   }
-  RescaleRowPortable(yr + n, s, col_scale + n, colsum + n, bias + n, N - n, offset);
+  RescaleRowPortable(yr + n, s, col_scale + n, colsum + n, bias + n, N - n, zero);
 }
 
 // The same row, 8 at a time (AVX2, multiply then add).
 GR_AVX2 void RescaleRowAvx2(void* y, float s, const float* col_scale, const int32_t* colsum, const float* bias,
-                            int64_t N, int32_t offset) {
+                            int64_t N, int32_t zero) {
   const int32_t* acc = static_cast<const int32_t*>(y);
   float* yr = static_cast<float*>(y);
   const __m256 vs = _mm256_set1_ps(s);
-  const __m256i off = _mm256_set1_epi32(offset);
+  const __m256i off = _mm256_set1_epi32(zero);
   int64_t n = 0;
   for (; n + 8 <= N; n += 8) {
     const __m256i a = _mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + n)),
@@ -151,15 +169,15 @@ GR_AVX2 void RescaleRowAvx2(void* y, float s, const float* col_scale, const int3
     const __m256 scale = _mm256_mul_ps(vs, _mm256_loadu_ps(col_scale + n));
     _mm256_storeu_ps(yr + n, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(a), scale), _mm256_loadu_ps(bias + n)));
   }
-  RescaleRowPortable(yr + n, s, col_scale + n, colsum + n, bias + n, N - n, offset);
+  RescaleRowPortable(yr + n, s, col_scale + n, colsum + n, bias + n, N - n, zero);
 }
 
 void RescaleRowWith(RowIsa isa, void* y, float s, const float* scale, const int32_t* colsum, const float* bias,
-                    int64_t n, int32_t offset) {
+                    int64_t n, int32_t zero) {
   switch (isa) {
-    case RowIsa::kAvx512: RescaleRowAvx512(y, s, scale, colsum, bias, n, offset); break;
-    case RowIsa::kAvx2: RescaleRowAvx2(y, s, scale, colsum, bias, n, offset); break;
-    default: RescaleRowPortable(y, s, scale, colsum, bias, n, offset);
+    case RowIsa::kAvx512: RescaleRowAvx512(y, s, scale, colsum, bias, n, zero); break;
+    case RowIsa::kAvx2: RescaleRowAvx2(y, s, scale, colsum, bias, n, zero); break;
+    default: RescaleRowPortable(y, s, scale, colsum, bias, n, zero);
   }
 }
 
@@ -217,7 +235,7 @@ void SplitRowPortable(const float* x, uint16_t* d, int64_t K) { SplitValues(x, d
 // multiply through vpmaddubsw, whose int16 sums of adjacent products saturate: with 8-bit inputs
 // (1..255) and weights +-127 a pair reaches 2 x 255 x 127 = 64770 (measured on an AVX2-only AMD
 // EPYC: int8 Llama logits off by 42% of the logit scale). There the inputs are coded in 7 bits
-// instead (1..127 around 64), so a pair is at most 2 x 127 x 127 = 32258 < 32767: the int16 sums
+// instead (0..127), so a pair is at most 2 x 127 x 127 = 32258 < 32767: the int16 sums
 // are exact and the products equal what VNNI computes on the same codes. The bit comes off the
 // inputs rather than the weights because that measured closer to float32 on llama-tiny (logits
 // 4.0% of their scale off transformers' against 4.5% with 6-bit weights; 8 bits: 2.8%), and it
@@ -227,31 +245,28 @@ bool CpuHasVnni() {
   return ok;
 }
 
-Int8InputCode Int8Inputs() {
-  return CpuHasVnni() ? Int8InputCode{127, 128} : Int8InputCode{63, 64};
+Int8InputCode Int8Inputs() { return Int8InputCode{CpuHasVnni() ? 127 : 63}; }
+
+Int8RowCode QuantizeRowU8(const float* x, uint8_t* q, int64_t k) { return QuantizeRowWith(Rows(), x, q, k, Int8Inputs()); }
+
+void RescaleRow(void* y, Int8RowCode code, const float* scale, const int32_t* colsum, const float* bias, int64_t n) {
+  RescaleRowWith(Rows(), y, code.scale, scale, colsum, bias, n, code.zero);
 }
 
-float QuantizeRowU8(const float* x, uint8_t* q, int64_t k) { return QuantizeRowWith(Rows(), x, q, k, Int8Inputs()); }
-
-void RescaleRow(void* y, float s, const float* scale, const int32_t* colsum, const float* bias, int64_t n) {
-  RescaleRowWith(Rows(), y, s, scale, colsum, bias, n, Int8Inputs().offset);
-}
-
-void QuantizeRows(const float* x, uint8_t* dst, float* scale, int64_t M, int64_t K) {
+void QuantizeRows(const float* x, uint8_t* dst, Int8RowCode* codes, int64_t M, int64_t K) {
   const RowIsa isa = Rows();
   const Int8InputCode c = Int8Inputs();
   at::parallel_for(0, M, 8, [&](int64_t lo, int64_t hi) {
-    for (int64_t r = lo; r < hi; ++r) scale[r] = QuantizeRowWith(isa, x + r * K, dst + r * K, K, c);
+    for (int64_t r = lo; r < hi; ++r) codes[r] = QuantizeRowWith(isa, x + r * K, dst + r * K, K, c);
   });
 }
 
-void RescaleRows(void* y, const float* row_scale, const float* col_scale, const int32_t* colsum, const float* bias,
+void RescaleRows(void* y, const Int8RowCode* codes, const float* col_scale, const int32_t* colsum, const float* bias,
                  int64_t M, int64_t N) {
   const RowIsa isa = Rows();
-  const int32_t offset = Int8Inputs().offset;
   at::parallel_for(0, M, 8, [&](int64_t lo, int64_t hi) {
     for (int64_t r = lo; r < hi; ++r) {
-      RescaleRowWith(isa, static_cast<int32_t*>(y) + r * N, row_scale[r], col_scale, colsum, bias, N, offset);
+      RescaleRowWith(isa, static_cast<int32_t*>(y) + r * N, codes[r].scale, col_scale, colsum, bias, N, codes[r].zero);
     }
   });
 }
@@ -271,6 +286,9 @@ int64_t RowKernelMismatches(int64_t rows, int64_t k, uint32_t seed) {
   at::Tensor x = at::randn({rows, k}) * at::exp(at::randn({rows, 1}) * 3.0);
   x.index_put_({0}, at::zeros({k}));
   if (rows > 1) x.index_put_({1}, -at::zeros({k}));
+  // Rows of one sign, whose codes are not centred on zero.
+  if (rows > 2) x.index_put_({2}, x[2].abs());
+  if (rows > 3) x.index_put_({3}, at::gelu(x[3]));
   const float* xp = x.data_ptr<float>();
   std::vector<uint8_t> qa(static_cast<size_t>(k)), qb(static_cast<size_t>(k));
   std::vector<uint16_t> sa(static_cast<size_t>(3 * k)), sb(static_cast<size_t>(3 * k));
@@ -278,18 +296,22 @@ int64_t RowKernelMismatches(int64_t rows, int64_t k, uint32_t seed) {
   at::Tensor col_scale = at::rand({k}) * 1e-3, bias = at::randn({k});
   std::vector<int32_t> ya(static_cast<size_t>(k)), yb(static_cast<size_t>(k));
   int64_t bad = 0;
-  // Both input codes, whichever this CPU uses.
-  for (Int8InputCode c : {Int8InputCode{127, 128}, Int8InputCode{63, 64}}) {
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* xr = xp + r * k;
-      const float s1 = QuantizeRowWith(isa, xr, qa.data(), k, c), s2 = QuantizeRowPortable(xr, qb.data(), k, c);
-      bad += s1 != s2;
-      for (int64_t i = 0; i < k; ++i) bad += qa[size_t(i)] != qb[size_t(i)];
-      std::memcpy(ya.data(), acc.data_ptr<int32_t>(), size_t(k) * 4);
-      std::memcpy(yb.data(), acc.data_ptr<int32_t>(), size_t(k) * 4);
-      RescaleRowWith(isa, ya.data(), s1, col_scale.data_ptr<float>(), colsum.data_ptr<int32_t>(), bias.data_ptr<float>(), k, c.offset);
-      RescaleRowPortable(yb.data(), s1, col_scale.data_ptr<float>(), colsum.data_ptr<int32_t>(), bias.data_ptr<float>(), k, c.offset);
-      bad += std::memcmp(ya.data(), yb.data(), size_t(k) * 4) != 0;
+  // Both input codes, whichever this CPU uses; on an AVX-512 CPU the AVX2 rows as well.
+  std::vector<RowIsa> isas{isa};
+  if (isa == RowIsa::kAvx512) isas.push_back(RowIsa::kAvx2);
+  for (RowIsa vec : isas) {
+    for (Int8InputCode c : {Int8InputCode{127}, Int8InputCode{63}}) {
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* xr = xp + r * k;
+        const Int8RowCode s1 = QuantizeRowWith(vec, xr, qa.data(), k, c), s2 = QuantizeRowPortable(xr, qb.data(), k, c);
+        bad += s1.scale != s2.scale || s1.zero != s2.zero;
+        for (int64_t i = 0; i < k; ++i) bad += qa[size_t(i)] != qb[size_t(i)] || qa[size_t(i)] > 2 * c.levels + 1;
+        std::memcpy(ya.data(), acc.data_ptr<int32_t>(), size_t(k) * 4);
+        std::memcpy(yb.data(), acc.data_ptr<int32_t>(), size_t(k) * 4);
+        RescaleRowWith(vec, ya.data(), s1.scale, col_scale.data_ptr<float>(), colsum.data_ptr<int32_t>(), bias.data_ptr<float>(), k, s1.zero);
+        RescaleRowPortable(yb.data(), s1.scale, col_scale.data_ptr<float>(), colsum.data_ptr<int32_t>(), bias.data_ptr<float>(), k, s1.zero);
+        bad += std::memcmp(ya.data(), yb.data(), size_t(k) * 4) != 0;
+      }
     }
   }
   if (isa == RowIsa::kAvx512) {
