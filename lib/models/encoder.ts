@@ -33,7 +33,7 @@ export interface ModelLoadOptions {
   device?: Device;
   /**
    * 'int8' (builds with oneDNN, CPU): weights quantised once at load to int8 with one scale
-   * per output channel, each product's input rows quantised with one scale per row (8 bits where
+   * per output channel, each product's input rows quantised with a scale and zero code per row over its own range (8 bits where
    * the CPU has VNNI, 7 on AVX2 without it: engineInfo().int8InputBits), int32 accumulation,
    * everything else in float32; accuracy in bench/results/cpu-dnnl.md.
    * Needs gemm 'dnnl' (the default where oneDNN is built in); elsewhere E_UNSUPPORTED.
