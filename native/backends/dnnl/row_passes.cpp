@@ -42,9 +42,10 @@ RowIsa Rows() {
 // and two roundings add at most 1). A row of one sign (a GELU's or ReLU's output: min ~ -0.17)
 // gets twice the resolution of codes symmetric about zero; a symmetric row gets the same.
 // (round half away from zero, as the vector rows below.)
+// A row of zeros, or one so small that 1 / s is not a float (denormal rows), codes as zeros.
 Int8RowCode CodeFor(float lo, float hi, Int8InputCode c) {
-  if (!(hi > lo)) return Int8RowCode{1.f, 0};  // a row of zeros
   const float s = (hi - lo) / float(2 * c.levels);
+  if (!(hi > lo) || !std::isfinite(1.f / s)) return Int8RowCode{1.f, 0};
   return Int8RowCode{s, static_cast<int32_t>(-lo / s + 0.5f)};
 }
 
