@@ -10,6 +10,9 @@
 // as above for K = 1, 5, 10 between each mode's ordering and fp32's.
 // fp32 is gemm 'torch' (the LibTorch path the HF parity tests pin); the modes are gemm 'dnnl' at
 // float32, float32 with bf16x3 products (matmulPrecision 'high'), bfloat16 and int8.
+// int8 codes its inputs in engineInfo().int8InputBits bits (8 with VNNI, 7 without). On a VNNI
+// CPU, GAINRAG_INT8_INPUT_BITS=7 node dist/bench/dtype-accuracy.js measures what a CPU without it
+// computes (the integer sums are exact on both).
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import path from 'node:path';
@@ -79,7 +82,7 @@ const modes: Mode[] = [
   { label: 'dnnl float32', gemm: 'dnnl', dtype: 'float32' },
   { label: 'dnnl float32 high (bf16x3)', gemm: 'dnnl', dtype: 'float32', matmulPrecision: 'high' },
   { label: 'dnnl bfloat16', gemm: 'dnnl', dtype: 'bfloat16' },
-  { label: 'dnnl int8', gemm: 'dnnl', dtype: 'int8' },
+  { label: `dnnl int8 (${info.int8InputBits || '?'}-bit input codes)`, gemm: 'dnnl', dtype: 'int8' },
 ];
 const bert = path.join(repoRoot, 'models', 'bert-tiny');
 const xlmr = path.join(repoRoot, 'models', 'xlmr-tiny-reranker');

@@ -338,6 +338,49 @@ test('dtype int8 (dynamic, per-row activation and per-channel weight scales): cl
   xlmrRef.scores.forEach((ref, i) => assert.ok(Math.abs(s[i] - ref) <= 0.02 + 0.05 * Math.abs(ref), `pair ${i}: ${s[i]} vs ${ref}`));
 });
 
+// Runs the int8 reranker in a child process with GAINRAG_INT8_INPUT_BITS set (the setting is read
+// once per process): what engineInfo says, the scores, or the error.
+function int8InChild(bits: string): { bits?: number; scores?: number[]; error?: { code: string; message: string } } {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const script = `
+    const { CrossEncoder, engineInfo } = await import(${JSON.stringify(path.join(here, '..', 'lib', 'index.js'))});
+    const out = {};
+    try {
+      out.bits = engineInfo().int8InputBits;
+      const ce = await CrossEncoder.load(${JSON.stringify(fixture('xlmr-tiny-reranker'))}, { dtype: 'int8' });
+      const pairs = ${JSON.stringify(xlmrRef.pairs)};
+      out.scores = Array.from(await ce.score(pairs.map((p) => p[0]), pairs.map((p) => p[1]), { maxLength: 64 }));
+    } catch (e) { out.error = { code: e.code, message: e.message }; }
+    process.stdout.write(JSON.stringify(out));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, GAINRAG_INT8_INPUT_BITS: bits } });
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout) as ReturnType<typeof int8InChild>;
+}
+
+test('GAINRAG_INT8_INPUT_BITS=7 gives a VNNI CPU the 7-bit codes of CPUs without VNNI; other values are refused', { skip }, () => {
+  if (!dnnlHas('int8')) return;
+  const natural = engineInfo().int8InputBits;
+  const seven = int8InChild('7');
+  assert.equal(seven.error, undefined, JSON.stringify(seven.error));
+  assert.equal(seven.bits, 7);
+  xlmrRef.scores.forEach((ref, i) => assert.ok(Math.abs(seven.scores![i] - ref) <= 0.03 + 0.08 * Math.abs(ref), `pair ${i}: ${seven.scores![i]} vs ${ref}`));
+  if (natural === 8) {
+    const eight = int8InChild('8');
+    assert.equal(eight.bits, 8);
+    // One bit less per activation is a different rounding of every product.
+    assert.ok(seven.scores!.some((s, i) => s !== eight.scores![i]), '7-bit codes changed no score');
+  } else {
+    const eight = int8InChild('8');
+    assert.equal(eight.error?.code, 'E_INVALID_ARG', JSON.stringify(eight));
+    assert.match(eight.error!.message, /needs VNNI/);
+  }
+  for (const bad of ['6', 'eight']) {
+    const r = int8InChild(bad);
+    assert.equal(r.error?.code, 'E_INVALID_ARG', JSON.stringify(r));
+    assert.match(r.error!.message, /GAINRAG_INT8_INPUT_BITS must be 7 or 8/);
+  }
+});
+
 test('dtype int8 needs the oneDNN path: gemm torch (or a build without oneDNN) is E_UNSUPPORTED', async () => {
   await assert.rejects(Encoder.load(fixture('bert-tiny'), { dtype: 'int8', gemm: 'torch' }), (e) => hasCode(e, 'E_UNSUPPORTED') && /int8/.test(String(e)));
   if (!dnnlHas('int8')) await assert.rejects(Encoder.load(fixture('bert-tiny'), { dtype: 'int8' }), (e) => hasCode(e, 'E_UNSUPPORTED'));

@@ -9,11 +9,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "backends/cpu_decode.h"
 #include "backends/dnnl/packed_linear.h"
+#include "core/error.h"
 
 namespace gainrag::onednn {
 namespace {
@@ -246,7 +249,47 @@ bool CpuHasVnni() {
   return ok;
 }
 
-Int8InputCode Int8Inputs() { return Int8InputCode{CpuHasVnni() ? 127 : 63}; }
+namespace {
+
+// GAINRAG_INT8_INPUT_BITS=7 codes the inputs in 7 bits on a VNNI CPU as well. The products are
+// exact on either kind of CPU, so this computes here, bit for bit in the integer sums, what a CPU
+// without VNNI computes: how bench/dtype-accuracy.ts measures the 7-bit accuracy on a VNNI
+// machine. Only 7 (and 8 where VNNI exists) are accepted: 8-bit codes without VNNI would
+// saturate, and fewer than 7 bits has no use.
+struct InputBitsSetting {
+  int32_t levels = 0;
+  std::string error;  // non-empty: the environment asks for something this CPU cannot do
+};
+
+const InputBitsSetting& InputBits() {
+  static const InputBitsSetting setting = [] {
+    InputBitsSetting s;
+    s.levels = CpuHasVnni() ? 127 : 63;
+    const char* env = std::getenv("GAINRAG_INT8_INPUT_BITS");
+    if (env == nullptr || *env == '\0') return s;
+    const std::string v = env;
+    if (v == "7") {
+      s.levels = 63;
+    } else if (v == "8" && CpuHasVnni()) {
+      s.levels = 127;
+    } else if (v == "8") {
+      s.error = "GAINRAG_INT8_INPUT_BITS=8 needs VNNI (AVX512-VNNI or AVX-VNNI), which this CPU lacks: "
+                "without it 8-bit input codes saturate the int16 pair sums; unset it or use 7";
+    } else {
+      s.error = "GAINRAG_INT8_INPUT_BITS must be 7 or 8, got '" + v + "'";
+    }
+    return s;
+  }();
+  return setting;
+}
+
+}  // namespace
+
+Int8InputCode Int8Inputs() {
+  const InputBitsSetting& s = InputBits();
+  GR_CHECK(s.error.empty(), kInvalidArgument, s.error);
+  return Int8InputCode{s.levels};
+}
 
 Int8RowCode QuantizeRowU8(const float* x, uint8_t* q, int64_t k) { return QuantizeRowWith(Rows(), x, q, k, Int8Inputs()); }
 
