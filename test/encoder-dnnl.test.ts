@@ -338,46 +338,80 @@ test('dtype int8 (dynamic, per-row activation and per-channel weight scales): cl
   xlmrRef.scores.forEach((ref, i) => assert.ok(Math.abs(s[i] - ref) <= 0.02 + 0.05 * Math.abs(ref), `pair ${i}: ${s[i]} vs ${ref}`));
 });
 
-// Runs the int8 reranker in a child process with GAINRAG_INT8_INPUT_BITS set (the setting is read
-// once per process): what engineInfo says, the scores, or the error.
-function int8InChild(bits: string): { bits?: number; scores?: number[]; error?: { code: string; message: string } } {
+// Runs the int8 reranker in a child process with the given environment (GAINRAG_INT8_INPUT_BITS
+// and GAINRAG_INT8_PRODUCTS are read once per process): what engineInfo says, the scores, or the
+// error.
+type Int8Child = { bits?: number; kernels?: string; scores?: number[]; error?: { code: string; message: string } };
+function int8InChild(env: Record<string, string>): Int8Child {
   const here = path.dirname(fileURLToPath(import.meta.url));
   const script = `
     const { CrossEncoder, engineInfo } = await import(${JSON.stringify(path.join(here, '..', 'lib', 'index.js'))});
     const out = {};
     try {
       out.bits = engineInfo().int8InputBits;
+      out.kernels = engineInfo().dnnlKernels;
       const ce = await CrossEncoder.load(${JSON.stringify(fixture('xlmr-tiny-reranker'))}, { dtype: 'int8' });
       const pairs = ${JSON.stringify(xlmrRef.pairs)};
       out.scores = Array.from(await ce.score(pairs.map((p) => p[0]), pairs.map((p) => p[1]), { maxLength: 64 }));
     } catch (e) { out.error = { code: e.code, message: e.message }; }
     process.stdout.write(JSON.stringify(out));`;
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, GAINRAG_INT8_INPUT_BITS: bits } });
+  const childEnv: Record<string, string | undefined> = { ...process.env, GAINRAG_INT8_INPUT_BITS: undefined, GAINRAG_INT8_PRODUCTS: undefined, ...env };
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: childEnv as NodeJS.ProcessEnv });
   assert.equal(r.status, 0, r.stderr);
-  return JSON.parse(r.stdout) as ReturnType<typeof int8InChild>;
+  return JSON.parse(r.stdout) as Int8Child;
 }
 
-test('GAINRAG_INT8_INPUT_BITS=7 gives a VNNI CPU the 7-bit codes of CPUs without VNNI; other values are refused', { skip }, () => {
+function assertNearReranker(scores: number[] | undefined, abs: number, rel: number): void {
+  assert.ok(scores, 'no scores');
+  xlmrRef.scores.forEach((ref, i) => assert.ok(Math.abs(scores[i] - ref) <= abs + rel * Math.abs(ref), `pair ${i}: ${scores[i]} vs ${ref}`));
+}
+
+test('GAINRAG_INT8_INPUT_BITS picks 7- or 8-bit input codes on any int8 CPU; other values are refused', { skip }, () => {
   if (!dnnlHas('int8')) return;
-  const natural = engineInfo().int8InputBits;
-  const seven = int8InChild('7');
+  const seven = int8InChild({ GAINRAG_INT8_INPUT_BITS: '7' });
   assert.equal(seven.error, undefined, JSON.stringify(seven.error));
   assert.equal(seven.bits, 7);
-  xlmrRef.scores.forEach((ref, i) => assert.ok(Math.abs(seven.scores![i] - ref) <= 0.03 + 0.08 * Math.abs(ref), `pair ${i}: ${seven.scores![i]} vs ${ref}`));
-  if (natural === 8) {
-    const eight = int8InChild('8');
+  assertNearReranker(seven.scores, 0.03, 0.08);
+  const eight = int8InChild({ GAINRAG_INT8_INPUT_BITS: '8' });
+  if (eight.error) {
+    // Only a CPU with neither VNNI nor AVX2 refuses 8-bit codes.
+    assert.equal(eight.error.code, 'E_INVALID_ARG', JSON.stringify(eight));
+    assert.match(eight.error.message, /needs VNNI or AVX2/);
+  } else {
     assert.equal(eight.bits, 8);
+    assertNearReranker(eight.scores, 0.02, 0.05);
     // One bit less per activation is a different rounding of every product.
     assert.ok(seven.scores!.some((s, i) => s !== eight.scores![i]), '7-bit codes changed no score');
-  } else {
-    const eight = int8InChild('8');
-    assert.equal(eight.error?.code, 'E_INVALID_ARG', JSON.stringify(eight));
-    assert.match(eight.error!.message, /needs VNNI/);
   }
   for (const bad of ['6', 'eight']) {
-    const r = int8InChild(bad);
+    const r = int8InChild({ GAINRAG_INT8_INPUT_BITS: bad });
     assert.equal(r.error?.code, 'E_INVALID_ARG', JSON.stringify(r));
     assert.match(r.error!.message, /GAINRAG_INT8_INPUT_BITS must be 7 or 8/);
+  }
+});
+
+test('GAINRAG_INT8_PRODUCTS=avx2 runs the int8 products on the AVX2 kernels of CPUs without VNNI, with the same scores bit for bit', { skip }, () => {
+  if (!dnnlHas('int8')) return;
+  // Both code widths: 8-bit codes on the signed kernel, 7-bit codes on the pair kernel. Integer
+  // sums are exact on every kernel and the rescaling pass is shared, so the scores are equal.
+  for (const bits of ['8', '7']) {
+    const reference = int8InChild({ GAINRAG_INT8_INPUT_BITS: bits });
+    if (reference.error) continue;  // a CPU without 8-bit codes (the test above checks the refusal)
+    const avx2 = int8InChild({ GAINRAG_INT8_INPUT_BITS: bits, GAINRAG_INT8_PRODUCTS: 'avx2' });
+    if (avx2.error) {
+      assert.equal(avx2.error.code, 'E_INVALID_ARG', JSON.stringify(avx2));
+      assert.match(avx2.error.message, /no AVX2/);
+      continue;
+    }
+    assert.match(avx2.kernels ?? '', bits === '8' ? /int8 gainrag:avx2-signed/ : /int8 gainrag:avx2-pairs/);
+    assert.deepEqual(avx2.scores, reference.scores, `${bits}-bit codes: the AVX2 kernel changed the scores`);
+    const auto = int8InChild({ GAINRAG_INT8_INPUT_BITS: bits, GAINRAG_INT8_PRODUCTS: 'auto' });
+    assert.deepEqual(auto.scores, reference.scores);
+  }
+  for (const bad of ['avx512', 'yes']) {
+    const r = int8InChild({ GAINRAG_INT8_PRODUCTS: bad });
+    assert.equal(r.error?.code, 'E_INVALID_ARG', JSON.stringify(r));
+    assert.match(r.error!.message, /GAINRAG_INT8_PRODUCTS must be 'auto' or 'avx2'/);
   }
 });
 

@@ -193,6 +193,13 @@ test('the C++ engine works without Node (native test program)', () => {
   assert.ok(binary, 'gainrag_native_test is built next to the addon');
   const out = execFileSync(binary, [fixturesDir], { encoding: 'utf8' });
   assert.match(out, /all native checks passed/);
+  // The int8 kernels of CPUs without VNNI, checked here too: 7-bit input codes (the pair kernel)
+  // and every int8 product routed through the engine's own kernels.
+  for (const env of [{ GAINRAG_INT8_INPUT_BITS: '7' }, { GAINRAG_INT8_PRODUCTS: 'avx2' }]) {
+    const o = execFileSync(binary, [fixturesDir], { encoding: 'utf8', env: { ...process.env, ...env } });
+    assert.match(o, /all native checks passed/, JSON.stringify(env));
+    if (env.GAINRAG_INT8_INPUT_BITS && /int8 gemv \(kernels: [^;]*vnni512/.test(out)) assert.match(o, /kernels: [^;]*avx2-pairs[^;]*; 7-bit/);
+  }
 });
 
 function nativeTestBinary(): string | undefined {

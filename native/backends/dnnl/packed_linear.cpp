@@ -13,6 +13,7 @@
 #include <vector>
 #include <utility>
 
+#include "backends/dnnl/int8_gemv.h"
 #include "backends/dnnl/row_passes.h"
 #include "core/error.h"
 
@@ -147,6 +148,7 @@ struct PackedLinear::Impl {
   at::ScalarType precision = at::kFloat;
   bool split = false;
   bool plain = false;  // int8 weights read in their [out, in] rows (PackInt8 plain), not reordered
+  bool own = false;    // int8 products on GemvInt8's kernels over the plain rows, not oneDNN (Int8OwnProducts)
   int64_t depth() const { return split ? 3 * in : in; }
   Epilogue epilogue = Epilogue::kNone;
   memory::desc weights_desc;
@@ -209,6 +211,13 @@ bool Supports(at::ScalarType precision) {
 bool SupportsBf16x3() { return Supports(at::kBFloat16); }
 
 std::string KernelName(at::ScalarType precision, bool plain_weights) {
+  if (precision == at::kChar && Int8OwnProducts()) {
+    switch (AutoInt8Kernel()) {
+      case Int8Kernel::kVnni512: return "gainrag:vnni512";
+      case Int8Kernel::kAvx2Pairs: return "gainrag:avx2-pairs";
+      default: return "gainrag:avx2-signed";
+    }
+  }
   try {
     auto pd = Describe(kPackRows, 768, 768, precision, Epilogue::kNone,
                        memory::desc({768, 768}, DataType(precision), plain_weights ? tag::ba : tag::any));
@@ -249,7 +258,13 @@ std::shared_ptr<const PackedLinear> PackedLinear::PackInt8(const Int8Matrix& m, 
   impl->bias = m.bias;
   impl->weight_scale = m.scale;
   impl->weight_colsum = m.colsum;
-  if (plain) {
+  if (Int8OwnProducts()) {
+    // oneDNN's kernels would saturate on this CPU's 8-bit codes: the plain rows are all it needs.
+    GR_CHECK(m.w.is_contiguous() && m.w.scalar_type() == at::kChar, kInvalidArgument, "int8 linear: weights must be a contiguous int8 matrix");
+    impl->plain = true;
+    impl->own = true;
+    impl->weights = m.w;
+  } else if (plain) {
     // W^T [in, out] is m.w [out, in] read column-major; oneDNN reads it in place (m.w's storage
     // is shared, not copied).
     GR_CHECK(m.w.is_contiguous() && m.w.scalar_type() == at::kChar, kInvalidArgument, "int8 linear: plain weights must be a contiguous int8 matrix");
@@ -323,6 +338,20 @@ void PackedLinear::PackWeights(Impl* impl, const at::Tensor& w, bool bf16x3) {
   }
 }
 
+namespace {
+
+// int8 products leave the activation to a pass of its own (oneDNN's int32 output has none).
+void ApplyEpilogue(at::Tensor& y, Epilogue e) {
+  switch (e) {
+    case Epilogue::kGeluErf: at::gelu_(y); break;
+    case Epilogue::kGeluTanh: at::gelu_(y, "tanh"); break;
+    case Epilogue::kRelu: at::relu_(y); break;
+    case Epilogue::kNone: break;
+  }
+}
+
+}  // namespace
+
 at::Tensor PackedLinear::Forward(const at::Tensor& x_in) const {
   const Impl& p = *impl_;
   GR_CHECK(x_in.dim() >= 1 && x_in.size(-1) == p.in, kShape, "packed linear expects [..., ", p.in, "], got ",
@@ -339,6 +368,13 @@ at::Tensor PackedLinear::Forward(const at::Tensor& x_in) const {
   // (int8: oneDNN writes int32 here, RescaleRows turns it into float32 in place.)
   at::Tensor y = at::empty({M, p.out}, bf16_out ? at::kBFloat16 : at::kFloat);
   if (M == 0) return y.view(sizes);
+  if (p.own) {
+    // The same codes, sums and rescaling as below, on the engine's kernel.
+    GemvInt8(x.data_ptr<float>(), M, Int8Matrix{p.weights, p.weight_scale, p.weight_colsum, p.bias}, y.data_ptr<float>(),
+             p.out, false);
+    ApplyEpilogue(y, p.epilogue);
+    return y.view(sizes);
+  }
   std::vector<Int8RowCode> row_codes;
   if (int8) {
     at::Tensor q = at::empty({M, p.in}, at::kByte);
@@ -364,12 +400,7 @@ at::Tensor PackedLinear::Forward(const at::Tensor& x_in) const {
   if (int8) {
     RescaleRows(y.data_ptr(), row_codes.data(), p.weight_scale.data_ptr<float>(),
                 p.weight_colsum.data_ptr<int32_t>(), p.bias.data_ptr<float>(), M, p.out);
-    switch (p.epilogue) {
-      case Epilogue::kGeluErf: at::gelu_(y); break;
-      case Epilogue::kGeluTanh: at::gelu_(y, "tanh"); break;
-      case Epilogue::kRelu: at::relu_(y); break;
-      case Epilogue::kNone: break;
-    }
+    ApplyEpilogue(y, p.epilogue);
   }
   return y.view(sizes);
 }
