@@ -195,6 +195,10 @@ bool Avx2() {
   return ok;
 }
 
+// 7-bit input codes (Int8Inputs): the int16 pair sums of vpmaddubsw (2 x 127 x 127 at most) are
+// exact, so the plain pair kernel and oneDNN's AVX2 kernels serve; 8-bit codes need the sign trick.
+bool SevenBitCodes() { return 2 * Int8Inputs().levels + 1 <= 127; }
+
 // GAINRAG_INT8_PRODUCTS=avx2 runs every int8 product on the AVX2 kernels a CPU without VNNI
 // runs (the signed one on 8-bit codes), here too: how their results and speed are measured on a
 // VNNI machine. Read once; a bad value fails every int8 product with the message.
@@ -224,7 +228,7 @@ const ProductsSetting& Products() {
 bool Runs(Int8Kernel k) {
   switch (k) {
     case Int8Kernel::kVnni512: return Vnni512();
-    case Int8Kernel::kAvx2Pairs: return Avx2() && 2 * Int8Inputs().levels + 1 <= 127;  // exact on 7-bit codes only
+    case Int8Kernel::kAvx2Pairs: return Avx2() && SevenBitCodes();
     case Int8Kernel::kAvx2Signed: return Avx2();
     case Int8Kernel::kAuto: break;
   }
@@ -236,13 +240,13 @@ bool Runs(Int8Kernel k) {
 Int8Kernel AutoInt8Kernel() {
   if (Vnni512() && !Products().avx2) return Int8Kernel::kVnni512;
   if (!Avx2()) return Int8Kernel::kAuto;  // none
-  return 2 * Int8Inputs().levels + 1 <= 127 ? Int8Kernel::kAvx2Pairs : Int8Kernel::kAvx2Signed;
+  return SevenBitCodes() ? Int8Kernel::kAvx2Pairs : Int8Kernel::kAvx2Signed;
 }
 
 bool Int8OwnProducts() {
   // Without VNNI, oneDNN's kernels are exact only on 7-bit codes; on 8-bit codes (opted into
   // with GAINRAG_INT8_INPUT_BITS=8) every product runs on the signed AVX2 kernel instead.
-  static const bool own = Products().avx2 || (!CpuHasVnni() && Avx2() && Int8Inputs().levels > 63);
+  static const bool own = Products().avx2 || (!CpuHasVnni() && Avx2() && !SevenBitCodes());
   return own;
 }
 

@@ -259,7 +259,8 @@ std::shared_ptr<const PackedLinear> PackedLinear::PackInt8(const Int8Matrix& m, 
   impl->weight_scale = m.scale;
   impl->weight_colsum = m.colsum;
   if (Int8OwnProducts()) {
-    // oneDNN's kernels would saturate on this CPU's 8-bit codes: the plain rows are all it needs.
+    // GemvInt8 reads the plain [out, in] rows (8-bit codes without VNNI, where oneDNN's kernels
+    // would saturate, or GAINRAG_INT8_PRODUCTS=avx2); nothing to reorder.
     GR_CHECK(m.w.is_contiguous() && m.w.scalar_type() == at::kChar, kInvalidArgument, "int8 linear: weights must be a contiguous int8 matrix");
     impl->plain = true;
     impl->own = true;
